@@ -1,0 +1,424 @@
+//! A Tandem node's data directory: its layout, its configuration file, `init` and `open`.
+//!
+//! ```text
+//! DIR/
+//!   tandem.toml               configuration (written last by init: its presence marks a node)
+//!   replicated.db             the replicated database (SQLite, WAL)
+//!   node.db                   the node-local store: never replicated
+//!   files/sha256/ab/abcd…     app files by content hash
+//!   ssh_host_ed25519_key      this node's SSH identity (mode 0600), never replicated
+//! ```
+
+pub mod config;
+
+pub use config::{ConfigError, ListenerAddrs, NodeConfig};
+
+use std::path::{Path, PathBuf};
+use tandem_crypto::{CertificateAuthority, ServerCertificate, SshHostKey};
+use tandem_store::accounts::{self, AccountRealm};
+use tandem_store::node_local::NodeIdentity;
+use tandem_store::{Database, FileStore, NodeStore, OpenMode, StoreError};
+use time::OffsetDateTime;
+
+pub const CONFIG_FILE: &str = "tandem.toml";
+pub const REPLICATED_DB_FILE: &str = "replicated.db";
+pub const NODE_DB_FILE: &str = "node.db";
+pub const FILES_DIR: &str = "files";
+pub const SSH_HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
+/// Length of a generated initial password (about 93 bits from the unambiguous alphabet).
+pub const GENERATED_PASSWORD_CHARS: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] tandem_crypto::PkiError),
+    #[error(transparent)]
+    Ssh(#[from] tandem_crypto::SshError),
+    #[error(transparent)]
+    Password(#[from] tandem_crypto::PasswordError),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What `tandem init` needs.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub data_dir: PathBuf,
+    pub name: String,
+    pub service_addr: String,
+    pub system_manager_addr: String,
+    pub replication_addr: String,
+    pub admin_user: String,
+    /// `None`: generate one and report it once.
+    pub admin_password: Option<String>,
+    /// Extra names for the server certificate (the public host name devices use).
+    pub tls_names: Vec<String>,
+}
+
+/// What `tandem init` made, for the operator.
+#[derive(Clone, Debug)]
+pub struct InitReport {
+    pub data_dir: PathBuf,
+    pub node_id: String,
+    pub admin_user: String,
+    pub generated_password: Option<String>,
+    pub ssh_public_key: String,
+    pub ssh_fingerprint: String,
+    pub server_certificate_sha256: String,
+    pub listeners: ListenerAddrs,
+}
+
+/// Creates a node in `options.data_dir`, which must be missing or empty. On failure nothing is
+/// left behind that could be mistaken for a node.
+pub fn init(options: &InitOptions) -> Result<InitReport, NodeError> {
+    let dir = &options.data_dir;
+    let config = validate_init(options)?;
+    let listeners = config.listener_addrs().map_err(NodeError::Usage)?;
+    let existed = dir.exists();
+    if existed {
+        let mut entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
+        if entries.next().is_some() {
+            let what = if dir.join(CONFIG_FILE).exists() {
+                "already holds a Tandem node"
+            } else {
+                "is not empty"
+            };
+            return Err(NodeError::Usage(format!(
+                "{} {what}; refusing to overwrite it. Choose a new or empty directory",
+                dir.display()
+            )));
+        }
+    }
+    let result = create_node(options, &config, listeners);
+    if result.is_err() {
+        remove_partial_node(dir, existed);
+    }
+    result
+}
+
+fn validate_init(options: &InitOptions) -> Result<NodeConfig, NodeError> {
+    let config = NodeConfig {
+        format: config::CONFIG_FORMAT,
+        node: config::NodeSection {
+            name: options.name.clone(),
+            id: uuid::Uuid::new_v4().to_string(),
+        },
+        listeners: config::Listeners {
+            service: options.service_addr.clone(),
+            system_manager: options.system_manager_addr.clone(),
+            replication: options.replication_addr.clone(),
+        },
+    };
+    let mut problems: Vec<String> = config
+        .problems()
+        .into_iter()
+        .map(|problem| {
+            problem
+                .replace("[listeners] service", "--service-addr")
+                .replace("[listeners] system_manager", "--sysmgr-addr")
+                .replace("[listeners] replication", "--ssh-addr")
+                .replace("[node] node name", "--name")
+        })
+        .collect();
+    if let Err(error) = accounts::validate_username(&options.admin_user) {
+        problems.push(format!("--admin-user: {error}"));
+    }
+    if let Some(password) = &options.admin_password
+        && let Err(error) = accounts::validate_password(password)
+    {
+        problems.push(format!("--admin-password-file: {error}"));
+    }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(NodeError::Usage(format!(
+            "cannot create the node:\n  - {}",
+            problems.join("\n  - ")
+        )))
+    }
+}
+
+fn remove_partial_node(dir: &Path, existed: bool) {
+    if existed {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Names the server certificate covers: the node name, loopback, the listener addresses that
+/// are specific, and whatever the operator added.
+fn tls_names(options: &InitOptions, listeners: ListenerAddrs) -> Vec<String> {
+    let mut names = vec![options.name.clone(), "localhost".into()];
+    names.extend(options.tls_names.iter().cloned());
+    for addr in [listeners.service, listeners.system_manager] {
+        if !addr.ip().is_unspecified() {
+            names.push(addr.ip().to_string());
+        }
+    }
+    names.push("127.0.0.1".into());
+    names.push("::1".into());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(name.clone()));
+    names
+}
+
+fn create_node(
+    options: &InitOptions,
+    config: &NodeConfig,
+    listeners: ListenerAddrs,
+) -> Result<InitReport, NodeError> {
+    let dir = &options.data_dir;
+    create_private_dir(dir)?;
+    let now = OffsetDateTime::now_utc();
+
+    let ssh_key = SshHostKey::generate()?;
+    write_private_file(&dir.join(SSH_HOST_KEY_FILE), &ssh_key.private_openssh()?)?;
+
+    let ca = CertificateAuthority::generate(
+        &format!("Tandem Device CA {}", &config.node.id[..8]),
+        now,
+    )?;
+    let server_names = tls_names(options, listeners);
+    let server_tls = ServerCertificate::generate(&server_names, now)?;
+    let generated_password = options
+        .admin_password
+        .is_none()
+        .then(|| tandem_crypto::random_secret(GENERATED_PASSWORD_CHARS));
+    let password = options
+        .admin_password
+        .clone()
+        .or_else(|| generated_password.clone())
+        .unwrap_or_default();
+    let password_hash = tandem_crypto::hash_password(&password)?;
+
+    let replicated = tandem_store::open_replicated(&dir.join(REPLICATED_DB_FILE), OpenMode::Create)?;
+    let admin_user = options.admin_user.clone();
+    let server_cn = options.name.clone();
+    let server_certificate_sha256 = server_tls.sha256_fingerprint.clone();
+    replicated.write_blocking(move |conn| {
+        tandem_store::pki::store_device_ca(conn, &ca)?;
+        tandem_store::pki::store_server_tls(conn, &server_cn, &server_tls)?;
+        accounts::create(conn, AccountRealm::Admin, &admin_user, &password_hash)?;
+        accounts::create(conn, AccountRealm::SystemManager, &admin_user, &password_hash)?;
+        Ok(())
+    })?;
+    replicated.close_blocking();
+
+    let local = NodeStore::open(&dir.join(NODE_DB_FILE), OpenMode::Create)?;
+    local.set_identity_blocking(NodeIdentity {
+        node_id: config.node.id.clone(),
+        node_name: config.node.name.clone(),
+        created_at: tandem_store::common::now(),
+    })?;
+    local.database().close_blocking();
+    FileStore::create(&dir.join(FILES_DIR))?;
+
+    // Written last: a directory with tandem.toml is a complete node.
+    write_private_file(&dir.join(CONFIG_FILE), &config.to_toml())?;
+    Ok(InitReport {
+        data_dir: dir.clone(),
+        node_id: config.node.id.clone(),
+        admin_user: options.admin_user.clone(),
+        generated_password,
+        ssh_public_key: ssh_key.public_openssh(&config.node.name)?,
+        ssh_fingerprint: ssh_key.fingerprint(),
+        server_certificate_sha256,
+        listeners,
+    })
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), NodeError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    set_mode(dir, 0o700)
+}
+
+fn write_private_file(path: &Path, contents: &str) -> Result<(), NodeError> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).map_err(io_error(path))?;
+    set_mode(path, 0o600)?;
+    file.write_all(contents.as_bytes()).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_error(path))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> Result<(), NodeError> {
+    Ok(())
+}
+
+/// An opened node: its configuration and its stores.
+pub struct Node {
+    pub data_dir: PathBuf,
+    pub config: NodeConfig,
+    pub listeners: ListenerAddrs,
+    pub replicated: Database,
+    pub local: NodeStore,
+    pub files: FileStore,
+    pub ssh_host_key: SshHostKey,
+}
+
+impl Node {
+    /// Opens the node in `data_dir`, refusing a missing, foreign or mismatched one with a message
+    /// that says what to do.
+    pub fn open(data_dir: &Path) -> Result<Self, NodeError> {
+        if !data_dir.is_dir() {
+            return Err(NodeError::Usage(format!(
+                "data dir {} does not exist; create a node with `tandem init --data-dir {} --name NAME`",
+                data_dir.display(),
+                data_dir.display()
+            )));
+        }
+        let config_path = data_dir.join(CONFIG_FILE);
+        if !config_path.is_file() {
+            return Err(NodeError::Usage(format!(
+                "{} is not a Tandem data dir (it has no {CONFIG_FILE}); create a node with \
+                 `tandem init --data-dir DIR --name NAME`",
+                data_dir.display()
+            )));
+        }
+        let config = NodeConfig::load(&config_path)?;
+        let listeners = config.listener_addrs().map_err(NodeError::Usage)?;
+        let local = NodeStore::open(&data_dir.join(NODE_DB_FILE), OpenMode::Existing)?;
+        let identity = local.identity_blocking()?;
+        if identity.node_id != config.node.id {
+            return Err(NodeError::Usage(format!(
+                "{} belongs to node {} ({}), but {CONFIG_FILE} names node {}; the files come from \
+                 different nodes. Restore the matching {CONFIG_FILE} or create a new node",
+                data_dir.join(NODE_DB_FILE).display(),
+                identity.node_name,
+                identity.node_id,
+                config.node.id
+            )));
+        }
+        let replicated =
+            tandem_store::open_replicated(&data_dir.join(REPLICATED_DB_FILE), OpenMode::Existing)?;
+        let files = FileStore::open(&data_dir.join(FILES_DIR))?;
+        let key_path = data_dir.join(SSH_HOST_KEY_FILE);
+        let key_text = std::fs::read_to_string(&key_path).map_err(io_error(&key_path))?;
+        let ssh_host_key = SshHostKey::from_openssh(&key_text)?;
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            config,
+            listeners,
+            replicated,
+            local,
+            files,
+            ssh_host_key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(dir: &Path) -> InitOptions {
+        InitOptions {
+            data_dir: dir.to_owned(),
+            name: "node-a".into(),
+            service_addr: "127.0.0.1:4443".into(),
+            system_manager_addr: "127.0.0.1:8443".into(),
+            replication_addr: "127.0.0.1:2222".into(),
+            admin_user: "admin".into(),
+            admin_password: None,
+            tls_names: vec!["mdm.example.com".into()],
+        }
+    }
+
+    #[test]
+    fn init_then_open_and_refuse_to_overwrite() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("node");
+        let report = init(&options(&dir)).unwrap();
+        let password = report.generated_password.clone().unwrap();
+        assert_eq!(password.len(), GENERATED_PASSWORD_CHARS);
+        assert!(report.ssh_public_key.starts_with("ssh-ed25519 "));
+
+        let node = Node::open(&dir).unwrap();
+        assert_eq!(node.config.node.name, "node-a");
+        let hash = node
+            .replicated
+            .read_blocking(|conn| accounts::password_hash(conn, AccountRealm::Admin, "admin"))
+            .unwrap()
+            .unwrap();
+        assert!(tandem_crypto::verify_password(&password, &hash));
+        let sysmgr = node
+            .replicated
+            .read_blocking(|conn| {
+                accounts::password_hash(conn, AccountRealm::SystemManager, "admin")
+            })
+            .unwrap();
+        assert!(sysmgr.is_some());
+        drop(node);
+
+        let error = init(&options(&dir)).unwrap_err().to_string();
+        assert!(error.contains("already holds a Tandem node"), "{error}");
+    }
+
+    #[test]
+    fn init_reports_all_bad_options_and_leaves_nothing() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("node");
+        let mut bad = options(&dir);
+        bad.name = "no spaces allowed".into();
+        bad.service_addr = "4443".into();
+        bad.admin_password = Some("short".into());
+        let error = init(&bad).unwrap_err().to_string();
+        assert!(error.contains("--name"), "{error}");
+        assert!(error.contains("--service-addr"), "{error}");
+        assert!(error.contains("at least 8 characters"), "{error}");
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn open_explains_missing_and_foreign_dirs() {
+        let temp = tempfile::tempdir().unwrap();
+        let missing = Node::open(&temp.path().join("nope")).err().unwrap().to_string();
+        assert!(missing.contains("does not exist"), "{missing}");
+        std::fs::write(temp.path().join("notes.txt"), "hello").unwrap();
+        let foreign = Node::open(temp.path()).err().unwrap().to_string();
+        assert!(foreign.contains("is not a Tandem data dir"), "{foreign}");
+    }
+
+    #[test]
+    fn open_refuses_a_config_from_another_node() {
+        let temp = tempfile::tempdir().unwrap();
+        let (a, b) = (temp.path().join("a"), temp.path().join("b"));
+        init(&options(&a)).unwrap();
+        init(&options(&b)).unwrap();
+        std::fs::copy(b.join(CONFIG_FILE), a.join(CONFIG_FILE)).unwrap();
+        let error = Node::open(&a).err().unwrap().to_string();
+        assert!(error.contains("different nodes"), "{error}");
+    }
+}
