@@ -10,9 +10,9 @@ mod pki;
 mod ssh;
 
 pub use password::{PasswordError, hash_password, random_secret, verify_password};
-pub use pki::{first_certificate_der, 
+pub use pki::{
     CertificateAuthority, DeviceIdentity, IssuedCertificate, PkiError, ServerCertificate,
-    sha256_fingerprint,
+    first_certificate_der, sha256_fingerprint,
 };
 pub use ssh::{SshError, SshHostKey};
 

@@ -77,6 +77,10 @@ mod tests {
     #[test]
     fn garbage_is_refused_with_a_reason() {
         let error = SshHostKey::from_openssh("not a key").err().unwrap();
-        assert!(error.to_string().contains("not a valid OpenSSH private key"));
+        assert!(
+            error
+                .to_string()
+                .contains("not a valid OpenSSH private key")
+        );
     }
 }

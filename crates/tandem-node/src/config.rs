@@ -54,10 +54,7 @@ pub enum ConfigError {
     #[error("{path} is not valid TOML for a Tandem node: {message}")]
     Syntax { path: String, message: String },
     #[error("{path} has {} problem(s):\n  - {}", .problems.len(), .problems.join("\n  - "))]
-    Invalid {
-        path: String,
-        problems: Vec<String>,
-    },
+    Invalid { path: String, problems: Vec<String> },
 }
 
 /// Checks a node name: it appears in certificates, log lines and peers' Trusted Hosts.
@@ -205,12 +202,19 @@ mod tests {
         assert!(problems[1].contains("\"bad name!\""));
         assert!(problems[2].contains("\"localhost\" is not an IP address and port"));
         config.listeners.service = "127.0.0.1:1".into();
-        assert!(config.problems().iter().any(|p| p.contains("different addresses")));
+        assert!(
+            config
+                .problems()
+                .iter()
+                .any(|p| p.contains("different addresses"))
+        );
     }
 
     #[test]
     fn unknown_keys_are_refused() {
-        let text = sample().to_toml().replace("[listeners]", "[listeners]\nservce = \"x\"");
+        let text = sample()
+            .to_toml()
+            .replace("[listeners]", "[listeners]\nservce = \"x\"");
         let error = toml::from_str::<NodeConfig>(&text).unwrap_err().to_string();
         assert!(error.contains("servce"), "{error}");
     }

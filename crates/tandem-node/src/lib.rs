@@ -200,10 +200,8 @@ fn create_node(
     let ssh_key = SshHostKey::generate()?;
     write_private_file(&dir.join(SSH_HOST_KEY_FILE), &ssh_key.private_openssh()?)?;
 
-    let ca = CertificateAuthority::generate(
-        &format!("Tandem Device CA {}", &config.node.id[..8]),
-        now,
-    )?;
+    let ca =
+        CertificateAuthority::generate(&format!("Tandem Device CA {}", &config.node.id[..8]), now)?;
     let server_names = tls_names(options, listeners);
     let server_tls = ServerCertificate::generate(&server_names, now)?;
     let generated_password = options
@@ -217,7 +215,8 @@ fn create_node(
         .unwrap_or_default();
     let password_hash = tandem_crypto::hash_password(&password)?;
 
-    let replicated = tandem_store::open_replicated(&dir.join(REPLICATED_DB_FILE), OpenMode::Create)?;
+    let replicated =
+        tandem_store::open_replicated(&dir.join(REPLICATED_DB_FILE), OpenMode::Create)?;
     let admin_user = options.admin_user.clone();
     let server_cn = options.name.clone();
     let server_certificate_sha256 = server_tls.sha256_fingerprint.clone();
@@ -225,7 +224,12 @@ fn create_node(
         tandem_store::pki::store_device_ca(conn, &ca)?;
         tandem_store::pki::store_server_tls(conn, &server_cn, &server_tls)?;
         accounts::create(conn, AccountRealm::Admin, &admin_user, &password_hash)?;
-        accounts::create(conn, AccountRealm::SystemManager, &admin_user, &password_hash)?;
+        accounts::create(
+            conn,
+            AccountRealm::SystemManager,
+            &admin_user,
+            &password_hash,
+        )?;
         Ok(())
     })?;
     replicated.close_blocking();
@@ -262,7 +266,8 @@ fn write_private_file(path: &Path, contents: &str) -> Result<(), NodeError> {
     use std::io::Write;
     let mut file = std::fs::File::create(path).map_err(io_error(path))?;
     set_mode(path, 0o600)?;
-    file.write_all(contents.as_bytes()).map_err(io_error(path))?;
+    file.write_all(contents.as_bytes())
+        .map_err(io_error(path))?;
     file.sync_all().map_err(io_error(path))
 }
 
@@ -404,7 +409,10 @@ mod tests {
     #[test]
     fn open_explains_missing_and_foreign_dirs() {
         let temp = tempfile::tempdir().unwrap();
-        let missing = Node::open(&temp.path().join("nope")).err().unwrap().to_string();
+        let missing = Node::open(&temp.path().join("nope"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(missing.contains("does not exist"), "{missing}");
         std::fs::write(temp.path().join("notes.txt"), "hello").unwrap();
         let foreign = Node::open(temp.path()).err().unwrap().to_string();

@@ -1,1 +1,205 @@
-//! Tandem's HTTPS listeners: device endpoints, admin REST API, System Manager portal and load-balancer probes
+//! Tandem's HTTPS listeners.
+//!
+//! - **Service** (guide: 443): device endpoints (`/device/v1`), the admin REST API (`/api/v2`)
+//!   and the load-balancer probes (`/status/status.html`, `/hastatus.html`).
+//! - **System Manager** (guide: 8443): node administration.
+//!
+//! [`Server::bind`] binds both listeners (tests pass `127.0.0.1:0`), [`Server::run`] serves until
+//! a shutdown future completes, then drains connections and closes the databases so every
+//! acknowledged write is on disk.
+
+mod api;
+mod auth;
+mod device;
+pub mod error;
+mod extract;
+mod listener;
+mod probes;
+pub mod state;
+mod sysmgr;
+pub mod tls;
+
+use axum::Router;
+use axum::http::Uri;
+use error::ApiError;
+use listener::HttpsListener;
+use state::{AppState, DeviceGate, Shared};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tandem_ha::NodeStatus;
+use tandem_node::Node;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+pub use listener::{CONNECTIONS_MAX, DRAIN_TIMEOUT};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "cannot listen on {addr} for the {listener} listener: {source}; stop the process using \
+         it, or change {config_key} in {config_path}"
+    )]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        config_key: &'static str,
+        config_path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] tandem_store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Listener addresses to use instead of the configured ones (tests bind port 0).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServeOptions {
+    pub service_addr: Option<SocketAddr>,
+    pub system_manager_addr: Option<SocketAddr>,
+}
+
+pub struct Server {
+    state: AppState,
+    status: watch::Sender<NodeStatus>,
+    service: HttpsListener,
+    system_manager: HttpsListener,
+}
+
+impl Server {
+    pub async fn bind(node: Node, options: ServeOptions) -> Result<Self, ServerError> {
+        let db = node.replicated.clone();
+        let (server_tls, device_ca) = db
+            .read(|conn| {
+                Ok((
+                    tandem_store::pki::server_tls(conn)?,
+                    tandem_store::pki::device_ca(conn)?,
+                ))
+            })
+            .await?;
+        let service_tls = tls::service_config(&server_tls, &device_ca)?;
+        let system_manager_tls = tls::system_manager_config(&server_tls)?;
+        let config_path = node.data_dir.join(tandem_node::CONFIG_FILE);
+        let service_addr = options.service_addr.unwrap_or(node.listeners.service);
+        let system_manager_addr = options
+            .system_manager_addr
+            .unwrap_or(node.listeners.system_manager);
+        let bind = |listener, addr, config_key| {
+            let config_path = config_path.display().to_string();
+            async move {
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        listener,
+                        addr,
+                        config_key,
+                        config_path,
+                        source,
+                    })
+            }
+        };
+        let service_tcp = bind("service", service_addr, "[listeners] service").await?;
+        let system_manager_tcp = bind(
+            "System Manager",
+            system_manager_addr,
+            "[listeners] system_manager",
+        )
+        .await?;
+
+        let (status, status_receiver) = watch::channel(NodeStatus::STANDALONE);
+        let device_gate = Arc::new(DeviceGate::default());
+        let state = AppState(Arc::new(Shared {
+            node_name: node.config.node.name.clone(),
+            db,
+            files: node.files.clone(),
+            local: node.local.clone(),
+            device_ca,
+            status: status_receiver,
+            device_gate: device_gate.clone(),
+            auth_cache: auth::AuthCache::default(),
+        }));
+        Ok(Self {
+            service: HttpsListener {
+                name: "service",
+                tcp: service_tcp,
+                acceptor: TlsAcceptor::from(service_tls),
+                router: service_router(state.clone()),
+                device_gate: Some(device_gate),
+            },
+            system_manager: HttpsListener {
+                name: "System Manager",
+                tcp: system_manager_tcp,
+                acceptor: TlsAcceptor::from(system_manager_tls),
+                router: sysmgr::router(state.clone()),
+                device_gate: None,
+            },
+            state,
+            status,
+        })
+    }
+
+    pub fn service_addr(&self) -> SocketAddr {
+        self.service
+            .tcp
+            .local_addr()
+            .unwrap_or(([0, 0, 0, 0], 0).into())
+    }
+
+    pub fn system_manager_addr(&self) -> SocketAddr {
+        self.system_manager
+            .tcp
+            .local_addr()
+            .unwrap_or(([0, 0, 0, 0], 0).into())
+    }
+
+    /// Publishes a new role and state to the listeners (the HA runtime drives this).
+    pub fn status_sender(&self) -> watch::Sender<NodeStatus> {
+        self.status.clone()
+    }
+
+    pub fn device_gate(&self) -> Arc<DeviceGate> {
+        self.state.device_gate.clone()
+    }
+
+    /// Serves until `shutdown` completes, drains connections for at most [`DRAIN_TIMEOUT`], then
+    /// commits what is queued and closes the databases.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let (stop, stopped) = watch::channel(false);
+        let service = tokio::spawn(self.service.serve(stopped.clone()));
+        let system_manager = tokio::spawn(self.system_manager.serve(stopped));
+        tracing::info!(node = %self.state.node_name, "serving");
+        shutdown.await;
+        tracing::info!("shutting down: draining connections");
+        let _ = stop.send(true);
+        let _ = tokio::join!(service, system_manager);
+        self.state.db.close().await;
+        self.state.local.database().close().await;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+fn service_router(state: AppState) -> Router {
+    Router::new()
+        .route("/status/status.html", axum::routing::get(probes::status))
+        .route("/hastatus.html", axum::routing::get(probes::ha_status))
+        .nest("/api/v2", api::router(state.clone()))
+        .nest("/device/v1", device::router(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+pub(crate) async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no such resource: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not supported on {}", uri.path()),
+    )
+}

@@ -67,7 +67,11 @@ struct ValidApp {
 fn validate(input: &AppInput) -> StoreResult<ValidApp> {
     let mut check = Check::new();
     if input.platform.is_none() {
-        check.fail("platform", "", format!("is required: one of {}", Platform::expected()));
+        check.fail(
+            "platform",
+            "",
+            format!("is required: one of {}", Platform::expected()),
+        );
     }
     let bundle_id = input.bundle_id.clone().unwrap_or_default();
     check.text("bundleId", &bundle_id, 255);
@@ -112,14 +116,19 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<App> {
         name: row.get(3)?,
         version: row.get(4)?,
         source: row.get(5)?,
-        file: sha256.zip(size_bytes).map(|(sha256, size_bytes)| AppFile { sha256, size_bytes }),
+        file: sha256
+            .zip(size_bytes)
+            .map(|(sha256, size_bytes)| AppFile { sha256, size_bytes }),
         created_at: row.get(8)?,
         updated_at: row.get(9)?,
     })
 }
 
 fn subject(bundle_id: &str) -> Subject<'_> {
-    Subject { kind: "app", id: bundle_id }
+    Subject {
+        kind: "app",
+        id: bundle_id,
+    }
 }
 
 pub fn create(conn: &Connection, actor: &str, input: &AppInput) -> StoreResult<App> {
@@ -128,7 +137,14 @@ pub fn create(conn: &Connection, actor: &str, input: &AppInput) -> StoreResult<A
     conn.execute(
         "INSERT INTO apps (platform, bundle_id, name, version, source, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-        params![app.platform, app.bundle_id, app.name, app.version, app.source, at],
+        params![
+            app.platform,
+            app.bundle_id,
+            app.name,
+            app.version,
+            app.source,
+            at
+        ],
     )
     .map_err(StoreError::from_sqlite)?;
     let id = conn.last_insert_rowid();
@@ -137,7 +153,10 @@ pub fn create(conn: &Connection, actor: &str, input: &AppInput) -> StoreResult<A
         actor,
         "APP_CREATED",
         subject(&app.bundle_id),
-        &format!("{} app {} {} added", app.platform, app.bundle_id, app.version),
+        &format!(
+            "{} app {} {} added",
+            app.platform, app.bundle_id, app.version
+        ),
     )?;
     get(conn, id)
 }
@@ -158,7 +177,9 @@ pub fn list(conn: &Connection, request: &PageRequest) -> StoreResult<Page<App>> 
         |row| row.get(0),
     )?;
     let results = conn
-        .prepare_cached(&format!("{SELECT} WHERE {FILTER} ORDER BY a.id LIMIT ?2 OFFSET ?3"))?
+        .prepare_cached(&format!(
+            "{SELECT} WHERE {FILTER} ORDER BY a.id LIMIT ?2 OFFSET ?3"
+        ))?
         .query_map(params![pattern, limit, offset], from_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page::new(total, offset, results))
@@ -171,7 +192,15 @@ pub fn update(conn: &Connection, actor: &str, id: i64, input: &AppInput) -> Stor
         "UPDATE apps SET platform = ?2, bundle_id = ?3, name = ?4, version = ?5, source = ?6,
             updated_at = ?7
          WHERE id = ?1",
-        params![id, app.platform, app.bundle_id, app.name, app.version, app.source, now()],
+        params![
+            id,
+            app.platform,
+            app.bundle_id,
+            app.name,
+            app.version,
+            app.source,
+            now()
+        ],
     )
     .map_err(StoreError::from_sqlite)?;
     events::append(
@@ -219,7 +248,10 @@ pub fn attach_file(
         actor,
         "APP_FILE_UPLOADED",
         subject(&app.bundle_id),
-        &format!("app {} {}: file {sha256} ({size_bytes} bytes)", app.bundle_id, app.version),
+        &format!(
+            "app {} {}: file {sha256} ({size_bytes} bytes)",
+            app.bundle_id, app.version
+        ),
     )?;
     get(conn, id)
 }

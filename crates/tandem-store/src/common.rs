@@ -48,7 +48,11 @@ impl Check {
         if value.trim().is_empty() {
             self.fail(field, value, "must not be empty");
         } else if value.chars().count() > chars_max {
-            self.fail(field, value, format!("must be at most {chars_max} characters"));
+            self.fail(
+                field,
+                value,
+                format!("must be at most {chars_max} characters"),
+            );
         } else if value.chars().any(char::is_control) {
             self.fail(field, value, "must not contain control characters");
         } else if value.trim() != value {
@@ -86,7 +90,11 @@ impl Check {
             !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
         }) && !value.contains(char::is_whitespace);
         if self.invalid.fields.len() == before && !well_formed {
-            self.fail(field, value, "must be an e-mail address like name@example.com");
+            self.fail(
+                field,
+                value,
+                "must be an e-mail address like name@example.com",
+            );
         }
     }
 

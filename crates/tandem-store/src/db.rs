@@ -209,7 +209,12 @@ impl Database {
     /// [`Self::close`] for callers outside an async runtime.
     pub fn close_blocking(&self) {
         let (sender, stopped) = oneshot::channel();
-        if self.shared.writer.blocking_send(Message::Stop(sender)).is_ok() {
+        if self
+            .shared
+            .writer
+            .blocking_send(Message::Stop(sender))
+            .is_ok()
+        {
             let _ = stopped.blocking_recv();
         }
         lock(&self.shared.readers).clear();
@@ -264,9 +269,8 @@ fn open_connection(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     if !flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
-        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| {
-            row.get(0)
-        })?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Corrupt(format!(
                 "{} refused WAL mode (journal_mode is {mode})",
@@ -282,8 +286,7 @@ fn open_connection(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {
 fn migrate(conn: &mut Connection, path: &Path, schema: Schema) -> StoreResult<()> {
     let application_id: i32 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let tables: i64 =
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?;
     let is_new = application_id == 0 && version == 0 && tables == 0;
     if !is_new && application_id != schema.application_id {
         return Err(StoreError::Foreign {
@@ -382,4 +385,3 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) {
         completion(commit.clone());
     }
 }
-

@@ -1,7 +1,9 @@
 //! Devices: registration by an administrator, enrollment with a one-time PIN that yields an
 //! identity certificate, check-ins authenticated by that certificate, and queued commands.
 
-use crate::common::{Check, Page, PageRequest, is_identifier_char, now, parse_timestamp, timestamp};
+use crate::common::{
+    Check, Page, PageRequest, is_identifier_char, now, parse_timestamp, timestamp,
+};
 use crate::error::{InvalidInput, StoreError, StoreResult};
 use crate::events::{self, Subject};
 use crate::policies::{self, AssignedPolicy, PolicyKind};
@@ -528,7 +530,9 @@ pub fn queue_action(
 ) -> StoreResult<DeviceCommand> {
     let (device_id, status) = internal_id(conn, uuid)?;
     let next_status = match (command, status) {
-        (_, DeviceStatus::Pending) => Err("it has not enrolled yet; delete the registration instead"),
+        (_, DeviceStatus::Pending) => {
+            Err("it has not enrolled yet; delete the registration instead")
+        }
         (_, DeviceStatus::Retired | DeviceStatus::Wiped) => Err("it is no longer managed"),
         (CommandKind::Retire, DeviceStatus::RetirePending) => Err("a retire is already pending"),
         (CommandKind::Retire, DeviceStatus::WipePending) => Err("a wipe is already pending"),
@@ -642,7 +646,12 @@ pub fn pending_enrollment(
 pub fn validate_enrollment(input: &Enrollment) -> StoreResult<()> {
     let mut check = Check::new();
     check.text("pin", &input.pin, 64);
-    check_hardware_ids(&mut check, None, input.udid.as_deref(), input.imei.as_deref());
+    check_hardware_ids(
+        &mut check,
+        None,
+        input.udid.as_deref(),
+        input.imei.as_deref(),
+    );
     check_descriptions(
         &mut check,
         input.model.as_deref(),

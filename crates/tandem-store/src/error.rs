@@ -58,11 +58,10 @@ impl fmt::Display for InvalidInput {
             if index > 0 {
                 f.write_str("; ")?;
             }
-            write!(
-                f,
-                "{}: {} (got {:?})",
-                error.field, error.problem, error.value
-            )?;
+            write!(f, "{}: {}", error.field, error.problem)?;
+            if !error.value.is_empty() {
+                write!(f, " (got {:?})", error.value)?;
+            }
         }
         Ok(())
     }

@@ -41,7 +41,14 @@ pub fn append(
         "INSERT INTO events (at, actor, kind, subject_type, subject_id, message)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![now(), actor, kind, subject.kind, subject.id, message])?;
+    .execute(params![
+        now(),
+        actor,
+        kind,
+        subject.kind,
+        subject.id,
+        message
+    ])?;
     let id = conn.last_insert_rowid();
     if id % PRUNE_EVERY_EVENTS == 0 {
         conn.prepare_cached("DELETE FROM events WHERE id <= ?1")?

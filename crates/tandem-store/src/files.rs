@@ -36,7 +36,9 @@ impl FileStore {
         for dir in [root.join("tmp"), root.join("sha256")] {
             std::fs::create_dir_all(&dir).map_err(|error| StoreError::io(&dir, error))?;
         }
-        Ok(Self { root: root.to_owned() })
+        Ok(Self {
+            root: root.to_owned(),
+        })
     }
 
     pub fn open(root: &Path) -> StoreResult<Self> {
@@ -110,13 +112,23 @@ impl FileWriter {
         let sha256 = hex::encode(self.hasher.finalize());
         let final_path = self.store.path_of(&sha256);
         let dir = final_path.parent().map(Path::to_owned).unwrap_or_default();
-        tokio::fs::create_dir_all(&dir).await.map_err(|error| StoreError::io(&dir, error))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|error| StoreError::io(&dir, error))?;
         tokio::fs::rename(&temp_path, &final_path)
             .await
             .map_err(|error| StoreError::io(&final_path, error))?;
-        let dir_handle = tokio::fs::File::open(&dir).await.map_err(|error| StoreError::io(&dir, error))?;
-        dir_handle.sync_all().await.map_err(|error| StoreError::io(&dir, error))?;
-        Ok(StoredFile { sha256, size_bytes: self.size_bytes })
+        let dir_handle = tokio::fs::File::open(&dir)
+            .await
+            .map_err(|error| StoreError::io(&dir, error))?;
+        dir_handle
+            .sync_all()
+            .await
+            .map_err(|error| StoreError::io(&dir, error))?;
+        Ok(StoredFile {
+            sha256,
+            size_bytes: self.size_bytes,
+        })
     }
 }
 
@@ -138,11 +150,17 @@ mod tests {
         );
         assert_eq!(stored.size_bytes, 11);
         assert!(store.contains(&stored.sha256));
-        assert_eq!(std::fs::read(store.path_of(&stored.sha256)).unwrap(), b"hello world");
+        assert_eq!(
+            std::fs::read(store.path_of(&stored.sha256)).unwrap(),
+            b"hello world"
+        );
 
         let mut too_big = store.begin(4).await.unwrap();
         let error = too_big.write(b"12345").await.unwrap_err();
         assert!(error.to_string().contains("at most 4 bytes"), "{error}");
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 }

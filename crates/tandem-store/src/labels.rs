@@ -70,7 +70,13 @@ pub fn create(conn: &Connection, actor: &str, input: &LabelInput) -> StoreResult
     )
     .map_err(StoreError::from_sqlite)?;
     let id = conn.last_insert_rowid();
-    events::append(conn, actor, "LABEL_CREATED", subject(&name), &format!("label {name} created"))?;
+    events::append(
+        conn,
+        actor,
+        "LABEL_CREATED",
+        subject(&name),
+        &format!("label {name} created"),
+    )?;
     get(conn, id)
 }
 
@@ -90,7 +96,9 @@ pub fn list(conn: &Connection, request: &PageRequest) -> StoreResult<Page<Label>
         |row| row.get(0),
     )?;
     let results = conn
-        .prepare_cached(&format!("{SELECT} WHERE {FILTER} ORDER BY l.id LIMIT ?2 OFFSET ?3"))?
+        .prepare_cached(&format!(
+            "{SELECT} WHERE {FILTER} ORDER BY l.id LIMIT ?2 OFFSET ?3"
+        ))?
         .query_map(params![pattern, limit, offset], from_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page::new(total, offset, results))
@@ -104,7 +112,13 @@ pub fn update(conn: &Connection, actor: &str, id: i64, input: &LabelInput) -> St
         params![id, name, description, now()],
     )
     .map_err(StoreError::from_sqlite)?;
-    events::append(conn, actor, "LABEL_UPDATED", subject(&name), &format!("label {name} updated"))?;
+    events::append(
+        conn,
+        actor,
+        "LABEL_UPDATED",
+        subject(&name),
+        &format!("label {name} updated"),
+    )?;
     get(conn, id)
 }
 
@@ -116,7 +130,10 @@ pub fn delete(conn: &Connection, actor: &str, id: i64) -> StoreResult<()> {
         actor,
         "LABEL_DELETED",
         subject(&label.name),
-        &format!("label {} deleted ({} devices lose it)", label.name, label.device_count),
+        &format!(
+            "label {} deleted ({} devices lose it)",
+            label.name, label.device_count
+        ),
     )?;
     Ok(())
 }
@@ -153,7 +170,11 @@ pub fn apply(
         actor,
         "LABEL_APPLIED",
         subject(&label.name),
-        &format!("label {} applied to {} device(s)", label.name, device_uuids.len()),
+        &format!(
+            "label {} applied to {} device(s)",
+            label.name,
+            device_uuids.len()
+        ),
     )?;
     get(conn, id)
 }

@@ -38,7 +38,9 @@ pub struct NodeStore {
 
 impl NodeStore {
     pub fn open(path: &Path, mode: OpenMode) -> StoreResult<Self> {
-        Ok(Self { db: Database::open(path, NODE_LOCAL, mode)? })
+        Ok(Self {
+            db: Database::open(path, NODE_LOCAL, mode)?,
+        })
     }
 
     pub fn database(&self) -> &Database {
@@ -71,9 +73,7 @@ impl NodeStore {
                 },
             )
             .optional()?
-            .ok_or_else(|| {
-                StoreError::Corrupt("the node-local store has no node identity".into())
-            })
+            .ok_or_else(|| StoreError::Corrupt("the node-local store has no node identity".into()))
         })
     }
 
@@ -88,7 +88,10 @@ impl NodeStore {
                 .execute(params![now(), module, level, message])?;
                 let id = conn.last_insert_rowid();
                 if id % PRUNE_EVERY_LINES == 0 {
-                    conn.execute("DELETE FROM local_log WHERE id <= ?1", [id - LOCAL_LOG_RETAINED_MAX])?;
+                    conn.execute(
+                        "DELETE FROM local_log WHERE id <= ?1",
+                        [id - LOCAL_LOG_RETAINED_MAX],
+                    )?;
                 }
                 Ok(())
             })

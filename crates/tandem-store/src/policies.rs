@@ -109,11 +109,7 @@ const SELECT: &str = "SELECT p.id, p.kind, p.name, p.type, p.priority, p.version
 fn json_column(row: &Row<'_>, index: usize) -> rusqlite::Result<serde_json::Value> {
     let text: String = row.get(index)?;
     serde_json::from_str(&text).map_err(|error| {
-        rusqlite::Error::FromSqlConversionFailure(
-            index,
-            rusqlite::types::Type::Text,
-            error.into(),
-        )
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, error.into())
     })
 }
 
@@ -180,9 +176,14 @@ pub fn get(conn: &Connection, kind: PolicyKind, id: i64) -> StoreResult<Policy> 
         .ok_or_else(|| StoreError::not_found(kind.noun(), id))
 }
 
-pub fn list(conn: &Connection, kind: PolicyKind, request: &PageRequest) -> StoreResult<Page<Policy>> {
+pub fn list(
+    conn: &Connection,
+    kind: PolicyKind,
+    request: &PageRequest,
+) -> StoreResult<Page<Policy>> {
     let (pattern, limit, offset) = request.validated()?;
-    const FILTER: &str = "p.kind = ?4 AND (p.name LIKE ?1 ESCAPE '\\' OR p.type LIKE ?1 ESCAPE '\\')";
+    const FILTER: &str =
+        "p.kind = ?4 AND (p.name LIKE ?1 ESCAPE '\\' OR p.type LIKE ?1 ESCAPE '\\')";
     let total: i64 = conn.query_row(
         &format!("SELECT count(*) FROM policies p WHERE {FILTER}"),
         params![pattern, 0, 0, kind],
@@ -265,7 +266,11 @@ pub fn assign_labels(
         actor,
         &format!("{kind}_ASSIGNED"),
         subject(kind, &policy.name),
-        &format!("{} {} assigned to labels {label_ids:?}", kind.noun(), policy.name),
+        &format!(
+            "{} {} assigned to labels {label_ids:?}",
+            kind.noun(),
+            policy.name
+        ),
     )?;
     get(conn, kind, id)
 }
@@ -293,7 +298,11 @@ pub fn unassign_label(
         actor,
         &format!("{kind}_UNASSIGNED"),
         subject(kind, &policy.name),
-        &format!("{} {} removed from label {label_id}", kind.noun(), policy.name),
+        &format!(
+            "{} {} removed from label {label_id}",
+            kind.noun(),
+            policy.name
+        ),
     )?;
     get(conn, kind, id)
 }
@@ -337,6 +346,9 @@ pub fn for_device(conn: &Connection, device_id: i64, id: i64) -> StoreResult<Pol
         .optional()?;
     match assigned {
         Some(kind) => get(conn, kind, id),
-        None => Err(StoreError::not_found("assigned policy or configuration", id)),
+        None => Err(StoreError::not_found(
+            "assigned policy or configuration",
+            id,
+        )),
     }
 }

@@ -65,7 +65,11 @@ pub fn put(
     let text = value.to_string();
     if text.len() > SETTING_BYTES_MAX {
         let mut check = Check::new();
-        check.fail("value", &text, format!("must be at most {SETTING_BYTES_MAX} bytes of JSON"));
+        check.fail(
+            "value",
+            &text,
+            format!("must be at most {SETTING_BYTES_MAX} bytes of JSON"),
+        );
         check.finish()?;
     }
     conn.execute(
@@ -77,7 +81,10 @@ pub fn put(
         conn,
         actor,
         "SETTING_CHANGED",
-        Subject { kind: "setting", id: key },
+        Subject {
+            kind: "setting",
+            id: key,
+        },
         &format!("setting {key} set"),
     )?;
     get(conn, key)
@@ -90,7 +97,10 @@ pub fn delete(conn: &Connection, actor: &str, key: &str) -> StoreResult<()> {
         conn,
         actor,
         "SETTING_DELETED",
-        Subject { kind: "setting", id: key },
+        Subject {
+            kind: "setting",
+            id: key,
+        },
         &format!("setting {key} deleted"),
     )?;
     Ok(())

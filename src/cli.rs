@@ -1,0 +1,249 @@
+//! The command line: argument definitions and what each command does.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The command failed; the message on stderr says why and what to do.
+pub const EXIT_FAILURE: u8 = 1;
+/// The command line itself was wrong (clap uses 2 for this too).
+pub const EXIT_USAGE: u8 = 2;
+
+const EXIT_STATUS_HELP: &str = "\
+EXIT STATUS:
+    0  success
+    1  the command failed (the message says why and what to do)
+    2  the command line or its options were invalid";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tandem",
+    version,
+    about = "High-availability device-management (MDM) server",
+    long_about = "Tandem is a device-management server built for high availability: a Primary and a \
+Secondary node (and a third in a DR data center) with heartbeats, scheduled or continuous \
+replication, configurable Fail Over Controls and epochs that fence a returning old Primary.\n\n\
+Start with `tandem init` to create a node, then `tandem serve` to run it.",
+    after_help = EXIT_STATUS_HELP
+)]
+pub struct Cli {
+    /// The node's data directory.
+    #[arg(long, global = true, env = "TANDEM_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Log format on stderr: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new node: configuration, databases, keys, certificates and the first admin.
+    #[command(
+        long_about = "Create a new node in --data-dir (which must be missing or empty): the \
+configuration file tandem.toml, the replicated database, the node-local store, the app file \
+store, an ed25519 SSH host key, a server TLS certificate, a device CA, and the first admin user, \
+who is also the first System Manager local user.\n\n\
+Without --admin-password-file a password is generated and printed once.",
+        after_help = EXIT_STATUS_HELP
+    )]
+    Init(InitArgs),
+
+    /// Run the node: the service listener (devices, admin API, probes) and the System Manager.
+    #[command(
+        long_about = "Run the node in --data-dir until SIGTERM or Ctrl-C. On shutdown it stops \
+accepting connections, lets open requests finish (at most 10 s), and commits every queued \
+write before exiting.",
+        after_help = EXIT_STATUS_HELP
+    )]
+    Serve,
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    /// The node's name, shown in portals, logs and peers' Trusted Hosts (letters, digits, - _ .).
+    #[arg(long)]
+    name: String,
+
+    /// Service listener: devices, admin portal and API, load-balancer probes (production: 443).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4443")]
+    service_addr: String,
+
+    /// System Manager listener (production: 8443).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    sysmgr_addr: String,
+
+    /// Replication listener, SSH, for trusted hosts only (production: 22).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2222")]
+    ssh_addr: String,
+
+    /// Name of the first admin user and System Manager local user.
+    #[arg(long, value_name = "USER", default_value = "admin")]
+    admin_user: String,
+
+    /// File holding the first user's password (first line). Without it, one is generated.
+    #[arg(long, value_name = "FILE")]
+    admin_password_file: Option<PathBuf>,
+
+    /// Another name for the server certificate, such as the host name devices use. Repeatable.
+    #[arg(long, value_name = "NAME")]
+    tls_name: Vec<String>,
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    init_logging(cli.log_format);
+    let data_dir = match cli.data_dir {
+        Some(dir) => dir,
+        None => {
+            eprintln!(
+                "tandem: error: no data directory: pass --data-dir DIR or set TANDEM_DATA_DIR"
+            );
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    match cli.command {
+        Command::Init(args) => init(data_dir, args),
+        Command::Serve => serve(data_dir),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn init(data_dir: PathBuf, args: InitArgs) -> Result<ExitCode> {
+    let admin_password = match &args.admin_password_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("--admin-password-file: cannot read {}", path.display())
+            })?;
+            Some(text.lines().next().unwrap_or_default().to_owned())
+        }
+    };
+    let options = tandem_node::InitOptions {
+        data_dir,
+        name: args.name.clone(),
+        service_addr: args.service_addr,
+        system_manager_addr: args.sysmgr_addr,
+        replication_addr: args.ssh_addr,
+        admin_user: args.admin_user,
+        admin_password,
+        tls_names: args.tls_name,
+    };
+    let report = match tandem_node::init(&options) {
+        Ok(report) => report,
+        Err(tandem_node::NodeError::Usage(message)) => {
+            eprintln!("tandem: error: {message}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let dir = report.data_dir.display();
+    println!(
+        "Created node {:?} in {dir} (node id {})",
+        args.name, report.node_id
+    );
+    println!(
+        "  service listener     https://{}",
+        report.listeners.service
+    );
+    println!(
+        "  System Manager       https://{}",
+        report.listeners.system_manager
+    );
+    println!("  replication (SSH)    {}", report.listeners.replication);
+    println!(
+        "  server certificate   SHA-256 {}",
+        report.server_certificate_sha256
+    );
+    println!("  SSH host key         {}", report.ssh_fingerprint);
+    println!("  SSH public key       {}", report.ssh_public_key);
+    match &report.generated_password {
+        Some(password) => {
+            println!(
+                "Admin user {:?} (admin API, admin portal and System Manager), password: {password}",
+                report.admin_user
+            );
+            println!("  The password is shown only this once; store it now.");
+        }
+        None => println!(
+            "Admin user {:?} (admin API, admin portal and System Manager) uses the password from the file.",
+            report.admin_user
+        ),
+    }
+    println!("Start the node with: tandem serve --data-dir {dir}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(data_dir: PathBuf) -> Result<ExitCode> {
+    let node = match tandem_node::Node::open(&data_dir) {
+        Ok(node) => node,
+        Err(tandem_node::NodeError::Usage(message)) => {
+            eprintln!("tandem: error: {message}");
+            return Ok(ExitCode::from(EXIT_FAILURE));
+        }
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("cannot open the node in {}", data_dir.display()));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server =
+            tandem_server::Server::bind(node, tandem_server::ServeOptions::default()).await?;
+        tracing::info!(
+            service = %server.service_addr(),
+            system_manager = %server.system_manager_addr(),
+            "listening"
+        );
+        server.run(shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM, whichever comes first.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received Ctrl-C"),
+        _ = terminate => tracing::info!("received SIGTERM"),
+    }
+}
