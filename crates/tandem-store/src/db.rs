@@ -99,8 +99,16 @@ impl Database {
             }
             _ => {}
         }
-        let mut conn = open_connection(path, OpenFlags::default())?;
-        migrate(&mut conn, path, schema)?;
+        let opened = open_connection(path, OpenFlags::default())
+            .and_then(|mut conn| migrate(&mut conn, path, schema).map(|()| conn));
+        let conn = opened.map_err(|error| match error {
+            StoreError::Sqlite(error) => StoreError::Open {
+                path: path.to_owned(),
+                what: schema.description,
+                reason: error.to_string(),
+            },
+            other => other,
+        })?;
         let (sender, receiver) = mpsc::channel::<Message>(WRITE_QUEUE_JOBS_MAX);
         std::thread::Builder::new()
             .name(format!("writer:{}", file_name(path)))
@@ -383,5 +391,136 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) {
     });
     for completion in completions {
         completion(commit.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEST_SCHEMA: Schema = Schema {
+        application_id: 0x7465_7374,
+        description: "test database",
+        migrations: &["CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"],
+    };
+
+    fn insert(db: &Database, name: &str) -> impl Future<Output = StoreResult<i64>> + use<> {
+        let (db, name) = (db.clone(), name.to_owned());
+        async move {
+            db.write(move |conn| {
+                conn.execute("INSERT INTO items (name) VALUES (?1)", [&name])
+                    .map_err(StoreError::from_sqlite)?;
+                Ok(conn.last_insert_rowid())
+            })
+            .await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_job_rolls_back_alone_and_the_rest_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.db");
+        let db = Database::open(&path, TEST_SCHEMA, OpenMode::Create).unwrap();
+        insert(&db, "taken").await.unwrap();
+        // Queue many writes at once so they share group commits; every tenth one fails after
+        // writing a row, which its savepoint must undo.
+        let mut tasks = Vec::new();
+        for index in 0..200 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                db.write(move |conn| {
+                    conn.execute(
+                        "INSERT INTO items (name) VALUES (?1)",
+                        [format!("item-{index}")],
+                    )?;
+                    if index % 10 == 0 {
+                        conn.execute("INSERT INTO items (name) VALUES ('taken')", [])
+                            .map_err(StoreError::from_sqlite)?;
+                    }
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        let mut failed = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(()) => {}
+                Err(StoreError::Conflict { field, .. }) => {
+                    assert_eq!(field, "name");
+                    failed += 1;
+                }
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(failed, 20);
+        db.close().await;
+        assert!(matches!(
+            insert(&db, "late").await,
+            Err(StoreError::WriterStopped)
+        ));
+
+        let reopened = Database::open(&path, TEST_SCHEMA, OpenMode::Existing).unwrap();
+        let (count, failed_rows): (i64, i64) = reopened
+            .read_blocking(|conn| {
+                Ok(conn.query_row(
+                    "SELECT count(*), sum(name IN ('item-0', 'item-10', 'item-190')) FROM items",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(
+            count,
+            1 + 180,
+            "the 180 good writes and the first row survive"
+        );
+        assert_eq!(failed_rows, 0, "a failed job's own rows are rolled back");
+    }
+
+    #[test]
+    fn refuses_foreign_and_newer_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.db");
+        Database::open(&path, TEST_SCHEMA, OpenMode::Create)
+            .unwrap()
+            .close_blocking();
+        let other = Schema {
+            application_id: 0x0bad_0bad,
+            ..TEST_SCHEMA
+        };
+        let foreign = Database::open(&path, other, OpenMode::Existing)
+            .err()
+            .unwrap();
+        assert!(
+            foreign
+                .to_string()
+                .contains("is not a Tandem test database"),
+            "{foreign}"
+        );
+
+        let older = Schema {
+            migrations: &[],
+            ..TEST_SCHEMA
+        };
+        let newer = Database::open(&path, older, OpenMode::Existing)
+            .err()
+            .unwrap();
+        assert!(matches!(
+            newer,
+            StoreError::SchemaTooNew {
+                found: 1,
+                supported: 0,
+                ..
+            }
+        ));
+
+        let exists = Database::open(&path, TEST_SCHEMA, OpenMode::Create)
+            .err()
+            .unwrap();
+        assert!(
+            exists.to_string().contains("refusing to overwrite"),
+            "{exists}"
+        );
     }
 }

@@ -241,7 +241,7 @@ fn imei_is_valid(imei: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn check_hardware_ids(

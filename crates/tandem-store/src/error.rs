@@ -111,6 +111,15 @@ pub enum StoreError {
         expected: &'static str,
         reason: String,
     },
+    #[error(
+        "cannot open the {what} at {path}: {reason}. Restore it from a backup; a Secondary can \
+         instead be synced again from its Primary"
+    )]
+    Open {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
