@@ -31,23 +31,37 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
-                ApiError::new(rejection.status(), "bad_request", rejection.body_text())
+                let code = if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    "payload_too_large"
+                } else {
+                    "bad_request"
+                };
+                ApiError::new(rejection.status(), code, rejection.body_text())
             })?;
         parse_json(&bytes).map(ApiJson)
     }
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    // Two steps, so the status is right: text that is not JSON is a 400, while JSON of the wrong
+    // shape (a missing field, a number where a name belongs) is a 422 naming the field.
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::bad_request(format!("the body is not valid JSON: {error}")))?;
+    serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
-        let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(format!("the body is not valid JSON: {inner}"))
-        } else {
-            let field = if path == "." { "body".to_owned() } else { path };
-            ApiError::invalid_field(&field, "", strip_position(&inner.to_string()))
-        }
+        let message = error.into_inner().to_string();
+        let parent = if path == "." { None } else { Some(path) };
+        // serde reports a missing field at its parent; name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (parent, missing) {
+            (Some(parent), Some(missing)) => format!("{parent}.{missing}"),
+            (None, Some(missing)) => missing.to_owned(),
+            (Some(parent), None) => parent,
+            (None, None) => "body".to_owned(),
+        };
+        ApiError::invalid_field(&field, "", strip_position(&message))
     })
 }
 

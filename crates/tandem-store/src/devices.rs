@@ -529,14 +529,25 @@ pub fn queue_action(
     command: CommandKind,
 ) -> StoreResult<DeviceCommand> {
     let (device_id, status) = internal_id(conn, uuid)?;
+    // A retire or wipe the device answered with ERROR leaves it pending with no open command;
+    // the administrator may then send it again.
+    let open_same: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM device_commands
+             WHERE device_id = ?1 AND command = ?2 AND status IN ('PENDING', 'SENT')",
+        )?
+        .query_row(params![device_id, command], |row| row.get(0))?;
     let next_status = match (command, status) {
         (_, DeviceStatus::Pending) => {
             Err("it has not enrolled yet; delete the registration instead")
         }
         (_, DeviceStatus::Retired | DeviceStatus::Wiped) => Err("it is no longer managed"),
-        (CommandKind::Retire, DeviceStatus::RetirePending) => Err("a retire is already pending"),
-        (CommandKind::Retire, DeviceStatus::WipePending) => Err("a wipe is already pending"),
-        (CommandKind::Wipe, DeviceStatus::WipePending) => Err("a wipe is already pending"),
+        (CommandKind::Retire | CommandKind::Wipe, _) if open_same > 0 => {
+            Err("the same command is already waiting for the device")
+        }
+        (CommandKind::Retire, DeviceStatus::WipePending) => {
+            Err("a wipe is pending, which ends management anyway")
+        }
         (CommandKind::Retire, _) => Ok(Some(DeviceStatus::RetirePending)),
         (CommandKind::Wipe, _) => Ok(Some(DeviceStatus::WipePending)),
         (CommandKind::Lock, _) => Ok(None),
