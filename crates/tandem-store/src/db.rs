@@ -12,6 +12,7 @@
 use crate::error::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -36,7 +37,18 @@ pub struct Schema {
     /// Shown in errors: "replicated database", "node-local store".
     pub description: &'static str,
     /// Ordered migrations; `PRAGMA user_version` counts those applied.
-    pub migrations: &'static [&'static str],
+    pub migrations: &'static [Migration],
+    /// Whether writes are recorded in the change log (`changes.rs`): true for the replicated
+    /// database, false for the node-local store, which is never replicated.
+    pub change_capture: bool,
+}
+
+/// One schema step: SQL, or code for steps that depend on the schema as it stands (such as
+/// generating the change-capture triggers from the tables' columns).
+#[derive(Clone, Copy, Debug)]
+pub enum Migration {
+    Sql(&'static str),
+    Code(fn(&Connection) -> rusqlite::Result<()>),
 }
 
 impl Schema {
@@ -61,6 +73,8 @@ struct Shared {
     writer: mpsc::Sender<Message>,
     readers: Mutex<Vec<Connection>>,
     read_permits: Arc<Semaphore>,
+    /// The epoch the writer stamps on change-log entries (`None` without change capture).
+    epoch: Option<Arc<AtomicI64>>,
 }
 
 /// A handle to one database file; cheap to clone. The writer thread stops when [`Self::close`]
@@ -109,10 +123,18 @@ impl Database {
             },
             other => other,
         })?;
+        let epoch = if schema.change_capture {
+            crate::changes::register_functions(&conn)?;
+            let latest = crate::changes::latest_epoch(&conn)?;
+            Some(Arc::new(AtomicI64::new(latest.max(1))))
+        } else {
+            None
+        };
         let (sender, receiver) = mpsc::channel::<Message>(WRITE_QUEUE_JOBS_MAX);
+        let writer_epoch = epoch.clone();
         std::thread::Builder::new()
             .name(format!("writer:{}", file_name(path)))
-            .spawn(move || run_writer(conn, receiver))
+            .spawn(move || run_writer(conn, receiver, writer_epoch))
             .map_err(|error| StoreError::io(path, error))?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -120,12 +142,29 @@ impl Database {
                 writer: sender,
                 readers: Mutex::new(Vec::new()),
                 read_permits: Arc::new(Semaphore::new(READ_CONNECTIONS_MAX)),
+                epoch,
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// The epoch stamped on new change-log entries (0 for a database without change capture).
+    pub fn epoch(&self) -> i64 {
+        self.shared
+            .epoch
+            .as_ref()
+            .map_or(0, |epoch| epoch.load(Ordering::Acquire))
+    }
+
+    /// Sets the epoch for entries committed from now on. The HA controller raises it when this
+    /// node is promoted, after recording the new epoch durably.
+    pub fn set_epoch(&self, epoch: i64) {
+        if let Some(current) = &self.shared.epoch {
+            current.store(epoch, Ordering::Release);
+        }
     }
 
     /// Runs `job` in the writer's transaction and returns its result once it is durable.
@@ -315,7 +354,10 @@ fn migrate(conn: &mut Connection, path: &Path, schema: Schema) -> StoreResult<()
     }
     for (index, migration) in schema.migrations.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
-        tx.execute_batch(migration)?;
+        match migration {
+            Migration::Sql(sql) => tx.execute_batch(sql)?,
+            Migration::Code(step) => step(&tx)?,
+        }
         tx.pragma_update(None, "application_id", schema.application_id)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
@@ -324,7 +366,11 @@ fn migrate(conn: &mut Connection, path: &Path, schema: Schema) -> StoreResult<()
     Ok(())
 }
 
-fn run_writer(conn: Connection, mut receiver: mpsc::Receiver<Message>) {
+fn run_writer(
+    conn: Connection,
+    mut receiver: mpsc::Receiver<Message>,
+    epoch: Option<Arc<AtomicI64>>,
+) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let mut batch: Vec<Job> = Vec::with_capacity(WRITE_BATCH_JOBS_MAX);
         let mut stop = None;
@@ -342,7 +388,8 @@ fn run_writer(conn: Connection, mut receiver: mpsc::Receiver<Message>) {
                     next = receiver.try_recv().ok();
                 }
             }
-            commit_batch(&conn, batch.drain(..));
+            let epoch = epoch.as_ref().map(|epoch| epoch.load(Ordering::Acquire));
+            commit_batch(&conn, batch.drain(..), epoch);
             if stop.is_some() {
                 break;
             }
@@ -361,7 +408,9 @@ fn run_writer(conn: Connection, mut receiver: mpsc::Receiver<Message>) {
     }
 }
 
-fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) {
+/// Runs `jobs` in one transaction and commits once. With change capture (`epoch` is `Some`), the
+/// entries the jobs produced are sealed just before the commit, inside the same transaction.
+fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>, epoch: Option<i64>) {
     let mut completions: Vec<Completion> = Vec::new();
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         let reason: Arc<str> = format!("could not begin a transaction: {error}").into();
@@ -384,11 +433,20 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) {
         }
         completions.push(completion);
     }
-    let commit: Result<(), Arc<str>> = conn.execute_batch("COMMIT").map_err(|error| {
-        let _ = conn.execute_batch("ROLLBACK");
-        tracing::error!(%error, "group commit failed; every write in it was rolled back");
-        Arc::from(error.to_string())
-    });
+    let sealed = match epoch {
+        Some(epoch) => crate::changes::seal_pending(conn, epoch).map_err(|error| error.to_string()),
+        None => Ok(()),
+    };
+    let commit: Result<(), Arc<str>> = sealed
+        .and_then(|()| {
+            conn.execute_batch("COMMIT")
+                .map_err(|error| error.to_string())
+        })
+        .map_err(|error| {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(%error, "group commit failed; every write in it was rolled back");
+            Arc::from(error)
+        });
     for completion in completions {
         completion(commit.clone());
     }
@@ -401,7 +459,10 @@ mod tests {
     const TEST_SCHEMA: Schema = Schema {
         application_id: 0x7465_7374,
         description: "test database",
-        migrations: &["CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"],
+        migrations: &[Migration::Sql(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);",
+        )],
+        change_capture: false,
     };
 
     fn insert(db: &Database, name: &str) -> impl Future<Output = StoreResult<i64>> + use<> {

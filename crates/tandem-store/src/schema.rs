@@ -1,20 +1,25 @@
 //! Schemas of the two databases. Migrations are append-only: a released migration is never
 //! edited, because replication compares schema versions and refuses peers that differ.
 
-use crate::db::Schema;
+use crate::db::{Migration, Schema};
 
 /// The replicated database: everything a promoted Secondary needs to serve the fleet.
 pub const REPLICATED: Schema = Schema {
     application_id: 0x5444_4d52, // "TDMR": Tandem, replicated
     description: "replicated database",
-    migrations: &[REPLICATED_V1],
+    migrations: &[
+        Migration::Sql(REPLICATED_V1),
+        Migration::Code(crate::changes::install_change_log),
+    ],
+    change_capture: true,
 };
 
 /// The node-local store: what belongs to this machine and is never replicated.
 pub const NODE_LOCAL: Schema = Schema {
     application_id: 0x5444_4d4c, // "TDML": Tandem, local
     description: "node-local store",
-    migrations: &[NODE_LOCAL_V1],
+    migrations: &[Migration::Sql(NODE_LOCAL_V1)],
+    change_capture: false,
 };
 
 const REPLICATED_V1: &str = r#"
