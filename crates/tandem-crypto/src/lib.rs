@@ -14,7 +14,7 @@ pub use pki::{
     CertificateAuthority, DeviceIdentity, IssuedCertificate, PkiError, ServerCertificate,
     first_certificate_der, sha256_fingerprint,
 };
-pub use ssh::{SshError, SshHostKey};
+pub use ssh::{SshError, SshHostKey, TrustedKey};
 
 /// Installs ring as the process-wide rustls crypto provider.
 ///

@@ -75,6 +75,18 @@ mod tests {
     }
 
     #[test]
+    fn trusted_keys_compare_without_their_comments() {
+        let key = SshHostKey::generate().unwrap();
+        let a = TrustedKey::parse(&key.public_openssh("node-a").unwrap()).unwrap();
+        let b = TrustedKey::parse(&format!("  {}  ", key.public_openssh("other").unwrap())).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.fingerprint, key.fingerprint());
+        assert!(!a.openssh.contains("node-a"));
+        let error = TrustedKey::parse("ssh-ed25519 notbase64").unwrap_err().to_string();
+        assert!(error.contains("tandem ha local-key"), "{error}");
+    }
+
+    #[test]
     fn garbage_is_refused_with_a_reason() {
         let error = SshHostKey::from_openssh("not a key").err().unwrap();
         assert!(
@@ -82,5 +94,36 @@ mod tests {
                 .to_string()
                 .contains("not a valid OpenSSH private key")
         );
+    }
+}
+
+/// A public key an operator pasted into Trusted Hosts, normalised for comparison.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedKey {
+    /// `ssh-ed25519 AAAA…` without the comment: two pastes of the same key compare equal.
+    pub openssh: String,
+    /// `SHA256:…`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+}
+
+impl TrustedKey {
+    pub fn parse(text: &str) -> Result<Self, SshError> {
+        let mut key = russh::keys::PublicKey::from_openssh(text.trim()).map_err(|error| {
+            SshError::Decode(format!(
+                "{error}; paste the one-line key `tandem ha local-key` prints on the peer \
+                 (it starts with ssh-ed25519)"
+            ))
+        })?;
+        key.set_comment("");
+        Ok(Self::from_public(&key))
+    }
+
+    pub fn from_public(key: &russh::keys::PublicKey) -> Self {
+        let mut key = key.clone();
+        key.set_comment("");
+        Self {
+            openssh: key.to_openssh().unwrap_or_default().trim().to_owned(),
+            fingerprint: key.fingerprint(russh::keys::HashAlg::Sha256).to_string(),
+        }
     }
 }

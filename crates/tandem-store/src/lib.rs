@@ -26,6 +26,7 @@ pub mod node_local;
 pub mod pki;
 pub mod policies;
 pub mod schema;
+pub mod trust;
 pub mod settings;
 pub mod users;
 
@@ -34,6 +35,18 @@ pub use db::{Database, OpenMode};
 pub use error::{FieldError, InvalidInput, StoreError, StoreResult};
 pub use files::FileStore;
 pub use node_local::NodeStore;
+
+/// A read-only connection to the replicated database, for reading its position from a process
+/// that must not become a second writer (the CLI while the node runs).
+pub fn read_only_replicated(path: &std::path::Path) -> StoreResult<rusqlite::Connection> {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
+        |error| StoreError::Open {
+            path: path.to_owned(),
+            what: "replicated database",
+            reason: error.to_string(),
+        },
+    )
+}
 
 /// Opens (or creates) the replicated database at `path`.
 pub fn open_replicated(path: &std::path::Path, mode: OpenMode) -> StoreResult<Database> {

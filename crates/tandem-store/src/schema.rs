@@ -18,7 +18,7 @@ pub const REPLICATED: Schema = Schema {
 pub const NODE_LOCAL: Schema = Schema {
     application_id: 0x5444_4d4c, // "TDML": Tandem, local
     description: "node-local store",
-    migrations: &[Migration::Sql(NODE_LOCAL_V1)],
+    migrations: &[Migration::Sql(NODE_LOCAL_V1), Migration::Sql(NODE_LOCAL_V2)],
     change_capture: false,
 };
 
@@ -230,4 +230,18 @@ CREATE TABLE local_log (
     message  TEXT NOT NULL
 );
 CREATE INDEX local_log_module ON local_log(module, id);
+"#;
+
+const NODE_LOCAL_V2: &str = r#"
+-- Peers allowed to open the replication channel, and the host key each must present
+-- (guide: Manage Trusted Hosts). Keys are compared without their comments.
+CREATE TABLE trusted_hosts (
+    host         TEXT NOT NULL,
+    port         INTEGER NOT NULL,
+    public_key   TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    added_at     TEXT NOT NULL,
+    PRIMARY KEY (host, port)
+);
+CREATE INDEX trusted_hosts_key ON trusted_hosts(public_key);
 "#;
