@@ -6,6 +6,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    tune_allocator();
     tandem_crypto::install_crypto_provider();
     let cli = <cli::Cli as clap::Parser>::parse();
     match cli::run(cli) {
@@ -16,3 +17,23 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc's malloc returns freed memory to the kernel eagerly and serves mid-sized buffers (TLS
+/// records, SQLite pages) with fresh `mmap`s; under check-in load the resulting page faults and
+/// `madvise` calls cost a measurable share of the CPU (BENCHMARKS.md). Raising both thresholds keeps
+/// that memory in the process: the trim threshold bounds what may sit unused (512 MiB on a server
+/// sized for a fleet), the mmap threshold only moves allocations up to 32 MiB into the heap.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    const TRIM_THRESHOLD_BYTES: libc::c_int = 512 << 20;
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 32 << 20;
+    // SAFETY: mallopt only adjusts allocator parameters; it is called before any thread starts and
+    // its failure (a zero return) merely leaves glibc's defaults in place.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}

@@ -315,6 +315,13 @@ fn open_connection(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Query-planner stability: without it SQLite re-prepares a cached statement whenever a bound
+    // value might change the plan (LIKE prefixes, STAT4), which cost the writer most of its time
+    // under check-in load (see BENCHMARKS.md). Plans here come from indexes, not from values.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     if !flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
@@ -475,6 +482,31 @@ mod tests {
             })
             .await
         }
+    }
+
+    #[tokio::test]
+    async fn cached_statements_are_not_re_prepared_when_bound_values_change() {
+        // A GLOB pattern bound to a parameter may change SQLite's plan, so without query-planner
+        // stability every new value re-prepares the cached statement (the check-in hot spot).
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            Database::open(&dir.path().join("test.db"), TEST_SCHEMA, OpenMode::Create).unwrap();
+        insert(&db, "alpha").await.unwrap();
+        let re_prepared = db
+            .write(|conn| {
+                let mut statement = conn
+                    .prepare_cached("SELECT count(*) FROM items WHERE name GLOB ?1")
+                    .map_err(StoreError::from_sqlite)?;
+                for pattern in ["a*", "b*", "al*", "alpha", "*"] {
+                    let _: i64 = statement
+                        .query_row([pattern], |row| row.get(0))
+                        .map_err(StoreError::from_sqlite)?;
+                }
+                Ok(statement.get_status(rusqlite::StatementStatus::RePrepare))
+            })
+            .await
+            .unwrap();
+        assert_eq!(re_prepared, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
