@@ -67,6 +67,25 @@ write before exiting.",
         after_help = EXIT_STATUS_HELP
     )]
     Serve,
+
+    /// High availability: Trusted Hosts, Test Connection, Sync History, verify.
+    #[command(subcommand)]
+    Ha(crate::ha::HaCommand),
+
+    /// Failover operations (guide: the `failover` CLI set).
+    #[command(subcommand)]
+    Failover(FailoverCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum FailoverCommand {
+    /// Run Sync Now: bring this node up to date from a trusted source.
+    #[command(
+        long_about = "Sync this node's replicated database and app files from the trusted host HOST[:PORT] now (the guide's Run Sync Now). Only the changes since the last sync are copied when possible, everything otherwise; a sync killed at any instant leaves the previous data intact.\n\n\
+If this node holds changes the source does not (a former Primary that kept writing), they are first saved to divergence/*.jsonl under the data dir and recorded in Sync History, then the node is synced in full. Works on any node, including one that is itself a source (cascading).",
+        after_help = crate::ha::HA_EXIT_STATUS_HELP
+    )]
+    Sync(crate::ha::SyncArgs),
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +133,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init(args) => init(data_dir, args),
         Command::Serve => serve(data_dir),
+        Command::Ha(command) => crate::ha::run_ha(&data_dir, command),
+        Command::Failover(FailoverCommand::Sync(args)) => crate::ha::run_sync(&data_dir, args),
     }
 }
 

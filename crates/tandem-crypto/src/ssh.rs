@@ -78,11 +78,14 @@ mod tests {
     fn trusted_keys_compare_without_their_comments() {
         let key = SshHostKey::generate().unwrap();
         let a = TrustedKey::parse(&key.public_openssh("node-a").unwrap()).unwrap();
-        let b = TrustedKey::parse(&format!("  {}  ", key.public_openssh("other").unwrap())).unwrap();
+        let b =
+            TrustedKey::parse(&format!("  {}  ", key.public_openssh("other").unwrap())).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.fingerprint, key.fingerprint());
         assert!(!a.openssh.contains("node-a"));
-        let error = TrustedKey::parse("ssh-ed25519 notbase64").unwrap_err().to_string();
+        let error = TrustedKey::parse("ssh-ed25519 notbase64")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("tandem ha local-key"), "{error}");
     }
 

@@ -232,6 +232,11 @@ fn create_node(
         )?;
         Ok(())
     })?;
+    // Where this node's own history ends at birth: a node that never synced and wrote nothing
+    // after this is a fresh Secondary, whose first sync replaces these entries without calling
+    // it divergence (they are still saved, see tandem-repl).
+    let init_seq =
+        replicated.read_blocking(|conn| Ok(tandem_store::changes::position(conn)?.seq))?;
     replicated.close_blocking();
 
     let local = NodeStore::open(&dir.join(NODE_DB_FILE), OpenMode::Create)?;
@@ -239,6 +244,9 @@ fn create_node(
         node_id: config.node.id.clone(),
         node_name: config.node.name.clone(),
         created_at: tandem_store::common::now(),
+    })?;
+    local.database().write_blocking(move |conn| {
+        tandem_store::history::set_setting(conn, INIT_SEQ_SETTING, &init_seq.to_string())
     })?;
     local.database().close_blocking();
     FileStore::create(&dir.join(FILES_DIR))?;
@@ -281,6 +289,9 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), NodeError> {
 fn set_mode(_path: &Path, _mode: u32) -> Result<(), NodeError> {
     Ok(())
 }
+
+/// Node-local setting: the replicated history's last sequence number when `tandem init` finished.
+pub const INIT_SEQ_SETTING: &str = "replication.init_seq";
 
 /// An opened node: its configuration and its stores.
 pub struct Node {

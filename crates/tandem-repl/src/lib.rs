@@ -5,17 +5,21 @@
 //! the `tandem-replication@1` subsystem and exchanges hellos. Nothing proceeds between nodes of
 //! different software or schema versions. Test Connection is exactly that exchange.
 
+pub mod ops;
 pub mod protocol;
+pub mod source;
 pub mod ssh;
+pub mod sync;
 pub mod wire;
 
 use protocol::{Hello, PROTOCOL_VERSION, Request, Response};
 use russh::keys::PrivateKey;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tandem_store::trust::{self, Endpoint};
-use tandem_store::{NodeStore, StoreError};
+use tandem_node::Node;
+use tandem_store::trust::{self, Endpoint, TrustedHost};
+use tandem_store::{Database, FileStore, NodeStore, StoreError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use wire::{WireError, read_frame, write_frame};
 
@@ -32,7 +36,9 @@ pub enum ReplicationError {
          (the key is what `tandem ha local-key` prints on that node)"
     )]
     NotTrusted { endpoint: Endpoint },
-    #[error("cannot reach {endpoint}: {reason}; is Tandem running there, with its replication listener on that port?")]
+    #[error(
+        "cannot reach {endpoint}: {reason}; is Tandem running there, with its replication listener on that port?"
+    )]
     Unreachable { endpoint: Endpoint, reason: String },
     #[error(
         "{endpoint} presented host key {presented}, but {trusted} is trusted for it; if the peer \
@@ -48,9 +54,28 @@ pub enum ReplicationError {
         "{endpoint} refused this node's key; on {endpoint}, add this node to Trusted Hosts with \
          `tandem ha trusted-hosts add <this node's address> --key '{local_key}'`"
     )]
-    KeyRefused { endpoint: Endpoint, local_key: String },
+    KeyRefused {
+        endpoint: Endpoint,
+        local_key: String,
+    },
     #[error("{0}")]
     Incompatible(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error(
+        "this node's history diverged from {source_node}'s after change {fork_seq}: it holds \
+         {local_entries} change(s) that {source_node} does not have (it was probably Active on its \
+         own). A scheduled sync never discards them; to save them to a file under the data dir and \
+         resync from {source_node}, run `tandem failover sync {endpoint}`"
+    )]
+    Diverged {
+        source_node: String,
+        endpoint: Endpoint,
+        fork_seq: i64,
+        local_entries: i64,
+    },
+    #[error("{endpoint} failed the request: {message}")]
+    Remote { endpoint: Endpoint, message: String },
     #[error("replication protocol error: {0}")]
     Protocol(String),
     #[error("{endpoint} did not answer within {} s", REQUEST_TIMEOUT.as_secs())]
@@ -79,7 +104,9 @@ struct Inner {
     node_id: String,
     host_key: PrivateKey,
     local: NodeStore,
-    replicated_path: PathBuf,
+    replicated: Database,
+    files: FileStore,
+    data_dir: PathBuf,
 }
 
 /// This node's replication side; cheap to clone.
@@ -96,22 +123,34 @@ fn now_ms() -> i64 {
 }
 
 impl Replication {
-    pub fn new(
-        node_name: String,
-        node_id: String,
-        host_key: PrivateKey,
-        local: NodeStore,
-        replicated_path: PathBuf,
-    ) -> Self {
+    pub fn new(node: &Node) -> Self {
         Self {
             inner: Arc::new(Inner {
-                node_name,
-                node_id,
-                host_key,
-                local,
-                replicated_path,
+                node_name: node.config.node.name.clone(),
+                node_id: node.config.node.id.clone(),
+                host_key: node.ssh_host_key.private_key().clone(),
+                local: node.local.clone(),
+                replicated: node.replicated.clone(),
+                files: node.files.clone(),
+                data_dir: node.data_dir.clone(),
             }),
         }
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.inner.node_name
+    }
+
+    pub fn replicated(&self) -> &Database {
+        &self.inner.replicated
+    }
+
+    pub fn files(&self) -> &FileStore {
+        &self.inner.files
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
     }
 
     pub fn host_key(&self) -> &PrivateKey {
@@ -139,16 +178,16 @@ impl Replication {
 
     /// This node's hello: versions, identity and where its history stands.
     pub async fn hello(&self) -> Result<Hello, ReplicationError> {
-        let path = self.inner.replicated_path.clone();
-        let (epoch, position) = tokio::task::spawn_blocking(move || {
-            let conn = tandem_store::read_only_replicated(&path)?;
-            Ok::<_, StoreError>((
-                tandem_store::changes::latest_epoch(&conn)?.max(1),
-                tandem_store::changes::position(&conn)?,
-            ))
-        })
-        .await
-        .map_err(|error| ReplicationError::Protocol(error.to_string()))??;
+        let (epoch, position) = self
+            .inner
+            .replicated
+            .read(|conn| {
+                Ok((
+                    tandem_store::changes::latest_epoch(conn)?.max(1),
+                    tandem_store::changes::position(conn)?,
+                ))
+            })
+            .await?;
         Ok(Hello {
             protocol_version: PROTOCOL_VERSION,
             software_version: protocol::software_version(),
@@ -163,38 +202,50 @@ impl Replication {
     }
 
     /// Serves one replication session opened by a trusted peer.
-    pub async fn serve_session<S>(&self, mut stream: S, peer: SocketAddr) -> Result<(), ReplicationError>
+    pub async fn serve_session<S>(
+        &self,
+        mut stream: S,
+        peer: SocketAddr,
+    ) -> Result<(), ReplicationError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let Request::Hello(theirs) = read_frame::<_, Request>(&mut stream).await?;
+        let Request::Hello(theirs) = read_frame::<_, Request>(&mut stream).await? else {
+            return Err(ReplicationError::Protocol(
+                "the peer did not start with a hello".into(),
+            ));
+        };
         let ours = self.hello().await?;
         if let Some(reason) = ours.incompatibility(&theirs) {
-            self.log(&format!("refused replication with {} ({peer}): {reason}", theirs.node_name))
-                .await;
+            self.log(&format!(
+                "refused replication with {} ({peer}): {reason}",
+                theirs.node_name
+            ))
+            .await;
             write_frame(&mut stream, &Response::Refused { reason }).await?;
             return Ok(());
         }
         write_frame(&mut stream, &Response::Hello(ours)).await?;
-        self.log(&format!(
-            "connection test from {} ({peer}) succeeded",
-            theirs.node_name
-        ))
-        .await;
-        Ok(())
+        tracing::debug!(peer = %theirs.node_name, %peer, "replication session opened");
+        source::serve_requests(self, &mut stream).await
     }
 
-    /// Test Connection (guide: Manage Trusted Hosts): authenticates both ways and exchanges
-    /// versions with the trusted host at `endpoint`.
-    pub async fn test_connection(&self, endpoint: &Endpoint) -> Result<TestReport, ReplicationError> {
+    /// The trusted host entry for `endpoint`, or why there is none.
+    pub async fn trusted_host(&self, endpoint: &Endpoint) -> Result<TrustedHost, ReplicationError> {
         let lookup = endpoint.clone();
-        let trusted = self
-            .inner
+        self.inner
             .local
             .database()
             .read(move |conn| trust::get(conn, &lookup))
             .await?
-            .ok_or_else(|| ReplicationError::NotTrusted { endpoint: endpoint.clone() })?;
+            .ok_or_else(|| ReplicationError::NotTrusted {
+                endpoint: endpoint.clone(),
+            })
+    }
+
+    /// Connects to a trusted host and exchanges hellos; the session is ready for requests.
+    pub async fn open_session(&self, endpoint: &Endpoint) -> Result<Session, ReplicationError> {
+        let trusted = self.trusted_host(endpoint).await?;
         let mut connection = ssh::connect(self, endpoint, &trusted).await?;
         let ours = self.hello().await?;
         let sent_at = now_ms();
@@ -204,21 +255,59 @@ impl Replication {
         };
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .map_err(|_| ReplicationError::Timeout { endpoint: endpoint.clone() })??;
+            .map_err(|_| ReplicationError::Timeout {
+                endpoint: endpoint.clone(),
+            })??;
         let received_at = now_ms();
         let peer = match answer {
             Response::Hello(peer) => peer,
             Response::Refused { reason } => return Err(ReplicationError::Incompatible(reason)),
+            other => {
+                return Err(ReplicationError::Protocol(format!(
+                    "{endpoint} answered the hello with {other:?}"
+                )));
+            }
         };
         if let Some(reason) = ours.incompatibility(&peer) {
             return Err(ReplicationError::Incompatible(reason));
         }
         let midpoint = sent_at + (received_at - sent_at) / 2;
-        Ok(TestReport {
-            endpoint: endpoint.to_string(),
+        Ok(Session {
+            endpoint: endpoint.clone(),
             clock_offset_ms: peer.wall_clock_ms - midpoint,
             local: ours,
             peer,
+            connection,
         })
     }
+
+    /// Test Connection (guide: Manage Trusted Hosts): authenticates both ways and exchanges
+    /// versions with the trusted host at `endpoint`.
+    pub async fn test_connection(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<TestReport, ReplicationError> {
+        let session = self.open_session(endpoint).await?;
+        self.log(&format!(
+            "Test Connection to {endpoint} ({}) succeeded",
+            session.peer.node_name
+        ))
+        .await;
+        Ok(TestReport {
+            endpoint: endpoint.to_string(),
+            clock_offset_ms: session.clock_offset_ms,
+            local: session.local,
+            peer: session.peer,
+        })
+    }
+}
+
+/// An open replication session with a peer, after both hellos.
+pub struct Session {
+    pub endpoint: Endpoint,
+    pub local: Hello,
+    pub peer: Hello,
+    /// Peer clock minus local clock, including the hello's flight time.
+    pub clock_offset_ms: i64,
+    pub connection: ssh::PeerConnection,
 }

@@ -60,11 +60,41 @@ impl Hello {
     }
 }
 
-/// What the syncing side sends.
+/// A file of the file store, as listed in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileRef {
+    pub sha256: String,
+    pub size_bytes: i64,
+}
+
+/// What the syncing side sends. After the hellos it may send any number of requests, one at a
+/// time, each answered before the next.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Request {
     Hello(Hello),
+    /// Every entry after the caller's position, if that position is in the source's history.
+    /// Answered by `Changes` frames until one has `more: false`, or by `NotInHistory`.
+    #[serde(rename_all = "camelCase")]
+    Changes {
+        after_seq: i64,
+        after_checksum: String,
+    },
+    /// The source's checksum at one sequence number (to find where two histories fork).
+    #[serde(rename_all = "camelCase")]
+    ChecksumAt {
+        seq: i64,
+    },
+    /// A consistent snapshot of the whole replicated database: `SnapshotBegin`, data frames with
+    /// the pages in order, `SnapshotEnd`.
+    Snapshot,
+    /// One file of the file store: `FileBegin`, data frames, `FileEnd`.
+    File {
+        sha256: String,
+    },
+    /// Row counts and digests of every replicated table (`tandem ha verify`).
+    Digests,
 }
 
 /// What the source answers.
@@ -73,5 +103,47 @@ pub enum Request {
 pub enum Response {
     Hello(Hello),
     /// The source will not continue; the reason is for the operator.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
+    Changes {
+        entries: Vec<tandem_store::changes::ChangeEntry>,
+        more: bool,
+    },
+    /// The caller's position is not in the source's retained history: either it is older than
+    /// the retained log (`base_seq`), or the histories differ there.
+    #[serde(rename_all = "camelCase")]
+    NotInHistory {
+        base_seq: i64,
+        position_seq: i64,
+    },
+    #[serde(rename_all = "camelCase")]
+    ChecksumAt {
+        seq: i64,
+        checksum: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    SnapshotBegin {
+        page_size: u32,
+        page_count: u64,
+        position_seq: i64,
+        files: Vec<FileRef>,
+    },
+    /// SHA-256 over every page sent, in order.
+    SnapshotEnd {
+        sha256: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    FileBegin {
+        sha256: String,
+        size_bytes: i64,
+    },
+    FileEnd,
+    Digests {
+        tables: Vec<tandem_store::changes::TableDigest>,
+    },
+    /// The request failed on the source; the session stays usable.
+    Error {
+        message: String,
+    },
 }

@@ -124,7 +124,11 @@ impl russh::server::Handler for PeerHandler {
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         let trusted = !self.trusted(offer.public_key).await?.is_empty();
-        Ok(if trusted { Auth::Accept } else { Auth::reject() })
+        Ok(if trusted {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
     }
 
     async fn auth_publickey(
@@ -155,9 +159,7 @@ impl russh::server::Handler for PeerHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if self.peer.is_none() || self.sessions.len() >= SESSIONS_PER_CONNECTION_MAX {
-            reply
-                .reject(ChannelOpenFailure::ResourceShortage)
-                .await;
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         }
         self.sessions.insert(channel.id(), channel);

@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tandem_ha::NodeStatus;
 use tandem_node::Node;
+use tandem_repl::Replication;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -48,6 +49,11 @@ pub enum ServerError {
         config_path: String,
         source: std::io::Error,
     },
+    #[error("cannot open the control socket {path}: {source}")]
+    Control {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] tandem_store::StoreError),
     #[error(transparent)]
@@ -59,6 +65,7 @@ pub enum ServerError {
 pub struct ServeOptions {
     pub service_addr: Option<SocketAddr>,
     pub system_manager_addr: Option<SocketAddr>,
+    pub replication_addr: Option<SocketAddr>,
 }
 
 pub struct Server {
@@ -66,6 +73,10 @@ pub struct Server {
     status: watch::Sender<NodeStatus>,
     service: HttpsListener,
     system_manager: HttpsListener,
+    replication: Replication,
+    replication_tcp: TcpListener,
+    control: tokio::net::UnixListener,
+    control_path: std::path::PathBuf,
 }
 
 impl Server {
@@ -100,7 +111,16 @@ impl Server {
                     })
             }
         };
+        let replication_addr = options
+            .replication_addr
+            .unwrap_or(node.listeners.replication);
         let service_tcp = bind("service", service_addr, "[listeners] service").await?;
+        let replication_tcp = bind(
+            "replication (SSH)",
+            replication_addr,
+            "[listeners] replication",
+        )
+        .await?;
         let system_manager_tcp = bind(
             "System Manager",
             system_manager_addr,
@@ -108,6 +128,14 @@ impl Server {
         )
         .await?;
 
+        let control_path = node.data_dir.join(tandem_repl::ops::CONTROL_SOCKET);
+        let control = tandem_repl::ops::bind_control(&node.data_dir).map_err(|source| {
+            ServerError::Control {
+                path: control_path.display().to_string(),
+                source,
+            }
+        })?;
+        let replication = Replication::new(&node);
         let (status, status_receiver) = watch::channel(NodeStatus::STANDALONE);
         let device_gate = Arc::new(DeviceGate::default());
         let state = AppState(Arc::new(Shared {
@@ -137,7 +165,23 @@ impl Server {
             },
             state,
             status,
+            replication,
+            replication_tcp,
+            control,
+            control_path,
         })
+    }
+
+    pub fn replication_addr(&self) -> SocketAddr {
+        self.replication_tcp
+            .local_addr()
+            .unwrap_or(([0, 0, 0, 0], 0).into())
+    }
+
+    /// This node's replication side (sync, Test Connection), as the HA runtime and the control
+    /// socket use it.
+    pub fn replication(&self) -> Replication {
+        self.replication.clone()
     }
 
     pub fn service_addr(&self) -> SocketAddr {
@@ -168,12 +212,26 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let (stop, stopped) = watch::channel(false);
         let service = tokio::spawn(self.service.serve(stopped.clone()));
-        let system_manager = tokio::spawn(self.system_manager.serve(stopped));
+        let system_manager = tokio::spawn(self.system_manager.serve(stopped.clone()));
+        let mut control_stop = stopped.clone();
+        let control = tokio::spawn(tandem_repl::ops::serve_control(
+            self.replication.clone(),
+            self.control,
+            async move {
+                let _ = control_stop.wait_for(|stop| *stop).await;
+            },
+        ));
+        let replication = tokio::spawn(tandem_repl::ssh::serve(
+            self.replication,
+            self.replication_tcp,
+            stopped,
+        ));
         tracing::info!(node = %self.state.node_name, "serving");
         shutdown.await;
         tracing::info!("shutting down: draining connections");
         let _ = stop.send(true);
-        let _ = tokio::join!(service, system_manager);
+        let _ = tokio::join!(service, system_manager, replication, control);
+        let _ = std::fs::remove_file(&self.control_path);
         self.state.db.close().await;
         self.state.local.database().close().await;
         tracing::info!("stopped cleanly");

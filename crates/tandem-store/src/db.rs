@@ -13,7 +13,7 @@ use crate::error::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Jobs waiting for the writer. When full, callers wait (backpressure) instead of piling up
@@ -62,16 +62,29 @@ type Completion = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
 /// a transaction, in which case the job does not run and is only answered.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Completion) + Send>;
 
-/// What the writer thread receives: a job, or the request to stop after everything before it.
+/// What the writer thread receives: a job, the request to install a snapshot in place of the
+/// database, or the request to stop after everything before it.
 enum Message {
     Job(Job),
+    Install {
+        incoming: PathBuf,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
     Stop(oneshot::Sender<()>),
+}
+
+/// The read connections, and the gate that keeps them off the file while a snapshot replaces
+/// it: a read holds the gate shared, an installation holds it exclusively.
+#[derive(Default)]
+struct Readers {
+    gate: RwLock<()>,
+    pool: Mutex<Vec<Connection>>,
 }
 
 struct Shared {
     path: PathBuf,
     writer: mpsc::Sender<Message>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Arc<Readers>,
     read_permits: Arc<Semaphore>,
     /// The epoch the writer stamps on change-log entries (`None` without change capture).
     epoch: Option<Arc<AtomicI64>>,
@@ -131,16 +144,22 @@ impl Database {
             None
         };
         let (sender, receiver) = mpsc::channel::<Message>(WRITE_QUEUE_JOBS_MAX);
-        let writer_epoch = epoch.clone();
+        let readers = Arc::new(Readers::default());
+        let writer = Writer {
+            path: path.to_owned(),
+            schema,
+            readers: readers.clone(),
+            epoch: epoch.clone(),
+        };
         std::thread::Builder::new()
             .name(format!("writer:{}", file_name(path)))
-            .spawn(move || run_writer(conn, receiver, writer_epoch))
+            .spawn(move || writer.run(conn, receiver))
             .map_err(|error| StoreError::io(path, error))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 path: path.to_owned(),
                 writer: sender,
-                readers: Mutex::new(Vec::new()),
+                readers,
                 read_permits: Arc::new(Semaphore::new(READ_CONNECTIONS_MAX)),
                 epoch,
             }),
@@ -227,7 +246,13 @@ impl Database {
         &self,
         query: impl FnOnce(&Connection) -> StoreResult<R>,
     ) -> StoreResult<R> {
-        let pooled = lock(&self.shared.readers).pop();
+        let _gate = self
+            .shared
+            .readers
+            .gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pooled = lock(&self.shared.readers.pool).pop();
         let conn = match pooled {
             Some(conn) => conn,
             None => {
@@ -236,11 +261,27 @@ impl Database {
             }
         };
         let result = query(&conn);
-        let mut readers = lock(&self.shared.readers);
+        let mut readers = lock(&self.shared.readers.pool);
         if readers.len() < READ_CONNECTIONS_MAX {
             readers.push(conn);
         }
         result
+    }
+
+    /// Replaces the database with the complete database file `incoming` (a full sync's snapshot),
+    /// atomically: after every write queued before this call has committed, the writer waits for
+    /// running reads, closes every connection, checkpoints the WAL away, renames `incoming` over
+    /// the file, syncs the directory and reopens. A crash before the rename leaves the old
+    /// database, after it the new one; never a mix. `incoming` must be in the same directory and
+    /// already durable (fsynced), and must not have a WAL of its own.
+    pub async fn install_snapshot(&self, incoming: PathBuf) -> StoreResult<()> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .writer
+            .send(Message::Install { incoming, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Commits every write queued before this call, then stops the writer and closes its
@@ -250,7 +291,7 @@ impl Database {
         if self.shared.writer.send(Message::Stop(sender)).await.is_ok() {
             let _ = stopped.await;
         }
-        lock(&self.shared.readers).clear();
+        lock(&self.shared.readers.pool).clear();
     }
 
     /// [`Self::close`] for callers outside an async runtime.
@@ -264,7 +305,7 @@ impl Database {
         {
             let _ = stopped.blocking_recv();
         }
-        lock(&self.shared.readers).clear();
+        lock(&self.shared.readers.pool).clear();
     }
 }
 
@@ -373,45 +414,153 @@ fn migrate(conn: &mut Connection, path: &Path, schema: Schema) -> StoreResult<()
     Ok(())
 }
 
-fn run_writer(
-    conn: Connection,
-    mut receiver: mpsc::Receiver<Message>,
+/// The writer thread's state.
+struct Writer {
+    path: PathBuf,
+    schema: Schema,
+    readers: Arc<Readers>,
     epoch: Option<Arc<AtomicI64>>,
-) {
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        let mut batch: Vec<Job> = Vec::with_capacity(WRITE_BATCH_JOBS_MAX);
-        let mut stop = None;
-        while let Some(first) = receiver.blocking_recv() {
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Job(job) => batch.push(job),
-                    Message::Stop(ack) => {
-                        stop = Some(ack);
-                        break;
+}
+
+impl Writer {
+    fn run(self, conn: Connection, mut receiver: mpsc::Receiver<Message>) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let mut conn = Some(conn);
+            let mut batch: Vec<Job> = Vec::with_capacity(WRITE_BATCH_JOBS_MAX);
+            let mut stop = None;
+            while let Some(first) = receiver.blocking_recv() {
+                let mut next = Some(first);
+                let mut install = None;
+                while let Some(message) = next.take() {
+                    match message {
+                        Message::Job(job) => batch.push(job),
+                        Message::Install { incoming, reply } => {
+                            install = Some((incoming, reply));
+                            break;
+                        }
+                        Message::Stop(ack) => {
+                            stop = Some(ack);
+                            break;
+                        }
+                    }
+                    if batch.len() < WRITE_BATCH_JOBS_MAX {
+                        next = receiver.try_recv().ok();
                     }
                 }
-                if batch.len() < WRITE_BATCH_JOBS_MAX {
-                    next = receiver.try_recv().ok();
+                let epoch = self
+                    .epoch
+                    .as_ref()
+                    .map(|epoch| epoch.load(Ordering::Acquire));
+                match &conn {
+                    Some(open) => commit_batch(open, batch.drain(..), epoch),
+                    None => refuse_batch(
+                        batch.drain(..),
+                        "the database is closed after a failed snapshot installation; restart the node",
+                    ),
+                }
+                if let Some((incoming, reply)) = install {
+                    let result = self.install(&mut conn, &incoming);
+                    if let Err(error) = &result {
+                        tracing::error!(%error, incoming = %incoming.display(), "snapshot installation failed");
+                    }
+                    let _ = reply.send(result);
+                }
+                if stop.is_some() {
+                    break;
                 }
             }
-            let epoch = epoch.as_ref().map(|epoch| epoch.load(Ordering::Acquire));
-            commit_batch(&conn, batch.drain(..), epoch);
-            if stop.is_some() {
-                break;
+            receiver.close();
+            drop(conn);
+            if let Some(ack) = stop {
+                let _ = ack.send(());
+            }
+        }));
+        if outcome.is_err() {
+            // A panic in a write job is a bug that may have left the transaction in an unknown
+            // state; stopping the process is safer than serving on with a dead writer.
+            eprintln!("tandem: the database writer panicked; stopping the process");
+            std::process::abort();
+        }
+    }
+
+    /// See [`Database::install_snapshot`]. On an error before the rename the old connection is
+    /// kept (or reopened); after it, the new file is the database and is opened.
+    fn install(&self, conn: &mut Option<Connection>, incoming: &Path) -> StoreResult<()> {
+        let same_dir = incoming.parent() == self.path.parent();
+        if !same_dir || wal_path(incoming).exists() {
+            return Err(StoreError::Corrupt(format!(
+                "{} cannot be installed: a snapshot must sit beside {} and have no WAL",
+                incoming.display(),
+                self.path.display()
+            )));
+        }
+        let _gate = self
+            .readers
+            .gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lock(&self.readers.pool).clear();
+        if let Some(open) = conn.take() {
+            // TRUNCATE leaves an empty WAL, and closing the last connection removes it, so no
+            // frame of the old database can ever be replayed onto the new one.
+            let checkpoint = open
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .map_err(StoreError::from_sqlite);
+            let closed = open
+                .close()
+                .map_err(|(_, error)| StoreError::from_sqlite(error));
+            if let Err(error) = checkpoint.and(closed) {
+                *conn = Some(self.reopen()?);
+                return Err(error);
             }
         }
-        receiver.close();
-        drop(conn);
-        if let Some(ack) = stop {
-            let _ = ack.send(());
+        let wal_bytes = std::fs::metadata(wal_path(&self.path)).map_or(0, |meta| meta.len());
+        if wal_bytes > 0 {
+            *conn = Some(self.reopen()?);
+            return Err(StoreError::Corrupt(format!(
+                "{} still has a {wal_bytes}-byte WAL (another process has the database open?); \
+                 the snapshot was not installed",
+                self.path.display()
+            )));
         }
-    }));
-    if outcome.is_err() {
-        // A panic in a write job is a bug that may have left the transaction in an unknown
-        // state; stopping the process is safer than serving on with a dead writer.
-        eprintln!("tandem: the database writer panicked; stopping the process");
-        std::process::abort();
+        std::fs::rename(incoming, &self.path).map_err(|error| StoreError::io(incoming, error))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|error| StoreError::io(dir, error))?;
+        }
+        let reopened = self.reopen()?;
+        if let Some(epoch) = &self.epoch {
+            let latest = crate::changes::latest_epoch(&reopened)?;
+            epoch.store(latest.max(1), Ordering::Release);
+        }
+        *conn = Some(reopened);
+        Ok(())
+    }
+
+    fn reopen(&self) -> StoreResult<Connection> {
+        let mut conn = open_connection(&self.path, OpenFlags::default())?;
+        migrate(&mut conn, &self.path, self.schema)?;
+        if self.schema.change_capture {
+            crate::changes::register_functions(&conn)?;
+        }
+        Ok(conn)
+    }
+}
+
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+fn refuse_batch(jobs: impl Iterator<Item = Job>, reason: &str) {
+    let reason: Arc<str> = reason.into();
+    for job in jobs {
+        let (_, completion) = job(None);
+        completion(Err(reason.clone()));
     }
 }
 
@@ -482,6 +631,47 @@ mod tests {
             })
             .await
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_replaces_the_database_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            Database::open(&dir.path().join("live.db"), TEST_SCHEMA, OpenMode::Create).unwrap();
+        insert(&db, "old").await.unwrap();
+        // The snapshot: another database of the same schema, closed (so it has no WAL).
+        let other =
+            Database::open(&dir.path().join("other.db"), TEST_SCHEMA, OpenMode::Create).unwrap();
+        insert(&other, "new-1").await.unwrap();
+        insert(&other, "new-2").await.unwrap();
+        other.close().await;
+        let names = |db: &Database| {
+            let db = db.clone();
+            async move {
+                db.read(|conn| {
+                    let mut statement = conn.prepare("SELECT name FROM items ORDER BY id")?;
+                    let names = statement.query_map([], |row| row.get::<_, String>(0))?;
+                    Ok(names.collect::<Result<Vec<_>, _>>()?)
+                })
+                .await
+            }
+        };
+        assert_eq!(names(&db).await.unwrap(), ["old"]);
+        db.install_snapshot(dir.path().join("other.db"))
+            .await
+            .unwrap();
+        assert!(!dir.path().join("other.db").exists());
+        assert_eq!(names(&db).await.unwrap(), ["new-1", "new-2"]);
+        insert(&db, "after").await.unwrap();
+        assert_eq!(names(&db).await.unwrap(), ["new-1", "new-2", "after"]);
+        // A snapshot elsewhere is refused and the database stays as it was.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let error = db
+            .install_snapshot(elsewhere.path().join("x.db"))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("must sit beside"), "{error}");
+        assert_eq!(names(&db).await.unwrap(), ["new-1", "new-2", "after"]);
     }
 
     #[tokio::test]

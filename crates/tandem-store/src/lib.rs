@@ -21,13 +21,14 @@ pub mod devices;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod history;
 pub mod labels;
 pub mod node_local;
 pub mod pki;
 pub mod policies;
 pub mod schema;
-pub mod trust;
 pub mod settings;
+pub mod trust;
 pub mod users;
 
 pub use common::{Page, PageRequest};

@@ -18,7 +18,11 @@ pub const REPLICATED: Schema = Schema {
 pub const NODE_LOCAL: Schema = Schema {
     application_id: 0x5444_4d4c, // "TDML": Tandem, local
     description: "node-local store",
-    migrations: &[Migration::Sql(NODE_LOCAL_V1), Migration::Sql(NODE_LOCAL_V2)],
+    migrations: &[
+        Migration::Sql(NODE_LOCAL_V1),
+        Migration::Sql(NODE_LOCAL_V2),
+        Migration::Sql(NODE_LOCAL_V3),
+    ],
     change_capture: false,
 };
 
@@ -244,4 +248,24 @@ CREATE TABLE trusted_hosts (
     PRIMARY KEY (host, port)
 );
 CREATE INDEX trusted_hosts_key ON trusted_hosts(public_key);
+"#;
+
+const NODE_LOCAL_V3: &str = r#"
+-- Sync History (guide: Run Sync Now / Sync History): one row per sync this node ran as the
+-- syncing side. A row left 'running' by a killed process is marked 'interrupted' by the next sync.
+CREATE TABLE sync_history (
+    id           INTEGER PRIMARY KEY,
+    started_at   TEXT NOT NULL,
+    ended_at     TEXT,
+    source       TEXT NOT NULL,
+    trigger      TEXT NOT NULL CHECK (trigger IN ('manual', 'scheduled')),
+    kind         TEXT CHECK (kind IN ('full', 'incremental', 'none')),
+    result       TEXT NOT NULL CHECK (result IN ('running', 'succeeded', 'failed', 'refused', 'interrupted')),
+    entries      INTEGER NOT NULL DEFAULT 0,
+    files        INTEGER NOT NULL DEFAULT 0,
+    bytes        INTEGER NOT NULL DEFAULT 0,
+    position_seq INTEGER,
+    note         TEXT,
+    error        TEXT
+);
 "#;

@@ -25,7 +25,9 @@ impl Endpoint {
             StoreError::Invalid(crate::error::InvalidInput::single(
                 "host",
                 text,
-                format!("{problem}; write HOST or HOST:PORT, e.g. 10.0.0.2:2222 or mdm-b.example.com"),
+                format!(
+                    "{problem}; write HOST or HOST:PORT, e.g. 10.0.0.2:2222 or mdm-b.example.com"
+                ),
             ))
         };
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
@@ -58,7 +60,10 @@ impl Endpoint {
             "letters, digits and - . : _ (a host name or IP address)",
         );
         check.finish()?;
-        Ok(Self { host: host.to_owned(), port })
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
     }
 }
 
@@ -84,7 +89,10 @@ pub struct TrustedHost {
 
 impl TrustedHost {
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint { host: self.host.clone(), port: self.port }
+        Endpoint {
+            host: self.host.clone(),
+            port: self.port,
+        }
     }
 }
 
@@ -103,14 +111,24 @@ const SELECT: &str = "SELECT host, port, public_key, fingerprint, added_at FROM 
 /// Adds or replaces the trusted key for `endpoint`. `key_text` is checked and normalised.
 pub fn add(conn: &Connection, endpoint: &Endpoint, key_text: &str) -> StoreResult<TrustedHost> {
     let key = tandem_crypto::TrustedKey::parse(key_text).map_err(|error| {
-        StoreError::Invalid(crate::error::InvalidInput::single("key", key_text, error.to_string()))
+        StoreError::Invalid(crate::error::InvalidInput::single(
+            "key",
+            key_text,
+            error.to_string(),
+        ))
     })?;
     conn.execute(
         "INSERT INTO trusted_hosts (host, port, public_key, fingerprint, added_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (host, port) DO UPDATE SET public_key = excluded.public_key,
              fingerprint = excluded.fingerprint, added_at = excluded.added_at",
-        params![endpoint.host, endpoint.port, key.openssh, key.fingerprint, now()],
+        params![
+            endpoint.host,
+            endpoint.port,
+            key.openssh,
+            key.fingerprint,
+            now()
+        ],
     )?;
     get(conn, endpoint)?.ok_or_else(|| StoreError::not_found("trusted host", endpoint))
 }

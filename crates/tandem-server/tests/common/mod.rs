@@ -71,6 +71,7 @@ impl TestNode {
             ServeOptions {
                 service_addr: Some(loopback),
                 system_manager_addr: Some(loopback),
+                replication_addr: Some(loopback),
             },
         )
         .await

@@ -1,0 +1,403 @@
+//! The operator's replication commands (`tandem ha …`, `tandem failover sync`) as data, so the
+//! CLI runs them the same way whether the node is running or not: through the running node's
+//! control socket (`control.sock` in the data dir, owner-only), or in the CLI's own process when
+//! no node runs. Only one process ever writes a node's databases.
+//!
+//! Control socket protocol: the client writes one JSON [`Operation`] line; the node answers with
+//! JSON [`Event`] lines, zero or more `progress`, then one `done` or `failed`.
+
+use crate::sync::{Progress, SyncOptions};
+use crate::{Replication, ReplicationError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+use tandem_store::history::{self, Trigger};
+use tandem_store::trust::{self, Endpoint};
+use tandem_store::{StoreError, changes};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// The control socket's file name in the data dir.
+pub const CONTROL_SOCKET: &str = "control.sock";
+/// Longest operation line accepted on the control socket.
+pub const OPERATION_BYTES_MAX: usize = 64 * 1024;
+/// Sync History rows one `history` operation returns at most.
+pub const HISTORY_ROWS_MAX: i64 = 1_000;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Operation {
+    TrustedHostsList,
+    TrustedHostsAdd {
+        endpoint: String,
+        key: String,
+    },
+    TrustedHostsRemove {
+        endpoint: String,
+    },
+    TestConnection {
+        endpoint: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Sync {
+        endpoint: String,
+        force_full: bool,
+    },
+    History {
+        limit: i64,
+    },
+    Verify {
+        endpoint: String,
+    },
+}
+
+/// Why an operation failed, for the CLI's exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureKind {
+    /// Bad input: exit 2.
+    Usage,
+    /// The peer or the rules refused (divergence, version mismatch, tables differ): exit 3.
+    Refused,
+    /// Anything else: exit 1.
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum Event {
+    Progress { progress: serde_json::Value },
+    Done { result: serde_json::Value },
+    Failed { kind: FailureKind, message: String },
+}
+
+fn classify(error: &ReplicationError) -> FailureKind {
+    match error {
+        ReplicationError::Store(StoreError::Invalid(_) | StoreError::NotFound { .. })
+        | ReplicationError::NotTrusted { .. } => FailureKind::Usage,
+        ReplicationError::Diverged { .. }
+        | ReplicationError::Incompatible(_)
+        | ReplicationError::Refused(_) => FailureKind::Refused,
+        _ => FailureKind::Failed,
+    }
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    pub identical: bool,
+    pub peer_node: String,
+    pub tables: usize,
+    pub differing: Vec<TableDifference>,
+    pub local_position_seq: i64,
+    pub peer_position_seq: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableDifference {
+    pub table: String,
+    pub local_rows: Option<i64>,
+    pub peer_rows: Option<i64>,
+}
+
+/// Runs `operation` on this node, reporting progress through `events` and ending with a `done`
+/// or `failed` event.
+pub async fn execute(
+    replication: &Replication,
+    operation: Operation,
+    events: impl Fn(Event) + Send + Sync + 'static,
+) {
+    let events = Arc::new(events);
+    let progress_events = events.clone();
+    let progress: crate::sync::ProgressSink = Arc::new(move |progress: Progress| {
+        progress_events(Event::Progress {
+            progress: serde_json::to_value(progress).unwrap_or_default(),
+        });
+    });
+    let result = run(replication, operation, progress).await;
+    events(match result {
+        Ok(result) => Event::Done { result },
+        Err(error) => Event::Failed {
+            kind: classify(&error),
+            message: error.to_string(),
+        },
+    });
+}
+
+fn json<T: Serialize>(value: T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+async fn run(
+    replication: &Replication,
+    operation: Operation,
+    progress: crate::sync::ProgressSink,
+) -> Result<serde_json::Value, ReplicationError> {
+    let local = replication.local().database().clone();
+    match operation {
+        Operation::TrustedHostsList => Ok(json(local.read(trust::list).await?)),
+        Operation::TrustedHostsAdd { endpoint, key } => {
+            let endpoint = Endpoint::parse(&endpoint)?;
+            let logged = endpoint.clone();
+            let host = local
+                .write(move |conn| trust::add(conn, &endpoint, &key))
+                .await?;
+            replication
+                .log(&format!(
+                    "added trusted host {logged} with key {}",
+                    host.fingerprint
+                ))
+                .await;
+            Ok(json(host))
+        }
+        Operation::TrustedHostsRemove { endpoint } => {
+            let endpoint = Endpoint::parse(&endpoint)?;
+            let logged = endpoint.clone();
+            local
+                .write(move |conn| trust::remove(conn, &endpoint))
+                .await?;
+            replication
+                .log(&format!("removed trusted host {logged}"))
+                .await;
+            Ok(serde_json::json!({ "removed": logged.to_string() }))
+        }
+        Operation::TestConnection { endpoint } => {
+            let endpoint = Endpoint::parse(&endpoint)?;
+            match replication.test_connection(&endpoint).await {
+                Ok(report) => Ok(json(report)),
+                Err(error) => {
+                    replication
+                        .log(&format!("Test Connection to {endpoint} failed: {error}"))
+                        .await;
+                    Err(error)
+                }
+            }
+        }
+        Operation::Sync {
+            endpoint,
+            force_full,
+        } => {
+            let endpoint = Endpoint::parse(&endpoint)?;
+            let options = SyncOptions {
+                trigger: Trigger::Manual,
+                force_full,
+            };
+            let summary = crate::sync::run(replication, &endpoint, options, progress).await?;
+            Ok(json(summary))
+        }
+        Operation::History { limit } => {
+            let limit = limit.clamp(1, HISTORY_ROWS_MAX);
+            Ok(json(
+                local.read(move |conn| history::recent(conn, limit)).await?,
+            ))
+        }
+        Operation::Verify { endpoint } => {
+            let endpoint = Endpoint::parse(&endpoint)?;
+            let report = verify(replication, &endpoint).await?;
+            if report.identical {
+                Ok(json(report))
+            } else {
+                let names: Vec<&str> = report
+                    .differing
+                    .iter()
+                    .map(|table| table.table.as_str())
+                    .collect();
+                Err(ReplicationError::Refused(format!(
+                    "{} and this node differ in {} table(s): {} (positions: here {}, there {})",
+                    report.peer_node,
+                    names.len(),
+                    names.join(", "),
+                    report.local_position_seq,
+                    report.peer_position_seq
+                )))
+            }
+        }
+    }
+}
+
+/// Compares every replicated table's row count and digest with the peer's.
+pub async fn verify(
+    replication: &Replication,
+    endpoint: &Endpoint,
+) -> Result<VerifyReport, ReplicationError> {
+    let mut session = replication.open_session(endpoint).await?;
+    let request = crate::protocol::Request::Digests;
+    crate::wire::write_frame(&mut session.connection.stream, &request).await?;
+    let answer = tokio::time::timeout(
+        crate::REQUEST_TIMEOUT,
+        crate::wire::read_frame::<_, crate::protocol::Response>(&mut session.connection.stream),
+    )
+    .await
+    .map_err(|_| ReplicationError::Timeout {
+        endpoint: endpoint.clone(),
+    })??;
+    let theirs = match answer {
+        crate::protocol::Response::Digests { tables } => tables,
+        crate::protocol::Response::Error { message } => {
+            return Err(ReplicationError::Remote {
+                endpoint: endpoint.clone(),
+                message,
+            });
+        }
+        other => {
+            return Err(ReplicationError::Protocol(format!(
+                "{endpoint} answered a digest request with {other:?}"
+            )));
+        }
+    };
+    let (ours, position) = replication
+        .replicated()
+        .read(|conn| Ok((changes::table_digests(conn)?, changes::position(conn)?)))
+        .await?;
+    let mut names: Vec<&str> = ours
+        .iter()
+        .chain(theirs.iter())
+        .map(|digest| digest.table.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut differing = Vec::new();
+    for name in &names {
+        let local = ours.iter().find(|digest| digest.table == *name);
+        let peer = theirs.iter().find(|digest| digest.table == *name);
+        if local != peer {
+            differing.push(TableDifference {
+                table: (*name).to_owned(),
+                local_rows: local.map(|digest| digest.rows),
+                peer_rows: peer.map(|digest| digest.rows),
+            });
+        }
+    }
+    let report = VerifyReport {
+        identical: differing.is_empty(),
+        peer_node: session.peer.node_name.clone(),
+        tables: names.len(),
+        differing,
+        local_position_seq: position.seq,
+        peer_position_seq: session.peer.position_seq,
+    };
+    replication
+        .log(&format!(
+            "verify against {endpoint} ({}): {}",
+            report.peer_node,
+            if report.identical {
+                "identical".to_owned()
+            } else {
+                format!("{} table(s) differ", report.differing.len())
+            }
+        ))
+        .await;
+    Ok(report)
+}
+
+/// Serves the control socket until `shutdown` completes. Access is limited by the socket file's
+/// permissions (owner only), like the data dir itself.
+#[cfg(unix)]
+pub async fn serve_control(
+    replication: Replication,
+    listener: tokio::net::UnixListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((socket, _)) = accepted else { continue };
+        let replication = replication.clone();
+        tokio::spawn(async move {
+            let (reader, mut writer) = socket.into_split();
+            let mut reader = BufReader::new(reader).take(OPERATION_BYTES_MAX as u64);
+            let mut line = String::new();
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
+            match serde_json::from_str::<Operation>(&line) {
+                Ok(operation) => {
+                    tokio::spawn(async move {
+                        execute(&replication, operation, move |event| {
+                            let _ = sender.send(event);
+                        })
+                        .await;
+                    });
+                }
+                Err(error) => {
+                    let _ = sender.send(Event::Failed {
+                        kind: FailureKind::Usage,
+                        message: format!("the control request is not a valid operation: {error}"),
+                    });
+                }
+            }
+            while let Some(event) = receiver.recv().await {
+                let mut line = serde_json::to_string(&event).unwrap_or_default();
+                line.push('\n');
+                if writer.write_all(line.as_bytes()).await.is_err() {
+                    // The CLI went away (Ctrl-C); the operation finishes on its own.
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Binds the control socket in `data_dir`, replacing a stale one left by a killed node.
+#[cfg(unix)]
+pub fn bind_control(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join(CONTROL_SOCKET);
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "{} is answered by a running node; is this node already running?",
+                path.display()
+            ),
+        ));
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Sends `operation` to the node running in `data_dir`. `Ok(None)`: no node runs there.
+#[cfg(unix)]
+pub async fn call_running(
+    data_dir: &Path,
+    operation: &Operation,
+    mut on_event: impl FnMut(Event),
+) -> std::io::Result<Option<()>> {
+    let path = data_dir.join(CONTROL_SOCKET);
+    let socket = match tokio::net::UnixStream::connect(&path).await {
+        Ok(socket) => socket,
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(error) => return Err(error),
+    };
+    let (reader, mut writer) = socket.into_split();
+    let mut line = serde_json::to_string(operation).map_err(std::io::Error::other)?;
+    line.push('\n');
+    writer.write_all(line.as_bytes()).await?;
+    let mut lines = BufReader::new(reader).lines();
+    while let Some(line) = lines.next_line().await? {
+        let event: Event = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+        let last = !matches!(event, Event::Progress { .. });
+        on_event(event);
+        if last {
+            return Ok(Some(()));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the node closed the control socket before answering",
+    ))
+}

@@ -1,0 +1,133 @@
+//! The schedule never discards a node's own changes: a scheduled sync from a source whose
+//! history has forked from this node's refuses, changes nothing, and says what to do.
+
+use std::path::Path;
+use tandem_node::{InitOptions, Node};
+use tandem_repl::sync::{self, SyncOptions};
+use tandem_repl::{Replication, ReplicationError};
+use tandem_store::history::Trigger;
+use tandem_store::trust::{self, Endpoint};
+use tandem_store::{changes, users};
+
+fn node(dir: &Path, name: &str) -> Node {
+    tandem_node::init(&InitOptions {
+        data_dir: dir.join(name),
+        name: name.into(),
+        service_addr: "127.0.0.1:4443".into(),
+        system_manager_addr: "127.0.0.1:8443".into(),
+        replication_addr: "127.0.0.1:2222".into(),
+        admin_user: "admin".into(),
+        admin_password: Some("correct-horse-1".into()),
+        tls_names: Vec::new(),
+    })
+    .unwrap();
+    Node::open(&dir.join(name)).unwrap()
+}
+
+async fn add_user(node: &Node, principal: &str) {
+    let input = users::UserInput {
+        principal: Some(principal.into()),
+        email: None,
+        first_name: None,
+        last_name: None,
+    };
+    node.replicated
+        .write(move |conn| users::create(conn, "admin", &input))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_sync_refuses_a_diverged_history_and_changes_nothing() {
+    tandem_crypto::install_crypto_provider();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().to_owned();
+    let (a, b) = tokio::task::spawn_blocking(move || (node(&dir, "node-a"), node(&dir, "node-b")))
+        .await
+        .unwrap();
+    let (source, target) = (Replication::new(&a), Replication::new(&b));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = Endpoint::parse(&listener.local_addr().unwrap().to_string()).unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(tandem_repl::ssh::serve(source.clone(), listener, stopped));
+    let a_key = source.public_key_line();
+    let b_key = target.public_key_line();
+    let trusted = endpoint.clone();
+    b.local
+        .database()
+        .write(move |conn| trust::add(conn, &trusted, &a_key))
+        .await
+        .unwrap();
+    let peer = Endpoint::parse("127.0.0.1:1").unwrap();
+    a.local
+        .database()
+        .write(move |conn| trust::add(conn, &peer, &b_key))
+        .await
+        .unwrap();
+    let options = |trigger| SyncOptions {
+        trigger,
+        force_full: false,
+    };
+    let quiet: sync::ProgressSink = std::sync::Arc::new(|_| {});
+
+    // The first sync of a fresh node is not a divergence, even on the schedule.
+    let first = sync::run(
+        &target,
+        &endpoint,
+        options(Trigger::Scheduled),
+        quiet.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.kind, "full");
+
+    // Both sides write on their own.
+    add_user(&a, "on-a@example.com").await;
+    add_user(&b, "on-b@example.com").await;
+    let before = b.replicated.read(changes::position).await.unwrap();
+
+    let refused = sync::run(
+        &target,
+        &endpoint,
+        options(Trigger::Scheduled),
+        quiet.clone(),
+    )
+    .await
+    .unwrap_err();
+    let ReplicationError::Diverged {
+        local_entries,
+        fork_seq,
+        ..
+    } = &refused
+    else {
+        panic!("expected a divergence, got {refused}");
+    };
+    assert_eq!(*local_entries, 2, "one user and its audit event");
+    assert_eq!(*fork_seq, before.seq - 2);
+    assert!(
+        refused.to_string().contains("tandem failover sync"),
+        "{refused}"
+    );
+    assert_eq!(b.replicated.read(changes::position).await.unwrap(), before);
+    assert!(
+        !b.data_dir.join(sync::DIVERGENCE_DIR).exists() || {
+            // Only the first sync's saved initial data may be there, nothing new.
+            std::fs::read_dir(b.data_dir.join(sync::DIVERGENCE_DIR))
+                .unwrap()
+                .count()
+                == 1
+        }
+    );
+
+    // An operator's sync saves b's change and resyncs.
+    let manual = sync::run(&target, &endpoint, options(Trigger::Manual), quiet)
+        .await
+        .unwrap();
+    assert_eq!(manual.kind, "full");
+    let saved = std::fs::read_to_string(manual.diverged_file.unwrap()).unwrap();
+    assert!(saved.contains("on-b@example.com"));
+    assert_eq!(
+        b.replicated.read(changes::position).await.unwrap(),
+        a.replicated.read(changes::position).await.unwrap()
+    );
+}

@@ -1,0 +1,195 @@
+//! Sync History, in the node-local store: what each sync this node ran did, and how it ended.
+
+use crate::common::now;
+use crate::error::StoreResult;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// Rows kept; older ones are pruned. An hourly schedule fills this in over a year.
+pub const SYNC_HISTORY_RETAINED_MAX: i64 = 10_000;
+
+/// Who started a sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// An operator: Run Sync Now, `tandem failover sync`.
+    Manual,
+    /// The schedule (StartTime / Run Every).
+    Scheduled,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Scheduled => "scheduled",
+        }
+    }
+}
+
+/// How a finished sync ended, with what it moved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// `full`, `incremental`, or `none` (nothing to do).
+    pub kind: Option<String>,
+    /// `succeeded`, `failed` or `refused`.
+    pub result: String,
+    pub entries: i64,
+    pub files: i64,
+    pub bytes: i64,
+    pub position_seq: Option<i64>,
+    /// Why a full sync was chosen, where diverged entries were saved, and the like.
+    pub note: Option<String>,
+    pub error: Option<String>,
+}
+
+/// One row of Sync History.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRecord {
+    pub id: i64,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub source: String,
+    pub trigger: String,
+    pub kind: Option<String>,
+    pub result: String,
+    pub entries: i64,
+    pub files: i64,
+    pub bytes: i64,
+    pub position_seq: Option<i64>,
+    pub note: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Records the start of a sync and returns its id. Rows still `running` belong to a process that
+/// was killed mid-sync; they are marked `interrupted` first.
+pub fn start(conn: &Connection, source: &str, trigger: Trigger) -> StoreResult<i64> {
+    conn.execute(
+        "UPDATE sync_history SET result = 'interrupted', ended_at = ?1,
+         error = 'the process stopped before the sync finished'
+         WHERE result = 'running'",
+        [now()],
+    )?;
+    conn.execute(
+        "INSERT INTO sync_history (started_at, source, trigger, result)
+         VALUES (?1, ?2, ?3, 'running')",
+        params![now(), source, trigger.as_str()],
+    )?;
+    let id = conn.last_insert_rowid();
+    conn.execute(
+        "DELETE FROM sync_history WHERE id <= ?1",
+        [id - SYNC_HISTORY_RETAINED_MAX],
+    )?;
+    Ok(id)
+}
+
+/// Records how sync `id` ended.
+pub fn finish(conn: &Connection, id: i64, outcome: &Outcome) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE sync_history SET ended_at = ?2, kind = ?3, result = ?4, entries = ?5, files = ?6,
+         bytes = ?7, position_seq = ?8, note = ?9, error = ?10 WHERE id = ?1",
+        params![
+            id,
+            now(),
+            outcome.kind,
+            outcome.result,
+            outcome.entries,
+            outcome.files,
+            outcome.bytes,
+            outcome.position_seq,
+            outcome.note,
+            outcome.error
+        ],
+    )?;
+    Ok(())
+}
+
+/// The newest `limit` rows, newest first.
+pub fn recent(conn: &Connection, limit: i64) -> StoreResult<Vec<SyncRecord>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, started_at, ended_at, source, trigger, kind, result, entries, files, bytes,
+                    position_seq, note, error
+             FROM sync_history ORDER BY id DESC LIMIT ?1",
+        )?
+        .query_map([limit], |row| {
+            Ok(SyncRecord {
+                id: row.get(0)?,
+                started_at: row.get(1)?,
+                ended_at: row.get(2)?,
+                source: row.get(3)?,
+                trigger: row.get(4)?,
+                kind: row.get(5)?,
+                result: row.get(6)?,
+                entries: row.get(7)?,
+                files: row.get(8)?,
+                bytes: row.get(9)?,
+                position_seq: row.get(10)?,
+                note: row.get(11)?,
+                error: row.get(12)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?)
+}
+
+/// A node-local setting.
+pub fn setting(conn: &Connection, key: &str) -> StoreResult<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM local_settings WHERE key = ?1")?
+        .query_row([key], |row| row.get(0))
+        .optional()?)
+}
+
+/// Sets a node-local setting.
+pub fn set_setting(conn: &Connection, key: &str, value: &str) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO local_settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )?
+    .execute(params![key, value, now()])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::OpenMode;
+    use crate::node_local::NodeStore;
+
+    #[test]
+    fn a_killed_sync_is_marked_interrupted_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("node.db"), OpenMode::Create).unwrap();
+        let db = store.database();
+        let first = db
+            .write_blocking(|conn| start(conn, "peer:2222", Trigger::Manual))
+            .unwrap();
+        let second = db
+            .write_blocking(|conn| start(conn, "peer:2222", Trigger::Scheduled))
+            .unwrap();
+        let outcome = Outcome {
+            kind: Some("incremental".into()),
+            result: "succeeded".into(),
+            entries: 12,
+            ..Outcome::default()
+        };
+        db.write_blocking(move |conn| finish(conn, second, &outcome))
+            .unwrap();
+        let rows = db.read_blocking(|conn| recent(conn, 10)).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].id, rows[0].result.as_str()), (second, "succeeded"));
+        assert_eq!(rows[0].entries, 12);
+        assert_eq!(
+            (rows[1].id, rows[1].result.as_str()),
+            (first, "interrupted")
+        );
+        db.write_blocking(|conn| set_setting(conn, "k", "v1"))
+            .unwrap();
+        db.write_blocking(|conn| set_setting(conn, "k", "v2"))
+            .unwrap();
+        let value = db.read_blocking(|conn| setting(conn, "k")).unwrap();
+        assert_eq!(value.as_deref(), Some("v2"));
+    }
+}

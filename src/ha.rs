@@ -1,0 +1,436 @@
+//! `tandem ha …` and `tandem failover sync`: replication commands. Each runs through the node's
+//! control socket when the node is running (so its one writer stays the only writer), and in
+//! this process when it is not.
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use tandem_repl::ops::{Event, FailureKind, Operation};
+
+/// The peer or the rules refused: divergence, different versions, tables that differ.
+pub const EXIT_REFUSED: u8 = 3;
+
+pub const HA_EXIT_STATUS_HELP: &str = "\
+EXIT STATUS:
+    0  success (verify: the nodes are identical)
+    1  the command failed (unreachable peer, I/O error; the message says why)
+    2  invalid command line or input (bad HOST:PORT or key, host not trusted)
+    3  refused: diverged history, different software or schema versions, or (verify) tables differ";
+
+#[derive(Subcommand, Debug)]
+pub enum HaCommand {
+    /// Print this node's public SSH key, to add to its peers' Trusted Hosts.
+    #[command(after_help = HA_EXIT_STATUS_HELP)]
+    LocalKey,
+
+    /// Manage Trusted Hosts: the peers that may open this node's replication channel.
+    #[command(subcommand)]
+    TrustedHosts(TrustedHostsCommand),
+
+    /// Test Connection: authenticate both ways with a trusted host and compare versions.
+    #[command(
+        long_about = "Connect to a trusted host's replication listener, check that it presents \
+the host key trusted for it, authenticate with this node's key, and exchange software and \
+schema versions. Prints `Test was successful`, or the precise reason: unreachable, key refused \
+by the peer, host-key mismatch (both fingerprints shown), or version mismatch.",
+        after_help = HA_EXIT_STATUS_HELP
+    )]
+    TestConnection(EndpointArgs),
+
+    /// Sync History: the syncs this node ran, newest first.
+    #[command(after_help = HA_EXIT_STATUS_HELP)]
+    History(HistoryArgs),
+
+    /// Compare every replicated table's row count and content digest with a peer's.
+    #[command(
+        long_about = "Compare per-table row counts and content digests of the replicated \
+database with a trusted peer. Prints `identical` and exits 0, or names the tables that differ \
+and exits 3.",
+        after_help = HA_EXIT_STATUS_HELP
+    )]
+    Verify(EndpointArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrustedHostsCommand {
+    /// List the trusted hosts and their key fingerprints.
+    List(JsonArgs),
+    /// Trust a peer: the replication address it is reached at, and the key it presents.
+    #[command(
+        long_about = "Add (or replace) a trusted host: HOST[:PORT] is the peer's replication \
+listener (port 22 if omitted) and KEY its public key, as `tandem ha local-key` prints it on the \
+peer. Both directions of a pair must trust each other."
+    )]
+    Add(AddArgs),
+    /// Stop trusting a peer.
+    Remove(EndpointOnly),
+}
+
+#[derive(Args, Debug)]
+pub struct JsonArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EndpointOnly {
+    /// The peer's replication address, HOST[:PORT].
+    #[arg(value_name = "HOST[:PORT]")]
+    endpoint: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// The peer's replication address, HOST[:PORT] (port 22 if omitted).
+    #[arg(value_name = "HOST[:PORT]")]
+    endpoint: String,
+    /// The peer's public key, e.g. 'ssh-ed25519 AAAA… node-b'.
+    #[arg(long, value_name = "KEY")]
+    key: String,
+}
+
+#[derive(Args, Debug)]
+pub struct EndpointArgs {
+    /// The peer's replication address, HOST[:PORT].
+    #[arg(value_name = "HOST[:PORT]")]
+    endpoint: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// How many syncs to show (at most 1000).
+    #[arg(long, default_value_t = 20)]
+    limit: i64,
+}
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// The source's replication address, HOST[:PORT].
+    #[arg(value_name = "HOST[:PORT]")]
+    endpoint: String,
+    /// Copy everything even if only the changes are needed.
+    #[arg(long)]
+    full: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_ha(data_dir: &Path, command: HaCommand) -> Result<ExitCode> {
+    let (operation, json) = match command {
+        HaCommand::LocalKey => return local_key(data_dir),
+        HaCommand::TrustedHosts(TrustedHostsCommand::List(args)) => {
+            (Operation::TrustedHostsList, args.json)
+        }
+        HaCommand::TrustedHosts(TrustedHostsCommand::Add(args)) => (
+            Operation::TrustedHostsAdd {
+                endpoint: args.endpoint,
+                key: args.key,
+            },
+            false,
+        ),
+        HaCommand::TrustedHosts(TrustedHostsCommand::Remove(args)) => (
+            Operation::TrustedHostsRemove {
+                endpoint: args.endpoint,
+            },
+            false,
+        ),
+        HaCommand::TestConnection(args) => (
+            Operation::TestConnection {
+                endpoint: args.endpoint,
+            },
+            args.json,
+        ),
+        HaCommand::History(args) => (Operation::History { limit: args.limit }, args.json),
+        HaCommand::Verify(args) => (
+            Operation::Verify {
+                endpoint: args.endpoint,
+            },
+            args.json,
+        ),
+    };
+    perform(data_dir, operation, json)
+}
+
+pub fn run_sync(data_dir: &Path, args: SyncArgs) -> Result<ExitCode> {
+    let operation = Operation::Sync {
+        endpoint: args.endpoint,
+        force_full: args.full,
+    };
+    perform(data_dir, operation, args.json)
+}
+
+fn local_key(data_dir: &Path) -> Result<ExitCode> {
+    let config_path = data_dir.join(tandem_node::CONFIG_FILE);
+    let config = tandem_node::NodeConfig::load(&config_path)
+        .with_context(|| format!("cannot read the node in {}", data_dir.display()))?;
+    let key_path = data_dir.join(tandem_node::SSH_HOST_KEY_FILE);
+    let text = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("cannot read {}", key_path.display()))?;
+    let key = tandem_crypto::SshHostKey::from_openssh(&text)?;
+    println!("{}", key.public_openssh(&config.node.name)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `operation` on the running node, or here if none runs, and prints its outcome.
+fn perform(data_dir: &Path, operation: Operation, json: bool) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut display = Display::new(&operation, json);
+    let outcome = runtime.block_on(async {
+        let mut events = Vec::new();
+        let answered = tandem_repl::ops::call_running(data_dir, &operation, |event| {
+            display.progress(&event);
+            events.push(event);
+        })
+        .await
+        .with_context(|| format!("cannot talk to the node running in {}", data_dir.display()))?;
+        if answered.is_none() {
+            let node = open_node(data_dir)?;
+            let replication = tandem_repl::Replication::new(&node);
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let local = tandem_repl::ops::execute(&replication, operation.clone(), move |event| {
+                let _ = sender.send(event);
+            });
+            local.await;
+            for event in receiver.try_iter() {
+                display.progress(&event);
+                events.push(event);
+            }
+            node.replicated.close().await;
+            node.local.database().close().await;
+        }
+        anyhow::Ok(events.pop())
+    })?;
+    display.finish();
+    match outcome {
+        Some(Event::Done { result }) => {
+            print_result(&operation, &result, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Event::Failed { kind, message }) => {
+            eprintln!("tandem: error: {message}");
+            Ok(ExitCode::from(match kind {
+                FailureKind::Usage => crate::cli::EXIT_USAGE,
+                FailureKind::Refused => EXIT_REFUSED,
+                FailureKind::Failed => crate::cli::EXIT_FAILURE,
+            }))
+        }
+        _ => anyhow::bail!("the operation ended without a result"),
+    }
+}
+
+fn open_node(data_dir: &Path) -> Result<tandem_node::Node> {
+    tandem_node::Node::open(data_dir)
+        .with_context(|| format!("cannot open the node in {}", data_dir.display()))
+}
+
+/// A progress bar on stderr when it is a terminal; nothing otherwise.
+struct Display {
+    enabled: bool,
+    drawn: bool,
+}
+
+impl Display {
+    fn new(operation: &Operation, json: bool) -> Self {
+        Self {
+            enabled: matches!(operation, Operation::Sync { .. })
+                && !json
+                && std::io::stderr().is_terminal(),
+            drawn: false,
+        }
+    }
+
+    fn progress(&mut self, event: &Event) {
+        let Event::Progress { progress } = event else {
+            return;
+        };
+        if !self.enabled {
+            return;
+        }
+        let number = |key: &str| {
+            progress
+                .get(key)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+        };
+        let (label, done, total, unit) = match progress.get("phase").and_then(|v| v.as_str()) {
+            Some("connected") => {
+                let source = progress
+                    .get("sourceNode")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?");
+                eprint!("\rconnected to {source}{:40}", "");
+                self.drawn = true;
+                return;
+            }
+            Some("snapshot") => ("full sync", number("bytes"), number("totalBytes"), "MB"),
+            Some("changes") => ("changes", number("entries"), number("totalEntries"), ""),
+            Some("files") => ("app files", number("files"), number("totalFiles"), ""),
+            Some("installing") => {
+                eprint!("\rinstalling the snapshot{:40}", "");
+                self.drawn = true;
+                return;
+            }
+            _ => return,
+        };
+        const WIDTH: usize = 30;
+        let fraction = if total > 0.0 {
+            (done / total).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        let filled = (fraction * WIDTH as f64) as usize;
+        let scale = if unit == "MB" { 1_000_000.0 } else { 1.0 };
+        eprint!(
+            "\r{label:>10} [{}{}] {:>3.0}% {:.0}/{:.0}{}{}",
+            "#".repeat(filled),
+            "-".repeat(WIDTH - filled),
+            fraction * 100.0,
+            done / scale,
+            total / scale,
+            if unit.is_empty() { "" } else { " " },
+            unit
+        );
+        let _ = std::io::stderr().flush();
+        self.drawn = true;
+    }
+
+    fn finish(&self) {
+        if self.drawn {
+            eprintln!();
+        }
+    }
+}
+
+fn text(value: &serde_json::Value, key: &str) -> String {
+    match value.get(key) {
+        Some(serde_json::Value::String(text)) => text.clone(),
+        Some(serde_json::Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(result).unwrap_or_default()
+        );
+        return;
+    }
+    match operation {
+        Operation::TrustedHostsList => {
+            let hosts = result.as_array().cloned().unwrap_or_default();
+            if hosts.is_empty() {
+                println!(
+                    "No trusted hosts. Add one with `tandem ha trusted-hosts add HOST[:PORT] --key KEY`."
+                );
+            }
+            for host in hosts {
+                println!(
+                    "{}:{}  {}  (added {})",
+                    text(&host, "host"),
+                    text(&host, "port"),
+                    text(&host, "fingerprint"),
+                    text(&host, "addedAt")
+                );
+            }
+        }
+        Operation::TrustedHostsAdd { .. } => println!(
+            "Trusted {}:{} with key {}",
+            text(result, "host"),
+            text(result, "port"),
+            text(result, "fingerprint")
+        ),
+        Operation::TrustedHostsRemove { .. } => {
+            println!("Removed {} from Trusted Hosts", text(result, "removed"));
+        }
+        Operation::TestConnection { .. } => {
+            let peer = &result["peer"];
+            println!("Test was successful");
+            println!(
+                "  peer {} (Tandem {}, schema {}), epoch {}, position {}",
+                text(peer, "nodeName"),
+                text(peer, "softwareVersion"),
+                text(peer, "schemaVersion"),
+                text(peer, "epoch"),
+                text(peer, "positionSeq")
+            );
+            println!("  clock offset {} ms", text(result, "clockOffsetMs"));
+        }
+        Operation::Sync { .. } if result["kind"] == "none" => println!(
+            "{} ({}) has nothing new: this node is up to date at position {}",
+            text(result, "source"),
+            text(result, "sourceNode"),
+            text(result, "positionSeq")
+        ),
+        Operation::Sync { .. } => {
+            println!(
+                "Sync from {} ({}) succeeded: {} sync, {} change(s), {} file(s), {} bytes in {:.1} s; position {}",
+                text(result, "source"),
+                text(result, "sourceNode"),
+                text(result, "kind"),
+                text(result, "entries"),
+                text(result, "files"),
+                text(result, "bytes"),
+                result["durationMs"].as_f64().unwrap_or(0.0) / 1000.0,
+                text(result, "positionSeq"),
+            );
+            for note in result["notes"].as_array().into_iter().flatten() {
+                println!("  note: {}", note.as_str().unwrap_or_default());
+            }
+        }
+        Operation::History { .. } => {
+            let rows = result.as_array().cloned().unwrap_or_default();
+            if rows.is_empty() {
+                println!("No syncs yet.");
+                return;
+            }
+            println!(
+                "{:>5}  {:<24}  {:<24}  {:<9}  {:<11}  {:<11}  {:>8}  {:>6}  {:>12}  ERROR / NOTE",
+                "ID", "STARTED", "SOURCE", "TRIGGER", "KIND", "RESULT", "ENTRIES", "FILES", "BYTES"
+            );
+            for row in rows {
+                let detail = match (text(&row, "error"), text(&row, "note")) {
+                    (error, _) if error != "-" => error,
+                    (_, note) => note,
+                };
+                println!(
+                    "{:>5}  {:<24}  {:<24}  {:<9}  {:<11}  {:<11}  {:>8}  {:>6}  {:>12}  {}",
+                    text(&row, "id"),
+                    text(&row, "startedAt"),
+                    text(&row, "source"),
+                    text(&row, "trigger"),
+                    text(&row, "kind"),
+                    text(&row, "result"),
+                    text(&row, "entries"),
+                    text(&row, "files"),
+                    text(&row, "bytes"),
+                    detail
+                );
+            }
+        }
+        Operation::Verify { .. } => {
+            println!("identical");
+            println!(
+                "  {} table(s) match {}; positions: here {}, there {}",
+                text(result, "tables"),
+                text(result, "peerNode"),
+                text(result, "localPositionSeq"),
+                text(result, "peerPositionSeq")
+            );
+        }
+    }
+}
