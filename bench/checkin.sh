@@ -37,7 +37,8 @@ START_TIMEOUT_S=30
 STOP_TIMEOUT_S=30
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/target/release"
+# BIN_DIR: binaries to use instead of this tree's release build (e.g. an older release, to compare).
+BIN="${BIN_DIR:-$ROOT/target/release}"
 SERVICE_ADDR="127.0.0.1:$((PORT_BASE + 3))"
 
 if [[ "${SKIP_BUILD:-}" != 1 ]]; then

@@ -226,13 +226,17 @@ pub fn base(conn: &Connection) -> StoreResult<Position> {
         })?)
 }
 
-/// The highest epoch recorded, which a restarted writer resumes with.
+/// The epoch of the newest sealed entry, which a restarted writer resumes with. Epochs never
+/// decrease along a history (a writer stamps its own, and a promotion raises it), so the newest
+/// entry's is the highest; reading it is one index lookup, not a scan of the log.
 pub fn latest_epoch(conn: &Connection) -> StoreResult<i64> {
-    Ok(conn.query_row(
-        "SELECT coalesce(max(epoch), 0) FROM change_log",
-        [],
-        |row| row.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached(
+            "SELECT epoch FROM change_log WHERE checksum IS NOT NULL ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row([], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 /// Stamps the entries captured in this transaction with `epoch` and their chained checksums,
@@ -563,40 +567,71 @@ fn apply_one(conn: &Connection, shape: &TableShape, entry: &ChangeEntry) -> Stor
         .iter()
         .map(|column| sql_value(&row[column]))
         .collect::<StoreResult<_>>()?;
-    let placeholders: Vec<String> = (1..=values.len())
-        .map(|index| format!("?{index}"))
-        .collect();
-    let updates: Vec<String> = shape
-        .columns
+    let key_condition: Vec<String> = shape
+        .keys
         .iter()
-        .filter(|column| !shape.keys.contains(column))
-        .map(|column| format!("\"{column}\" = excluded.\"{column}\""))
+        .enumerate()
+        .map(|(index, name)| format!("\"{name}\" = ?{}", index + 1))
         .collect();
-    // Only a row that differs is rewritten: replaying an entry twice is then no write at all,
-    // which also keeps append-only tables (events) replayable.
-    let differs: Vec<String> = shape
-        .columns
-        .iter()
-        .filter(|column| !shape.keys.contains(column))
-        .map(|column| format!("\"{column}\" IS NOT excluded.\"{column}\""))
-        .collect();
-    let on_conflict = if updates.is_empty() {
-        "DO NOTHING".to_owned()
-    } else {
-        format!(
-            "DO UPDATE SET {} WHERE {}",
-            updates.join(", "),
-            differs.join(" OR ")
-        )
-    };
-    let sql = format!(
-        "INSERT INTO \"{table}\" ({}) VALUES ({}) ON CONFLICT ({}) {on_conflict}",
-        quoted(&shape.columns).join(", "),
-        placeholders.join(", "),
-        quoted(&shape.keys).join(", "),
-    );
-    conn.prepare_cached(&sql)?
-        .execute(rusqlite::params_from_iter(values))?;
+    let current: Option<Vec<rusqlite::types::Value>> = conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM \"{table}\" WHERE {}",
+            quoted(&shape.columns).join(", "),
+            key_condition.join(" AND ")
+        ))?
+        .query_row(rusqlite::params_from_iter(&new_key), |row| {
+            (0..shape.columns.len())
+                .map(|index| row.get(index))
+                .collect()
+        })
+        .optional()?;
+    match current {
+        None => {
+            let placeholders: Vec<String> = (1..=values.len())
+                .map(|index| format!("?{index}"))
+                .collect();
+            conn.prepare_cached(&format!(
+                "INSERT INTO \"{table}\" ({}) VALUES ({})",
+                quoted(&shape.columns).join(", "),
+                placeholders.join(", ")
+            ))?
+            .execute(rusqlite::params_from_iter(values))?;
+        }
+        Some(current) => {
+            // Only the columns that differ are written: an index is maintained only when its
+            // column changed, so the cost of applying a change follows the change, not the size
+            // of the table (a check-in touches two columns, not every index of `devices`).
+            // Replaying an entry twice writes nothing, which also keeps append-only tables
+            // (events) replayable.
+            let changed: Vec<usize> = (0..shape.columns.len())
+                .filter(|&index| current[index] != values[index])
+                .collect();
+            if changed.is_empty() {
+                return Ok(());
+            }
+            let sets: Vec<String> = changed
+                .iter()
+                .enumerate()
+                .map(|(position, &index)| {
+                    format!(
+                        "\"{}\" = ?{}",
+                        shape.columns[index],
+                        shape.keys.len() + position + 1
+                    )
+                })
+                .collect();
+            let parameters = new_key
+                .iter()
+                .cloned()
+                .chain(changed.iter().map(|&index| values[index].clone()));
+            conn.prepare_cached(&format!(
+                "UPDATE \"{table}\" SET {} WHERE {}",
+                sets.join(", "),
+                key_condition.join(" AND ")
+            ))?
+            .execute(rusqlite::params_from_iter(parameters))?;
+        }
+    }
     Ok(())
 }
 

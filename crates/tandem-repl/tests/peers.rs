@@ -1,5 +1,5 @@
-//! The schedule never discards a node's own changes: a scheduled sync from a source whose
-//! history has forked from this node's refuses, changes nothing, and says what to do.
+//! Two nodes in one process, talking over real SSH on loopback: the schedule never discards a
+//! node's own changes, and the replication listener offers nothing but replication.
 
 use std::path::Path;
 use tandem_node::{InitOptions, Node};
@@ -130,4 +130,109 @@ async fn a_scheduled_sync_refuses_a_diverged_history_and_changes_nothing() {
         b.replicated.read(changes::position).await.unwrap(),
         a.replicated.read(changes::position).await.unwrap()
     );
+}
+
+struct AnyServerKey;
+
+impl russh::client::Handler for AnyServerKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// Waits for the server's answer to a request sent with `want_reply`.
+async fn answer(channel: &mut russh::Channel<russh::client::Msg>) -> &'static str {
+    loop {
+        match channel.wait().await {
+            Some(russh::ChannelMsg::Success) => return "success",
+            Some(russh::ChannelMsg::Failure) => return "failure",
+            None => return "closed",
+            Some(_) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_offers_only_replication_and_only_to_trusted_keys() {
+    tandem_crypto::install_crypto_provider();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().to_owned();
+    let (a, b, stranger) = tokio::task::spawn_blocking(move || {
+        (
+            node(&dir, "node-a"),
+            node(&dir, "node-b"),
+            node(&dir, "stranger"),
+        )
+    })
+    .await
+    .unwrap();
+    let source = Replication::new(&a);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(tandem_repl::ssh::serve(source, listener, stopped));
+    let b_key = Replication::new(&b).public_key_line();
+    let somewhere = Endpoint::parse("127.0.0.1:1").unwrap();
+    a.local
+        .database()
+        .write(move |conn| trust::add(conn, &somewhere, &b_key))
+        .await
+        .unwrap();
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let key_of = |node: &Node| {
+        russh::keys::PrivateKeyWithHashAlg::new(
+            std::sync::Arc::new(node.ssh_host_key.private_key().clone()),
+            None,
+        )
+    };
+
+    // Passwords are not a method at all; an untrusted key is refused.
+    let mut session = russh::client::connect(config.clone(), addr, AnyServerKey)
+        .await
+        .unwrap();
+    let password = session
+        .authenticate_password("tandem", "correct-horse-1")
+        .await
+        .unwrap();
+    assert!(!password.success());
+    let untrusted = session
+        .authenticate_publickey("tandem", key_of(&stranger))
+        .await
+        .unwrap();
+    assert!(!untrusted.success());
+
+    // A trusted key: no shell, no exec, no forwarding; the replication subsystem only.
+    let mut session = russh::client::connect(config, addr, AnyServerKey)
+        .await
+        .unwrap();
+    let trusted = session
+        .authenticate_publickey("tandem", key_of(&b))
+        .await
+        .unwrap();
+    assert!(trusted.success());
+    let mut channel = session.channel_open_session().await.unwrap();
+    channel.exec(true, "id").await.unwrap();
+    assert_eq!(answer(&mut channel).await, "failure");
+    channel.request_shell(true).await.unwrap();
+    assert_eq!(answer(&mut channel).await, "failure");
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    assert_eq!(answer(&mut channel).await, "failure");
+    assert!(
+        session
+            .channel_open_direct_tcpip("127.0.0.1", 22, "127.0.0.1", 5000)
+            .await
+            .is_err()
+    );
+    assert!(session.tcpip_forward("127.0.0.1", 0).await.is_err());
+    let mut replication = session.channel_open_session().await.unwrap();
+    replication
+        .request_subsystem(true, tandem_repl::protocol::SUBSYSTEM)
+        .await
+        .unwrap();
+    assert_eq!(answer(&mut replication).await, "success");
 }

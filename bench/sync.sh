@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Replication benchmarks, end to end with real processes on loopback:
+#
+#  1. Full sync of a large replicated database (DEVICES_BIG devices, about 1 GB at 1,000,000)
+#     against `scp` of the same database file through Debian's OpenSSH server, same run.
+#  2. Incremental sync of CHANGES changes on the large database against the same on a small one
+#     (DEVICES_SMALL): the cost should follow the changes, not the size.
+#  3. Write throughput with change capture on against off (tandem-storebench capture).
+#
+#   bench/sync.sh                                  # the issue's setting
+#   DEVICES_BIG=100000 bench/sync.sh               # quicker
+#   BENCH_DIR=/var/tmp/tandem-sync bench/sync.sh   # keep (and reuse) the filled nodes
+#
+# Environment (defaults in brackets): DEVICES_BIG [1000000] DEVICES_SMALL [10000]
+# CHANGES [1000] REPEAT [3] CAPTURE_SECONDS [10] PORT_BASE [25400] BENCH_DIR [temporary]
+# SKIP_BUILD [unset]. Needs openssh-server (apt-get install openssh-server) for the reference.
+# Prints one JSON object per measurement and a summary; exit status 1 if a step fails.
+set -euo pipefail
+
+DEVICES_BIG=${DEVICES_BIG:-1000000}
+DEVICES_SMALL=${DEVICES_SMALL:-10000}
+CHANGES=${CHANGES:-1000}
+REPEAT=${REPEAT:-3}
+CAPTURE_SECONDS=${CAPTURE_SECONDS:-10}
+PORT_BASE=${PORT_BASE:-25400}
+export TANDEM_LOG=${TANDEM_LOG:-warn}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN="$ROOT/target/release"
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    (cd "$ROOT" && cargo build --release --locked --bin tandem && cargo build --release --locked -p tandem-bench --bin tandem-storebench)
+fi
+if [[ -n "${BENCH_DIR:-}" ]]; then
+    WORK=$BENCH_DIR
+    mkdir -p "$WORK"
+else
+    WORK=$(mktemp -d)
+    trap 'rm -rf "$WORK"' EXIT
+fi
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap 'cleanup; [[ -z "${BENCH_DIR:-}" ]] && rm -rf "$WORK"' EXIT
+
+tandem() { "$BIN/tandem" "$@"; }
+now() { date +%s.%N; }
+elapsed() { echo "$2 - $1" | bc; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# init NAME OFFSET: a node whose ports are PORT_BASE+OFFSET..+2
+init() {
+    local dir="$WORK/$1" offset=$2
+    if [[ ! -f "$dir/tandem.toml" ]]; then
+        printf 'bench-password-1\n' > "$WORK/password"
+        tandem --data-dir "$dir" init --name "$1" \
+            --service-addr "127.0.0.1:$((PORT_BASE + offset))" \
+            --sysmgr-addr "127.0.0.1:$((PORT_BASE + offset + 1))" \
+            --ssh-addr "127.0.0.1:$((PORT_BASE + offset + 2))" \
+            --admin-password-file "$WORK/password" > /dev/null
+    fi
+}
+ssh_port() { echo $((PORT_BASE + $2 + 2)); }
+trust_pair() { # A OFFSET_A B OFFSET_B
+    tandem --data-dir "$WORK/$1" ha trusted-hosts add "127.0.0.1:$((PORT_BASE + $4 + 2))" \
+        --key "$(tandem --data-dir "$WORK/$3" ha local-key)" > /dev/null
+    tandem --data-dir "$WORK/$3" ha trusted-hosts add "127.0.0.1:$((PORT_BASE + $2 + 2))" \
+        --key "$(tandem --data-dir "$WORK/$1" ha local-key)" > /dev/null
+}
+SERVE_PID=
+serve() { # NAME OFFSET
+    "$BIN/tandem" --data-dir "$WORK/$1" serve 2>> "$WORK/$1.log" &
+    SERVE_PID=$!
+    PIDS+=("$SERVE_PID")
+    # Ready when its replication listener answers; a node that died (busy port) fails the run.
+    for _ in $(seq 1 300); do
+        kill -0 "$SERVE_PID" 2>/dev/null || { echo "node $1 exited:" >&2; tail -3 "$WORK/$1.log" >&2; return 1; }
+        (exec 3<>"/dev/tcp/127.0.0.1/$((PORT_BASE + $2 + 2))") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "node $1 did not start" >&2; return 1
+}
+stop() { kill -TERM "$1"; wait "$1" || true; }
+fill() { # NAME DEVICES
+    local have
+    have=$(sqlite3 "$WORK/$1/replicated.db" 'SELECT count(*) FROM devices' 2>/dev/null || echo 0)
+    if (( have < $2 )); then "$BIN/tandem-storebench" fill --data-dir "$WORK/$1" --devices "$2"; fi
+}
+
+echo "== nodes in $WORK"
+init big-a 0; init big-b 10; init small-a 20; init small-b 30
+trust_pair big-a 0 big-b 10
+trust_pair small-a 20 small-b 30
+fill big-a "$DEVICES_BIG"
+fill small-a "$DEVICES_SMALL"
+DB_BYTES=$(stat -c %s "$WORK/big-a/replicated.db")
+
+echo "== full sync of $DB_BYTES bytes, $REPEAT times"
+serve big-a 0; BIG_A=$SERVE_PID
+FULL=()
+for _ in $(seq 1 "$REPEAT"); do
+    start=$(now)
+    tandem --data-dir "$WORK/big-b" failover sync "127.0.0.1:$(ssh_port big-a 0)" --full --json > "$WORK/full.json"
+    FULL+=("$(elapsed "$start" "$(now)")")
+done
+FULL_S=$(printf '%s\n' "${FULL[@]}" | median)
+echo "{\"measurement\":\"full_sync\",\"seconds\":[${FULL[*]// /,}],\"median\":$FULL_S}"
+
+echo "== reference: scp of the same file through OpenSSH on loopback"
+SSHD_DIR="$WORK/sshd"; mkdir -p "$SSHD_DIR"; chmod 700 "$SSHD_DIR"
+[[ -f "$SSHD_DIR/host_key" ]] || ssh-keygen -q -t ed25519 -N '' -f "$SSHD_DIR/host_key"
+[[ -f "$SSHD_DIR/client_key" ]] || ssh-keygen -q -t ed25519 -N '' -f "$SSHD_DIR/client_key"
+cp "$SSHD_DIR/client_key.pub" "$SSHD_DIR/authorized_keys"; chmod 600 "$SSHD_DIR/authorized_keys"
+SSHD_PORT=$((PORT_BASE + 90))
+mkdir -p /run/sshd
+/usr/sbin/sshd -D -p "$SSHD_PORT" -h "$SSHD_DIR/host_key" -o ListenAddress=127.0.0.1 \
+    -o AuthorizedKeysFile="$SSHD_DIR/authorized_keys" -o PasswordAuthentication=no \
+    -o StrictModes=no -o PidFile="$SSHD_DIR/sshd.pid" &
+PIDS+=("$!")
+sleep 0.5
+SCP=()
+for _ in $(seq 1 "$REPEAT"); do
+    rm -f "$WORK/scp-copy.db"
+    start=$(now)
+    scp -q -P "$SSHD_PORT" -i "$SSHD_DIR/client_key" -o StrictHostKeyChecking=no \
+        -o UserKnownHostsFile=/dev/null "$WORK/big-a/replicated.db" "127.0.0.1:$WORK/scp-copy.db"
+    SCP+=("$(elapsed "$start" "$(now)")")
+done
+rm -f "$WORK/scp-copy.db"
+SCP_S=$(printf '%s\n' "${SCP[@]}" | median)
+echo "{\"measurement\":\"scp\",\"seconds\":[${SCP[*]// /,}],\"median\":$SCP_S}"
+
+echo "== incremental sync of $CHANGES changes: $DEVICES_BIG devices, then $DEVICES_SMALL"
+incremental() { # A OFFSET_A B ; prints the median seconds
+    local a=$1 offset=$2 b=$3 times=() pid start
+    for _ in $(seq 1 "$REPEAT"); do
+        "$BIN/tandem-storebench" touch --data-dir "$WORK/$a" --changes "$CHANGES" > /dev/null
+        serve "$a" "$offset"; pid=$SERVE_PID
+        start=$(now)
+        tandem --data-dir "$WORK/$b" failover sync "127.0.0.1:$(ssh_port "$a" "$offset")" --json > "$WORK/incremental.json"
+        times+=("$(elapsed "$start" "$(now)")")
+        grep -q '"kind": "incremental"' "$WORK/incremental.json" || { cat "$WORK/incremental.json" >&2; return 1; }
+        stop "$pid"
+    done
+    echo "{\"measurement\":\"incremental_$a\",\"seconds\":[$(IFS=,; echo "${times[*]}")]}" >&2
+    printf '%s\n' "${times[@]}" | median
+}
+stop "$BIG_A"
+INC_BIG=$(incremental big-a 0 big-b)
+serve small-a 20; tandem --data-dir "$WORK/small-b" failover sync "127.0.0.1:$(ssh_port small-a 20)" > /dev/null; stop "$SERVE_PID"
+INC_SMALL=$(incremental small-a 20 small-b)
+
+echo "== write throughput, change capture on and off"
+"$BIN/tandem-storebench" capture --seconds "$CAPTURE_SECONDS" | tee "$WORK/capture.json"
+CAPTURE_RATIO=$(grep ratioOnToOff "$WORK/capture.json" | tr -dc '0-9.')
+
+cat <<EOF
+== summary
+{
+  "databaseBytes": $DB_BYTES,
+  "devicesBig": $DEVICES_BIG,
+  "fullSyncSeconds": $FULL_S,
+  "scpSeconds": $SCP_S,
+  "fullSyncToScpRatio": $(echo "scale=3; $FULL_S / $SCP_S" | bc),
+  "incrementalBigSeconds": $INC_BIG,
+  "incrementalSmallSeconds": $INC_SMALL,
+  "incrementalBigToSmallRatio": $(echo "scale=3; $INC_BIG / $INC_SMALL" | bc),
+  "captureOnToOffRatio": $CAPTURE_RATIO
+}
+EOF
