@@ -154,7 +154,10 @@ impl Database {
             schema,
             readers: readers.clone(),
             epoch: epoch.clone(),
+            wal_frames: Arc::new(AtomicI64::new(0)),
         };
+        let mut conn = conn;
+        writer.watch_wal(&mut conn)?;
         std::thread::Builder::new()
             .name(format!("writer:{}", file_name(path)))
             .spawn(move || writer.run(conn, receiver))
@@ -431,9 +434,45 @@ struct Writer {
     schema: Schema,
     readers: Arc<Readers>,
     epoch: Option<Arc<AtomicI64>>,
+    /// Frames in the WAL after the last commit, as SQLite's WAL hook reports them.
+    wal_frames: Arc<AtomicI64>,
 }
 
+/// The writer checkpoints the WAL when its queue is empty and the WAL holds this many frames
+/// (SQLite's own automatic threshold), after answering the commit's jobs: a write never waits
+/// for a checkpoint of earlier writes (an incremental sync's apply included).
+const WAL_CHECKPOINT_IDLE_FRAMES: i64 = 1_000;
+/// Under unbroken load the queue is never empty; past this many frames (64 MiB of 4 KiB pages)
+/// the writer checkpoints anyway, so the WAL stays bounded.
+const WAL_CHECKPOINT_FORCE_FRAMES: i64 = 16_000;
+
 impl Writer {
+    /// Replaces SQLite's automatic checkpoint (which runs inside `COMMIT`, before the commit's
+    /// jobs are answered) with a count the writer acts on after answering them.
+    fn watch_wal(&self, conn: &mut Connection) -> StoreResult<()> {
+        let frames = self.wal_frames.clone();
+        conn.wal_hook(Some(
+            move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+                frames.store(i64::from(pages), Ordering::Release);
+                Ok(())
+            },
+        ))?;
+        Ok(())
+    }
+
+    fn checkpoint_if_due(&self, conn: &Connection, idle: bool) {
+        let frames = self.wal_frames.load(Ordering::Acquire);
+        if frames >= WAL_CHECKPOINT_FORCE_FRAMES || (idle && frames >= WAL_CHECKPOINT_IDLE_FRAMES) {
+            // PASSIVE: copies what no reader still needs and never blocks readers. What remains
+            // is copied by a later checkpoint; the next commit after a complete one restarts
+            // the WAL from its beginning.
+            if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(%error, "WAL checkpoint failed; it is retried after a later commit");
+            }
+            self.wal_frames.store(0, Ordering::Release);
+        }
+    }
+
     fn run(self, conn: Connection, mut receiver: mpsc::Receiver<Message>) {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let mut conn = Some(conn);
@@ -463,7 +502,10 @@ impl Writer {
                     .as_ref()
                     .map(|epoch| epoch.load(Ordering::Acquire));
                 match &conn {
-                    Some(open) => commit_batch(open, batch.drain(..), epoch),
+                    Some(open) => {
+                        commit_batch(open, batch.drain(..), epoch);
+                        self.checkpoint_if_due(open, receiver.is_empty());
+                    }
                     None => refuse_batch(
                         batch.drain(..),
                         "the database is closed after a failed snapshot installation; restart the node",
@@ -554,6 +596,7 @@ impl Writer {
     fn reopen(&self) -> StoreResult<Connection> {
         let mut conn = open_connection(&self.path, OpenFlags::default())?;
         migrate(&mut conn, &self.path, self.schema)?;
+        self.watch_wal(&mut conn)?;
         if self.schema.change_capture {
             crate::changes::register_functions(&conn)?;
         }
@@ -683,6 +726,24 @@ mod tests {
             .unwrap_err();
         assert!(error.to_string().contains("must sit beside"), "{error}");
         assert_eq!(names(&db).await.unwrap(), ["new-1", "new-2", "after"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_checkpoints_the_wal_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.db");
+        let db = Database::open(&path, TEST_SCHEMA, OpenMode::Create).unwrap();
+        // One commit per write, each two pages (table and index): without checkpoints the WAL
+        // would grow to 5,000 frames (about 20 MB).
+        for index in 0..2_500 {
+            insert(&db, &format!("item-{index}")).await.unwrap();
+        }
+        let wal_bytes = std::fs::metadata(wal_path(&path)).unwrap().len();
+        let bound = 2 * WAL_CHECKPOINT_IDLE_FRAMES as u64 * (4096 + 24);
+        assert!(
+            wal_bytes <= bound,
+            "the WAL is {wal_bytes} bytes, over {bound}"
+        );
     }
 
     #[tokio::test]
