@@ -187,33 +187,35 @@ fn perform(data_dir: &Path, operation: Operation, json: bool) -> Result<ExitCode
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let mut display = Display::new(&operation, json);
+    // Shared with the operation's event callback, which may run on another thread.
+    let display = std::sync::Arc::new(std::sync::Mutex::new(Display::new(&operation, json)));
     let outcome = runtime.block_on(async {
-        let mut events = Vec::new();
+        let mut last = None;
         let answered = tandem_repl::ops::call_running(data_dir, &operation, |event| {
-            display.progress(&event);
-            events.push(event);
+            lock(&display).progress(&event);
+            last = Some(event);
         })
         .await
         .with_context(|| format!("cannot talk to the node running in {}", data_dir.display()))?;
         if answered.is_none() {
             let node = open_node(data_dir)?;
             let replication = tandem_repl::Replication::new(&node);
-            let (sender, receiver) = std::sync::mpsc::channel();
-            let local = tandem_repl::ops::execute(&replication, operation.clone(), move |event| {
-                let _ = sender.send(event);
-            });
-            local.await;
-            for event in receiver.try_iter() {
-                display.progress(&event);
-                events.push(event);
-            }
+            let outcome = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let (shown, kept) = (display.clone(), outcome.clone());
+            tandem_repl::ops::execute(&replication, operation.clone(), move |event| {
+                lock(&shown).progress(&event);
+                if !matches!(event, Event::Progress { .. }) {
+                    *lock(&kept) = Some(event);
+                }
+            })
+            .await;
             node.replicated.close().await;
             node.local.database().close().await;
+            last = lock(&outcome).take();
         }
-        anyhow::Ok(events.pop())
+        anyhow::Ok(last)
     })?;
-    display.finish();
+    lock(&display).finish();
     match outcome {
         Some(Event::Done { result }) => {
             print_result(&operation, &result, json);
@@ -229,6 +231,13 @@ fn perform(data_dir: &Path, operation: Operation, json: bool) -> Result<ExitCode
         }
         _ => anyhow::bail!("the operation ended without a result"),
     }
+}
+
+/// A poisoned lock only means a display callback panicked; the display state is still usable.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn open_node(data_dir: &Path) -> Result<tandem_node::Node> {

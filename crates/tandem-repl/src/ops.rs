@@ -20,6 +20,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// Longest operation line accepted on the control socket.
 pub const OPERATION_BYTES_MAX: usize = 64 * 1024;
+/// Progress updates queued for one control-socket client; more are dropped (the bar skips a
+/// step), never the operation's result.
+pub const PROGRESS_EVENTS_QUEUED_MAX: usize = 64;
 /// Sync History rows one `history` operation returns at most.
 pub const HISTORY_ROWS_MAX: i64 = 1_000;
 
@@ -314,33 +317,64 @@ pub async fn serve_control(
             if reader.read_line(&mut line).await.is_err() {
                 return;
             }
-            let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
+            // Progress is lossy (a full queue drops an update); the final event is not.
+            let (progress, mut updates) =
+                tokio::sync::mpsc::channel::<Event>(PROGRESS_EVENTS_QUEUED_MAX);
+            let (finished, outcome) = tokio::sync::oneshot::channel::<Event>();
+            let finished = std::sync::Mutex::new(Some(finished));
+            let report = move |event: Event| match event {
+                Event::Progress { .. } => {
+                    let _ = progress.try_send(event);
+                }
+                last => {
+                    let sender = finished
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
+                    if let Some(sender) = sender {
+                        let _ = sender.send(last);
+                    }
+                }
+            };
             match serde_json::from_str::<Operation>(&line) {
                 Ok(operation) => {
-                    tokio::spawn(async move {
-                        execute(&replication, operation, move |event| {
-                            let _ = sender.send(event);
-                        })
-                        .await;
-                    });
+                    tokio::spawn(async move { execute(&replication, operation, report).await });
                 }
-                Err(error) => {
-                    let _ = sender.send(Event::Failed {
-                        kind: FailureKind::Usage,
-                        message: format!("the control request is not a valid operation: {error}"),
-                    });
-                }
+                Err(error) => report(Event::Failed {
+                    kind: FailureKind::Usage,
+                    message: format!("the control request is not a valid operation: {error}"),
+                }),
             }
-            while let Some(event) = receiver.recv().await {
-                let mut line = serde_json::to_string(&event).unwrap_or_default();
-                line.push('\n');
-                if writer.write_all(line.as_bytes()).await.is_err() {
-                    // The CLI went away (Ctrl-C); the operation finishes on its own.
-                    break;
+            let mut outcome = std::pin::pin!(outcome);
+            let last = loop {
+                tokio::select! {
+                    Some(update) = updates.recv() => {
+                        if write_event(&mut writer, &update).await.is_err() {
+                            // The CLI went away (Ctrl-C); the operation finishes on its own.
+                            return;
+                        }
+                    }
+                    last = &mut outcome => break last,
                 }
+            };
+            // Progress reported before the end goes out first, then the end.
+            while let Ok(update) = updates.try_recv() {
+                let _ = write_event(&mut writer, &update).await;
+            }
+            if let Ok(last) = last {
+                let _ = write_event(&mut writer, &last).await;
             }
         });
     }
+}
+
+async fn write_event(
+    writer: &mut tokio::net::unix::OwnedWriteHalf,
+    event: &Event,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_string(event).map_err(std::io::Error::other)?;
+    line.push('\n');
+    writer.write_all(line.as_bytes()).await
 }
 
 /// Binds the control socket in `data_dir`, replacing a stale one left by a killed node.
