@@ -1,10 +1,13 @@
 //! Tests of the `tandem` binary as an operator runs it: real processes, real ports, real files.
 
+mod support;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::{free_port, kill_9};
 
 const PASSWORD: &str = "correct-horse-1";
 /// How long a started node may take to answer its first probe before the test gives up.
@@ -12,13 +15,6 @@ const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 
 fn tandem() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tandem"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
 }
 
 struct TestNode {
@@ -117,15 +113,6 @@ fn server_certificate(db: &Path) -> String {
     .unwrap()
 }
 
-fn kill_9(child: &mut Child) {
-    let status = Command::new("kill")
-        .args(["-9", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let _ = child.wait();
-}
-
 fn run(args: &[&str], data_dir: &Path) -> Output {
     tandem()
         .arg("--data-dir")
@@ -192,7 +179,7 @@ async fn acknowledged_writes_survive_kill_9() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Kill mid-stream: writes are in flight in every writer.
-    kill_9(&mut child);
+    assert!(kill_9(&mut child));
     for writer in writers {
         writer.await.unwrap();
     }
@@ -229,7 +216,7 @@ async fn acknowledged_writes_survive_kill_9() {
         .await
         .unwrap();
     assert!(count["count"].as_u64().unwrap() >= acknowledged.len() as u64);
-    kill_9(&mut child);
+    assert!(kill_9(&mut child));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,13 @@
 //! Replication as an operator runs it: real `tandem` processes, real SSH on loopback between
 //! them, the CLI's commands and exit codes, `kill -9` in the middle of syncs.
 
+mod support;
+
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::{free_port, kill_9};
 use tandem_store::{StoreResult, changes};
 
 /// How long a started node may take to accept replication connections.
@@ -14,13 +17,6 @@ fn tandem() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
     command.env("TANDEM_LOG", "warn");
     command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
 }
 
 /// A node in its own temporary data dir, served on demand.
@@ -221,13 +217,6 @@ impl Drop for Peer {
 fn read_only<R>(dir: &Path, query: impl FnOnce(&rusqlite::Connection) -> StoreResult<R>) -> R {
     let conn = tandem_store::read_only_replicated(&dir.join("replicated.db")).unwrap();
     query(&conn).unwrap()
-}
-
-fn kill_9(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-9", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }
 
 fn describe(output: &Output) -> String {

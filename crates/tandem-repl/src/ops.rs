@@ -225,29 +225,16 @@ pub async fn verify(
     endpoint: &Endpoint,
 ) -> Result<VerifyReport, ReplicationError> {
     let mut session = replication.open_session(endpoint).await?;
-    let request = crate::protocol::Request::Digests;
-    crate::wire::write_frame(&mut session.connection.stream, &request).await?;
-    let answer = tokio::time::timeout(
-        crate::REQUEST_TIMEOUT,
-        crate::wire::read_frame::<_, crate::protocol::Response>(&mut session.connection.stream),
+    let answer = crate::sync::request(
+        &mut session.connection.stream,
+        endpoint,
+        &crate::protocol::Request::Digests,
     )
-    .await
-    .map_err(|_| ReplicationError::Timeout {
-        endpoint: endpoint.clone(),
-    })??;
-    let theirs = match answer {
-        crate::protocol::Response::Digests { tables } => tables,
-        crate::protocol::Response::Error { message } => {
-            return Err(ReplicationError::Remote {
-                endpoint: endpoint.clone(),
-                message,
-            });
-        }
-        other => {
-            return Err(ReplicationError::Protocol(format!(
-                "{endpoint} answered a digest request with {other:?}"
-            )));
-        }
+    .await?;
+    let crate::protocol::Response::Digests { tables: theirs } = answer else {
+        return Err(ReplicationError::Protocol(format!(
+            "{endpoint} answered a digest request with {answer:?}"
+        )));
     };
     let (ours, position) = replication
         .replicated()

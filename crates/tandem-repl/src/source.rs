@@ -195,15 +195,7 @@ fn read_snapshot_in_transaction(
     let page_size: u32 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
     let page_count: i64 = conn.pragma_query_value(None, "page_count", |row| row.get(0))?;
     let page_count = page_count as u64;
-    let files: Vec<FileRef> = conn
-        .prepare("SELECT sha256, size_bytes FROM app_files ORDER BY sha256")?
-        .query_map([], |row| {
-            Ok(FileRef {
-                sha256: row.get(0)?,
-                size_bytes: row.get(1)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+    let files = app_file_refs(conn)?;
     let gone = || StoreError::Corrupt("the peer went away during the snapshot".into());
     sender
         .blocking_send(SnapshotPiece::Begin(Response::SnapshotBegin {
@@ -252,6 +244,20 @@ fn read_snapshot_in_transaction(
         .blocking_send(SnapshotPiece::End(hex::encode(hasher.finalize())))
         .map_err(|_| gone())?;
     Ok(())
+}
+
+/// Every app file the database refers to: what a snapshot must carry, and what a synced node
+/// must hold.
+pub(crate) fn app_file_refs(conn: &rusqlite::Connection) -> Result<Vec<FileRef>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT sha256, size_bytes FROM app_files ORDER BY sha256")?
+        .query_map([], |row| {
+            Ok(FileRef {
+                sha256: row.get(0)?,
+                size_bytes: row.get(1)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?)
 }
 
 /// True for a SHA-256 in lowercase hex, the only file names a peer may ask for.

@@ -217,7 +217,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
     }
 }
 
-async fn request<S: AsyncRead + AsyncWrite + Unpin>(
+/// Sends one request and reads its answer within [`REQUEST_TIMEOUT`]; the source's `Error`
+/// answer becomes [`ReplicationError::Remote`].
+pub(crate) async fn request<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     endpoint: &Endpoint,
     request: &Request,
@@ -761,19 +763,9 @@ async fn fetch_missing_files<S: AsyncRead + AsyncWrite + Unpin>(
     progress: &ProgressSink,
     summary: &mut SyncSummary,
 ) -> Result<(), ReplicationError> {
-    let referenced: Vec<FileRef> = replication
+    let referenced = replication
         .replicated()
-        .read(|conn| {
-            Ok(conn
-                .prepare("SELECT sha256, size_bytes FROM app_files ORDER BY sha256")?
-                .query_map([], |row| {
-                    Ok(FileRef {
-                        sha256: row.get(0)?,
-                        size_bytes: row.get(1)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?)
-        })
+        .read(crate::source::app_file_refs)
         .await?;
     fetch_files(
         replication,

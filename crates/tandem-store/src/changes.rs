@@ -194,6 +194,28 @@ pub fn entry_checksum(
     hex::encode(hasher.finalize())
 }
 
+/// The position after `entry`, if it is the link that follows `previous` in a chain; otherwise
+/// the checksum it should have had.
+fn next_link(previous: &Position, entry: &ChangeEntry) -> Result<Position, String> {
+    let expected = entry_checksum(
+        &previous.checksum,
+        entry.seq,
+        entry.epoch,
+        &entry.table_name,
+        &entry.op,
+        &entry.row_key,
+        entry.row_data.as_deref(),
+    );
+    if entry.seq == previous.seq + 1 && entry.checksum == expected {
+        Ok(Position {
+            seq: entry.seq,
+            checksum: expected,
+        })
+    } else {
+        Err(expected)
+    }
+}
+
 /// The newest sealed entry, or the base when the log is empty.
 pub fn position(conn: &Connection) -> StoreResult<Position> {
     let newest = conn
@@ -421,39 +443,22 @@ pub fn apply_entries(
     previous: &Position,
     entries: &[ChangeEntry],
 ) -> StoreResult<Position> {
-    conn.set_prepared_statement_cache_capacity(APPLY_STATEMENTS_CACHED_MAX);
-    // Checked at commit: entries replay row by row what the source did statement by statement.
-    conn.pragma_update(None, "defer_foreign_keys", "ON")?;
-    let mut shapes: std::collections::HashMap<String, TableShape> = Default::default();
     let mut position = previous.clone();
     for entry in entries {
-        let expected = entry_checksum(
-            &position.checksum,
-            entry.seq,
-            entry.epoch,
-            &entry.table_name,
-            &entry.op,
-            &entry.row_key,
-            entry.row_data.as_deref(),
-        );
-        if entry.seq != position.seq + 1 || entry.checksum != expected {
-            return Err(StoreError::Corrupt(format!(
+        position = next_link(&position, entry)
+            .map_err(|expected| StoreError::Corrupt(format!(
                 "change {} does not continue this node's history at {} (its checksum {} should be {expected})",
                 entry.seq, position.seq, entry.checksum
-            )));
-        }
-        if !shapes.contains_key(&entry.table_name) {
-            let shape = table_shape(conn, &entry.table_name)?;
-            shapes.insert(entry.table_name.clone(), shape);
-        }
-        let shape = &shapes[&entry.table_name];
-        apply_one(conn, shape, entry)?;
-        // Verbatim copy: this node's history becomes the source's, checksums included.
-        conn.prepare_cached(
-            "INSERT INTO change_log (seq, epoch, table_name, op, row_key, row_data, checksum)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
+            )))?;
+    }
+    replay_rows(conn, entries)?;
+    // Verbatim copy: this node's history becomes the source's, checksums included.
+    let mut copy = conn.prepare_cached(
+        "INSERT INTO change_log (seq, epoch, table_name, op, row_key, row_data, checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for entry in entries {
+        copy.execute(params![
             entry.seq,
             entry.epoch,
             entry.table_name,
@@ -462,10 +467,6 @@ pub fn apply_entries(
             entry.row_data,
             entry.checksum
         ])?;
-        position = Position {
-            seq: entry.seq,
-            checksum: entry.checksum.clone(),
-        };
     }
     prune(
         conn,
@@ -481,6 +482,7 @@ pub fn apply_entries(
 /// prefix and then the whole batch, ends in the same rows as replaying it once.
 pub fn replay_rows(conn: &Connection, entries: &[ChangeEntry]) -> StoreResult<()> {
     conn.set_prepared_statement_cache_capacity(APPLY_STATEMENTS_CACHED_MAX);
+    // Checked at commit: entries replay row by row what the source did statement by statement.
     conn.pragma_update(None, "defer_foreign_keys", "ON")?;
     let mut shapes: std::collections::HashMap<String, TableShape> = Default::default();
     for entry in entries {
@@ -491,6 +493,17 @@ pub fn replay_rows(conn: &Connection, entries: &[ChangeEntry]) -> StoreResult<()
         apply_one(conn, &shapes[&entry.table_name], entry)?;
     }
     Ok(())
+}
+
+/// `"k1" = ?1 AND "k2" = ?2 …`: the row's primary key as the first parameters.
+fn key_condition(shape: &TableShape) -> String {
+    let parts: Vec<String> = shape
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(index, name)| format!("\"{name}\" = ?{}", index + 1))
+        .collect();
+    parts.join(" AND ")
 }
 
 fn quoted(names: &[String]) -> Vec<String> {
@@ -510,15 +523,9 @@ fn delete_row(
             shape.keys.len()
         )));
     }
-    let condition: Vec<String> = shape
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(index, name)| format!("\"{name}\" = ?{}", index + 1))
-        .collect();
     conn.prepare_cached(&format!(
         "DELETE FROM \"{table}\" WHERE {}",
-        condition.join(" AND ")
+        key_condition(shape)
     ))?
     .execute(rusqlite::params_from_iter(key))?;
     Ok(())
@@ -567,17 +574,12 @@ fn apply_one(conn: &Connection, shape: &TableShape, entry: &ChangeEntry) -> Stor
         .iter()
         .map(|column| sql_value(&row[column]))
         .collect::<StoreResult<_>>()?;
-    let key_condition: Vec<String> = shape
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(index, name)| format!("\"{name}\" = ?{}", index + 1))
-        .collect();
+    let key_condition = key_condition(shape);
     let current: Option<Vec<rusqlite::types::Value>> = conn
         .prepare_cached(&format!(
             "SELECT {} FROM \"{table}\" WHERE {}",
             quoted(&shape.columns).join(", "),
-            key_condition.join(" AND ")
+            key_condition
         ))?
         .query_row(rusqlite::params_from_iter(&new_key), |row| {
             (0..shape.columns.len())
@@ -627,7 +629,7 @@ fn apply_one(conn: &Connection, shape: &TableShape, entry: &ChangeEntry) -> Stor
             conn.prepare_cached(&format!(
                 "UPDATE \"{table}\" SET {} WHERE {}",
                 sets.join(", "),
-                key_condition.join(" AND ")
+                key_condition
             ))?
             .execute(rusqlite::params_from_iter(parameters))?;
         }
@@ -696,26 +698,13 @@ pub fn verify_chain(conn: &Connection) -> StoreResult<Position> {
         if batch.is_empty() {
             return Ok(previous);
         }
-        for entry in batch {
-            let expected = entry_checksum(
-                &previous.checksum,
-                entry.seq,
-                entry.epoch,
-                &entry.table_name,
-                &entry.op,
-                &entry.row_key,
-                entry.row_data.as_deref(),
-            );
-            if entry.seq != previous.seq + 1 || entry.checksum != expected {
-                return Err(StoreError::Corrupt(format!(
+        for entry in &batch {
+            previous = next_link(&previous, entry).map_err(|expected| {
+                StoreError::Corrupt(format!(
                     "change log entry {} does not follow from entry {} (checksum {} expected {expected})",
                     entry.seq, previous.seq, entry.checksum
-                )));
-            }
-            previous = Position {
-                seq: entry.seq,
-                checksum: entry.checksum,
-            };
+                ))
+            })?;
         }
     }
 }
