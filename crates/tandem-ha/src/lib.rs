@@ -2,8 +2,16 @@
 //!
 //! This crate holds the guide's vocabulary as types — a node's configured **Mode** (Primary or
 //! Secondary) and its current **State** (Active, Standby, Not Available) — and the decisions made
-//! from them. It performs no I/O, reads no clock and knows nothing of SSH, SQLite or tokio: the
-//! HA state machine (heartbeats, schedule, failover, epochs) joins it as events in, commands out.
+//! from them. It performs no I/O, reads no clock and knows nothing of SSH, SQLite or tokio.
+//!
+//! - [`config`]: the HA Configuration window's fields, defaults and validation.
+//! - [`schedule`]: StartTime / Run Every arithmetic.
+//! - [`machine`]: the HA controller — heartbeats, failure detection, promotion with epochs,
+//!   fencing, the schedule — as events in, commands out.
+
+pub mod config;
+pub mod machine;
+pub mod schedule;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

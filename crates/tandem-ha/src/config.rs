@@ -1,0 +1,660 @@
+//! The HA Configuration window (guide: Step 6 and Table 4) as data: every field, its default,
+//! its validation, and the warnings for legal but unwise choices.
+//!
+//! The configuration is node-local (never replicated): each node says what it is and whom it
+//! follows. It is changed as a whole, by applying a [`ConfigChange`] (the CLI's flags, the
+//! System Manager API's JSON) to the current one and validating the result.
+
+use crate::Mode;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A length of time, written as operators write it: `250ms`, `10s`, `5m`, `2h`, `1d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    millis: u64,
+}
+
+impl Span {
+    pub const fn from_millis(millis: u64) -> Self {
+        Self { millis }
+    }
+
+    pub const fn from_secs(secs: u64) -> Self {
+        Self {
+            millis: secs * 1_000,
+        }
+    }
+
+    pub const fn from_minutes(minutes: u64) -> Self {
+        Self::from_secs(minutes * 60)
+    }
+
+    pub const fn as_millis(self) -> u64 {
+        self.millis
+    }
+}
+
+const UNITS: [(&str, u64); 5] = [
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
+impl fmt::Display for Span {
+    /// The largest unit that shows the value exactly: `90s` stays `90s`, `3600000ms` is `1h`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.millis == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, size) in UNITS {
+            if self.millis.is_multiple_of(size) {
+                return write!(f, "{}{unit}", self.millis / size);
+            }
+        }
+        write!(f, "{}ms", self.millis)
+    }
+}
+
+impl FromStr for Span {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let usage = || {
+            format!(
+                "`{text}` is not a duration; write a whole number and a unit: ms, s, m (minutes), \
+                 h or d, e.g. `10s` or `60m`"
+            )
+        };
+        let value: u64 = number.parse().map_err(|_| usage())?;
+        let size = match unit.trim() {
+            "ms" => 1,
+            "s" | "sec" | "secs" | "seconds" => 1_000,
+            "m" | "min" | "mins" | "minutes" => 60_000,
+            "h" | "hour" | "hours" => 3_600_000,
+            "d" | "day" | "days" => 86_400_000,
+            _ => return Err(usage()),
+        };
+        value
+            .checked_mul(size)
+            .map(Span::from_millis)
+            .ok_or_else(usage)
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// StartTime (GMT): the time of day the schedule counts from, in minutes after midnight UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StartTime {
+    minute_of_day: u16,
+}
+
+impl StartTime {
+    pub const MIDNIGHT: StartTime = StartTime { minute_of_day: 0 };
+
+    pub fn new(hour: u8, minute: u8) -> Option<Self> {
+        (hour < 24 && minute < 60).then_some(Self {
+            minute_of_day: u16::from(hour) * 60 + u16::from(minute),
+        })
+    }
+
+    pub fn minute_of_day(self) -> u16 {
+        self.minute_of_day
+    }
+}
+
+impl fmt::Display for StartTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:02}:{:02}",
+            self.minute_of_day / 60,
+            self.minute_of_day % 60
+        )
+    }
+}
+
+impl FromStr for StartTime {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage =
+            || format!("`{text}` is not a time of day; write HH:MM in GMT (UTC), 00:00 to 23:59");
+        let (hour, minute) = text.trim().split_once(':').ok_or_else(usage)?;
+        if hour.is_empty() || hour.len() > 2 || minute.len() != 2 {
+            return Err(usage());
+        }
+        let hour: u8 = hour.parse().map_err(|_| usage())?;
+        let minute: u8 = minute.parse().map_err(|_| usage())?;
+        StartTime::new(hour, minute).ok_or_else(usage)
+    }
+}
+
+impl Serialize for StartTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StartTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Node Status as a setting (guide: Table 4, Secondary mode only): whether the Secondary is a
+/// Standby or has been made Active (by a failover, or by an operator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeStatusSetting {
+    Standby,
+    Active,
+}
+
+/// If Failure Detected (guide: Step 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Promote to Primary: the Secondary takes over.
+    Promote,
+    /// Keep in Standby: failure is detected and notified; the Secondary stays Standby.
+    Standby,
+}
+
+impl fmt::Display for OnFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnFailure::Promote => "Promote to Primary",
+            OnFailure::Standby => "Keep in Standby",
+        })
+    }
+}
+
+/// The guide's advice: replicate no more often than every 60 minutes (scheduled mode).
+pub const RUN_EVERY_ADVISED_MIN: Span = Span::from_minutes(60);
+/// Bounds that keep a typo from producing a node that heartbeats a thousand times a second or
+/// never: each is named in the error that enforces it.
+pub const RUN_EVERY_MIN: Span = Span::from_minutes(1);
+pub const RUN_EVERY_MAX: Span = Span::from_minutes(30 * 24 * 60);
+pub const HEARTBEAT_INTERVAL_MIN: Span = Span::from_millis(100);
+pub const HEARTBEAT_INTERVAL_MAX: Span = Span::from_minutes(60);
+pub const RECHECK_INTERVAL_MIN: Span = Span::from_millis(100);
+pub const RECHECK_INTERVAL_MAX: Span = Span::from_minutes(60);
+pub const HEARTBEAT_FAILURES_MAX: u32 = 100;
+/// Witnesses consulted before a promotion; each costs a probe on the failover path.
+pub const WITNESSES_MAX: usize = 8;
+pub const NOTIFY_EMAILS_MAX: usize = 16;
+
+/// The whole HA Configuration window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HaConfig {
+    /// High Availability: Enable / Disable.
+    pub enabled: bool,
+    pub mode: Mode,
+    /// Secondary mode only: Standby, or Active after a promotion.
+    pub node_status: NodeStatusSetting,
+    /// Secondary mode: the Primary's replication address, `HOST[:PORT]`, a Trusted Host.
+    pub primary: Option<String>,
+    /// StartTime (GMT).
+    pub start_time: StartTime,
+    pub run_every: Span,
+    pub heartbeat_interval: Span,
+    /// Consecutive heartbeat failures before failover.
+    pub heartbeat_failures: u32,
+    /// Re-check interval: the wait before the next attempt after a failed heartbeat.
+    pub recheck_interval: Span,
+    /// If Failure Detected.
+    pub on_failure: OnFailure,
+    /// Witness URLs consulted before promoting (beyond the guide): each answers whether it can
+    /// still reach the Primary. Empty: promote on heartbeat failures alone, as the guide does.
+    pub witnesses: Vec<String>,
+    /// Notification Settings.
+    pub notify_email: Vec<String>,
+    pub notify_on_sync_completion: bool,
+    pub notify_on_failure: bool,
+}
+
+impl Default for HaConfig {
+    /// The guide's defaults: HA disabled; heartbeat every 10 s; 3 failures; re-check 5 s; Run
+    /// Every 60 minutes from 00:00 GMT; Promote to Primary.
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mode: Mode::Primary,
+            node_status: NodeStatusSetting::Standby,
+            primary: None,
+            start_time: StartTime::MIDNIGHT,
+            run_every: Span::from_minutes(60),
+            heartbeat_interval: Span::from_secs(10),
+            heartbeat_failures: 3,
+            recheck_interval: Span::from_secs(5),
+            on_failure: OnFailure::Promote,
+            witnesses: Vec::new(),
+            notify_email: Vec::new(),
+            notify_on_sync_completion: false,
+            notify_on_failure: true,
+        }
+    }
+}
+
+/// A change to some fields, from CLI flags or an API body. Absent fields keep their value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigChange {
+    pub enabled: Option<bool>,
+    pub mode: Option<Mode>,
+    pub node_status: Option<NodeStatusSetting>,
+    /// `Some("")` clears the Primary.
+    pub primary: Option<String>,
+    pub start_time: Option<StartTime>,
+    pub run_every: Option<Span>,
+    pub heartbeat_interval: Option<Span>,
+    pub heartbeat_failures: Option<u32>,
+    pub recheck_interval: Option<Span>,
+    pub on_failure: Option<OnFailure>,
+    pub witnesses: Option<Vec<String>>,
+    pub notify_email: Option<Vec<String>>,
+    pub notify_on_sync_completion: Option<bool>,
+    pub notify_on_failure: Option<bool>,
+}
+
+/// A value that cannot be saved: which field, what was given, and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[error("{field} = {value}: {problem}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+/// A legal choice the guide advises against, with the trade-off explained.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigWarning {
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(
+    field: &'static str,
+    value: impl fmt::Display,
+    problem: impl Into<String>,
+) -> ConfigError {
+    ConfigError {
+        field,
+        value: value.to_string(),
+        problem: problem.into(),
+    }
+}
+
+fn check_span(field: &'static str, value: Span, min: Span, max: Span) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            field,
+            value,
+            format!("must be between {min} and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `HOST[:PORT]` the way Trusted Hosts stores it: a host name or IP address, optionally
+/// a port from 1 to 65535.
+pub fn check_endpoint(field: &'static str, text: &str) -> Result<(), ConfigError> {
+    let usage = "write HOST or HOST:PORT (the peer's replication listener), e.g. 10.0.0.1:2222";
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') || host.starts_with('[') => (host, Some(port)),
+        _ => (text, None),
+    };
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c == '/' || c == '@' || c.is_control())
+    {
+        return Err(invalid(field, text, usage));
+    }
+    if let Some(port) = port
+        && !matches!(port.parse::<u16>(), Ok(1..))
+    {
+        return Err(invalid(
+            field,
+            text,
+            format!("the port must be 1 to 65535; {usage}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_email(address: &str) -> Result<(), ConfigError> {
+    let valid = match address.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !address
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+                && !domain.contains('@')
+        }
+        None => false,
+    };
+    if !valid {
+        return Err(invalid(
+            "notifyEmail",
+            address,
+            "not an e-mail address; write one address per value, e.g. ops@example.com",
+        ));
+    }
+    Ok(())
+}
+
+fn check_witness(url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(' ') => Ok(()),
+        _ => Err(invalid(
+            "witnesses",
+            url,
+            "a witness is a URL that answers whether it can reach the Primary, e.g. \
+             http://10.0.0.9:9444/witness/primary (a traffic controller's witness endpoint)",
+        )),
+    }
+}
+
+impl HaConfig {
+    /// `self` with `change` applied, validated.
+    pub fn with(
+        &self,
+        change: &ConfigChange,
+    ) -> Result<(HaConfig, Vec<ConfigWarning>), ConfigError> {
+        let mut next = self.clone();
+        macro_rules! take {
+            ($field:ident) => {
+                if let Some(value) = &change.$field {
+                    next.$field = value.clone();
+                }
+            };
+        }
+        take!(enabled);
+        take!(mode);
+        take!(node_status);
+        take!(start_time);
+        take!(run_every);
+        take!(heartbeat_interval);
+        take!(heartbeat_failures);
+        take!(recheck_interval);
+        take!(on_failure);
+        take!(witnesses);
+        take!(notify_email);
+        take!(notify_on_sync_completion);
+        take!(notify_on_failure);
+        if let Some(primary) = &change.primary {
+            let primary = primary.trim();
+            next.primary = (!primary.is_empty()).then(|| primary.to_owned());
+        }
+        // A node made Primary has no Node Status; keep the setting neutral for a later switch.
+        if change.mode == Some(Mode::Primary) && change.node_status.is_none() {
+            next.node_status = NodeStatusSetting::Standby;
+        }
+        let warnings = next.validate()?;
+        Ok((next, warnings))
+    }
+
+    /// Every field's bounds, and the combinations that cannot work.
+    pub fn validate(&self) -> Result<Vec<ConfigWarning>, ConfigError> {
+        check_span("runEvery", self.run_every, RUN_EVERY_MIN, RUN_EVERY_MAX)?;
+        check_span(
+            "heartbeatInterval",
+            self.heartbeat_interval,
+            HEARTBEAT_INTERVAL_MIN,
+            HEARTBEAT_INTERVAL_MAX,
+        )?;
+        check_span(
+            "recheckInterval",
+            self.recheck_interval,
+            RECHECK_INTERVAL_MIN,
+            RECHECK_INTERVAL_MAX,
+        )?;
+        if !(1..=HEARTBEAT_FAILURES_MAX).contains(&self.heartbeat_failures) {
+            return Err(invalid(
+                "heartbeatFailures",
+                self.heartbeat_failures,
+                format!("must be between 1 and {HEARTBEAT_FAILURES_MAX}"),
+            ));
+        }
+        if let Some(primary) = &self.primary {
+            check_endpoint("primary", primary)?;
+        }
+        if self.enabled && self.mode == Mode::Secondary && self.primary.is_none() {
+            return Err(invalid(
+                "primary",
+                "(none)",
+                "a Secondary with HA enabled needs its Primary: add --primary HOST[:PORT] \
+                 (a Trusted Host's replication address)",
+            ));
+        }
+        if self.mode == Mode::Primary && self.node_status == NodeStatusSetting::Active {
+            return Err(invalid(
+                "nodeStatus",
+                "Active",
+                "Node Status applies to Secondary mode only; a Primary is Active by its mode",
+            ));
+        }
+        if self.witnesses.len() > WITNESSES_MAX {
+            return Err(invalid(
+                "witnesses",
+                self.witnesses.len(),
+                format!("at most {WITNESSES_MAX} witnesses"),
+            ));
+        }
+        for witness in &self.witnesses {
+            check_witness(witness)?;
+        }
+        if self.notify_email.len() > NOTIFY_EMAILS_MAX {
+            return Err(invalid(
+                "notifyEmail",
+                self.notify_email.len(),
+                format!("at most {NOTIFY_EMAILS_MAX} addresses"),
+            ));
+        }
+        for address in &self.notify_email {
+            check_email(address)?;
+        }
+        let mut warnings = Vec::new();
+        if self.run_every < RUN_EVERY_ADVISED_MIN {
+            warnings.push(ConfigWarning {
+                field: "runEvery".into(),
+                message: format!(
+                    "Run Every {} is shorter than the advised {RUN_EVERY_ADVISED_MIN}: syncs may \
+                     overlap (an overlapping sync is skipped) and add load on the Primary; a \
+                     failover loses at most the writes since the last sync, so a shorter interval \
+                     trades load for a smaller loss window",
+                    self.run_every
+                ),
+            });
+        }
+        if self.recheck_interval > self.heartbeat_interval {
+            warnings.push(ConfigWarning {
+                field: "recheckInterval".into(),
+                message: format!(
+                    "Re-check interval {} is longer than Heartbeat Interval {}: a failure is \
+                     confirmed more slowly than the Primary is checked",
+                    self.recheck_interval, self.heartbeat_interval
+                ),
+            });
+        }
+        Ok(warnings)
+    }
+
+    /// The longest time from the Primary's death to failure detection: the next heartbeat, then
+    /// the re-checks.
+    pub fn detection_time_max(&self) -> Span {
+        Span::from_millis(
+            self.heartbeat_interval.as_millis()
+                + u64::from(self.heartbeat_failures.saturating_sub(1))
+                    * self.recheck_interval.as_millis(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_parse_and_print_in_the_largest_exact_unit() {
+        for (text, millis, shown) in [
+            ("250ms", 250, "250ms"),
+            ("10s", 10_000, "10s"),
+            ("90s", 90_000, "90s"),
+            ("60m", 3_600_000, "1h"),
+            ("2 hours", 7_200_000, "2h"),
+            ("1d", 86_400_000, "1d"),
+        ] {
+            let span: Span = text.parse().unwrap();
+            assert_eq!(span.as_millis(), millis, "{text}");
+            assert_eq!(span.to_string(), shown);
+        }
+        for bad in [
+            "",
+            "10",
+            "s",
+            "-5s",
+            "1.5h",
+            "10 parsecs",
+            "99999999999999999999d",
+        ] {
+            let error = bad.parse::<Span>().unwrap_err();
+            assert!(error.contains("not a duration"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn start_times_are_hh_mm_gmt() {
+        assert_eq!("13:00".parse::<StartTime>().unwrap().minute_of_day(), 780);
+        assert_eq!("7:05".parse::<StartTime>().unwrap().to_string(), "07:05");
+        for bad in ["24:00", "12:60", "1200", "12:5", "noon", ""] {
+            assert!(bad.parse::<StartTime>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_guides() {
+        let config = HaConfig::default();
+        assert!(!config.enabled);
+        assert_eq!(config.heartbeat_interval, Span::from_secs(10));
+        assert_eq!(config.heartbeat_failures, 3);
+        assert_eq!(config.recheck_interval, Span::from_secs(5));
+        assert_eq!(config.run_every, Span::from_minutes(60));
+        assert_eq!(config.start_time, StartTime::MIDNIGHT);
+        assert_eq!(config.on_failure, OnFailure::Promote);
+        assert_eq!(config.validate().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn errors_name_the_field_the_value_and_the_fix() {
+        let config = HaConfig::default();
+        let error = config
+            .with(&ConfigChange {
+                heartbeat_failures: Some(0),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(error.field, "heartbeatFailures");
+        assert_eq!(error.value, "0");
+        assert!(error.problem.contains("between 1 and 100"));
+
+        let error = config
+            .with(&ConfigChange {
+                enabled: Some(true),
+                mode: Some(Mode::Secondary),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(error.field, "primary");
+        assert!(error.problem.contains("--primary"));
+
+        let error = config
+            .with(&ConfigChange {
+                primary: Some("10.0.0.1:99999".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(error.to_string().contains("10.0.0.1:99999"), "{error}");
+
+        let error = config
+            .with(&ConfigChange {
+                notify_email: Some(vec!["ops at example".into()]),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(error.field, "notifyEmail");
+    }
+
+    #[test]
+    fn run_every_under_an_hour_is_accepted_with_the_trade_off_explained() {
+        let (config, warnings) = HaConfig::default()
+            .with(&ConfigChange {
+                run_every: Some(Span::from_minutes(15)),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(config.run_every, Span::from_minutes(15));
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].field, "runEvery");
+        assert!(warnings[0].message.contains("advised 1h"));
+    }
+
+    #[test]
+    fn unknown_fields_in_an_api_body_are_refused() {
+        let error = serde_json::from_str::<ConfigChange>(r#"{"heartbeatIntervall":"5s"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("heartbeatIntervall"), "{error}");
+        let change: ConfigChange =
+            serde_json::from_str(r#"{"runEvery":"2h","startTime":"13:00","onFailure":"standby"}"#)
+                .unwrap();
+        assert_eq!(change.run_every, Some(Span::from_minutes(120)));
+        assert_eq!(change.on_failure, Some(OnFailure::Standby));
+    }
+
+    #[test]
+    fn endpoints_are_host_and_optional_port() {
+        for good in [
+            "10.0.0.1",
+            "10.0.0.1:2222",
+            "primary.example.com:22",
+            "[::1]:2222",
+        ] {
+            check_endpoint("primary", good).unwrap();
+        }
+        for bad in ["", "a b", "host:0", "host:http", "user@host", "http://host"] {
+            assert!(check_endpoint("primary", bad).is_err(), "{bad}");
+        }
+    }
+}

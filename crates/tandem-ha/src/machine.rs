@@ -1,0 +1,954 @@
+//! The HA controller as a pure state machine: events in, commands out, time injected.
+//!
+//! A runtime (in `tandem-server`) feeds it events — a tick with the current time, heartbeat
+//! results, peers seen, syncs finished, configuration saved, operator commands — and carries out
+//! the [`Command`]s it returns, in order. Ordering is part of the contract: a promotion is
+//! `Persist` (the new epoch, durable) before `Serve` (Active), so no write is ever accepted in an
+//! epoch that a crash could forget.
+//!
+//! Invariants (checked by the unit tests and the seeded simulation):
+//! - A node enters Active only by continuing its own durable tenure (it was Active and no peer
+//!   is known to hold a higher epoch) or by taking a fresh epoch above every epoch it has seen.
+//! - An Active node that learns of an Active peer with a higher epoch steps down to
+//!   Not Available (fencing) and stays there, across restarts, until an operator acts.
+//! - A node that would start Active with HA enabled asks its peers first and serves nothing
+//!   until they answered or the runtime gave up on them.
+//! - Syncs never overlap: a sync due while one runs is skipped and recorded.
+
+use crate::config::{ConfigError, ConfigWarning, HaConfig, NodeStatusSetting, OnFailure};
+use crate::schedule::{next_slot, next_start_time};
+use crate::{Mode, NodeStatus, State};
+use serde::{Deserialize, Serialize};
+
+/// The current time, as the runtime read it: a monotonic clock for intervals (heartbeats), and
+/// the wall clock (UTC) for the schedule and for comparing clocks with peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub monotonic_ms: u64,
+    pub wall_ms: i64,
+}
+
+/// Clocks further apart than this are a warning and a notification (the guide requires equal
+/// clocks on both servers; the schedule and the logs depend on it).
+pub const CLOCK_SKEW_WARN_MS: i64 = 2_000;
+
+/// What the controller keeps on disk (node-local store): the configuration, the epoch, why the
+/// node is fenced, and the schedule's anchor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Durable {
+    pub config: HaConfig,
+    /// The highest epoch this node has held or synced; a promotion takes a higher one.
+    pub epoch: i64,
+    /// Set when this node was fenced (Not Available); cleared only by an operator's role change.
+    pub fenced: Option<String>,
+    /// Wall-clock ms of the StartTime the schedule counts from, set when the config is saved.
+    pub schedule_anchor_ms: Option<i64>,
+}
+
+impl Durable {
+    pub fn new(config: HaConfig, epoch: i64) -> Self {
+        Self {
+            config,
+            epoch,
+            fenced: None,
+            schedule_anchor_ms: None,
+        }
+    }
+}
+
+/// How a peer describes itself in a heartbeat (either direction) or a startup check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerView {
+    pub node_name: String,
+    /// The node's unique id: with the epoch it forms the node's ballot (see [`Controller`]).
+    pub node_id: String,
+    pub ha_enabled: bool,
+    pub mode: Mode,
+    pub state: State,
+    pub epoch: i64,
+    pub wall_clock_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncTrigger {
+    Scheduled,
+    Manual,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Notification events (guide: Notification Settings, Notify On).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Notification {
+    /// Notify On: Sync Completion.
+    SyncCompleted,
+    /// Notify On: Failure — a sync failed.
+    SyncFailed,
+    /// Notify On: Failure — the Primary stopped answering heartbeats.
+    FailureDetected,
+    /// Notify On: This server becomes primary.
+    BecamePrimary,
+    /// This node was fenced by a peer with a higher epoch.
+    Fenced,
+    /// The peer's clock differs by more than [`CLOCK_SKEW_WARN_MS`].
+    ClockSkew,
+}
+
+/// What the runtime must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Write this durably before carrying out the commands after it.
+    Persist(Durable),
+    /// Serve as `status` in `epoch`: open or fence device traffic and admin writes, answer the
+    /// probes accordingly. `primary` says where devices should go when this node is not Active.
+    Serve {
+        status: NodeStatus,
+        epoch: i64,
+        primary: Option<String>,
+    },
+    /// Ask every trusted peer how it stands (startup fencing); answer with `PeerSeen` events and
+    /// then `PeersChecked`.
+    CheckPeers,
+    /// One heartbeat to the Primary; answer with `HeartbeatAnswered` or `HeartbeatFailed`.
+    SendHeartbeat { to: String },
+    /// Start a sync; answer with `SyncFinished`.
+    StartSync { from: String, trigger: SyncTrigger },
+    /// A due sync was skipped; record it in Sync History.
+    SkipSync { from: String, reason: String },
+    /// Ask the witnesses whether they still reach the Primary; answer with `WitnessesAnswered`.
+    AskWitnesses { primary: String },
+    Notify {
+        notification: Notification,
+        message: String,
+    },
+    /// A line for the HighAvailability module log.
+    Log { level: Level, message: String },
+}
+
+/// How a sync ended, as the controller needs to know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncOutcome {
+    Succeeded {
+        summary: String,
+        /// The source's epoch: a later promotion must go above it.
+        source_epoch: i64,
+    },
+    Failed {
+        reason: String,
+    },
+    /// Another sync (e.g. an operator's) held the sync lock.
+    Skipped {
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The first event after the process starts.
+    Started,
+    Tick,
+    HeartbeatAnswered(PeerView),
+    HeartbeatFailed {
+        reason: String,
+    },
+    /// A peer told us how it stands: its heartbeat to us, or its answer to `CheckPeers`.
+    PeerSeen(PeerView),
+    /// Every peer asked by `CheckPeers` answered or was given up on.
+    PeersChecked,
+    SyncFinished {
+        trigger: SyncTrigger,
+        outcome: SyncOutcome,
+    },
+    /// `Some(witness)`: that witness still reaches the Primary. `None`: no reachable witness
+    /// does (or none answered).
+    WitnessesAnswered {
+        reaching_primary: Option<String>,
+    },
+}
+
+/// The operator's role commands (guide: Table 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OperatorCommand {
+    /// `tandem failover mode primary`: same effect as an automatic promotion; repeatable.
+    ModePrimary,
+    /// `tandem failover mode secondary`: Standby again; the schedule is not re-anchored.
+    ModeSecondary,
+}
+
+/// The controller's view for `tandem ha status` and the System Manager.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub status: NodeStatus,
+    pub epoch: i64,
+    pub config: HaConfig,
+    pub fenced: Option<String>,
+    pub checking_peers: bool,
+    pub heartbeat: HeartbeatStatus,
+    pub clock_skew_ms: Option<i64>,
+    pub clock_skew_warning: bool,
+    pub sync_running: bool,
+    pub next_sync_ms: Option<i64>,
+    pub peer: Option<PeerView>,
+    pub peer_seen_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatStatus {
+    pub active: bool,
+    pub consecutive_failures: u32,
+    pub failure_detected: bool,
+    pub awaiting_witnesses: bool,
+    pub last_ok_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Heartbeat {
+    in_flight: bool,
+    next_at_ms: u64,
+    failures: u32,
+    detected: bool,
+    awaiting_witnesses: bool,
+    last_ok_ms: Option<i64>,
+    last_error: Option<String>,
+}
+
+/// The HA controller of one node.
+///
+/// An epoch is a ballot, as in Paxos: a counter and the node that took it, compared in that
+/// order. A promotion takes the counter above every counter seen, and the node's unique id
+/// breaks ties, so two nodes that promote on opposite sides of a partition still hold different,
+/// ordered epochs, and when they meet the lower one steps down.
+pub struct Controller {
+    node_id: String,
+    durable: Durable,
+    status: NodeStatus,
+    started: bool,
+    checking_peers: bool,
+    /// The highest epoch any peer has shown (a promotion goes above it).
+    peer_epoch_max: i64,
+    heartbeat: Heartbeat,
+    sync_running: bool,
+    next_sync_ms: Option<i64>,
+    clock_skew_ms: Option<i64>,
+    skew_notified: bool,
+    peer: Option<PeerView>,
+    peer_seen_ms: Option<i64>,
+    last_served: Option<Command>,
+}
+
+fn log(commands: &mut Vec<Command>, level: Level, message: impl Into<String>) {
+    commands.push(Command::Log {
+        level,
+        message: message.into(),
+    });
+}
+
+impl Controller {
+    /// A controller for a node whose durable state is `durable`. Nothing is served until the
+    /// `Started` event.
+    pub fn new(node_id: impl Into<String>, durable: Durable) -> Self {
+        Self {
+            node_id: node_id.into(),
+            status: NodeStatus {
+                ha_enabled: durable.config.enabled,
+                mode: durable.config.mode,
+                state: State::NotAvailable,
+            },
+            durable,
+            started: false,
+            checking_peers: false,
+            peer_epoch_max: 0,
+            heartbeat: Heartbeat::default(),
+            sync_running: false,
+            next_sync_ms: None,
+            clock_skew_ms: None,
+            skew_notified: false,
+            peer: None,
+            peer_seen_ms: None,
+            last_served: None,
+        }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.status
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.durable.epoch
+    }
+
+    pub fn durable(&self) -> &Durable {
+        &self.durable
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            status: self.status,
+            epoch: self.durable.epoch,
+            config: self.durable.config.clone(),
+            fenced: self.durable.fenced.clone(),
+            checking_peers: self.checking_peers,
+            heartbeat: HeartbeatStatus {
+                active: self.heartbeats_wanted(),
+                consecutive_failures: self.heartbeat.failures,
+                failure_detected: self.heartbeat.detected,
+                awaiting_witnesses: self.heartbeat.awaiting_witnesses,
+                last_ok_ms: self.heartbeat.last_ok_ms,
+                last_error: self.heartbeat.last_error.clone(),
+            },
+            clock_skew_ms: self.clock_skew_ms,
+            clock_skew_warning: self
+                .clock_skew_ms
+                .is_some_and(|skew| skew.abs() > CLOCK_SKEW_WARN_MS),
+            sync_running: self.sync_running,
+            next_sync_ms: self
+                .schedule_wanted()
+                .then_some(self.next_sync_ms)
+                .flatten(),
+            peer: self.peer.clone(),
+            peer_seen_ms: self.peer_seen_ms,
+        }
+    }
+
+    /// The state the configuration calls for, before fencing and the startup check.
+    fn configured_state(&self) -> State {
+        let config = &self.durable.config;
+        if !config.enabled {
+            return State::Active;
+        }
+        match (config.mode, config.node_status) {
+            (Mode::Primary, _) | (Mode::Secondary, NodeStatusSetting::Active) => State::Active,
+            (Mode::Secondary, NodeStatusSetting::Standby) => State::Standby,
+        }
+    }
+
+    /// Where devices should go while this node does not serve them.
+    fn primary_hint(&self) -> Option<String> {
+        match (&self.durable.fenced, self.status.state) {
+            (_, State::Active) => None,
+            (Some(reason), _) => Some(reason.clone()),
+            (None, _) if self.checking_peers => {
+                Some("this node is asking its trusted peers before it serves".into())
+            }
+            (None, _) => self.durable.config.primary.clone(),
+        }
+    }
+
+    /// Emits `Serve` when what is served changed (state, epoch, or where devices should go).
+    fn serve(&mut self, state: State, commands: &mut Vec<Command>) {
+        let config = &self.durable.config;
+        self.status = NodeStatus {
+            ha_enabled: config.enabled,
+            mode: config.mode,
+            state,
+        };
+        let serve = Command::Serve {
+            status: self.status,
+            epoch: self.durable.epoch,
+            primary: self.primary_hint(),
+        };
+        if self.last_served.as_ref() != Some(&serve) {
+            self.last_served = Some(serve.clone());
+            commands.push(serve);
+        }
+    }
+
+    fn persist(&self, commands: &mut Vec<Command>) {
+        commands.push(Command::Persist(self.durable.clone()));
+    }
+
+    /// A Standby Secondary heartbeats its Primary (the guide); an Active Secondary keeps doing
+    /// so, so that an old Primary that returns learns of the newer epoch and fences itself.
+    fn heartbeats_wanted(&self) -> bool {
+        let config = &self.durable.config;
+        self.started
+            && config.enabled
+            && config.mode == Mode::Secondary
+            && config.primary.is_some()
+            && matches!(self.status.state, State::Standby | State::Active)
+    }
+
+    /// Only a Standby syncs on the schedule (guide, Table 4: an Active Secondary does not).
+    fn schedule_wanted(&self) -> bool {
+        self.heartbeats_wanted() && self.status.state == State::Standby
+    }
+
+    /// Takes a fresh epoch above everything seen, durably, then serves Active.
+    fn promote(&mut self, now: Now, why: &str, commands: &mut Vec<Command>) {
+        let epoch = self.durable.epoch.max(self.peer_epoch_max) + 1;
+        self.durable.epoch = epoch;
+        self.durable.fenced = None;
+        if self.durable.config.mode == Mode::Secondary {
+            self.durable.config.node_status = NodeStatusSetting::Active;
+        }
+        self.heartbeat = Heartbeat {
+            next_at_ms: now.monotonic_ms + self.durable.config.heartbeat_interval.as_millis(),
+            ..Heartbeat::default()
+        };
+        self.persist(commands);
+        self.serve(State::Active, commands);
+        log(
+            commands,
+            Level::Warn,
+            format!("promoted to Active in epoch {epoch}: {why}"),
+        );
+        commands.push(Command::Notify {
+            notification: Notification::BecamePrimary,
+            message: format!("this server became primary (Active, epoch {epoch}): {why}"),
+        });
+    }
+
+    fn fence(&mut self, peer: &PeerView, commands: &mut Vec<Command>) {
+        let reason = if peer.epoch == self.durable.epoch {
+            format!(
+                "{} is also Active in epoch {}, and wins the tie (epochs are ordered by their \
+                 counter, then by node id)",
+                peer.node_name, peer.epoch
+            )
+        } else {
+            format!(
+                "{} is Active in epoch {}, newer than this node's epoch {}",
+                peer.node_name, peer.epoch, self.durable.epoch
+            )
+        };
+        self.durable.fenced = Some(reason.clone());
+        self.persist(commands);
+        self.serve(State::NotAvailable, commands);
+        let advice = format!(
+            "{reason}; this node stopped serving (Not Available). To return it to service, sync it \
+             from the Active node (`tandem failover sync HOST`), then swap roles with \
+             `tandem failover mode primary` here and `tandem failover mode secondary` there, or \
+             make it a Standby with `tandem failover mode secondary`"
+        );
+        log(commands, Level::Error, advice.clone());
+        commands.push(Command::Notify {
+            notification: Notification::Fenced,
+            message: advice,
+        });
+    }
+
+    fn observe_peer(&mut self, now: Now, peer: PeerView, commands: &mut Vec<Command>) {
+        self.peer_epoch_max = self.peer_epoch_max.max(peer.epoch);
+        self.peer_seen_ms = Some(now.wall_ms);
+        let skew = peer.wall_clock_ms - now.wall_ms;
+        self.clock_skew_ms = Some(skew);
+        if skew.abs() > CLOCK_SKEW_WARN_MS {
+            if !self.skew_notified {
+                self.skew_notified = true;
+                let message = format!(
+                    "the clock of {} differs from this node's by {} ms (more than {} ms); both \
+                     servers need the same time (use NTP): the schedule and the logs depend on it",
+                    peer.node_name, skew, CLOCK_SKEW_WARN_MS
+                );
+                log(commands, Level::Warn, message.clone());
+                commands.push(Command::Notify {
+                    notification: Notification::ClockSkew,
+                    message,
+                });
+            }
+        } else if self.skew_notified {
+            self.skew_notified = false;
+            log(
+                commands,
+                Level::Info,
+                format!(
+                    "the clock of {} agrees with this node's again ({skew} ms)",
+                    peer.node_name
+                ),
+            );
+        }
+        let newer = peer.state == State::Active
+            && peer.node_id != self.node_id
+            && (peer.epoch, peer.node_id.as_str()) > (self.durable.epoch, self.node_id.as_str());
+        // A node still checking its peers at startup is not serving yet but would be Active.
+        let serving = (self.status.state == State::Active && self.durable.config.enabled)
+            || self.checking_peers;
+        if newer && serving {
+            self.fence(&peer, commands);
+        }
+        self.peer = Some(peer);
+    }
+
+    /// The next run of the schedule, from the anchor (set when the configuration was saved).
+    fn reschedule(&mut self, now: Now) {
+        let config = &self.durable.config;
+        let anchor = *self
+            .durable
+            .schedule_anchor_ms
+            .get_or_insert_with(|| next_start_time(now.wall_ms, config.start_time));
+        self.next_sync_ms = Some(next_slot(anchor, config.run_every, now.wall_ms));
+    }
+
+    pub fn handle(&mut self, now: Now, event: Event) -> Vec<Command> {
+        let mut commands = Vec::new();
+        match event {
+            Event::Started => self.start(now, &mut commands),
+            Event::Tick => self.tick(now, &mut commands),
+            Event::HeartbeatAnswered(peer) => self.heartbeat_answered(now, peer, &mut commands),
+            Event::HeartbeatFailed { reason } => self.heartbeat_failed(now, reason, &mut commands),
+            Event::PeerSeen(peer) => self.observe_peer(now, peer, &mut commands),
+            Event::PeersChecked => {
+                if self.checking_peers {
+                    self.checking_peers = false;
+                    if self.durable.fenced.is_none() {
+                        log(
+                            &mut commands,
+                            Level::Info,
+                            format!(
+                                "no peer is Active in a newer epoch; serving as Active in epoch {}",
+                                self.durable.epoch
+                            ),
+                        );
+                        self.serve(State::Active, &mut commands);
+                    }
+                }
+            }
+            Event::SyncFinished { trigger, outcome } => {
+                self.sync_finished(trigger, outcome, &mut commands)
+            }
+            Event::WitnessesAnswered { reaching_primary } => {
+                self.witnesses_answered(now, reaching_primary, &mut commands)
+            }
+        }
+        commands
+    }
+
+    fn start(&mut self, now: Now, commands: &mut Vec<Command>) {
+        if self.started {
+            return;
+        }
+        let state = if self.durable.fenced.is_some() && self.durable.config.enabled {
+            State::NotAvailable
+        } else {
+            self.configured_state()
+        };
+        if self.durable.fenced.is_some() && !self.durable.config.enabled {
+            // Disabling HA was the operator's decision to run standalone.
+            self.durable.fenced = None;
+            self.persist(commands);
+        }
+        self.started = true;
+        if state == State::Active && self.durable.config.enabled {
+            self.checking_peers = true;
+            self.serve(State::NotAvailable, commands);
+            log(
+                commands,
+                Level::Info,
+                format!(
+                    "started as {} in epoch {}; asking the trusted peers whether one is Active in \
+                     a newer epoch before serving",
+                    self.durable.config.mode, self.durable.epoch
+                ),
+            );
+            commands.push(Command::CheckPeers);
+        } else {
+            self.serve(state, commands);
+            if let Some(reason) = &self.durable.fenced {
+                log(
+                    commands,
+                    Level::Warn,
+                    format!("started Not Available: {reason}"),
+                );
+            }
+        }
+        self.heartbeat.next_at_ms = now.monotonic_ms;
+        self.reschedule(now);
+    }
+
+    fn tick(&mut self, now: Now, commands: &mut Vec<Command>) {
+        if !self.started {
+            return;
+        }
+        if self.heartbeats_wanted()
+            && !self.heartbeat.in_flight
+            && !self.heartbeat.awaiting_witnesses
+            && now.monotonic_ms >= self.heartbeat.next_at_ms
+            && let Some(primary) = self.durable.config.primary.clone()
+        {
+            self.heartbeat.in_flight = true;
+            commands.push(Command::SendHeartbeat { to: primary });
+        }
+        if !self.schedule_wanted() {
+            return;
+        }
+        let run_every = self.durable.config.run_every.as_millis() as i64;
+        let Some(due) = self.next_sync_ms else {
+            self.reschedule(now);
+            return;
+        };
+        if due > now.wall_ms + run_every {
+            // The wall clock went back: count from the anchor again instead of waiting out the
+            // jump.
+            self.reschedule(now);
+            return;
+        }
+        if now.wall_ms < due {
+            return;
+        }
+        let Some(primary) = self.durable.config.primary.clone() else {
+            return;
+        };
+        if self.sync_running {
+            let reason = "the previous sync is still running; syncs never overlap (consider a \
+                          longer Run Every)"
+                .to_owned();
+            log(
+                commands,
+                Level::Warn,
+                format!("scheduled sync from {primary} skipped: {reason}"),
+            );
+            commands.push(Command::SkipSync {
+                from: primary,
+                reason,
+            });
+        } else {
+            self.sync_running = true;
+            commands.push(Command::StartSync {
+                from: primary,
+                trigger: SyncTrigger::Scheduled,
+            });
+        }
+        // One sync for any number of missed slots (a clock jump, a node that was stopped).
+        let anchor = self.durable.schedule_anchor_ms.unwrap_or(due);
+        self.next_sync_ms = Some(next_slot(
+            anchor,
+            self.durable.config.run_every,
+            now.wall_ms + 1,
+        ));
+    }
+
+    fn heartbeat_answered(&mut self, now: Now, peer: PeerView, commands: &mut Vec<Command>) {
+        let config = &self.durable.config;
+        self.heartbeat.in_flight = false;
+        self.heartbeat.next_at_ms = now.monotonic_ms + config.heartbeat_interval.as_millis();
+        let recovered = self.heartbeat.failures;
+        self.heartbeat.failures = 0;
+        self.heartbeat.detected = false;
+        self.heartbeat.awaiting_witnesses = false;
+        self.heartbeat.last_ok_ms = Some(now.wall_ms);
+        self.heartbeat.last_error = None;
+        log(
+            commands,
+            Level::Info,
+            format!(
+                "heartbeat to {}: {} {} in epoch {}, clock offset {} ms",
+                peer.node_name,
+                peer.mode,
+                peer.state,
+                peer.epoch,
+                peer.wall_clock_ms - now.wall_ms
+            ),
+        );
+        if recovered > 0 {
+            log(
+                commands,
+                Level::Info,
+                format!(
+                    "{} answers again after {recovered} failed heartbeat(s)",
+                    peer.node_name
+                ),
+            );
+        }
+        self.observe_peer(now, peer, commands);
+    }
+
+    fn heartbeat_failed(&mut self, now: Now, reason: String, commands: &mut Vec<Command>) {
+        if !self.heartbeat.in_flight {
+            return;
+        }
+        let config = self.durable.config.clone();
+        let primary = config.primary.clone().unwrap_or_default();
+        self.heartbeat.in_flight = false;
+        self.heartbeat.failures = self.heartbeat.failures.saturating_add(1);
+        self.heartbeat.next_at_ms = now.monotonic_ms + config.recheck_interval.as_millis();
+        self.heartbeat.last_error = Some(reason.clone());
+        let failures = self.heartbeat.failures;
+        if self.status.state != State::Standby {
+            // An Active Secondary's heartbeats only carry epochs; a silent Primary is expected.
+            if failures == 1 {
+                log(
+                    commands,
+                    Level::Info,
+                    format!("heartbeat to {primary} failed (this node is Active): {reason}"),
+                );
+            }
+            self.heartbeat.next_at_ms = now.monotonic_ms + config.heartbeat_interval.as_millis();
+            return;
+        }
+        log(
+            commands,
+            Level::Warn,
+            format!(
+                "heartbeat {failures} of {} to {primary} failed: {reason}",
+                config.heartbeat_failures
+            ),
+        );
+        if failures < config.heartbeat_failures || self.heartbeat.detected {
+            return;
+        }
+        self.heartbeat.detected = true;
+        let message = format!(
+            "failure detected: {primary} missed {failures} consecutive heartbeats (last error: \
+             {reason}); If Failure Detected is {}",
+            config.on_failure
+        );
+        log(commands, Level::Error, message.clone());
+        commands.push(Command::Notify {
+            notification: Notification::FailureDetected,
+            message,
+        });
+        match config.on_failure {
+            OnFailure::Standby => log(
+                commands,
+                Level::Warn,
+                "Keep in Standby: this node stays Standby; promote it with `tandem failover mode \
+                 primary` if the Primary does not return",
+            ),
+            OnFailure::Promote if !config.witnesses.is_empty() => {
+                self.heartbeat.awaiting_witnesses = true;
+                log(
+                    commands,
+                    Level::Info,
+                    format!(
+                        "asking {} witness(es) whether they still reach {primary} before promoting",
+                        config.witnesses.len()
+                    ),
+                );
+                commands.push(Command::AskWitnesses { primary });
+            }
+            OnFailure::Promote => {
+                let why = format!("{primary} missed {failures} consecutive heartbeats");
+                self.promote(now, &why, commands);
+            }
+        }
+    }
+
+    fn witnesses_answered(
+        &mut self,
+        now: Now,
+        reaching_primary: Option<String>,
+        commands: &mut Vec<Command>,
+    ) {
+        if !self.heartbeat.awaiting_witnesses {
+            return;
+        }
+        self.heartbeat.awaiting_witnesses = false;
+        if self.status.state != State::Standby {
+            return;
+        }
+        let primary = self.durable.config.primary.clone().unwrap_or_default();
+        match reaching_primary {
+            Some(witness) => {
+                log(
+                    commands,
+                    Level::Warn,
+                    format!(
+                        "witness {witness} still reaches {primary}: only the link between this \
+                         node and the Primary failed; staying Standby"
+                    ),
+                );
+                // Start counting again: the next run of failures asks the witnesses again.
+                self.heartbeat.failures = 0;
+                self.heartbeat.detected = false;
+            }
+            None => {
+                let why = format!(
+                    "{primary} missed {} consecutive heartbeats and no witness reaches it",
+                    self.heartbeat.failures
+                );
+                self.promote(now, &why, commands);
+            }
+        }
+    }
+
+    fn sync_finished(
+        &mut self,
+        trigger: SyncTrigger,
+        outcome: SyncOutcome,
+        commands: &mut Vec<Command>,
+    ) {
+        if trigger == SyncTrigger::Scheduled {
+            self.sync_running = false;
+        }
+        match outcome {
+            SyncOutcome::Succeeded {
+                summary,
+                source_epoch,
+            } => {
+                if source_epoch > self.durable.epoch && self.status.state != State::Active {
+                    // The synced history carries the source's epoch; remember it durably so a
+                    // later promotion goes above it even after a restart.
+                    self.durable.epoch = source_epoch;
+                    self.persist(commands);
+                }
+                commands.push(Command::Notify {
+                    notification: Notification::SyncCompleted,
+                    message: summary,
+                });
+            }
+            SyncOutcome::Failed { reason } => commands.push(Command::Notify {
+                notification: Notification::SyncFailed,
+                message: reason,
+            }),
+            SyncOutcome::Skipped { reason } => log(
+                commands,
+                Level::Warn,
+                format!("{trigger:?} sync skipped: {reason}").to_lowercase(),
+            ),
+        }
+    }
+
+    /// Saves a new configuration (guide: Save and Apply). Saving re-anchors the schedule at the
+    /// next StartTime.
+    pub fn configure(
+        &mut self,
+        now: Now,
+        config: HaConfig,
+    ) -> Result<(Vec<ConfigWarning>, Vec<Command>), ConfigError> {
+        let warnings = config.validate()?;
+        let mut commands = Vec::new();
+        let before = self.durable.config.clone();
+        let role_changed = before.mode != config.mode
+            || before.node_status != config.node_status
+            || before.enabled != config.enabled;
+        self.durable.config = config;
+        self.durable.schedule_anchor_ms =
+            Some(next_start_time(now.wall_ms, self.durable.config.start_time));
+        if role_changed {
+            self.durable.fenced = None;
+        }
+        log(
+            &mut commands,
+            Level::Info,
+            format!(
+                "HA configuration saved: HA {}, mode {}, next scheduled sync from StartTime {} GMT",
+                if self.durable.config.enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                },
+                self.durable.config.mode,
+                self.durable.config.start_time
+            ),
+        );
+        self.reschedule(now);
+        if before.heartbeat_interval != self.durable.config.heartbeat_interval
+            || before.primary != self.durable.config.primary
+        {
+            self.heartbeat.next_at_ms = now.monotonic_ms;
+        }
+        if !self.started {
+            self.persist(&mut commands);
+            return Ok((warnings, commands));
+        }
+        let target = if self.durable.fenced.is_some() {
+            State::NotAvailable
+        } else {
+            self.configured_state()
+        };
+        if target == State::Active && self.status.state != State::Active {
+            // Entering Active from anything else takes a fresh epoch: HA disabled on a Standby,
+            // a Secondary set to Active or made Primary.
+            let why = "the HA configuration was changed by an operator".to_owned();
+            self.checking_peers = false;
+            self.promote(now, &why, &mut commands);
+        } else {
+            self.persist(&mut commands);
+            if target != State::Active {
+                self.checking_peers = false;
+            }
+            self.serve(target, &mut commands);
+        }
+        Ok((warnings, commands))
+    }
+
+    /// `tandem failover mode primary|secondary` (guide: Table 5).
+    pub fn operator(&mut self, now: Now, command: OperatorCommand) -> Result<Vec<Command>, String> {
+        if !self.started {
+            return Err("the HA controller has not started yet; try again in a moment".into());
+        }
+        let mut commands = Vec::new();
+        match command {
+            OperatorCommand::ModePrimary => {
+                let was = self.status;
+                self.durable.config.mode = Mode::Primary;
+                self.durable.config.node_status = NodeStatusSetting::Standby;
+                self.checking_peers = false;
+                if was.state == State::Active && self.durable.fenced.is_none() {
+                    self.persist(&mut commands);
+                    self.serve(State::Active, &mut commands);
+                    log(
+                        &mut commands,
+                        Level::Info,
+                        format!(
+                            "failover mode primary: already Active in epoch {}; mode is Primary",
+                            self.durable.epoch
+                        ),
+                    );
+                } else {
+                    self.promote(
+                        now,
+                        "an operator ran `failover mode primary`",
+                        &mut commands,
+                    );
+                }
+            }
+            OperatorCommand::ModeSecondary => {
+                if self.durable.config.primary.is_none() {
+                    return Err(
+                        "this node has no Primary to follow; set one first with `tandem ha \
+                         configure --primary HOST[:PORT]`"
+                            .into(),
+                    );
+                }
+                self.durable.config.mode = Mode::Secondary;
+                self.durable.config.node_status = NodeStatusSetting::Standby;
+                self.durable.fenced = None;
+                self.checking_peers = false;
+                self.heartbeat = Heartbeat {
+                    next_at_ms: now.monotonic_ms,
+                    ..Heartbeat::default()
+                };
+                self.persist(&mut commands);
+                if self.durable.config.enabled {
+                    self.serve(State::Standby, &mut commands);
+                } else {
+                    self.serve(State::Active, &mut commands);
+                }
+                log(
+                    &mut commands,
+                    Level::Info,
+                    format!(
+                        "failover mode secondary: Standby, following {}; the sync schedule was \
+                         not re-anchored",
+                        self.durable.config.primary.as_deref().unwrap_or_default()
+                    ),
+                );
+                // The schedule keeps its anchor (the guide: this command does not restart the
+                // scheduler).
+                if self.next_sync_ms.is_none() {
+                    self.reschedule(now);
+                }
+            }
+        }
+        Ok(commands)
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

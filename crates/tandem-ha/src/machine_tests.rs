@@ -1,0 +1,628 @@
+//! Unit tests of the HA controller: each feeds events and compares the commands emitted.
+
+use super::*;
+use crate::config::{ConfigChange, Span};
+
+const PRIMARY: &str = "primary.example:2222";
+const HOUR: i64 = 3_600_000;
+/// 2026-11-22 00:00:00 UTC.
+const DAY0: i64 = 1_795_305_600_000;
+
+fn at(ms: u64) -> Now {
+    Now {
+        monotonic_ms: ms,
+        wall_ms: DAY0 + 14 * HOUR + ms as i64,
+    }
+}
+
+fn secondary() -> HaConfig {
+    HaConfig::default()
+        .with(&ConfigChange {
+            enabled: Some(true),
+            mode: Some(Mode::Secondary),
+            primary: Some(PRIMARY.into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .0
+}
+
+fn primary() -> HaConfig {
+    HaConfig {
+        enabled: true,
+        ..HaConfig::default()
+    }
+}
+
+fn peer(name: &str, mode: Mode, state: State, epoch: i64, now: Now) -> PeerView {
+    PeerView {
+        node_name: name.into(),
+        node_id: format!("id-{name}"),
+        ha_enabled: true,
+        mode,
+        state,
+        epoch,
+        wall_clock_ms: now.wall_ms,
+    }
+}
+
+fn serve(state: State, mode: Mode, epoch: i64, primary: Option<&str>) -> Command {
+    Command::Serve {
+        status: NodeStatus {
+            ha_enabled: true,
+            mode,
+            state,
+        },
+        epoch,
+        primary: primary.map(str::to_owned),
+    }
+}
+
+/// The commands without log lines (the tests that care about logs look at them directly).
+fn acts(commands: Vec<Command>) -> Vec<Command> {
+    commands
+        .into_iter()
+        .filter(|command| !matches!(command, Command::Log { .. }))
+        .collect()
+}
+
+fn logs(commands: &[Command]) -> Vec<String> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Log { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started_standby() -> Controller {
+    let mut controller = Controller::new("id-self", Durable::new(secondary(), 1));
+    let commands = acts(controller.handle(at(0), Event::Started));
+    assert_eq!(
+        commands,
+        vec![serve(State::Standby, Mode::Secondary, 1, Some(PRIMARY))]
+    );
+    controller
+}
+
+fn heartbeat(controller: &mut Controller, now: Now) {
+    assert_eq!(
+        acts(controller.handle(now, Event::Tick)),
+        vec![Command::SendHeartbeat { to: PRIMARY.into() }],
+        "a heartbeat is due at {now:?}"
+    );
+}
+
+fn fail(controller: &mut Controller, now: Now) -> Vec<Command> {
+    controller.handle(
+        now,
+        Event::HeartbeatFailed {
+            reason: "connection refused".into(),
+        },
+    )
+}
+
+#[test]
+fn a_standby_heartbeats_its_primary_every_heartbeat_interval() {
+    let mut controller = started_standby();
+    heartbeat(&mut controller, at(0));
+    assert_eq!(
+        acts(controller.handle(at(1), Event::Tick)),
+        vec![],
+        "one at a time"
+    );
+    let answered = controller.handle(
+        at(20),
+        Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, at(20))),
+    );
+    assert_eq!(acts(answered.clone()), vec![]);
+    assert!(
+        logs(&answered)[0].starts_with("heartbeat to node-a: Primary Active in epoch 1"),
+        "every heartbeat is in the HighAvailability log: {answered:?}"
+    );
+    assert_eq!(acts(controller.handle(at(10_019), Event::Tick)), vec![]);
+    heartbeat(&mut controller, at(10_020));
+}
+
+#[test]
+fn consecutive_failures_rechecked_then_promoted_table_1_row_2() {
+    let mut controller = started_standby();
+    heartbeat(&mut controller, at(0));
+    assert_eq!(acts(fail(&mut controller, at(5))), vec![]);
+    // Re-check interval (5 s) after a failure, not Heartbeat Interval.
+    assert_eq!(acts(controller.handle(at(5_004), Event::Tick)), vec![]);
+    heartbeat(&mut controller, at(5_005));
+    assert_eq!(acts(fail(&mut controller, at(5_010))), vec![]);
+    heartbeat(&mut controller, at(10_010));
+    let commands = fail(&mut controller, at(10_020));
+    let mut promoted = secondary();
+    promoted.node_status = NodeStatusSetting::Active;
+    let mut durable = Durable::new(promoted, 2);
+    durable.schedule_anchor_ms = controller.durable().schedule_anchor_ms;
+    let acts = acts(commands.clone());
+    assert!(matches!(
+        &acts[0],
+        Command::Notify {
+            notification: Notification::FailureDetected,
+            ..
+        }
+    ));
+    assert_eq!(
+        acts[1],
+        Command::Persist(durable),
+        "the epoch is durable first"
+    );
+    assert_eq!(acts[2], serve(State::Active, Mode::Secondary, 2, None));
+    assert!(matches!(
+        &acts[3],
+        Command::Notify {
+            notification: Notification::BecamePrimary,
+            ..
+        }
+    ));
+    assert_eq!(acts.len(), 4);
+    assert!(
+        logs(&commands)
+            .iter()
+            .any(|line| line.contains("heartbeat 3 of 3"))
+    );
+    assert_eq!(controller.status().state, State::Active);
+    assert_eq!(controller.epoch(), 2);
+}
+
+#[test]
+fn a_success_resets_the_count_of_consecutive_failures() {
+    let mut controller = started_standby();
+    let mut now = 0;
+    for round in 0..3 {
+        for _ in 0..2 {
+            heartbeat(&mut controller, at(now));
+            assert_eq!(
+                acts(fail(&mut controller, at(now + 1))),
+                vec![],
+                "round {round}"
+            );
+            now += 5_001;
+        }
+        heartbeat(&mut controller, at(now));
+        controller.handle(
+            at(now + 1),
+            Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, at(now))),
+        );
+        now += 10_001;
+    }
+    assert_eq!(controller.status().state, State::Standby);
+}
+
+#[test]
+fn keep_in_standby_detects_and_notifies_but_does_not_promote() {
+    let mut config = secondary();
+    config.on_failure = OnFailure::Standby;
+    let mut controller = Controller::new("id-self", Durable::new(config, 1));
+    controller.handle(at(0), Event::Started);
+    let mut now = 0;
+    let mut last = Vec::new();
+    for _ in 0..3 {
+        heartbeat(&mut controller, at(now));
+        last = fail(&mut controller, at(now + 1));
+        now += 5_001;
+    }
+    assert_eq!(
+        acts(last.clone()),
+        vec![Command::Notify {
+            notification: Notification::FailureDetected,
+            message: format!(
+                "failure detected: {PRIMARY} missed 3 consecutive heartbeats (last error: \
+                 connection refused); If Failure Detected is Keep in Standby"
+            ),
+        }]
+    );
+    assert!(
+        logs(&last)
+            .iter()
+            .any(|line| line.contains("stays Standby"))
+    );
+    assert_eq!(controller.status().state, State::Standby);
+    // It keeps checking, and says nothing new until the Primary answers again.
+    heartbeat(&mut controller, at(now));
+    assert_eq!(acts(fail(&mut controller, at(now + 1))), vec![]);
+    assert_eq!(controller.status().state, State::Standby);
+}
+
+#[test]
+fn a_restarted_primary_asks_its_peers_and_is_fenced_by_a_newer_epoch_table_1_row_3() {
+    let mut controller = Controller::new("id-self", Durable::new(primary(), 1));
+    let commands = acts(controller.handle(at(0), Event::Started));
+    assert_eq!(
+        commands,
+        vec![
+            serve(
+                State::NotAvailable,
+                Mode::Primary,
+                1,
+                Some("this node is asking its trusted peers before it serves")
+            ),
+            Command::CheckPeers
+        ],
+        "nothing is served before the peers answered"
+    );
+    let commands = acts(controller.handle(
+        at(30),
+        Event::PeerSeen(peer("node-b", Mode::Secondary, State::Active, 2, at(30))),
+    ));
+    let reason = "node-b is Active in epoch 2, newer than this node's epoch 1";
+    let mut durable = controller.durable().clone();
+    assert_eq!(durable.fenced.as_deref(), Some(reason));
+    assert_eq!(commands[0], Command::Persist(durable.clone()));
+    assert_eq!(
+        commands[1],
+        serve(State::NotAvailable, Mode::Primary, 1, Some(reason))
+    );
+    assert!(matches!(
+        commands[2],
+        Command::Notify {
+            notification: Notification::Fenced,
+            ..
+        }
+    ));
+    assert_eq!(acts(controller.handle(at(40), Event::PeersChecked)), vec![]);
+    assert_eq!(controller.status().state, State::NotAvailable);
+
+    // After another restart it stays Not Available without asking.
+    durable.schedule_anchor_ms = None;
+    let mut restarted = Controller::new("id-self", durable);
+    assert_eq!(
+        acts(restarted.handle(at(0), Event::Started)),
+        vec![serve(State::NotAvailable, Mode::Primary, 1, Some(reason))]
+    );
+}
+
+#[test]
+fn a_restarted_primary_serves_once_no_peer_holds_a_newer_epoch() {
+    let mut controller = Controller::new("id-self", Durable::new(primary(), 3));
+    controller.handle(at(0), Event::Started);
+    controller.handle(
+        at(10),
+        Event::PeerSeen(peer("node-b", Mode::Secondary, State::Standby, 3, at(10))),
+    );
+    assert_eq!(
+        acts(controller.handle(at(20), Event::PeersChecked)),
+        vec![serve(State::Active, Mode::Primary, 3, None)]
+    );
+}
+
+#[test]
+fn an_active_node_steps_down_when_an_active_peer_has_a_newer_epoch() {
+    let mut controller = Controller::new("id-self", Durable::new(primary(), 1));
+    controller.handle(at(0), Event::Started);
+    controller.handle(at(1), Event::PeersChecked);
+    assert_eq!(controller.status().state, State::Active);
+    // A Standby with a newer epoch does not fence, nor does an Active peer that loses the tie.
+    let quiet = controller.handle(
+        at(2),
+        Event::PeerSeen(peer("node-b", Mode::Secondary, State::Standby, 5, at(2))),
+    );
+    assert_eq!(acts(quiet), vec![]);
+    let mut lower = peer("node-0", Mode::Secondary, State::Active, 1, at(2));
+    lower.node_id = "id-a".into();
+    assert_eq!(
+        acts(controller.handle(at(2), Event::PeerSeen(lower))),
+        vec![]
+    );
+    assert_eq!(controller.status().state, State::Active);
+    let commands = acts(controller.handle(
+        at(3),
+        Event::PeerSeen(peer("node-b", Mode::Secondary, State::Active, 2, at(3))),
+    ));
+    assert!(matches!(commands[0], Command::Persist(_)));
+    assert_eq!(controller.status().state, State::NotAvailable);
+}
+
+#[test]
+fn failover_mode_primary_takes_an_epoch_above_every_epoch_seen_and_is_repeatable() {
+    let mut controller = Controller::new("id-self", Durable::new(primary(), 1));
+    controller.handle(at(0), Event::Started);
+    controller.handle(
+        at(1),
+        Event::PeerSeen(peer("node-b", Mode::Secondary, State::Active, 4, at(1))),
+    );
+    assert_eq!(controller.status().state, State::NotAvailable);
+    let commands = acts(
+        controller
+            .operator(at(2), OperatorCommand::ModePrimary)
+            .unwrap(),
+    );
+    assert!(
+        matches!(&commands[0], Command::Persist(durable) if durable.epoch == 5 && durable.fenced.is_none())
+    );
+    assert_eq!(commands[1], serve(State::Active, Mode::Primary, 5, None));
+    let again = acts(
+        controller
+            .operator(at(3), OperatorCommand::ModePrimary)
+            .unwrap(),
+    );
+    assert_eq!(again, vec![Command::Persist(controller.durable().clone())]);
+    assert_eq!(controller.epoch(), 5, "repeating it changes nothing");
+}
+
+#[test]
+fn failover_mode_secondary_returns_to_standby_without_re_anchoring_the_schedule() {
+    let mut controller = started_standby();
+    let next = controller.snapshot().next_sync_ms;
+    assert!(next.is_some());
+    controller
+        .operator(at(1), OperatorCommand::ModePrimary)
+        .unwrap();
+    assert_eq!(controller.status().state, State::Active);
+    let commands = acts(
+        controller
+            .operator(at(2), OperatorCommand::ModeSecondary)
+            .unwrap(),
+    );
+    assert_eq!(
+        commands[1],
+        serve(State::Standby, Mode::Secondary, 2, Some(PRIMARY))
+    );
+    assert_eq!(controller.snapshot().next_sync_ms, next);
+    let mut orphan = Controller::new("id-self", Durable::new(primary(), 1));
+    orphan.handle(at(0), Event::Started);
+    let error = orphan
+        .operator(at(1), OperatorCommand::ModeSecondary)
+        .unwrap_err();
+    assert!(error.contains("--primary"), "{error}");
+}
+
+#[test]
+fn the_guides_start_time_example_and_run_every() {
+    // StartTime 1:00 pm GMT, saved at 2:00 pm: the first sync is at 1:00 pm the next day, then
+    // every Run Every.
+    let mut controller = started_standby();
+    let mut config = secondary();
+    config.start_time = "13:00".parse().unwrap();
+    config.run_every = Span::from_minutes(120);
+    let saved = at(0);
+    assert_eq!(saved.wall_ms, DAY0 + 14 * HOUR);
+    controller.configure(saved, config).unwrap();
+    let first = DAY0 + 24 * HOUR + 13 * HOUR;
+    assert_eq!(controller.snapshot().next_sync_ms, Some(first));
+    let wall = |ms: i64| Now {
+        monotonic_ms: 1_000_000_000,
+        wall_ms: ms,
+    };
+    // Heartbeats are not the point here: keep one in flight so ticks show only the schedule.
+    controller.handle(wall(first - 1), Event::Tick);
+    assert_eq!(
+        acts(controller.handle(wall(first - 1), Event::Tick)),
+        vec![]
+    );
+    assert_eq!(
+        acts(controller.handle(wall(first), Event::Tick)),
+        vec![Command::StartSync {
+            from: PRIMARY.into(),
+            trigger: SyncTrigger::Scheduled
+        }]
+    );
+    assert_eq!(controller.snapshot().next_sync_ms, Some(first + 2 * HOUR));
+    // Still running two hours later: skipped and recorded, never overlapped.
+    let commands = acts(controller.handle(wall(first + 2 * HOUR), Event::Tick));
+    assert!(
+        matches!(&commands[..], [Command::SkipSync { .. }]),
+        "{commands:?}"
+    );
+    controller.handle(
+        wall(first + 2 * HOUR + 5),
+        Event::SyncFinished {
+            trigger: SyncTrigger::Scheduled,
+            outcome: SyncOutcome::Succeeded {
+                summary: "incremental".into(),
+                source_epoch: 1,
+            },
+        },
+    );
+    assert_eq!(
+        acts(controller.handle(wall(first + 4 * HOUR), Event::Tick)),
+        vec![Command::StartSync {
+            from: PRIMARY.into(),
+            trigger: SyncTrigger::Scheduled
+        }]
+    );
+}
+
+#[test]
+fn saving_re_anchors_the_schedule_but_a_restart_does_not() {
+    let mut controller = started_standby();
+    let mut config = secondary();
+    config.start_time = "13:00".parse().unwrap();
+    // Saved at 12:00: today at 13:00.
+    let noon = Now {
+        monotonic_ms: 0,
+        wall_ms: DAY0 + 12 * HOUR,
+    };
+    controller.configure(noon, config).unwrap();
+    assert_eq!(controller.snapshot().next_sync_ms, Some(DAY0 + 13 * HOUR));
+    let durable = controller.durable().clone();
+    let mut restarted = Controller::new("id-self", durable);
+    let later = Now {
+        monotonic_ms: 0,
+        wall_ms: DAY0 + 15 * HOUR + 30 * 60_000,
+    };
+    restarted.handle(later, Event::Started);
+    assert_eq!(
+        restarted.snapshot().next_sync_ms,
+        Some(DAY0 + 16 * HOUR),
+        "counts from the saved anchor, every hour"
+    );
+}
+
+#[test]
+fn an_active_node_does_not_sync_on_the_schedule() {
+    let mut controller = started_standby();
+    controller
+        .operator(at(0), OperatorCommand::ModePrimary)
+        .unwrap();
+    let far = Now {
+        monotonic_ms: 0,
+        wall_ms: DAY0 + 100 * HOUR,
+    };
+    assert!(
+        !acts(controller.handle(far, Event::Tick))
+            .iter()
+            .any(|command| matches!(command, Command::StartSync { .. }))
+    );
+}
+
+#[test]
+fn a_witness_that_still_reaches_the_primary_prevents_promotion() {
+    let mut config = secondary();
+    config.witnesses = vec!["http://127.0.0.1:9444/witness/primary".into()];
+    let mut controller = Controller::new("id-self", Durable::new(config, 1));
+    controller.handle(at(0), Event::Started);
+    let mut now = 0;
+    let mut last = Vec::new();
+    for _ in 0..3 {
+        heartbeat(&mut controller, at(now));
+        last = acts(fail(&mut controller, at(now + 1)));
+        now += 5_001;
+    }
+    assert_eq!(
+        last[1],
+        Command::AskWitnesses {
+            primary: PRIMARY.into()
+        }
+    );
+    assert_eq!(
+        acts(controller.handle(at(now), Event::Tick)),
+        vec![],
+        "no heartbeat while asking"
+    );
+    let commands = controller.handle(
+        at(now),
+        Event::WitnessesAnswered {
+            reaching_primary: Some("lb".into()),
+        },
+    );
+    assert!(logs(&commands)[0].contains("only the link between this node and the Primary failed"));
+    assert_eq!(controller.status().state, State::Standby);
+    // Three more failures ask again; this time no witness reaches the Primary.
+    for _ in 0..3 {
+        heartbeat(&mut controller, at(now));
+        fail(&mut controller, at(now + 1));
+        now += 5_001;
+    }
+    let commands = acts(controller.handle(
+        at(now),
+        Event::WitnessesAnswered {
+            reaching_primary: None,
+        },
+    ));
+    assert!(matches!(&commands[0], Command::Persist(durable) if durable.epoch == 2));
+    assert_eq!(controller.status().state, State::Active);
+}
+
+#[test]
+fn clock_skew_over_two_seconds_warns_once_until_it_recovers() {
+    let mut controller = started_standby();
+    heartbeat(&mut controller, at(0));
+    let mut skewed = peer("node-a", Mode::Primary, State::Active, 1, at(0));
+    skewed.wall_clock_ms += 2_500;
+    let commands = acts(controller.handle(at(0), Event::HeartbeatAnswered(skewed.clone())));
+    assert!(matches!(
+        &commands[..],
+        [Command::Notify {
+            notification: Notification::ClockSkew,
+            ..
+        }]
+    ));
+    assert!(controller.snapshot().clock_skew_warning);
+    heartbeat(&mut controller, at(10_000));
+    skewed.wall_clock_ms += 10_000;
+    assert_eq!(
+        acts(controller.handle(at(10_000), Event::HeartbeatAnswered(skewed))),
+        vec![]
+    );
+}
+
+#[test]
+fn an_active_secondary_is_fenced_by_its_primary_after_failback() {
+    let mut controller = started_standby();
+    controller
+        .operator(at(0), OperatorCommand::ModePrimary)
+        .unwrap();
+    // Made Secondary-mode Active again by configuration (the promoted Secondary keeps
+    // heartbeating its configured Primary to exchange epochs).
+    let mut config = secondary();
+    config.node_status = NodeStatusSetting::Active;
+    controller.configure(at(1), config).unwrap();
+    assert_eq!(controller.status().state, State::Active);
+    let epoch = controller.epoch();
+    // Promoted at 0: the next heartbeat one Heartbeat Interval later.
+    assert_eq!(acts(controller.handle(at(9_999), Event::Tick)), vec![]);
+    heartbeat(&mut controller, at(10_000));
+    let commands = acts(controller.handle(
+        at(10_003),
+        Event::HeartbeatAnswered(peer(
+            "node-a",
+            Mode::Primary,
+            State::Active,
+            epoch + 1,
+            at(10_003),
+        )),
+    ));
+    assert!(matches!(&commands[0], Command::Persist(durable) if durable.fenced.is_some()));
+    assert_eq!(controller.status().state, State::NotAvailable);
+}
+
+#[test]
+fn disabling_ha_on_a_standby_takes_a_fresh_epoch() {
+    let mut controller = started_standby();
+    let mut config = secondary();
+    config.enabled = false;
+    let (_, commands) = controller.configure(at(1), config).unwrap();
+    let commands = acts(commands);
+    assert!(matches!(&commands[0], Command::Persist(durable) if durable.epoch == 2));
+    assert_eq!(
+        commands[1],
+        Command::Serve {
+            status: NodeStatus {
+                ha_enabled: false,
+                mode: Mode::Secondary,
+                state: State::Active
+            },
+            epoch: 2,
+            primary: None
+        }
+    );
+}
+
+#[test]
+fn a_sync_remembers_the_sources_epoch_for_the_next_promotion() {
+    let mut controller = started_standby();
+    let commands = acts(controller.handle(
+        at(1),
+        Event::SyncFinished {
+            trigger: SyncTrigger::Manual,
+            outcome: SyncOutcome::Succeeded {
+                summary: "full".into(),
+                source_epoch: 7,
+            },
+        },
+    ));
+    assert!(matches!(&commands[0], Command::Persist(durable) if durable.epoch == 7));
+    controller
+        .operator(at(2), OperatorCommand::ModePrimary)
+        .unwrap();
+    assert_eq!(controller.epoch(), 8);
+}
+
+#[test]
+fn two_nodes_active_in_the_same_epoch_counter_resolve_by_node_id() {
+    let mut controller = Controller::new("id-m", Durable::new(primary(), 2));
+    controller.handle(at(0), Event::Started);
+    controller.handle(at(1), Event::PeersChecked);
+    let mut tie = peer("node-z", Mode::Secondary, State::Active, 2, at(2));
+    tie.node_id = "id-z".into();
+    let commands = controller.handle(at(2), Event::PeerSeen(tie));
+    assert_eq!(controller.status().state, State::NotAvailable);
+    assert!(logs(&commands)[0].contains("wins the tie"), "{commands:?}");
+}
