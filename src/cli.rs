@@ -86,6 +86,49 @@ If this node holds changes the source does not (a former Primary that kept writi
         after_help = crate::ha::HA_EXIT_STATUS_HELP
     )]
     Sync(crate::ha::SyncArgs),
+
+    /// Change this node's Mode: `primary` promotes it; `secondary` makes it a Standby.
+    #[command(
+        long_about = "failover mode primary: make this node the Active Primary, exactly as an \
+automatic failover does — it takes a new epoch above every epoch it has seen (so a returning old \
+Primary is fenced) and opens device endpoints and admin writes. Repeatable: on an Active node it \
+changes nothing.\n\n\
+failover mode secondary: make this node a Secondary in Standby that heartbeats and syncs from its \
+configured Primary (set with `tandem ha configure --primary`). The sync schedule is not \
+re-anchored. Use it for upgrades, troubleshooting and the second half of a failback.",
+        after_help = crate::ha::FAILOVER_EXIT_STATUS_HELP
+    )]
+    Mode(ModeArgs),
+
+    /// Refuse (disable) or accept (enable) new device connections; open ones finish.
+    #[command(
+        long_about = "disable: the running node refuses new device connections with 503 and a \
+message saying so, while connections already open finish their requests (for maintenance). \
+enable: accept them again. Probes and the admin API are not affected.",
+        after_help = crate::ha::FAILOVER_EXIT_STATUS_HELP
+    )]
+    ClientConnection(ClientConnectionArgs),
+}
+
+#[derive(Args, Debug)]
+struct ModeArgs {
+    #[arg(value_enum)]
+    mode: crate::ha::ModeArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Switch {
+    Enable,
+    Disable,
+}
+
+#[derive(Args, Debug)]
+struct ClientConnectionArgs {
+    #[arg(value_enum)]
+    action: Switch,
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +178,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve => serve(data_dir),
         Command::Ha(command) => crate::ha::run_ha(&data_dir, command),
         Command::Failover(FailoverCommand::Sync(args)) => crate::ha::run_sync(&data_dir, args),
+        Command::Failover(FailoverCommand::Mode(args)) => {
+            crate::ha::run_failover_mode(&data_dir, args.mode, args.json)
+        }
+        Command::Failover(FailoverCommand::ClientConnection(args)) => {
+            crate::ha::run_client_connection(&data_dir, matches!(args.action, Switch::Enable))
+        }
     }
 }
 

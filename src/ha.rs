@@ -1,6 +1,7 @@
-//! `tandem ha …` and `tandem failover sync`: replication commands. Each runs through the node's
-//! control socket when the node is running (so its one writer stays the only writer), and in
-//! this process when it is not.
+//! `tandem ha …` and `tandem failover …`: HA and replication commands. Each runs through the
+//! node's control socket when the node is running (so its one writer stays the only writer),
+//! and in this process when it is not (where that makes sense: a stopped node has no state to
+//! switch).
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -18,6 +19,13 @@ EXIT STATUS:
     1  the command failed (unreachable peer, I/O error; the message says why)
     2  invalid command line or input (bad HOST:PORT or key, host not trusted)
     3  refused: diverged history, different software or schema versions, or (verify) tables differ";
+
+pub const FAILOVER_EXIT_STATUS_HELP: &str = "\
+EXIT STATUS:
+    0  success
+    1  the command failed (no node runs in --data-dir; the message says why)
+    2  invalid command line
+    3  refused by the HA controller (e.g. `mode secondary` without a configured Primary)";
 
 #[derive(Subcommand, Debug)]
 pub enum HaCommand {
@@ -51,6 +59,150 @@ and exits 3.",
         after_help = HA_EXIT_STATUS_HELP
     )]
     Verify(EndpointArgs),
+
+    /// HA status: mode, state, epoch, heartbeats, schedule, last sync.
+    #[command(
+        long_about = "Show this node's HA status: High Availability on or off, Mode (Primary or \
+Secondary), state (Active, Standby or Not Available) and epoch; for a Secondary its Primary, the \
+last heartbeat and consecutive failures, the clock offset to the Primary (a warning past 2 s), and \
+the next scheduled sync; the last sync; and why the node is fenced, if it is. Works whether the \
+node runs or not (a stopped node shows its stored configuration).",
+        after_help = HA_EXIT_STATUS_HELP
+    )]
+    Status(JsonArgs),
+
+    /// HA Configuration: enable HA, set Mode, Primary, schedule and Fail Over Controls.
+    #[command(
+        long_about = "Change this node's HA configuration (the guide's HA Configuration window; \
+Save and Apply). Only the options given change. Saving re-anchors the sync schedule: the next \
+scheduled sync runs at the next StartTime (GMT) at or after now, then every Run Every — so \
+StartTime 13:00 saved at 14:00 first syncs at 13:00 tomorrow. Changes apply at once on a running \
+node (no restart); on a stopped node they apply when it starts.\n\n\
+Durations are written 250ms, 10s, 5m, 2h or 1d.",
+        after_help = HA_EXIT_STATUS_HELP
+    )]
+    Configure(ConfigureArgs),
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ModeArg {
+    Primary,
+    Secondary,
+}
+
+impl From<ModeArg> for tandem_ha::Mode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Primary => tandem_ha::Mode::Primary,
+            ModeArg::Secondary => tandem_ha::Mode::Secondary,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum NodeStatusArg {
+    Standby,
+    Active,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OnFailureArg {
+    /// Promote to Primary.
+    Promote,
+    /// Keep in Standby.
+    Standby,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigureArgs {
+    /// High Availability: Enable.
+    #[arg(long, conflicts_with = "disable")]
+    enable: bool,
+    /// High Availability: Disable (the node serves as a standalone Active server).
+    #[arg(long)]
+    disable: bool,
+    /// Mode: the role this node has in the pair.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// Node Status (Secondary mode only): standby, or active to promote it.
+    #[arg(long, value_enum)]
+    node_status: Option<NodeStatusArg>,
+    /// The Primary's replication address (a Trusted Host), for a Secondary. "" clears it.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    primary: Option<String>,
+    /// StartTime (GMT), HH:MM: when the first scheduled sync runs.
+    #[arg(long, value_name = "HH:MM")]
+    start_time: Option<tandem_ha::config::StartTime>,
+    /// Run Every: the time between scheduled syncs (minutes, hours or days; advised: 60m or more).
+    #[arg(long, value_name = "DURATION")]
+    run_every: Option<tandem_ha::config::Span>,
+    /// Heartbeat Interval: how often the Secondary checks its Primary.
+    #[arg(long, value_name = "DURATION")]
+    heartbeat_interval: Option<tandem_ha::config::Span>,
+    /// Consecutive heartbeat failures before failover.
+    #[arg(long, value_name = "N")]
+    heartbeat_failures: Option<u32>,
+    /// Re-check interval: the wait before the next attempt after a failed heartbeat.
+    #[arg(long, value_name = "DURATION")]
+    recheck_interval: Option<tandem_ha::config::Span>,
+    /// If Failure Detected: promote (Promote to Primary) or standby (Keep in Standby).
+    #[arg(long, value_enum)]
+    on_failure: Option<OnFailureArg>,
+    /// A witness URL consulted before promoting (repeatable; replaces the list).
+    #[arg(long, value_name = "URL")]
+    witness: Vec<String>,
+    /// Remove every witness.
+    #[arg(long, conflicts_with = "witness")]
+    no_witnesses: bool,
+    /// Notification e-mail address (repeatable; replaces the list).
+    #[arg(long, value_name = "ADDR")]
+    notify_email: Vec<String>,
+    /// Notify On: Sync Completion.
+    #[arg(long, value_name = "BOOL")]
+    notify_on_sync_completion: Option<bool>,
+    /// Notify On: Failure / this server becomes primary.
+    #[arg(long, value_name = "BOOL")]
+    notify_on_failure: Option<bool>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ConfigureArgs {
+    fn change(self) -> (tandem_ha::config::ConfigChange, bool) {
+        use tandem_ha::config::{ConfigChange, NodeStatusSetting, OnFailure};
+        let change = ConfigChange {
+            enabled: match (self.enable, self.disable) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            mode: self.mode.map(Into::into),
+            node_status: self.node_status.map(|status| match status {
+                NodeStatusArg::Standby => NodeStatusSetting::Standby,
+                NodeStatusArg::Active => NodeStatusSetting::Active,
+            }),
+            primary: self.primary,
+            start_time: self.start_time,
+            run_every: self.run_every,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_failures: self.heartbeat_failures,
+            recheck_interval: self.recheck_interval,
+            on_failure: self.on_failure.map(|choice| match choice {
+                OnFailureArg::Promote => OnFailure::Promote,
+                OnFailureArg::Standby => OnFailure::Standby,
+            }),
+            witnesses: if self.no_witnesses {
+                Some(Vec::new())
+            } else {
+                (!self.witness.is_empty()).then_some(self.witness)
+            },
+            notify_email: (!self.notify_email.is_empty()).then_some(self.notify_email),
+            notify_on_sync_completion: self.notify_on_sync_completion,
+            notify_on_failure: self.notify_on_failure,
+        };
+        (change, self.json)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,8 +309,27 @@ pub fn run_ha(data_dir: &Path, command: HaCommand) -> Result<ExitCode> {
             },
             args.json,
         ),
+        HaCommand::Status(args) => (Operation::HaStatus, args.json),
+        HaCommand::Configure(args) => {
+            let (change, json) = args.change();
+            (Operation::HaConfigure { change }, json)
+        }
     };
     perform(data_dir, operation, json)
+}
+
+/// `tandem failover mode primary|secondary`.
+pub fn run_failover_mode(data_dir: &Path, mode: ModeArg, json: bool) -> Result<ExitCode> {
+    perform(
+        data_dir,
+        Operation::FailoverMode { mode: mode.into() },
+        json,
+    )
+}
+
+/// `tandem failover client-connection enable|disable`.
+pub fn run_client_connection(data_dir: &Path, enabled: bool) -> Result<ExitCode> {
+    perform(data_dir, Operation::ClientConnection { enabled }, false)
 }
 
 pub fn run_sync(data_dir: &Path, args: SyncArgs) -> Result<ExitCode> {
@@ -202,12 +373,17 @@ fn perform(data_dir: &Path, operation: Operation, json: bool) -> Result<ExitCode
             let replication = tandem_repl::Replication::new(&node);
             let outcome = std::sync::Arc::new(std::sync::Mutex::new(None));
             let (shown, kept) = (display.clone(), outcome.clone());
-            tandem_repl::ops::execute(&replication, operation.clone(), move |event| {
-                lock(&shown).progress(&event);
-                if !matches!(event, Event::Progress { .. }) {
-                    *lock(&kept) = Some(event);
-                }
-            })
+            tandem_server::control::execute_offline(
+                &replication,
+                &node.config.node.id,
+                operation.clone(),
+                std::sync::Arc::new(move |event| {
+                    lock(&shown).progress(&event);
+                    if !matches!(event, Event::Progress { .. }) {
+                        *lock(&kept) = Some(event);
+                    }
+                }),
+            )
             .await;
             node.replicated.close().await;
             node.local.database().close().await;
@@ -431,6 +607,38 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
                 );
             }
         }
+        Operation::HaStatus => print_status(result),
+        Operation::HaConfigure { .. } => {
+            for warning in result["warnings"].as_array().into_iter().flatten() {
+                eprintln!(
+                    "tandem: warning: {}: {}",
+                    text(warning, "field"),
+                    text(warning, "message")
+                );
+            }
+            match result["snapshot"].as_object() {
+                Some(_) => {
+                    println!("HA configuration saved and applied.");
+                    print_controller(&result["snapshot"]);
+                }
+                None => {
+                    println!(
+                        "HA configuration saved; the node is not running, it applies when it starts."
+                    );
+                    print_config(&result["config"], None);
+                }
+            }
+        }
+        Operation::FailoverMode { .. } => {
+            let status = &result["status"];
+            println!(
+                "This node is now {} ({}), epoch {}.",
+                text(status, "state"),
+                text(status, "mode"),
+                text(result, "epoch")
+            );
+        }
+        Operation::ClientConnection { .. } => println!("{}", text(result, "message")),
         Operation::Verify { .. } => {
             println!("identical");
             println!(
@@ -441,5 +649,154 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
                 text(result, "peerPositionSeq")
             );
         }
+    }
+}
+
+/// Milliseconds since the Unix epoch as an RFC 3339 UTC time.
+fn at(value: &serde_json::Value) -> String {
+    value
+        .as_i64()
+        .and_then(|ms| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+        })
+        .and_then(|time| {
+            time.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_controller(snapshot: &serde_json::Value) {
+    let status = &snapshot["status"];
+    println!(
+        "State: {}   Epoch: {}",
+        text(status, "state"),
+        text(snapshot, "epoch")
+    );
+    if let Some(reason) = snapshot["fenced"].as_str() {
+        println!("Fenced: {reason}");
+    }
+    if snapshot["checkingPeers"] == true {
+        println!("Checking the trusted peers before serving…");
+    }
+    print_config(&snapshot["config"], Some(snapshot));
+}
+
+/// The HA Configuration fields; with the controller's snapshot, also its live heartbeat and
+/// schedule facts.
+fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>) {
+    println!(
+        "High Availability: {}   Mode: {}",
+        if config["enabled"] == true {
+            "enabled"
+        } else {
+            "disabled"
+        },
+        text(config, "mode")
+    );
+    let none = serde_json::Value::Null;
+    let snapshot = snapshot.unwrap_or(&none);
+    if config["mode"] == "Secondary" {
+        let heartbeat = &snapshot["heartbeat"];
+        println!(
+            "Node Status setting: {}   Primary: {}",
+            text(config, "nodeStatus"),
+            text(config, "primary")
+        );
+        println!(
+            "Fail Over Controls: heartbeat every {}, {} consecutive failures before failover, \
+             re-check every {}; If Failure Detected: {}",
+            text(config, "heartbeatInterval"),
+            text(config, "heartbeatFailures"),
+            text(config, "recheckInterval"),
+            if config["onFailure"] == "standby" {
+                "Keep in Standby"
+            } else {
+                "Promote to Primary"
+            }
+        );
+        println!(
+            "Last heartbeat answered: {}   consecutive failures: {}{}",
+            at(&heartbeat["lastOkMs"]),
+            text(heartbeat, "consecutiveFailures"),
+            match heartbeat["lastError"].as_str() {
+                Some(error) => format!(" (last error: {error})"),
+                None => String::new(),
+            }
+        );
+        if heartbeat["failureDetected"] == true {
+            println!("Failure detected: the Primary missed its heartbeats");
+        }
+        println!(
+            "Schedule: StartTime {} GMT, Run Every {}; next sync {}",
+            text(config, "startTime"),
+            text(config, "runEvery"),
+            at(&snapshot["nextSyncMs"])
+        );
+    }
+    if let Some(witnesses) = config["witnesses"]
+        .as_array()
+        .filter(|list| !list.is_empty())
+    {
+        let list: Vec<&str> = witnesses.iter().filter_map(|w| w.as_str()).collect();
+        println!("Witnesses: {}", list.join(", "));
+    }
+    if let Some(skew) = snapshot["clockSkewMs"].as_i64() {
+        let warning = if snapshot["clockSkewWarning"] == true {
+            "  WARNING: over 2 s; both servers need the same time (NTP)"
+        } else {
+            ""
+        };
+        println!("Clock offset to peer: {skew} ms{warning}");
+    }
+    if let Some(peer) = snapshot["peer"].as_object() {
+        println!(
+            "Peer: {} ({} {}, epoch {}), last seen {}",
+            peer.get("nodeName").and_then(|v| v.as_str()).unwrap_or("-"),
+            peer.get("mode").and_then(|v| v.as_str()).unwrap_or("-"),
+            peer.get("state").and_then(|v| v.as_str()).unwrap_or("-"),
+            peer.get("epoch")
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            at(&snapshot["peerSeenMs"])
+        );
+    }
+}
+
+fn print_status(result: &serde_json::Value) {
+    println!(
+        "Node {} (Tandem {}): {}",
+        text(result, "node"),
+        text(result, "version"),
+        if result["running"] == true {
+            "running"
+        } else {
+            "not running (stored configuration)"
+        }
+    );
+    match result["controller"].as_object() {
+        Some(_) => print_controller(&result["controller"]),
+        None => {
+            println!("Epoch: {}", text(result, "epoch"));
+            if let Some(reason) = result["fenced"].as_str() {
+                println!("Fenced: {reason}");
+            }
+            print_config(&result["config"], None);
+        }
+    }
+    if let Some(gate) = result["clientConnections"].as_str() {
+        println!("Client connections: {gate}");
+    }
+    match result["lastSync"].as_object() {
+        Some(sync) => println!(
+            "Last sync: {} from {}: {} {}",
+            sync.get("startedAt")
+                .and_then(|v| v.as_str())
+                .unwrap_or("-"),
+            sync.get("source").and_then(|v| v.as_str()).unwrap_or("-"),
+            sync.get("kind").and_then(|v| v.as_str()).unwrap_or("-"),
+            sync.get("result").and_then(|v| v.as_str()).unwrap_or("-"),
+        ),
+        None => println!("Last sync: none"),
     }
 }

@@ -17,6 +17,7 @@ use russh::keys::PrivateKey;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tandem_ha::machine::PeerView;
 use tandem_node::Node;
 use tandem_store::trust::{self, Endpoint, TrustedHost};
 use tandem_store::{Database, FileStore, NodeStore, StoreError};
@@ -74,6 +75,9 @@ pub enum ReplicationError {
         fork_seq: i64,
         local_entries: i64,
     },
+    /// Another sync holds the sync lock.
+    #[error("{0}")]
+    Busy(String),
     #[error("{endpoint} failed the request: {message}")]
     Remote { endpoint: Endpoint, message: String },
     #[error("replication protocol error: {0}")]
@@ -99,7 +103,19 @@ pub struct TestReport {
     pub clock_offset_ms: i64,
 }
 
+/// How replication reaches the node's HA controller (attached by the server): what this node
+/// tells peers about itself, and what it learns from them.
+pub trait HaLink: Send + Sync + 'static {
+    /// This node as peers see it (heartbeat answers, hellos).
+    fn view(&self) -> PeerView;
+    /// A peer said how it stands (its heartbeat to this node).
+    fn peer_seen(&self, peer: PeerView);
+}
+
 struct Inner {
+    ha: std::sync::OnceLock<Arc<dyn HaLink>>,
+    /// Held while a sync runs on this node: syncs never overlap (guide: Run Every advice).
+    sync_lock: tokio::sync::Mutex<()>,
     node_name: String,
     node_id: String,
     host_key: PrivateKey,
@@ -126,6 +142,8 @@ impl Replication {
     pub fn new(node: &Node) -> Self {
         Self {
             inner: Arc::new(Inner {
+                ha: std::sync::OnceLock::new(),
+                sync_lock: tokio::sync::Mutex::new(()),
                 node_name: node.config.node.name.clone(),
                 node_id: node.config.node.id.clone(),
                 host_key: node.ssh_host_key.private_key().clone(),
@@ -134,6 +152,62 @@ impl Replication {
                 files: node.files.clone(),
                 data_dir: node.data_dir.clone(),
             }),
+        }
+    }
+
+    /// Connects the HA controller; done once, by the server, before it serves.
+    pub fn attach_ha(&self, link: Arc<dyn HaLink>) {
+        let _ = self.inner.ha.set(link);
+    }
+
+    /// The HA controller's view of this node, when one is attached (a running server).
+    pub fn ha_link_view(&self) -> Option<PeerView> {
+        self.inner.ha.get().map(|link| link.view())
+    }
+
+    /// The lock every sync takes; `None` if a sync already runs.
+    pub fn try_sync_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.inner.sync_lock.try_lock().ok()
+    }
+
+    /// Answers a peer's heartbeat: reports the peer to the HA controller and returns this
+    /// node's view. A node without a controller (never the case while serving) answers from its
+    /// stored history.
+    pub async fn ha_view(&self, peer: &PeerView) -> Result<PeerView, ReplicationError> {
+        if let Some(link) = self.inner.ha.get() {
+            link.peer_seen(peer.clone());
+            return Ok(link.view());
+        }
+        let hello = self.hello().await?;
+        Ok(PeerView {
+            node_name: hello.node_name,
+            node_id: hello.node_id,
+            ha_enabled: false,
+            mode: tandem_ha::Mode::Primary,
+            state: tandem_ha::State::Active,
+            epoch: hello.epoch,
+            wall_clock_ms: hello.wall_clock_ms,
+        })
+    }
+
+    /// One heartbeat over an open session: sends this node's view, returns the peer's.
+    pub async fn heartbeat(
+        &self,
+        session: &mut Session,
+        ours: &PeerView,
+    ) -> Result<PeerView, ReplicationError> {
+        let answer = sync::request(
+            &mut session.connection.stream,
+            &session.endpoint,
+            &Request::Heartbeat(ours.clone()),
+        )
+        .await?;
+        match answer {
+            Response::Heartbeat(peer) => Ok(peer),
+            other => Err(ReplicationError::Protocol(format!(
+                "{} answered a heartbeat with {other:?}",
+                session.endpoint
+            ))),
         }
     }
 
@@ -178,7 +252,7 @@ impl Replication {
 
     /// This node's hello: versions, identity and where its history stands.
     pub async fn hello(&self) -> Result<Hello, ReplicationError> {
-        let (epoch, position) = self
+        let (stored_epoch, position) = self
             .inner
             .replicated
             .read(|conn| {
@@ -188,6 +262,12 @@ impl Replication {
                 ))
             })
             .await?;
+        // The HA epoch when a controller runs (it may be above the last change's epoch: a node
+        // promoted that has not written yet).
+        let epoch = match self.inner.ha.get() {
+            Some(link) => link.view().epoch.max(stored_epoch),
+            None => stored_epoch,
+        };
         Ok(Hello {
             protocol_version: PROTOCOL_VERSION,
             software_version: protocol::software_version(),

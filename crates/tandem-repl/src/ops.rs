@@ -51,6 +51,43 @@ pub enum Operation {
     Verify {
         endpoint: String,
     },
+    /// `tandem ha status`.
+    HaStatus,
+    /// `tandem ha configure`.
+    HaConfigure {
+        change: tandem_ha::config::ConfigChange,
+    },
+    /// `tandem failover mode primary|secondary`.
+    FailoverMode {
+        mode: tandem_ha::Mode,
+    },
+    /// `tandem failover client-connection enable|disable`.
+    ClientConnection {
+        enabled: bool,
+    },
+}
+
+impl Operation {
+    /// Operations that only a running node can carry out (they change what it serves).
+    pub fn needs_running_node(&self) -> bool {
+        matches!(
+            self,
+            Operation::FailoverMode { .. } | Operation::ClientConnection { .. }
+        )
+    }
+}
+
+/// Where an operation's events go.
+pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// Carries out control-socket operations. The server implements it (HA operations need its
+/// controller) and hands the replication ones to [`execute`].
+pub trait Executor: Send + Sync + 'static {
+    fn execute(
+        &self,
+        operation: Operation,
+        report: Reporter,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }
 
 /// Why an operation failed, for the CLI's exit code.
@@ -79,6 +116,7 @@ fn classify(error: &ReplicationError) -> FailureKind {
         | ReplicationError::NotTrusted { .. } => FailureKind::Usage,
         ReplicationError::Diverged { .. }
         | ReplicationError::Incompatible(_)
+        | ReplicationError::Busy(_)
         | ReplicationError::Refused(_) => FailureKind::Refused,
         _ => FailureKind::Failed,
     }
@@ -182,6 +220,17 @@ async fn run(
             force_full,
         } => {
             let endpoint = Endpoint::parse(&endpoint)?;
+            if let Some(view) = replication.ha_link_view()
+                && view.ha_enabled
+                && view.state == tandem_ha::State::Active
+            {
+                return Err(ReplicationError::Refused(format!(
+                    "this node is Active in epoch {} and serves devices; a sync would replace its \
+                     data under them. Make it a Standby first (`tandem failover mode secondary`), \
+                     or disable HA on it",
+                    view.epoch
+                )));
+            }
             let options = SyncOptions {
                 trigger: Trigger::Manual,
                 force_full,
@@ -195,6 +244,12 @@ async fn run(
                 local.read(move |conn| history::recent(conn, limit)).await?,
             ))
         }
+        Operation::HaStatus
+        | Operation::HaConfigure { .. }
+        | Operation::FailoverMode { .. }
+        | Operation::ClientConnection { .. } => Err(ReplicationError::Refused(
+            "this operation is carried out by the HA controller, not by replication".into(),
+        )),
         Operation::Verify { endpoint } => {
             let endpoint = Endpoint::parse(&endpoint)?;
             let report = verify(replication, &endpoint).await?;
@@ -285,7 +340,7 @@ pub async fn verify(
 /// permissions (owner only), like the data dir itself.
 #[cfg(unix)]
 pub async fn serve_control(
-    replication: Replication,
+    executor: Arc<dyn Executor>,
     listener: tokio::net::UnixListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -296,7 +351,7 @@ pub async fn serve_control(
             accepted = listener.accept() => accepted,
         };
         let Ok((socket, _)) = accepted else { continue };
-        let replication = replication.clone();
+        let executor = executor.clone();
         tokio::spawn(async move {
             let (reader, mut writer) = socket.into_split();
             let mut reader = BufReader::new(reader).take(OPERATION_BYTES_MAX as u64);
@@ -323,9 +378,10 @@ pub async fn serve_control(
                     }
                 }
             };
+            let report: Reporter = Arc::new(report);
             match serde_json::from_str::<Operation>(&line) {
                 Ok(operation) => {
-                    tokio::spawn(async move { execute(&replication, operation, report).await });
+                    tokio::spawn(executor.execute(operation, report));
                 }
                 Err(error) => report(Event::Failed {
                     kind: FailureKind::Usage,

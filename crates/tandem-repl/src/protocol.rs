@@ -95,6 +95,10 @@ pub enum Request {
     },
     /// Row counts and digests of every replicated table (`tandem ha verify`).
     Digests,
+    /// A heartbeat (guide: the Secondary checks its Primary), or a startup check: the caller
+    /// says how it stands, the answer says how this node stands. Epochs travel both ways, so
+    /// either side can fence itself.
+    Heartbeat(tandem_ha::machine::PeerView),
 }
 
 /// What the source answers.
@@ -142,6 +146,7 @@ pub enum Response {
     Digests {
         tables: Vec<tandem_store::changes::TableDigest>,
     },
+    Heartbeat(tandem_ha::machine::PeerView),
     /// The request failed on the source; the session stays usable.
     Error {
         message: String,

@@ -62,6 +62,12 @@ where
             }
             Request::Snapshot => send_snapshot(replication, stream).await,
             Request::File { sha256 } => send_file(replication, stream, &sha256).await,
+            Request::Heartbeat(peer) => {
+                let ours = replication.ha_view(&peer).await?;
+                write_frame(stream, &Response::Heartbeat(ours))
+                    .await
+                    .map_err(Into::into)
+            }
             Request::Digests => {
                 let tables = replication
                     .replicated()

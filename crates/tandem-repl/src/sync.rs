@@ -95,6 +95,8 @@ pub struct SyncSummary {
     pub history_id: i64,
     /// Where this node's diverged changes were saved before a full sync replaced them.
     pub diverged_file: Option<String>,
+    /// The source's epoch (its hello): a later promotion of this node must go above it.
+    pub source_epoch: i64,
 }
 
 /// Syncs this node from `endpoint`, recording the attempt in Sync History and the
@@ -108,6 +110,20 @@ pub async fn run(
     let started = Instant::now();
     let local = replication.local().database().clone();
     let source = endpoint.to_string();
+    let Some(_running) = replication.try_sync_lock() else {
+        let reason = "another sync is running on this node; syncs never overlap".to_owned();
+        let (source, trigger, note) = (source.clone(), options.trigger, reason.clone());
+        local
+            .write(move |conn| history::record_skipped(conn, &source, trigger, &note))
+            .await?;
+        replication
+            .log(&format!(
+                "{} sync from {endpoint} skipped: {reason}",
+                capitalized(options.trigger.as_str())
+            ))
+            .await;
+        return Err(ReplicationError::Busy(reason));
+    };
     let history_id = local
         .write(move |conn| history::start(conn, &source, options.trigger))
         .await?;
@@ -282,6 +298,7 @@ async fn sync(
         ..
     } = replication.open_session(endpoint).await?;
     summary.source_node = peer.node_name.clone();
+    summary.source_epoch = peer.epoch;
     progress(Progress::Connected {
         source_node: peer.node_name.clone(),
     });
@@ -379,7 +396,7 @@ async fn apply_changes<S: AsyncRead + AsyncWrite + Unpin>(
     let start = position.clone();
     let db = replication.replicated().clone();
     let applying = tokio::spawn(async move {
-        db.write(move |conn| {
+        db.write_replica(move |conn| {
             changes::without_capture(|| {
                 let mut position = start;
                 loop {

@@ -150,8 +150,10 @@ pub async fn writes_need_active(
         return Err(ApiError::unavailable(
             "read_only",
             format!(
-                "node {} is {} and read-only; make changes on the Active node",
-                state.node_name, status.state
+                "node {} is {} and read-only; make changes on the Active node{}",
+                state.node_name,
+                status.state,
+                state.where_to_go()
             ),
         ));
     }

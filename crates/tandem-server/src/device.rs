@@ -39,8 +39,10 @@ async fn devices_admitted(
         return Err(ApiError::unavailable(
             "not_active",
             format!(
-                "node {} is {}; devices are served by the Active node",
-                state.node_name, status.state
+                "node {} is {}; devices are served by the Active node{}",
+                state.node_name,
+                status.state,
+                state.where_to_go()
             ),
         ));
     }
@@ -97,11 +99,15 @@ async fn enroll(
     // Key generation and signing cost a fraction of a millisecond: keep them off the reactor
     // and out of the writer's transaction.
     let issuer = state.clone();
-    let identity =
-        tokio::task::spawn_blocking(move || issuer.device_ca.issue_device_identity(&uuid, now))
-            .await
-            .map_err(|error| ApiError::bad_request(format!("identity issuance failed: {error}")))?
-            .map_err(tandem_store::StoreError::from)?;
+    let identity = tokio::task::spawn_blocking(move || {
+        issuer
+            .identity
+            .device_ca()
+            .issue_device_identity(&uuid, now)
+    })
+    .await
+    .map_err(|error| ApiError::bad_request(format!("identity issuance failed: {error}")))?
+    .map_err(tandem_store::StoreError::from)?;
     let ip = connection.remote.ip().to_string();
     let issued = identity.clone();
     let device = state
@@ -115,7 +121,7 @@ async fn enroll(
             identity: IssuedIdentity {
                 certificate_pem: identity.issued.certificate_pem,
                 private_key_pem: identity.issued.private_key_pem,
-                ca_certificate_pem: state.device_ca.certificate_pem().to_owned(),
+                ca_certificate_pem: state.identity.device_ca().certificate_pem().to_owned(),
                 not_after: tandem_store::common::timestamp(identity.not_after),
             },
         }),

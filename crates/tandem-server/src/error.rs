@@ -75,6 +75,7 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(_) => ApiError::new(StatusCode::CONFLICT, "refused", message),
             StoreError::Denied(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
             StoreError::WriterStopped => ApiError::unavailable("unavailable", message),
+            StoreError::WritesClosed(_) => ApiError::unavailable("read_only", message),
             _ => {
                 tracing::error!(error = %message, "request failed inside the node");
                 ApiError::new(

@@ -10,9 +10,11 @@
 
 mod api;
 mod auth;
+pub mod control;
 mod device;
 pub mod error;
 mod extract;
+pub mod ha;
 mod listener;
 mod probes;
 pub mod state;
@@ -32,7 +34,6 @@ use tandem_node::Node;
 use tandem_repl::Replication;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 pub use listener::{CONNECTIONS_MAX, DRAIN_TIMEOUT};
 
@@ -56,6 +57,11 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Store(#[from] tandem_store::StoreError),
+    #[error(
+        "the HA state in the node-local store cannot be read: {0}; fix or remove the \
+         `ha.durable` setting, or reconfigure with `tandem ha configure`"
+    )]
+    HaState(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
 }
@@ -70,7 +76,8 @@ pub struct ServeOptions {
 
 pub struct Server {
     state: AppState,
-    status: watch::Sender<NodeStatus>,
+    ha: ha::HaRuntime,
+    ha_handle: ha::HaHandle,
     service: HttpsListener,
     system_manager: HttpsListener,
     replication: Replication,
@@ -82,16 +89,7 @@ pub struct Server {
 impl Server {
     pub async fn bind(node: Node, options: ServeOptions) -> Result<Self, ServerError> {
         let db = node.replicated.clone();
-        let (server_tls, device_ca) = db
-            .read(|conn| {
-                Ok((
-                    tandem_store::pki::server_tls(conn)?,
-                    tandem_store::pki::device_ca(conn)?,
-                ))
-            })
-            .await?;
-        let service_tls = tls::service_config(&server_tls, &device_ca)?;
-        let system_manager_tls = tls::system_manager_config(&server_tls)?;
+        let identity = Arc::new(state::Identity::load(&db).await?);
         let config_path = node.data_dir.join(tandem_node::CONFIG_FILE);
         let service_addr = options.service_addr.unwrap_or(node.listeners.service);
         let system_manager_addr = options
@@ -136,35 +134,57 @@ impl Server {
             }
         })?;
         let replication = Replication::new(&node);
-        let (status, status_receiver) = watch::channel(NodeStatus::STANDALONE);
+        let log_epoch = db.read(tandem_store::changes::latest_epoch).await?;
+        let durable = ha::load_durable(&node.local, log_epoch)
+            .await
+            .map_err(|error| ServerError::HaState(error.to_string()))?;
+        // Nothing is served until the HA controller has decided what this node is.
+        let not_yet = NodeStatus {
+            ha_enabled: durable.config.enabled,
+            mode: durable.config.mode,
+            state: tandem_ha::State::NotAvailable,
+        };
+        let (status, status_receiver) = watch::channel(not_yet);
         let device_gate = Arc::new(DeviceGate::default());
         let state = AppState(Arc::new(Shared {
             node_name: node.config.node.name.clone(),
             db,
             files: node.files.clone(),
             local: node.local.clone(),
-            device_ca,
+            identity: identity.clone(),
             status: status_receiver,
+            elsewhere: std::sync::RwLock::new(Some("the node is starting".into())),
             device_gate: device_gate.clone(),
             auth_cache: auth::AuthCache::default(),
         }));
+        let (mut ha, ha_handle) = ha::HaRuntime::new(
+            durable,
+            node.config.node.id.clone(),
+            state.clone(),
+            replication.clone(),
+            status,
+        );
+        ha.start().await;
         Ok(Self {
             service: HttpsListener {
                 name: "service",
                 tcp: service_tcp,
-                acceptor: TlsAcceptor::from(service_tls),
+                acceptor: state::Identity::service_acceptor,
+                identity: identity.clone(),
                 router: service_router(state.clone()),
                 device_gate: Some(device_gate),
             },
             system_manager: HttpsListener {
                 name: "System Manager",
                 tcp: system_manager_tcp,
-                acceptor: TlsAcceptor::from(system_manager_tls),
-                router: sysmgr::router(state.clone()),
+                acceptor: state::Identity::system_manager_acceptor,
+                identity,
+                router: sysmgr::router(state.clone(), ha_handle.clone()),
                 device_gate: None,
             },
             state,
-            status,
+            ha,
+            ha_handle,
             replication,
             replication_tcp,
             control,
@@ -198,9 +218,9 @@ impl Server {
             .unwrap_or(([0, 0, 0, 0], 0).into())
     }
 
-    /// Publishes a new role and state to the listeners (the HA runtime drives this).
-    pub fn status_sender(&self) -> watch::Sender<NodeStatus> {
-        self.status.clone()
+    /// The HA controller's handle (status, configure, operator commands).
+    pub fn ha(&self) -> ha::HaHandle {
+        self.ha_handle.clone()
     }
 
     pub fn device_gate(&self) -> Arc<DeviceGate> {
@@ -213,9 +233,16 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let service = tokio::spawn(self.service.serve(stopped.clone()));
         let system_manager = tokio::spawn(self.system_manager.serve(stopped.clone()));
+        let ha_runtime = tokio::spawn(self.ha.run(stopped.clone()));
         let mut control_stop = stopped.clone();
+        let executor = Arc::new(control::NodeExecutor {
+            replication: self.replication.clone(),
+            ha: self.ha_handle.clone(),
+            device_gate: self.state.device_gate.clone(),
+            node_name: self.state.node_name.clone(),
+        });
         let control = tokio::spawn(tandem_repl::ops::serve_control(
-            self.replication.clone(),
+            executor,
             self.control,
             async move {
                 let _ = control_stop.wait_for(|stop| *stop).await;
@@ -230,7 +257,7 @@ impl Server {
         shutdown.await;
         tracing::info!("shutting down: draining connections");
         let _ = stop.send(true);
-        let _ = tokio::join!(service, system_manager, replication, control);
+        let _ = tokio::join!(service, system_manager, replication, control, ha_runtime);
         let _ = std::fs::remove_file(&self.control_path);
         self.state.db.close().await;
         self.state.local.database().close().await;

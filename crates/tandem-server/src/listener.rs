@@ -30,7 +30,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 pub struct HttpsListener {
     pub name: &'static str,
     pub tcp: TcpListener,
-    pub acceptor: TlsAcceptor,
+    /// The TLS acceptor, read per connection so a reloaded identity applies to new ones.
+    pub acceptor: fn(&crate::state::Identity) -> TlsAcceptor,
+    pub identity: Arc<crate::state::Identity>,
     pub router: Router,
     /// `Some` on the service listener, whose device traffic the gate controls.
     pub device_gate: Option<Arc<DeviceGate>>,
@@ -60,7 +62,7 @@ impl HttpsListener {
             };
             let _ = stream.set_nodelay(true);
             let devices_allowed = self.device_gate.as_ref().is_none_or(|gate| gate.is_open());
-            let acceptor = self.acceptor.clone();
+            let acceptor = (self.acceptor)(&self.identity);
             let router = self.router.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {

@@ -1,12 +1,16 @@
 //! What every handler shares.
 
+use crate::tls;
+use sha2::Digest;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tandem_crypto::CertificateAuthority;
 use tandem_ha::NodeStatus;
 use tandem_store::{Database, FileStore, NodeStore};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::AuthCache;
 
@@ -46,13 +50,97 @@ pub struct ConnectionInfo {
     pub devices_allowed: bool,
 }
 
+/// The node's TLS identity and device CA, from the replicated database. Replaceable while
+/// serving: a promoted Secondary serves the certificate and CA it replicated from its Primary,
+/// so devices keep trusting the server and the server keeps trusting their identities.
+pub struct Identity {
+    service: RwLock<TlsAcceptor>,
+    system_manager: RwLock<TlsAcceptor>,
+    device_ca: RwLock<Arc<CertificateAuthority>>,
+    /// SHA-256 of the server certificate served now, to skip reloading an unchanged identity.
+    certificate_sha256: RwLock<String>,
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+fn replace<T>(lock: &RwLock<T>, value: T) {
+    *lock
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+}
+
+impl Identity {
+    /// Builds the TLS configurations from the replicated database.
+    pub async fn load(db: &Database) -> Result<Self, crate::ServerError> {
+        let (server, device_ca, fingerprint) = Self::read_stored(db).await?;
+        Ok(Self {
+            service: RwLock::new(TlsAcceptor::from(tls::service_config(&server, &device_ca)?)),
+            system_manager: RwLock::new(TlsAcceptor::from(tls::system_manager_config(&server)?)),
+            device_ca: RwLock::new(Arc::new(device_ca)),
+            certificate_sha256: RwLock::new(fingerprint),
+        })
+    }
+
+    async fn read_stored(
+        db: &Database,
+    ) -> Result<(tandem_store::pki::ServerTls, CertificateAuthority, String), crate::ServerError>
+    {
+        let (server, device_ca) = db
+            .read(|conn| {
+                Ok((
+                    tandem_store::pki::server_tls(conn)?,
+                    tandem_store::pki::device_ca(conn)?,
+                ))
+            })
+            .await?;
+        let fingerprint = hex::encode(sha2::Sha256::digest(
+            format!("{}{}", server.certificate_pem, device_ca.certificate_pem()).as_bytes(),
+        ));
+        Ok((server, device_ca, fingerprint))
+    }
+
+    /// Serves the identity now stored in the database, if it changed (after a full sync).
+    pub async fn reload(&self, db: &Database) -> Result<bool, crate::ServerError> {
+        let (server, device_ca, fingerprint) = Self::read_stored(db).await?;
+        if read(&self.certificate_sha256) == fingerprint {
+            return Ok(false);
+        }
+        let service = TlsAcceptor::from(tls::service_config(&server, &device_ca)?);
+        let system_manager = TlsAcceptor::from(tls::system_manager_config(&server)?);
+        replace(&self.service, service);
+        replace(&self.system_manager, system_manager);
+        replace(&self.device_ca, Arc::new(device_ca));
+        replace(&self.certificate_sha256, fingerprint);
+        Ok(true)
+    }
+
+    pub fn service_acceptor(&self) -> TlsAcceptor {
+        read(&self.service)
+    }
+
+    pub fn system_manager_acceptor(&self) -> TlsAcceptor {
+        read(&self.system_manager)
+    }
+
+    pub fn device_ca(&self) -> Arc<CertificateAuthority> {
+        read(&self.device_ca)
+    }
+}
+
 pub struct Shared {
     pub node_name: String,
     pub db: Database,
     pub files: FileStore,
     pub local: NodeStore,
-    pub device_ca: CertificateAuthority,
+    pub identity: Arc<Identity>,
     pub status: watch::Receiver<NodeStatus>,
+    /// Where devices and administrators should go while this node is not Active (the Primary's
+    /// address, or why the node is fenced); set by the HA runtime.
+    pub elsewhere: RwLock<Option<String>>,
     pub device_gate: Arc<DeviceGate>,
     pub auth_cache: AuthCache,
 }
@@ -71,5 +159,17 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn node_status(&self) -> NodeStatus {
         *self.status.borrow()
+    }
+
+    /// "; the Primary is …" for refusals while this node is not Active.
+    pub fn where_to_go(&self) -> String {
+        match read(&self.elsewhere) {
+            Some(hint) => format!(" ({hint})"),
+            None => String::new(),
+        }
+    }
+
+    pub fn set_elsewhere(&self, hint: Option<String>) {
+        replace(&self.elsewhere, hint);
     }
 }

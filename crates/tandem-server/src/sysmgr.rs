@@ -1,24 +1,57 @@
-//! The System Manager listener (8443). For now: who this node is and its HA state, as a page
-//! and as JSON. The HA Configuration window, Trusted Hosts and Sync History join here.
+//! The System Manager listener (8443): who this node is and its HA state, as a page and as
+//! JSON, and the HA Configuration as a JSON API (`/api/v1/ha/…`). The portal pages join here.
 
 use crate::auth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::ha::{Configured, HaHandle};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
-use axum::{Json, Router, middleware};
+use axum::{Extension, Json, Router, middleware};
 use serde_json::{Value, json};
+use tandem_ha::config::{ConfigChange, HaConfig};
+use tandem_ha::machine::Snapshot;
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, ha: HaHandle) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/ha/status", get(ha_status))
+        .route("/api/v1/ha/config", get(ha_config).put(ha_configure))
+        .layer(Extension(ha))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_system_manager,
         ))
         .fallback(crate::not_found)
         .with_state(state)
+}
+
+/// `GET /api/v1/ha/status`: the HA controller's view (state, epoch, heartbeats, schedule).
+async fn ha_status(Extension(ha): Extension<HaHandle>) -> Json<Snapshot> {
+    Json(ha.snapshot())
+}
+
+/// `GET /api/v1/ha/config`: the HA Configuration window's fields.
+async fn ha_config(Extension(ha): Extension<HaHandle>) -> Json<HaConfig> {
+    Json(ha.snapshot().config)
+}
+
+/// `PUT /api/v1/ha/config`: Save and Apply. The body holds the fields to change (absent ones
+/// keep their value); saving re-anchors the schedule at the next StartTime.
+async fn ha_configure(
+    Extension(ha): Extension<HaHandle>,
+    ApiJson(change): ApiJson<ConfigChange>,
+) -> ApiResult<Json<Configured>> {
+    ha.configure(change).await.map(Json).map_err(|message| {
+        ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            message,
+        )
+    })
 }
 
 async fn status(State(state): State<AppState>) -> Json<Value> {

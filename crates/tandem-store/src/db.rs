@@ -61,15 +61,30 @@ impl Schema {
     }
 }
 
-type Completion = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
+/// How the writer answers a job: committed, not committed (the reason), or refused because
+/// writes are closed on this node.
+#[derive(Clone)]
+enum Commit {
+    Done,
+    Failed(Arc<str>),
+    Closed(Arc<str>),
+}
+
+type Completion = Box<dyn FnOnce(Commit) + Send>;
 /// A queued write. The writer calls it with the connection, or with `None` when it cannot start
 /// a transaction, in which case the job does not run and is only answered.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Completion) + Send>;
 
-/// What the writer thread receives: a job, the request to install a snapshot in place of the
-/// database, or the request to stop after everything before it.
+/// What the writer thread receives: a job (an ordinary write, or a replication write that the
+/// write gate does not stop), a change of the write gate, the request to install a snapshot in
+/// place of the database, or the request to stop after everything before it.
 enum Message {
     Job(Job),
+    ReplicaJob(Job),
+    Gate {
+        closed: Option<Arc<str>>,
+        reply: oneshot::Sender<()>,
+    },
     Install {
         incoming: PathBuf,
         reply: oneshot::Sender<StoreResult<()>>,
@@ -208,6 +223,40 @@ impl Database {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
+    /// [`Self::write`] for replication: a sync applies the source's changes even while ordinary
+    /// writes are closed (a Standby).
+    pub async fn write_replica<R, F>(&self, job: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let (job, answer) = wrap_job(job);
+        self.shared
+            .writer
+            .send(Message::ReplicaJob(job))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Closes ordinary writes (`Some(reason)`: refused with [`StoreError::WritesClosed`]) or
+    /// opens them (`None`). The change is ordered with the writes: it returns once every write
+    /// queued before it has committed, and no write queued after it commits while closed. So
+    /// after `close` returns, the database's position is final until it is opened again (the HA
+    /// controller's fence, and a switchover's last sync point).
+    pub async fn set_write_gate(&self, closed: Option<String>) -> StoreResult<()> {
+        let (reply, done) = oneshot::channel();
+        self.shared
+            .writer
+            .send(Message::Gate {
+                closed: closed.map(Arc::from),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        done.await.map_err(|_| StoreError::WriterStopped)
+    }
+
     /// [`Self::write`] for callers outside an async runtime (the CLI's `init`).
     pub fn write_blocking<R, F>(&self, job: F) -> StoreResult<R>
     where
@@ -339,13 +388,16 @@ where
     let job: Job = Box::new(move |conn: Option<&Connection>| {
         let result = conn.map(job);
         let succeeded = matches!(result, Some(Ok(_)));
-        let completion: Completion = Box::new(move |commit: Result<(), Arc<str>>| {
+        let completion: Completion = Box::new(move |commit: Commit| {
             let answer = match (result, commit) {
-                (None, Err(reason)) => Err(StoreError::NotCommitted(reason.to_string())),
-                (None, Ok(())) => Err(StoreError::WriterStopped),
+                (_, Commit::Closed(reason)) => Err(StoreError::WritesClosed(reason.to_string())),
+                (None, Commit::Failed(reason)) => Err(StoreError::NotCommitted(reason.to_string())),
+                (None, Commit::Done) => Err(StoreError::WriterStopped),
                 (Some(Err(error)), _) => Err(error),
-                (Some(Ok(_)), Err(reason)) => Err(StoreError::NotCommitted(reason.to_string())),
-                (Some(Ok(value)), Ok(())) => Ok(value),
+                (Some(Ok(_)), Commit::Failed(reason)) => {
+                    Err(StoreError::NotCommitted(reason.to_string()))
+                }
+                (Some(Ok(value)), Commit::Done) => Ok(value),
             };
             // The caller may have gone away (client disconnected); the write stands regardless.
             let _ = sender.send(answer);
@@ -478,12 +530,26 @@ impl Writer {
             let mut conn = Some(conn);
             let mut batch: Vec<Job> = Vec::with_capacity(WRITE_BATCH_JOBS_MAX);
             let mut stop = None;
+            // Why ordinary writes are refused, while they are (a Standby, a fenced node).
+            let mut closed: Option<Arc<str>> = None;
             while let Some(first) = receiver.blocking_recv() {
                 let mut next = Some(first);
                 let mut install = None;
+                let mut gate = None;
                 while let Some(message) = next.take() {
                     match message {
-                        Message::Job(job) => batch.push(job),
+                        Message::Job(job) => match &closed {
+                            None => batch.push(job),
+                            Some(reason) => {
+                                let (_, completion) = job(None);
+                                completion(Commit::Closed(reason.clone()));
+                            }
+                        },
+                        Message::ReplicaJob(job) => batch.push(job),
+                        Message::Gate { closed, reply } => {
+                            gate = Some((closed, reply));
+                            break;
+                        }
                         Message::Install { incoming, reply } => {
                             install = Some((incoming, reply));
                             break;
@@ -510,6 +576,10 @@ impl Writer {
                         batch.drain(..),
                         "the database is closed after a failed snapshot installation; restart the node",
                     ),
+                }
+                if let Some((next_closed, reply)) = gate {
+                    closed = next_closed;
+                    let _ = reply.send(());
                 }
                 if let Some((incoming, reply)) = install {
                     let result = self.install(&mut conn, &incoming);
@@ -614,7 +684,7 @@ fn refuse_batch(jobs: impl Iterator<Item = Job>, reason: &str) {
     let reason: Arc<str> = reason.into();
     for job in jobs {
         let (_, completion) = job(None);
-        completion(Err(reason.clone()));
+        completion(Commit::Failed(reason.clone()));
     }
 }
 
@@ -626,7 +696,7 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>, epoch: Optio
         let reason: Arc<str> = format!("could not begin a transaction: {error}").into();
         for job in jobs {
             let (_, completion) = job(None);
-            completion(Err(reason.clone()));
+            completion(Commit::Failed(reason.clone()));
         }
         return;
     }
@@ -647,16 +717,17 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>, epoch: Optio
         Some(epoch) => crate::changes::seal_pending(conn, epoch).map_err(|error| error.to_string()),
         None => Ok(()),
     };
-    let commit: Result<(), Arc<str>> = sealed
-        .and_then(|()| {
-            conn.execute_batch("COMMIT")
-                .map_err(|error| error.to_string())
-        })
-        .map_err(|error| {
+    let commit = match sealed.and_then(|()| {
+        conn.execute_batch("COMMIT")
+            .map_err(|error| error.to_string())
+    }) {
+        Ok(()) => Commit::Done,
+        Err(error) => {
             let _ = conn.execute_batch("ROLLBACK");
             tracing::error!(%error, "group commit failed; every write in it was rolled back");
-            Arc::from(error)
-        });
+            Commit::Failed(Arc::from(error))
+        }
+    };
     for completion in completions {
         completion(commit.clone());
     }
@@ -685,6 +756,44 @@ mod tests {
             })
             .await
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_write_gate_refuses_ordinary_writes_but_not_replication() {
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            Database::open(&dir.path().join("gate.db"), TEST_SCHEMA, OpenMode::Create).unwrap();
+        // Queued before the gate closes: committed, and answered before the gate returns.
+        // (join! polls in order, so the insert is queued first.)
+        let (before, gate) = tokio::join!(
+            insert(&db, "before"),
+            db.set_write_gate(Some("node-b is Standby; devices go to node-a".into()))
+        );
+        gate.unwrap();
+        assert_eq!(before.unwrap(), 1);
+        match insert(&db, "refused").await {
+            Err(StoreError::WritesClosed(reason)) => assert!(reason.contains("node-a"), "{reason}"),
+            other => panic!("expected the gate to refuse the write, got {other:?}"),
+        }
+        db.write_replica(|conn| {
+            conn.execute("INSERT INTO items (name) VALUES ('from-sync')", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        db.set_write_gate(None).await.unwrap();
+        insert(&db, "after").await.unwrap();
+        let names: Vec<String> = db
+            .read(|conn| {
+                let mut statement = conn.prepare("SELECT name FROM items ORDER BY id")?;
+                let names = statement
+                    .query_map([], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?;
+                Ok(names)
+            })
+            .await
+            .unwrap();
+        assert_eq!(names, ["before", "from-sync", "after"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,6 +91,9 @@ pub enum StoreError {
     NotCommitted(String),
     #[error("the database writer has stopped; see the node log and restart the node")]
     WriterStopped,
+    /// Ordinary writes are closed on this node (it is not Active); the reason says where to go.
+    #[error("{0}")]
+    WritesClosed(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

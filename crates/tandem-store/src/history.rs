@@ -85,6 +85,21 @@ pub fn start(conn: &Connection, source: &str, trigger: Trigger) -> StoreResult<i
     Ok(id)
 }
 
+/// Records a sync that was due but did not start (one was still running).
+pub fn record_skipped(
+    conn: &Connection,
+    source: &str,
+    trigger: Trigger,
+    reason: &str,
+) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO sync_history (started_at, ended_at, source, trigger, result, error)
+         VALUES (?1, ?1, ?2, ?3, 'skipped', ?4)",
+        params![now(), source, trigger.as_str(), reason],
+    )?;
+    Ok(())
+}
+
 /// Records how sync `id` ended.
 pub fn finish(conn: &Connection, id: i64, outcome: &Outcome) -> StoreResult<()> {
     conn.execute(

@@ -1,0 +1,708 @@
+//! The HA runtime: the thin, effectful shell around the pure controller in `tandem-ha`.
+//!
+//! One task owns the [`Controller`]. It feeds it ticks, the results of the work it started
+//! (heartbeats, peer checks, syncs, witness questions), peers' heartbeats, configuration saves
+//! and operator commands, one at a time, and carries out the commands it returns in order,
+//! awaiting each: `Persist` is durable before the `Serve` after it. Slow work (network, syncs)
+//! runs in spawned tasks that report back as events, so a hung peer never stalls the controller.
+
+use crate::state::AppState;
+use serde::Serialize;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tandem_ha::config::{ConfigChange, ConfigError, ConfigWarning, HaConfig};
+use tandem_ha::machine::{
+    Command, Controller, Durable, Event, Level, Now, OperatorCommand, PeerView, Snapshot,
+    SyncOutcome, SyncTrigger,
+};
+use tandem_ha::{NodeStatus, State};
+use tandem_repl::sync::SyncOptions;
+use tandem_repl::{HaLink, LOG_MODULE, Replication, Session};
+use tandem_store::history::{self, Trigger};
+use tandem_store::trust::{self, Endpoint};
+use tandem_store::{NodeStore, StoreError, StoreResult};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How often the controller is ticked. Heartbeat and schedule times are honoured to this
+/// precision; 50 ms keeps promotion within the 200 ms the failover benchmark allows.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(50);
+/// Inputs waiting for the controller. Peers' heartbeats beyond this are dropped (the next one
+/// brings the same news); operator requests wait for room.
+pub const INPUTS_QUEUED_MAX: usize = 256;
+/// Time a peer gets to answer the startup check before the node serves without its answer.
+pub const PEER_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time a witness gets to answer before it counts as unreachable.
+pub const WITNESS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes of a witness's answer read at most.
+const WITNESS_ANSWER_BYTES_MAX: u64 = 16 * 1024;
+/// Bounds on one heartbeat's round trip: the Re-check interval, within these limits (a dead
+/// process fails at once; a hung one takes the timeout).
+const HEARTBEAT_TIMEOUT_MIN: Duration = Duration::from_millis(200);
+const HEARTBEAT_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+/// The node-local setting that holds the controller's durable state (JSON).
+pub const DURABLE_SETTING: &str = "ha.durable";
+/// The node-local log module notifications are written to (e-mail delivery reads them).
+pub const NOTIFICATIONS_MODULE: &str = "Notifications";
+
+/// The stored durable state, or the defaults for a node that never saved one. The epoch is at
+/// least the newest epoch in the replicated change log.
+pub async fn load_durable(local: &NodeStore, log_epoch: i64) -> StoreResult<Durable> {
+    let stored = local
+        .database()
+        .read(|conn| history::setting(conn, DURABLE_SETTING))
+        .await?;
+    let mut durable = match stored {
+        Some(json) => serde_json::from_str::<Durable>(&json).map_err(|error| {
+            StoreError::Corrupt(format!(
+                "the stored HA configuration ({DURABLE_SETTING}) cannot be read: {error}"
+            ))
+        })?,
+        None => Durable::new(HaConfig::default(), 1),
+    };
+    durable.epoch = durable.epoch.max(log_epoch).max(1);
+    Ok(durable)
+}
+
+pub async fn save_durable(local: &NodeStore, durable: &Durable) -> StoreResult<()> {
+    let json = serde_json::to_string(durable)
+        .map_err(|error| StoreError::Corrupt(format!("cannot encode the HA state: {error}")))?;
+    local
+        .database()
+        .write(move |conn| history::set_setting(conn, DURABLE_SETTING, &json))
+        .await
+}
+
+/// What saving a configuration returns.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Configured {
+    pub warnings: Vec<ConfigWarning>,
+    pub snapshot: Snapshot,
+}
+
+enum Input {
+    Event(Event),
+    Configure {
+        change: ConfigChange,
+        reply: oneshot::Sender<Result<Configured, ConfigError>>,
+    },
+    Operator {
+        command: OperatorCommand,
+        reply: oneshot::Sender<Result<Snapshot, String>>,
+    },
+}
+
+/// The handle the listeners, the control socket and replication use; cheap to clone.
+#[derive(Clone)]
+pub struct HaHandle {
+    inputs: mpsc::Sender<Input>,
+    snapshot: watch::Receiver<Snapshot>,
+    view: Arc<RwLock<PeerView>>,
+}
+
+impl HaHandle {
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    pub async fn configure(&self, change: ConfigChange) -> Result<Configured, String> {
+        let (reply, answer) = oneshot::channel();
+        self.inputs
+            .send(Input::Configure { change, reply })
+            .await
+            .map_err(|_| "the HA controller has stopped".to_owned())?;
+        match answer.await {
+            Ok(Ok(configured)) => Ok(configured),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("the HA controller has stopped".into()),
+        }
+    }
+
+    pub async fn operator(&self, command: OperatorCommand) -> Result<Snapshot, String> {
+        let (reply, answer) = oneshot::channel();
+        self.inputs
+            .send(Input::Operator { command, reply })
+            .await
+            .map_err(|_| "the HA controller has stopped".to_owned())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the HA controller has stopped".into()))
+    }
+
+    /// Reports the end of a manual sync (Run Sync Now) so a promotion goes above the epoch it
+    /// brought.
+    pub fn sync_finished(&self, outcome: SyncOutcome) {
+        let _ = self.inputs.try_send(Input::Event(Event::SyncFinished {
+            trigger: SyncTrigger::Manual,
+            outcome,
+        }));
+    }
+}
+
+impl HaLink for HaHandle {
+    fn view(&self) -> PeerView {
+        let mut view = self
+            .view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        // The clock is read now: peers compare it with theirs.
+        view.wall_clock_ms = wall_clock_ms();
+        view
+    }
+
+    fn peer_seen(&self, peer: PeerView) {
+        let _ = self.inputs.try_send(Input::Event(Event::PeerSeen(peer)));
+    }
+}
+
+/// The clock the controller sees: monotonic since the runtime started, and the wall clock.
+#[derive(Clone, Copy)]
+struct Clock {
+    origin: Instant,
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Clock {
+    fn now(&self) -> Now {
+        Now {
+            monotonic_ms: self.origin.elapsed().as_millis() as u64,
+            wall_ms: wall_clock_ms(),
+        }
+    }
+}
+
+pub struct HaRuntime {
+    controller: Controller,
+    node_id: String,
+    state: AppState,
+    replication: Replication,
+    status: watch::Sender<NodeStatus>,
+    snapshot: watch::Sender<Snapshot>,
+    view: Arc<RwLock<PeerView>>,
+    inputs: mpsc::Receiver<Input>,
+    sender: mpsc::Sender<Input>,
+    clock: Clock,
+    /// The open session heartbeats reuse; reopened after any failure.
+    heartbeat_session: Arc<tokio::sync::Mutex<Option<Session>>>,
+}
+
+impl HaRuntime {
+    /// Builds the runtime and its handle, and attaches the handle to replication.
+    pub fn new(
+        durable: Durable,
+        node_id: String,
+        state: AppState,
+        replication: Replication,
+        status: watch::Sender<NodeStatus>,
+    ) -> (Self, HaHandle) {
+        let controller = Controller::new(node_id.clone(), durable);
+        let (sender, inputs) = mpsc::channel(INPUTS_QUEUED_MAX);
+        let (snapshot, snapshot_receiver) = watch::channel(controller.snapshot());
+        let view = Arc::new(RwLock::new(PeerView {
+            node_name: state.node_name.clone(),
+            node_id: node_id.clone(),
+            ha_enabled: controller.status().ha_enabled,
+            mode: controller.status().mode,
+            state: controller.status().state,
+            epoch: controller.epoch(),
+            wall_clock_ms: 0,
+        }));
+        let handle = HaHandle {
+            inputs: sender.clone(),
+            snapshot: snapshot_receiver,
+            view: view.clone(),
+        };
+        replication.attach_ha(Arc::new(handle.clone()));
+        let runtime = Self {
+            controller,
+            node_id,
+            state,
+            replication,
+            status,
+            snapshot,
+            view,
+            inputs,
+            sender,
+            clock: Clock {
+                origin: Instant::now(),
+            },
+            heartbeat_session: Arc::new(tokio::sync::Mutex::new(None)),
+        };
+        (runtime, handle)
+    }
+
+    /// Starts the controller: what it serves is decided before the listeners accept anything.
+    pub async fn start(&mut self) {
+        let now = self.clock.now();
+        let commands = self.controller.handle(now, Event::Started);
+        self.carry_out(commands).await;
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(TICK_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let input = tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => break,
+                _ = ticks.tick() => Input::Event(Event::Tick),
+                Some(input) = self.inputs.recv() => input,
+            };
+            let now = self.clock.now();
+            match input {
+                Input::Event(event) => {
+                    let commands = self.controller.handle(now, event);
+                    self.carry_out(commands).await;
+                }
+                Input::Configure { change, reply } => {
+                    let result = self
+                        .controller
+                        .durable()
+                        .config
+                        .with(&change)
+                        .and_then(|(config, _)| self.controller.configure(now, config));
+                    match result {
+                        Ok((warnings, commands)) => {
+                            self.carry_out(commands).await;
+                            let _ = reply.send(Ok(Configured {
+                                warnings,
+                                snapshot: self.controller.snapshot(),
+                            }));
+                        }
+                        Err(error) => {
+                            let _ = reply.send(Err(error));
+                        }
+                    }
+                }
+                Input::Operator { command, reply } => {
+                    match self.controller.operator(now, command) {
+                        Ok(commands) => {
+                            self.carry_out(commands).await;
+                            let _ = reply.send(Ok(self.controller.snapshot()));
+                        }
+                        Err(error) => {
+                            let _ = reply.send(Err(error));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let status = self.controller.status();
+        let view = PeerView {
+            node_name: self.state.node_name.clone(),
+            node_id: self.node_id.clone(),
+            ha_enabled: status.ha_enabled,
+            mode: status.mode,
+            state: status.state,
+            epoch: self.controller.epoch(),
+            wall_clock_ms: self.clock.now().wall_ms,
+        };
+        *self
+            .view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = view;
+        let snapshot = self.controller.snapshot();
+        self.snapshot.send_if_modified(|current| {
+            let changed = *current != snapshot;
+            if changed {
+                *current = snapshot;
+            }
+            changed
+        });
+    }
+
+    async fn carry_out(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            if let Err(error) = self.carry_out_one(command).await {
+                // A failed Persist must not be followed by the Serve that depends on it.
+                tracing::error!(%error, "HA command failed; the rest of this step is abandoned");
+                self.log(Level::Error, &format!("HA step abandoned: {error}"))
+                    .await;
+                break;
+            }
+        }
+        self.publish();
+    }
+
+    async fn carry_out_one(&mut self, command: Command) -> Result<(), String> {
+        match command {
+            Command::Persist(durable) => save_durable(&self.state.local, &durable)
+                .await
+                .map_err(|error| format!("cannot save the HA state: {error}")),
+            Command::Serve {
+                status,
+                epoch,
+                primary,
+            } => self.serve(status, epoch, primary).await,
+            Command::CheckPeers => {
+                self.check_peers();
+                Ok(())
+            }
+            Command::SendHeartbeat { to } => {
+                self.send_heartbeat(to);
+                Ok(())
+            }
+            Command::StartSync { from, trigger } => {
+                self.start_sync(from, trigger);
+                Ok(())
+            }
+            Command::SkipSync { from, reason } => {
+                let record = self
+                    .state
+                    .local
+                    .database()
+                    .write(move |conn| {
+                        history::record_skipped(conn, &from, Trigger::Scheduled, &reason)
+                    })
+                    .await;
+                if let Err(error) = record {
+                    tracing::warn!(%error, "cannot record a skipped sync");
+                }
+                Ok(())
+            }
+            Command::AskWitnesses { primary } => {
+                self.ask_witnesses(primary);
+                Ok(())
+            }
+            Command::Notify {
+                notification,
+                message,
+            } => {
+                tracing::warn!(?notification, %message, "HA notification");
+                let kind = serde_json::to_value(notification)
+                    .ok()
+                    .and_then(|value| value.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let line = format!("{kind}: {message}");
+                if let Err(error) = self
+                    .state
+                    .local
+                    .log(NOTIFICATIONS_MODULE, "NOTICE", &line)
+                    .await
+                {
+                    tracing::warn!(%error, "cannot record a notification");
+                }
+                Ok(())
+            }
+            Command::Log { level, message } => {
+                self.log(level, &message).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Info => {
+                tracing::info!(module = LOG_MODULE, "{message}");
+                "INFO"
+            }
+            Level::Warn => {
+                tracing::warn!(module = LOG_MODULE, "{message}");
+                "WARN"
+            }
+            Level::Error => {
+                tracing::error!(module = LOG_MODULE, "{message}");
+                "ERROR"
+            }
+        };
+        if let Err(error) = self.state.local.log(LOG_MODULE, level, message).await {
+            tracing::warn!(%error, "cannot write the HighAvailability log");
+        }
+    }
+
+    /// Opens or fences the node. Entering Active: the epoch new writes carry, the replicated
+    /// identity, then writes open, then the probes pass. Leaving it: the probes fail first, then
+    /// writes close (every write already queued commits; none after).
+    async fn serve(
+        &mut self,
+        status: NodeStatus,
+        epoch: i64,
+        primary: Option<String>,
+    ) -> Result<(), String> {
+        let db = &self.state.db;
+        if status.state == State::Active {
+            db.set_epoch(epoch);
+            match self.state.identity.reload(db).await {
+                Ok(true) => {
+                    self.log(
+                        Level::Info,
+                        "serving the replicated server certificate and device CA",
+                    )
+                    .await
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    self.log(
+                        Level::Error,
+                        &format!("cannot load the replicated TLS identity: {error}"),
+                    )
+                    .await
+                }
+            }
+            self.state.set_elsewhere(None);
+            db.set_write_gate(None)
+                .await
+                .map_err(|error| format!("cannot open writes: {error}"))?;
+            self.status.send_replace(status);
+        } else {
+            self.status.send_replace(status);
+            let hint = match (&primary, status.state) {
+                (Some(hint), State::NotAvailable) => Some(hint.clone()),
+                (Some(primary), _) => Some(format!("the Primary is {primary}")),
+                (None, _) => None,
+            };
+            let reason = format!(
+                "node {} is {} and does not accept writes{}",
+                self.state.node_name,
+                status.state,
+                hint.as_ref()
+                    .map(|hint| format!(" ({hint})"))
+                    .unwrap_or_default()
+            );
+            self.state.set_elsewhere(hint);
+            db.set_write_gate(Some(reason))
+                .await
+                .map_err(|error| format!("cannot close writes: {error}"))?;
+        }
+        tracing::info!(state = %status.state, mode = %status.mode, epoch, "HA: serving");
+        Ok(())
+    }
+
+    fn our_view(&self) -> PeerView {
+        let status = self.controller.status();
+        PeerView {
+            node_name: self.state.node_name.clone(),
+            node_id: self.node_id.clone(),
+            ha_enabled: status.ha_enabled,
+            mode: status.mode,
+            state: status.state,
+            epoch: self.controller.epoch(),
+            wall_clock_ms: self.clock.now().wall_ms,
+        }
+    }
+
+    fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.controller
+                .durable()
+                .config
+                .recheck_interval
+                .as_millis(),
+        )
+        .clamp(HEARTBEAT_TIMEOUT_MIN, HEARTBEAT_TIMEOUT_MAX)
+    }
+
+    fn send_heartbeat(&self, to: String) {
+        let replication = self.replication.clone();
+        let sessions = self.heartbeat_session.clone();
+        let inputs = self.sender.clone();
+        let timeout = self.heartbeat_timeout();
+        let mut ours = self.our_view();
+        tokio::spawn(async move {
+            let attempt = async {
+                let endpoint = Endpoint::parse(&to).map_err(|error| error.to_string())?;
+                let mut session = sessions.lock().await;
+                if session
+                    .as_ref()
+                    .is_some_and(|open| open.endpoint != endpoint)
+                {
+                    *session = None;
+                }
+                if session.is_none() {
+                    *session = Some(
+                        replication
+                            .open_session(&endpoint)
+                            .await
+                            .map_err(|error| error.to_string())?,
+                    );
+                }
+                let Some(open) = session.as_mut() else {
+                    return Err("no session".to_owned());
+                };
+                ours.wall_clock_ms = wall_clock_ms();
+                let answer = replication.heartbeat(open, &ours).await;
+                if answer.is_err() {
+                    *session = None;
+                }
+                answer.map_err(|error| error.to_string())
+            };
+            let event = match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok(peer)) => Event::HeartbeatAnswered(peer),
+                Ok(Err(reason)) => Event::HeartbeatFailed { reason },
+                Err(_) => {
+                    // The session may be stuck mid-request: start afresh next time.
+                    if let Ok(mut session) = sessions.try_lock() {
+                        *session = None;
+                    }
+                    Event::HeartbeatFailed {
+                        reason: format!("no answer within {} ms", timeout.as_millis()),
+                    }
+                }
+            };
+            let _ = inputs.send(Input::Event(event)).await;
+        });
+    }
+
+    /// Startup fencing: asks every trusted peer how it stands, in parallel, each within
+    /// [`PEER_CHECK_TIMEOUT`].
+    fn check_peers(&self) {
+        let replication = self.replication.clone();
+        let inputs = self.sender.clone();
+        let ours = self.our_view();
+        let local = self.state.local.clone();
+        tokio::spawn(async move {
+            let hosts = local.database().read(trust::list).await.unwrap_or_default();
+            let mut asks = tokio::task::JoinSet::new();
+            for host in hosts {
+                let replication = replication.clone();
+                let ours = ours.clone();
+                asks.spawn(async move {
+                    let ask = async {
+                        let endpoint = host.endpoint();
+                        let mut session = replication.open_session(&endpoint).await.ok()?;
+                        replication.heartbeat(&mut session, &ours).await.ok()
+                    };
+                    tokio::time::timeout(PEER_CHECK_TIMEOUT, ask)
+                        .await
+                        .ok()
+                        .flatten()
+                });
+            }
+            while let Some(answer) = asks.join_next().await {
+                if let Ok(Some(peer)) = answer {
+                    let _ = inputs.send(Input::Event(Event::PeerSeen(peer))).await;
+                }
+            }
+            let _ = inputs.send(Input::Event(Event::PeersChecked)).await;
+        });
+    }
+
+    fn start_sync(&self, from: String, trigger: SyncTrigger) {
+        let replication = self.replication.clone();
+        let inputs = self.sender.clone();
+        tokio::spawn(async move {
+            let outcome = match Endpoint::parse(&from) {
+                Err(error) => SyncOutcome::Failed {
+                    reason: error.to_string(),
+                },
+                Ok(endpoint) => {
+                    let options = SyncOptions {
+                        trigger: match trigger {
+                            SyncTrigger::Scheduled => Trigger::Scheduled,
+                            SyncTrigger::Manual => Trigger::Manual,
+                        },
+                        force_full: false,
+                    };
+                    let progress: tandem_repl::sync::ProgressSink = Arc::new(|_| {});
+                    match tandem_repl::sync::run(&replication, &endpoint, options, progress).await {
+                        Ok(summary) => SyncOutcome::Succeeded {
+                            summary: format!(
+                                "{} sync from {from}: {} change(s), {} file(s), {} bytes in {} ms",
+                                summary.kind,
+                                summary.entries,
+                                summary.files,
+                                summary.bytes,
+                                summary.duration_ms
+                            ),
+                            source_epoch: summary.source_epoch,
+                        },
+                        Err(tandem_repl::ReplicationError::Busy(reason)) => {
+                            SyncOutcome::Skipped { reason }
+                        }
+                        Err(error) => SyncOutcome::Failed {
+                            reason: format!("sync from {from} failed: {error}"),
+                        },
+                    }
+                }
+            };
+            let _ = inputs
+                .send(Input::Event(Event::SyncFinished { trigger, outcome }))
+                .await;
+        });
+    }
+
+    /// Asks every witness whether it still reaches the Primary. A witness answers HTTP 200
+    /// with JSON `{"reachable": true|false}`; no answer counts as unreachable.
+    fn ask_witnesses(&self, primary: String) {
+        let witnesses = self.controller.durable().config.witnesses.clone();
+        let inputs = self.sender.clone();
+        tokio::spawn(async move {
+            let mut reaching = None;
+            for witness in witnesses {
+                match tokio::time::timeout(WITNESS_TIMEOUT, ask_witness(&witness)).await {
+                    Ok(Ok(true)) => {
+                        reaching = Some(witness);
+                        break;
+                    }
+                    Ok(Ok(false)) => {
+                        tracing::info!(%witness, %primary, "witness cannot reach the Primary")
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(%witness, %error, "witness did not answer")
+                    }
+                    Err(_) => tracing::warn!(%witness, "witness did not answer in time"),
+                }
+            }
+            let _ = inputs
+                .send(Input::Event(Event::WitnessesAnswered {
+                    reaching_primary: reaching,
+                }))
+                .await;
+        });
+    }
+}
+
+/// One witness question over plain HTTP/1.1 (witnesses sit on the operator's network, e.g.
+/// the traffic controller's admin listener).
+async fn ask_witness(url: &str) -> Result<bool, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// witnesses are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(index) => rest.split_at(index),
+        None => (rest, "/"),
+    };
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|error| format!("{url}: {error}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut answer = Vec::new();
+    stream
+        .take(WITNESS_ANSWER_BYTES_MAX)
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|error| error.to_string())?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{url}: not an HTTP answer"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!(
+            "{url}: answered {}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        reachable: bool,
+    }
+    let parsed: Answer = serde_json::from_str(body.trim())
+        .map_err(|error| format!("{url}: the answer is not {{\"reachable\": bool}}: {error}"))?;
+    Ok(parsed.reachable)
+}
