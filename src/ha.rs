@@ -82,6 +82,19 @@ Durations are written 250ms, 10s, 5m, 2h or 1d.",
         after_help = HA_EXIT_STATUS_HELP
     )]
     Configure(ConfigureArgs),
+
+    /// Planned, zero-loss role swap: this Standby becomes the Active Primary, its Primary its Standby.
+    #[command(
+        long_about = "Run on the Standby Secondary. In order: the Primary refuses new device \
+connections and closes writes (every write it acknowledged is before that point); this node syncs \
+to the Primary's final position and checks it holds exactly that history; it takes a new epoch \
+and becomes the Active Primary; the old Primary becomes its Standby Secondary. If anything fails \
+before the promotion, the Primary gets its writes back and serves on. Use it for planned \
+maintenance and the guide's upgrade procedure. Devices see 503 for the duration of the final \
+sync (usually well under a second).",
+        after_help = HA_EXIT_STATUS_HELP
+    )]
+    Switchover(JsonArgs),
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -310,6 +323,7 @@ pub fn run_ha(data_dir: &Path, command: HaCommand) -> Result<ExitCode> {
             args.json,
         ),
         HaCommand::Status(args) => (Operation::HaStatus, args.json),
+        HaCommand::Switchover(args) => (Operation::Switchover, args.json),
         HaCommand::Configure(args) => {
             let (change, json) = args.change();
             (Operation::HaConfigure { change }, json)
@@ -639,6 +653,12 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
             );
         }
         Operation::ClientConnection { .. } => println!("{}", text(result, "message")),
+        Operation::Switchover => {
+            println!("{}", text(result, "message"));
+            if let Some(warning) = result["warning"].as_str() {
+                eprintln!("tandem: warning: {warning}");
+            }
+        }
         Operation::Verify { .. } => {
             println!("identical");
             println!(

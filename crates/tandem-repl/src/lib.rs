@@ -110,6 +110,13 @@ pub trait HaLink: Send + Sync + 'static {
     fn view(&self) -> PeerView;
     /// A peer said how it stands (its heartbeat to this node).
     fn peer_seen(&self, peer: PeerView);
+    /// Carries out a switchover step asked by the trusted peer reached at `peer_endpoints`.
+    fn switchover(
+        &self,
+        step: protocol::SwitchoverStep,
+        peer_name: String,
+        peer_endpoints: Vec<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 }
 
 struct Inner {
@@ -235,6 +242,33 @@ impl Replication {
         &self.inner.local
     }
 
+    /// Runs a switchover step for a peer (see [`HaLink::switchover`]), then reports this node's
+    /// position.
+    pub async fn switchover_step(
+        &self,
+        step: protocol::SwitchoverStep,
+        peer_name: &str,
+        peer_endpoints: &[String],
+    ) -> Result<Response, ReplicationError> {
+        let link =
+            self.inner.ha.get().ok_or_else(|| {
+                ReplicationError::Refused("this node runs no HA controller".into())
+            })?;
+        link.switchover(step, peer_name.to_owned(), peer_endpoints.to_vec())
+            .await
+            .map_err(ReplicationError::Refused)?;
+        let position = self
+            .inner
+            .replicated
+            .read(tandem_store::changes::position)
+            .await?;
+        Ok(Response::Switchover {
+            position_seq: position.seq,
+            position_checksum: position.checksum,
+            epoch: link.view().epoch,
+        })
+    }
+
     /// This node's public key, as an operator pastes it into a peer's Trusted Hosts.
     pub fn public_key_line(&self) -> String {
         let mut public = self.inner.host_key.public_key().clone();
@@ -286,6 +320,7 @@ impl Replication {
         &self,
         mut stream: S,
         peer: SocketAddr,
+        trusted: Vec<TrustedHost>,
     ) -> Result<(), ReplicationError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -307,7 +342,14 @@ impl Replication {
         }
         write_frame(&mut stream, &Response::Hello(ours)).await?;
         tracing::debug!(peer = %theirs.node_name, %peer, "replication session opened");
-        source::serve_requests(self, &mut stream).await
+        let context = source::PeerContext {
+            node_name: theirs.node_name.clone(),
+            endpoints: trusted
+                .iter()
+                .map(|host| host.endpoint().to_string())
+                .collect(),
+        };
+        source::serve_requests(self, &mut stream, &context).await
     }
 
     /// The trusted host entry for `endpoint`, or why there is none.

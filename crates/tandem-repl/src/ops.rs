@@ -65,6 +65,8 @@ pub enum Operation {
     ClientConnection {
         enabled: bool,
     },
+    /// `tandem ha switchover`: a planned, zero-loss role swap with this node's Primary.
+    Switchover,
 }
 
 impl Operation {
@@ -72,7 +74,9 @@ impl Operation {
     pub fn needs_running_node(&self) -> bool {
         matches!(
             self,
-            Operation::FailoverMode { .. } | Operation::ClientConnection { .. }
+            Operation::FailoverMode { .. }
+                | Operation::ClientConnection { .. }
+                | Operation::Switchover
         )
     }
 }
@@ -247,6 +251,7 @@ async fn run(
         Operation::HaStatus
         | Operation::HaConfigure { .. }
         | Operation::FailoverMode { .. }
+        | Operation::Switchover
         | Operation::ClientConnection { .. } => Err(ReplicationError::Refused(
             "this operation is carried out by the HA controller, not by replication".into(),
         )),

@@ -99,6 +99,23 @@ pub enum Request {
     /// says how it stands, the answer says how this node stands. Epochs travel both ways, so
     /// either side can fence itself.
     Heartbeat(tandem_ha::machine::PeerView),
+    /// A step of a planned switchover (`tandem ha switchover`), sent by the Standby that takes
+    /// over to the Active node that hands over.
+    Switchover {
+        step: SwitchoverStep,
+    },
+}
+
+/// The Active node's part in a switchover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SwitchoverStep {
+    /// Refuse new device connections and close writes; answer with the final position.
+    Quiesce,
+    /// The switchover was abandoned: open writes and device connections again.
+    Resume,
+    /// The caller is Active now: become its Standby Secondary.
+    Demote,
 }
 
 /// What the source answers.
@@ -147,6 +164,13 @@ pub enum Response {
         tables: Vec<tandem_store::changes::TableDigest>,
     },
     Heartbeat(tandem_ha::machine::PeerView),
+    /// A switchover step is done; the position is this node's after it.
+    #[serde(rename_all = "camelCase")]
+    Switchover {
+        position_seq: i64,
+        position_checksum: String,
+        epoch: i64,
+    },
     /// The request failed on the source; the session stays usable.
     Error {
         message: String,

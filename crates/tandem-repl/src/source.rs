@@ -29,10 +29,17 @@ enum SnapshotPiece {
     End(String),
 }
 
+/// Who the peer of a session is: its name, and the Trusted Hosts entries its key matched.
+pub(crate) struct PeerContext {
+    pub node_name: String,
+    pub endpoints: Vec<String>,
+}
+
 /// Answers requests until the peer closes the channel.
 pub(crate) async fn serve_requests<S>(
     replication: &Replication,
     stream: &mut S,
+    peer: &PeerContext,
 ) -> Result<(), ReplicationError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -67,6 +74,18 @@ where
                 write_frame(stream, &Response::Heartbeat(ours))
                     .await
                     .map_err(Into::into)
+            }
+            Request::Switchover { step } => {
+                let answer = match replication
+                    .switchover_step(step, &peer.node_name, &peer.endpoints)
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(error) => Response::Refused {
+                        reason: error.to_string(),
+                    },
+                };
+                write_frame(stream, &answer).await.map_err(Into::into)
             }
             Request::Digests => {
                 let tables = replication

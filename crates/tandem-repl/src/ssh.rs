@@ -183,8 +183,12 @@ impl russh::server::Handler for PeerHandler {
         session.channel_success(channel)?;
         let replication = self.replication.clone();
         let peer = self.peer_addr;
+        let trusted = self.peer.clone().unwrap_or_default();
         tokio::spawn(async move {
-            if let Err(error) = replication.serve_session(open.into_stream(), peer).await {
+            if let Err(error) = replication
+                .serve_session(open.into_stream(), peer, trusted)
+                .await
+            {
                 tracing::info!(%peer, %error, "replication session ended with an error");
             }
         });

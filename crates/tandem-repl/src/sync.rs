@@ -235,7 +235,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
 
 /// Sends one request and reads its answer within [`REQUEST_TIMEOUT`]; the source's `Error`
 /// answer becomes [`ReplicationError::Remote`].
-pub(crate) async fn request<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn request<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     endpoint: &Endpoint,
     request: &Request,

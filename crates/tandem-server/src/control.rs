@@ -7,10 +7,14 @@ use crate::state::DeviceGate;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tandem_ha::Mode;
+use tandem_ha::config::ConfigChange;
 use tandem_ha::machine::{Controller, OperatorCommand, SyncOutcome};
 use tandem_repl::Replication;
 use tandem_repl::ops::{self, Event, FailureKind, Operation, Reporter};
-use tandem_store::history;
+use tandem_repl::protocol::{Request, Response, SwitchoverStep};
+use tandem_repl::sync::SyncOptions;
+use tandem_store::history::{self, Trigger};
+use tandem_store::trust::Endpoint;
 
 /// The running node's executor.
 pub struct NodeExecutor {
@@ -102,6 +106,15 @@ impl ops::Executor for NodeExecutor {
                         Err(message) => failed(FailureKind::Refused, message),
                     }
                 }
+                Operation::Switchover => match switchover(&replication, &ha).await {
+                    Ok(result) => Event::Done { result },
+                    Err((kind, message)) => {
+                        replication
+                            .log(&format!("switchover failed: {message}"))
+                            .await;
+                        failed(kind, message)
+                    }
+                },
                 Operation::ClientConnection { enabled } => {
                     gate.set_open(enabled);
                     let message = if enabled {
@@ -232,4 +245,169 @@ pub async fn execute_offline(
             ops::execute(replication, other, move |event| forward(event)).await;
         }
     }
+}
+
+type Failure = (FailureKind, String);
+
+fn refused(message: impl Into<String>) -> Failure {
+    (FailureKind::Refused, message.into())
+}
+
+/// One switchover step sent to the Primary; its final position and epoch.
+async fn step(
+    session: &mut tandem_repl::Session,
+    step: SwitchoverStep,
+) -> Result<(i64, String, i64), Failure> {
+    let answer = tandem_repl::sync::request(
+        &mut session.connection.stream,
+        &session.endpoint,
+        &Request::Switchover { step },
+    )
+    .await
+    .map_err(|error| (FailureKind::Failed, error.to_string()))?;
+    match answer {
+        Response::Switchover {
+            position_seq,
+            position_checksum,
+            epoch,
+        } => Ok((position_seq, position_checksum, epoch)),
+        Response::Refused { reason } => Err(refused(format!(
+            "{} refused the switchover: {reason}",
+            session.peer.node_name
+        ))),
+        other => Err((
+            FailureKind::Failed,
+            format!("{} answered {other:?}", session.endpoint),
+        )),
+    }
+}
+
+/// `tandem ha switchover`, run on the Standby: the Primary stops taking device connections and
+/// writes, this node syncs to its final position, takes a new epoch and becomes the Active
+/// Primary, and the old Primary becomes its Standby. Any failure before the promotion gives the
+/// Primary its writes back; nothing acknowledged is lost either way.
+async fn switchover(replication: &Replication, ha: &HaHandle) -> Result<Value, Failure> {
+    let started = std::time::Instant::now();
+    let snapshot = ha.snapshot();
+    let config = &snapshot.config;
+    if !config.enabled
+        || config.mode != Mode::Secondary
+        || snapshot.status.state != tandem_ha::State::Standby
+    {
+        return Err(refused(format!(
+            "a switchover is run on the Standby Secondary; this node is {} ({}, HA {})",
+            snapshot.status.state,
+            snapshot.status.mode,
+            if config.enabled {
+                "enabled"
+            } else {
+                "disabled"
+            }
+        )));
+    }
+    let Some(primary) = config.primary.clone() else {
+        return Err(refused("this node has no Primary configured"));
+    };
+    let endpoint = Endpoint::parse(&primary).map_err(|error| refused(error.to_string()))?;
+    let mut session = replication
+        .open_session(&endpoint)
+        .await
+        .map_err(|error| (FailureKind::Failed, error.to_string()))?;
+    let old_primary = session.peer.node_name.clone();
+    replication
+        .log(&format!(
+            "switchover with {old_primary} ({primary}) started"
+        ))
+        .await;
+    let (seq, checksum, epoch) = step(&mut session, SwitchoverStep::Quiesce).await?;
+    let synced = async {
+        let summary = tandem_repl::sync::run(
+            replication,
+            &endpoint,
+            SyncOptions {
+                trigger: Trigger::Manual,
+                force_full: false,
+            },
+            Arc::new(|_| {}),
+        )
+        .await
+        .map_err(|error| format!("the final sync failed: {error}"))?;
+        let ours = replication
+            .replicated()
+            .read(tandem_store::changes::position)
+            .await
+            .map_err(|error| error.to_string())?;
+        if ours.seq != seq || ours.checksum != checksum {
+            return Err(format!(
+                "after the final sync this node is at change {} but {old_primary} is at {seq}",
+                ours.seq
+            ));
+        }
+        Ok(summary)
+    }
+    .await;
+    let summary = match synced {
+        Ok(summary) => summary,
+        Err(reason) => {
+            let resumed = step(&mut session, SwitchoverStep::Resume).await;
+            return Err((
+                FailureKind::Failed,
+                format!(
+                    "{reason}; {}",
+                    match resumed {
+                        Ok(_) => format!("{old_primary} serves on as before"),
+                        Err((_, error)) => format!(
+                            "{old_primary} could not be told to resume ({error}); it reopens by \
+                             itself within {} s",
+                            crate::ha::SWITCHOVER_HOLD_MAX.as_secs()
+                        ),
+                    }
+                ),
+            ));
+        }
+    };
+    ha.sync_finished(SyncOutcome::Succeeded {
+        summary: "switchover final sync".into(),
+        source_epoch: epoch,
+    });
+    let promoted = ha
+        .configure(ConfigChange {
+            mode: Some(Mode::Primary),
+            ..ConfigChange::default()
+        })
+        .await;
+    if let Err(error) = promoted {
+        let _ = step(&mut session, SwitchoverStep::Resume).await;
+        return Err((FailureKind::Failed, format!("promotion failed: {error}")));
+    }
+    let new_epoch = ha.snapshot().epoch;
+    let demoted = step(&mut session, SwitchoverStep::Demote).await;
+    let warning = demoted.as_ref().err().map(|(_, error)| {
+        format!(
+            "{old_primary} was not told to step down ({error}); it keeps its writes closed and \
+             fences itself when it learns of epoch {new_epoch}"
+        )
+    });
+    let message = format!(
+        "switchover done: this node is the Active Primary in epoch {new_epoch}; {old_primary} \
+         is {} ({} change(s) in the final sync, {} ms)",
+        if demoted.is_ok() {
+            "its Standby"
+        } else {
+            "not confirmed as Standby"
+        },
+        summary.entries,
+        started.elapsed().as_millis()
+    );
+    replication.log(&message).await;
+    Ok(json!({
+        "oldPrimary": old_primary,
+        "epoch": new_epoch,
+        "positionSeq": seq,
+        "finalSyncEntries": summary.entries,
+        "durationMs": started.elapsed().as_millis() as i64,
+        "oldPrimaryDemoted": demoted.is_ok(),
+        "warning": warning,
+        "message": message,
+    }))
 }

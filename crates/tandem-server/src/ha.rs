@@ -16,6 +16,7 @@ use tandem_ha::machine::{
     SyncOutcome, SyncTrigger,
 };
 use tandem_ha::{NodeStatus, State};
+use tandem_repl::protocol::SwitchoverStep;
 use tandem_repl::sync::SyncOptions;
 use tandem_repl::{HaLink, LOG_MODULE, Replication, Session};
 use tandem_store::history::{self, Trigger};
@@ -80,8 +81,23 @@ pub struct Configured {
     pub snapshot: Snapshot,
 }
 
+/// How long an Active node holds its writes closed for a switchover that does not finish (the
+/// initiator died): then it asks the initiator how it stands, and reopens unless the initiator
+/// became Active in a newer epoch (in which case it is fenced).
+pub const SWITCHOVER_HOLD_MAX: Duration = Duration::from_secs(60);
+
 enum Input {
     Event(Event),
+    Switchover {
+        step: SwitchoverStep,
+        peer_name: String,
+        peer_endpoints: Vec<String>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// The switchover hold expired; the initiator's view, if it answered.
+    HoldExpired {
+        initiator: Option<PeerView>,
+    },
     Configure {
         change: ConfigChange,
         reply: oneshot::Sender<Result<Configured, ConfigError>>,
@@ -154,6 +170,40 @@ impl HaLink for HaHandle {
     fn peer_seen(&self, peer: PeerView) {
         let _ = self.inputs.try_send(Input::Event(Event::PeerSeen(peer)));
     }
+
+    fn switchover(
+        &self,
+        step: SwitchoverStep,
+        peer_name: String,
+        peer_endpoints: Vec<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        let inputs = self.inputs.clone();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            inputs
+                .send(Input::Switchover {
+                    step,
+                    peer_name,
+                    peer_endpoints,
+                    reply,
+                })
+                .await
+                .map_err(|_| "the HA controller has stopped".to_owned())?;
+            answer
+                .await
+                .unwrap_or_else(|_| Err("the HA controller has stopped".into()))
+        })
+    }
+}
+
+/// A switchover in progress on the Active node that hands over.
+struct Hold {
+    initiator: String,
+    initiator_name: String,
+    until: Instant,
+    /// Whether the device gate was open before (restored on resume).
+    devices_were_open: bool,
+    expiring: bool,
 }
 
 /// The clock the controller sees: monotonic since the runtime started, and the wall clock.
@@ -191,6 +241,7 @@ pub struct HaRuntime {
     clock: Clock,
     /// The open session heartbeats reuse; reopened after any failure.
     heartbeat_session: Arc<tokio::sync::Mutex<Option<Session>>>,
+    hold: Option<Hold>,
 }
 
 impl HaRuntime {
@@ -234,6 +285,7 @@ impl HaRuntime {
                 origin: Instant::now(),
             },
             heartbeat_session: Arc::new(tokio::sync::Mutex::new(None)),
+            hold: None,
         };
         (runtime, handle)
     }
@@ -257,6 +309,21 @@ impl HaRuntime {
             };
             let now = self.clock.now();
             match input {
+                Input::Event(Event::Tick) => {
+                    self.check_hold();
+                    let commands = self.controller.handle(now, Event::Tick);
+                    self.carry_out(commands).await;
+                }
+                Input::Switchover {
+                    step,
+                    peer_name,
+                    peer_endpoints,
+                    reply,
+                } => {
+                    let result = self.switchover(step, peer_name, peer_endpoints).await;
+                    let _ = reply.send(result);
+                }
+                Input::HoldExpired { initiator } => self.hold_expired(initiator).await,
                 Input::Event(event) => {
                     let commands = self.controller.handle(now, event);
                     self.carry_out(commands).await;
@@ -294,6 +361,171 @@ impl HaRuntime {
                 }
             }
         }
+    }
+
+    /// A switchover step on the node that hands over.
+    async fn switchover(
+        &mut self,
+        step: SwitchoverStep,
+        peer_name: String,
+        peer_endpoints: Vec<String>,
+    ) -> Result<(), String> {
+        let status = self.controller.status();
+        match step {
+            SwitchoverStep::Quiesce => {
+                if status.state != State::Active || !status.ha_enabled {
+                    return Err(format!(
+                        "{} is {} (HA {}); only an Active node with HA enabled hands over",
+                        self.state.node_name,
+                        status.state,
+                        if status.ha_enabled {
+                            "enabled"
+                        } else {
+                            "disabled"
+                        }
+                    ));
+                }
+                let Some(initiator) = peer_endpoints.first().cloned() else {
+                    return Err("the initiator is not in this node's Trusted Hosts".into());
+                };
+                let devices_were_open = self
+                    .hold
+                    .as_ref()
+                    .map_or(self.state.device_gate.is_open(), |hold| {
+                        hold.devices_were_open
+                    });
+                self.state.device_gate.set_open(false);
+                let reason = format!(
+                    "node {} is handing over to {peer_name} (switchover); retry on the Active node",
+                    self.state.node_name
+                );
+                self.state
+                    .db
+                    .set_write_gate(Some(reason))
+                    .await
+                    .map_err(|error| format!("cannot close writes: {error}"))?;
+                self.hold = Some(Hold {
+                    initiator,
+                    initiator_name: peer_name.clone(),
+                    until: Instant::now() + SWITCHOVER_HOLD_MAX,
+                    devices_were_open,
+                    expiring: false,
+                });
+                self.log(
+                    Level::Warn,
+                    &format!(
+                        "switchover to {peer_name}: new device connections refused and writes \
+                         closed; every acknowledged write is in the position handed over"
+                    ),
+                )
+                .await;
+                Ok(())
+            }
+            SwitchoverStep::Resume => {
+                self.release_hold(&format!("{peer_name} abandoned the switchover"))
+                    .await;
+                Ok(())
+            }
+            SwitchoverStep::Demote => {
+                let Some(primary) = peer_endpoints.first().cloned() else {
+                    return Err("the initiator is not in this node's Trusted Hosts".into());
+                };
+                let change = ConfigChange {
+                    enabled: Some(true),
+                    mode: Some(tandem_ha::Mode::Secondary),
+                    node_status: Some(tandem_ha::config::NodeStatusSetting::Standby),
+                    primary: Some(primary.clone()),
+                    ..ConfigChange::default()
+                };
+                let now = self.clock.now();
+                let (_, commands) = self
+                    .controller
+                    .durable()
+                    .config
+                    .with(&change)
+                    .and_then(|(config, _)| self.controller.configure(now, config))
+                    .map_err(|error| error.to_string())?;
+                self.carry_out(commands).await;
+                if let Some(hold) = self.hold.take() {
+                    self.state.device_gate.set_open(hold.devices_were_open);
+                }
+                self.log(
+                    Level::Warn,
+                    &format!(
+                        "switchover: {peer_name} is Active now; this node is its Standby \
+                         Secondary, following {primary}"
+                    ),
+                )
+                .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends a hold: writes and device connections open again if this node is still Active.
+    async fn release_hold(&mut self, why: &str) {
+        let Some(hold) = self.hold.take() else {
+            return;
+        };
+        self.state.device_gate.set_open(hold.devices_were_open);
+        if self.controller.status().state == State::Active
+            && let Err(error) = self.state.db.set_write_gate(None).await
+        {
+            self.log(Level::Error, &format!("cannot reopen writes: {error}"))
+                .await;
+        }
+        self.log(
+            Level::Warn,
+            &format!("switchover hold released ({why}); serving as before"),
+        )
+        .await;
+    }
+
+    fn check_hold(&mut self) {
+        let Some(hold) = self.hold.as_mut() else {
+            return;
+        };
+        if hold.expiring || Instant::now() < hold.until {
+            return;
+        }
+        hold.expiring = true;
+        let initiator = hold.initiator.clone();
+        let replication = self.replication.clone();
+        let inputs = self.sender.clone();
+        let ours = self.our_view();
+        tokio::spawn(async move {
+            let ask = async {
+                let endpoint = Endpoint::parse(&initiator).ok()?;
+                let mut session = replication.open_session(&endpoint).await.ok()?;
+                replication.heartbeat(&mut session, &ours).await.ok()
+            };
+            let initiator = tokio::time::timeout(PEER_CHECK_TIMEOUT, ask)
+                .await
+                .ok()
+                .flatten();
+            let _ = inputs.send(Input::HoldExpired { initiator }).await;
+        });
+    }
+
+    /// The initiator never finished: if it became Active in a newer epoch this node is fenced
+    /// (the controller decides); otherwise it serves on.
+    async fn hold_expired(&mut self, initiator: Option<PeerView>) {
+        let name = self
+            .hold
+            .as_ref()
+            .map(|hold| hold.initiator_name.clone())
+            .unwrap_or_default();
+        if let Some(peer) = initiator {
+            let commands = self
+                .controller
+                .handle(self.clock.now(), Event::PeerSeen(peer));
+            self.carry_out(commands).await;
+        }
+        self.release_hold(&format!(
+            "{name} did not finish the switchover within {} s",
+            SWITCHOVER_HOLD_MAX.as_secs()
+        ))
+        .await;
     }
 
     fn publish(&self) {

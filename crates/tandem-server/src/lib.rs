@@ -78,6 +78,7 @@ pub struct Server {
     state: AppState,
     ha: ha::HaRuntime,
     ha_handle: ha::HaHandle,
+    status: watch::Sender<NodeStatus>,
     service: HttpsListener,
     system_manager: HttpsListener,
     replication: Replication,
@@ -162,7 +163,7 @@ impl Server {
             node.config.node.id.clone(),
             state.clone(),
             replication.clone(),
-            status,
+            status.clone(),
         );
         ha.start().await;
         Ok(Self {
@@ -185,6 +186,7 @@ impl Server {
             state,
             ha,
             ha_handle,
+            status,
             replication,
             replication_tcp,
             control,
@@ -216,6 +218,13 @@ impl Server {
             .tcp
             .local_addr()
             .unwrap_or(([0, 0, 0, 0], 0).into())
+    }
+
+    /// Publishes a status to the listeners directly, bypassing the HA controller (the listener
+    /// tests use it to put a node in a state without a peer; the store's write gate is not
+    /// changed).
+    pub fn status_sender(&self) -> watch::Sender<NodeStatus> {
+        self.status.clone()
     }
 
     /// The HA controller's handle (status, configure, operator commands).
