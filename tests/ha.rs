@@ -319,7 +319,7 @@ fn the_standby_serves_probes_and_reads_and_refuses_devices_and_writes() {
 
 #[test]
 fn kill_9_of_the_primary_promotes_the_secondary_and_the_old_primary_returns_not_available() {
-    let (mut a, mut b) = pair(FAST);
+    let (mut a, b) = pair(FAST);
     // A write on the Primary that the Secondary has before the failure.
     let (code, body) = a.request(
         reqwest::Method::POST,
