@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, kill_9};
+use support::{LinkProxy, free_ports, kill_9};
 
 /// How long a started node may take to accept connections.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
@@ -37,13 +37,13 @@ impl Node {
         let dir = temp.path().join(name);
         let password_file = temp.path().join("password");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-        let (ssh_port, service_port) = (free_port(), free_port());
+        let [ssh_port, service_port, sysmgr_port] = free_ports::<3>();
         let output = tandem()
             .arg("--data-dir")
             .arg(&dir)
             .args(["init", "--name", name])
             .args(["--service-addr", &format!("127.0.0.1:{service_port}")])
-            .args(["--sysmgr-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--sysmgr-addr", &format!("127.0.0.1:{sysmgr_port}")])
             .args(["--ssh-addr", &format!("127.0.0.1:{ssh_port}")])
             .arg("--admin-password-file")
             .arg(&password_file)
@@ -153,29 +153,7 @@ impl Node {
     }
 
     fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, String) {
-        let url = format!("https://127.0.0.1:{}{path}", self.service_port);
-        tandem_crypto::install_crypto_provider();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            // The certificate changes when a Secondary is promoted (it serves the Primary's):
-            // these tests check states, not certificates.
-            let client = reqwest::Client::builder()
-                .danger_accept_invalid_certs(true)
-                .build()
-                .unwrap();
-            let mut request = client
-                .request(method, url)
-                .basic_auth("admin", Some(PASSWORD));
-            if let Some(body) = body {
-                request = request.json(&body);
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.text().await.unwrap())
-        })
+        https(self.service_port, method, path, body)
     }
 
     /// The HighAvailability log, oldest first: `(at, level, message)`.
@@ -197,6 +175,33 @@ impl Node {
             .collect::<Result<_, _>>()
             .unwrap()
     }
+}
+
+/// `(status code, body)` of a request to a node's service listener, as admin.
+fn https(port: u16, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, String) {
+    let url = format!("https://127.0.0.1:{port}{path}");
+    tandem_crypto::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // The certificate changes when a Secondary is promoted (it serves the Primary's):
+        // these tests check states, not certificates.
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let mut request = client
+            .request(method, url)
+            .basic_auth("admin", Some(PASSWORD));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    })
 }
 
 impl Drop for Node {
@@ -564,4 +569,142 @@ fn switchover_under_a_write_load_loses_no_acknowledged_write() {
     // And the old Primary, now Standby, follows without divergence.
     a.ok(&["failover", "sync", &b.endpoint()]);
     a.ok(&["ha", "verify", &b.endpoint()]);
+}
+
+/// Configures `node` as an HA Secondary of `primary_endpoint` (which may be a proxy) with the
+/// fast Fail Over Controls, plus `extra` options.
+fn make_secondary(node: &Node, primary_endpoint: &str, extra: &[&str]) {
+    let mut args = vec![
+        "ha",
+        "configure",
+        "--enable",
+        "--mode",
+        "secondary",
+        "--primary",
+        primary_endpoint,
+    ];
+    args.extend_from_slice(FAST);
+    args.extend_from_slice(extra);
+    node.ok(&args);
+}
+
+#[test]
+fn three_servers_the_dr_node_follows_the_main_secondary_and_promotes_only_when_main_is_gone() {
+    // Main data center: A (Primary) and B (Secondary of A). DR: C, Secondary of B.
+    let (mut a, mut b) = pair(FAST);
+    let mut c = Node::init("node-c");
+    c.trust(&b);
+    b.trust(&c);
+    make_secondary(&c, &b.endpoint(), &[]);
+    c.serve();
+    c.wait_for_state("Standby");
+    c.ok(&["failover", "sync", &b.endpoint()]);
+
+    // The main Primary dies: B takes over; C keeps following B and stays Standby.
+    a.kill_9();
+    b.wait_for_state("Active");
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(c.state(), "Standby", "{:#}", c.status());
+    let (code, body) = b.request(
+        reqwest::Method::POST,
+        "/api/v2/labels",
+        Some(serde_json::json!({"name": "written-on-b"})),
+    );
+    assert_eq!(code, 201, "{body}");
+    c.ok(&["failover", "sync", &b.endpoint()]);
+
+    // The whole main data center is gone: C promotes, above B's epoch.
+    b.kill_9();
+    c.wait_for_state("Active");
+    let status = c.status();
+    assert_eq!(status["controller"]["epoch"], 3, "{status:#}");
+    let (code, body) = c.get("/api/v2/labels?query=written-on-b");
+    assert_eq!(code, 200);
+    assert!(body.contains("written-on-b"), "{body}");
+}
+
+/// A witness as the test runs it: answers `{"reachable": …}` with whether the Primary's
+/// `/status/status.html` says `MOBILEIRON-STATUS: OK` from here (the witness's side of the
+/// network).
+fn witness(primary_service_port: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let reachable = std::net::TcpStream::connect(("127.0.0.1", primary_service_port))
+                .is_ok()
+                && https(
+                    primary_service_port,
+                    reqwest::Method::GET,
+                    "/status/status.html",
+                    None,
+                )
+                .1
+                .contains("MOBILEIRON-STATUS: OK");
+            let body = format!("{{\"reachable\": {reachable}}}");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, asked)
+}
+
+#[test]
+fn a_cut_link_between_the_nodes_with_a_witness_that_still_sees_the_primary_does_not_promote() {
+    let mut a = Node::init("node-a");
+    let mut b = Node::init("node-b");
+    let link = LinkProxy::start(a.ssh_port);
+    let through_link = format!("127.0.0.1:{}", link.port);
+    // B reaches A only through the link; A is trusted under that address.
+    let key = a.ok(&["ha", "local-key"]);
+    b.ok(&[
+        "ha",
+        "trusted-hosts",
+        "add",
+        &through_link,
+        "--key",
+        key.trim(),
+    ]);
+    a.trust(&b);
+    a.ok(&["ha", "configure", "--enable", "--mode", "primary"]);
+    a.serve();
+    a.wait_for_state("Active");
+    let (witness_port, asked) = witness(a.service_port);
+    let witness_url = format!("http://127.0.0.1:{witness_port}/witness/primary");
+    make_secondary(&b, &through_link, &["--witness", &witness_url]);
+    b.serve();
+    b.wait_for_state("Standby");
+    b.ok(&["failover", "sync", &through_link]);
+
+    link.cut();
+    let started = Instant::now();
+    while !b.ha_log().iter().any(|(_, _, message)| {
+        message.contains("only the link between this node and the Primary failed")
+    }) {
+        assert!(started.elapsed() < STATE_DEADLINE, "{:?}", b.ha_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(asked.load(std::sync::atomic::Ordering::Acquire) >= 1);
+    assert_eq!(b.state(), "Standby");
+    assert_eq!(a.state(), "Active");
+
+    // The link returns: heartbeats succeed again, nothing changed.
+    link.restore();
+    let started = Instant::now();
+    while b.status()["controller"]["heartbeat"]["consecutiveFailures"] != 0 {
+        assert!(started.elapsed() < STATE_DEADLINE, "{:#}", b.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.state(), "Standby");
 }
