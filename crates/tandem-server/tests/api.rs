@@ -1318,3 +1318,44 @@ async fn a_wrong_json_type_for_an_enum_is_422_naming_the_field() {
     assert_eq!(api.device_count().await, 0);
     assert_eq!(api.total_count("/apps").await, 0);
 }
+
+// The HA Configuration over the System Manager API: read, change with validation, applied live.
+#[tokio::test]
+async fn ha_configuration_api_validates_and_applies_without_a_restart() {
+    let node = TestNode::start().await;
+    let portal = node.system_manager(Some((ADMIN_USER, ADMIN_PASSWORD)));
+    let config = portal.fetch("/api/v1/ha/config").await;
+    assert_eq!(config["enabled"], false);
+    assert_eq!(config["heartbeatInterval"], "10s");
+    assert_eq!(config["heartbeatFailures"], 3);
+    assert_eq!(config["recheckInterval"], "5s");
+    assert_eq!(config["runEvery"], "1h");
+    assert_eq!(config["startTime"], "00:00");
+    assert_eq!(config["onFailure"], "promote");
+
+    let (status, body) = portal
+        .put("/api/v1/ha/config", json!({ "heartbeatFailures": 0 }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("heartbeatFailures = 0"), "{body}");
+    let (status, body) = portal
+        .put("/api/v1/ha/config", json!({ "heartbeatIntervall": "5s" }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    let (status, body) = portal
+        .put(
+            "/api/v1/ha/config",
+            json!({ "enabled": true, "runEvery": "15m", "startTime": "13:00" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["warnings"][0]["field"], "runEvery", "{body}");
+    assert_eq!(body["snapshot"]["config"]["startTime"], "13:00");
+    let status = portal.fetch("/api/v1/ha/status").await;
+    assert_eq!(status["status"]["haEnabled"], true, "{status}");
+    assert_eq!(status["status"]["state"], "Active");
+    // Applied live: the listeners see HA enabled.
+    assert_eq!(portal.fetch("/api/v1/status").await["haEnabled"], true);
+}
