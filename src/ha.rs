@@ -672,6 +672,13 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
     }
 }
 
+/// What an operator does with a fenced (Not Available) node.
+const FENCED_ADVICE: &str = "  This node does not serve. To return it to service: \
+`tandem failover sync <Active node>` here (writes only this node has are saved under \
+divergence/), then either swap roles back (`tandem failover mode primary` here, \
+`tandem failover mode secondary` on the other node) or keep it as a Standby \
+(`tandem failover mode secondary` here).";
+
 /// Milliseconds since the Unix epoch as an RFC 3339 UTC time.
 fn at(value: &serde_json::Value) -> String {
     value
@@ -695,6 +702,7 @@ fn print_controller(snapshot: &serde_json::Value) {
     );
     if let Some(reason) = snapshot["fenced"].as_str() {
         println!("Fenced: {reason}");
+        println!("{FENCED_ADVICE}");
     }
     if snapshot["checkingPeers"] == true {
         println!("Checking the trusted peers before serving…");
@@ -800,6 +808,7 @@ fn print_status(result: &serde_json::Value) {
             println!("Epoch: {}", text(result, "epoch"));
             if let Some(reason) = result["fenced"].as_str() {
                 println!("Fenced: {reason}");
+                println!("{FENCED_ADVICE}");
             }
             print_config(&result["config"], None);
         }

@@ -73,8 +73,9 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-async fn home(State(state): State<AppState>) -> Html<String> {
+async fn home(State(state): State<AppState>, Extension(ha): Extension<HaHandle>) -> Html<String> {
     let status = state.node_status();
+    let snapshot = ha.snapshot();
     let ha = if status.ha_enabled {
         "enabled"
     } else {
@@ -85,11 +86,19 @@ async fn home(State(state): State<AppState>) -> Html<String> {
          <title>Tandem System Manager — {name}</title></head><body>\
          <h1>Tandem System Manager</h1>\
          <dl><dt>Node</dt><dd>{name}</dd><dt>High Availability</dt><dd>{ha}</dd>\
-         <dt>Mode</dt><dd>{mode}</dd><dt>Node Status</dt><dd>{state}</dd></dl>\
-         <p>HA Configuration, Trusted Hosts and Sync History are not available in this release yet.</p>\
+         <dt>Mode</dt><dd>{mode}</dd><dt>Node Status</dt><dd>{state}</dd>\
+         <dt>Epoch</dt><dd>{epoch}</dd>{fenced}</dl>\
+         <p>The HA Configuration is served as JSON at <code>/api/v1/ha/config</code> (GET, and PUT \
+         to Save and Apply) and <code>/api/v1/ha/status</code>; the portal pages are not in this \
+         release yet. From a shell: <code>tandem ha status</code>, <code>tandem ha configure</code>.</p>\
          </body></html>",
         name = escape(&state.node_name),
         mode = status.mode,
         state = status.state,
+        epoch = snapshot.epoch,
+        fenced = snapshot
+            .fenced
+            .map(|reason| format!("<dt>Fenced</dt><dd>{}</dd>", escape(&reason)))
+            .unwrap_or_default(),
     ))
 }
