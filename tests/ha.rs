@@ -147,6 +147,24 @@ impl Node {
         }
     }
 
+    /// Waits until the controller has finished asking its peers and is fenced: a restarted
+    /// node reports Not Available while it still checks, before the fencing decision.
+    fn wait_until_fenced(&self) -> Value {
+        let started = Instant::now();
+        loop {
+            let status = self.status();
+            if status["controller"]["fenced"].is_string() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < STATE_DEADLINE,
+                "{} was never fenced; status: {status:#}",
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `(status code, body)` of a GET on the service listener.
     fn get(&self, path: &str) -> (u16, String) {
         self.request(reqwest::Method::GET, path, None)
@@ -372,11 +390,11 @@ fn kill_9_of_the_primary_promotes_the_secondary_and_the_old_primary_returns_not_
 
     // Table 1 row 3: the old Primary comes back Not Available, fenced by epoch 2.
     a.serve();
-    a.wait_for_state("Not Available");
+    let status = a.wait_until_fenced();
+    assert_eq!(status["controller"]["status"]["state"], "Not Available");
     let (code, body) = a.get("/status/status.html");
     assert_eq!(code, 503, "{body}");
     assert_eq!(a.get("/hastatus.html").0, 503);
-    let status = a.status();
     assert!(
         status["controller"]["fenced"]
             .as_str()
