@@ -11,26 +11,12 @@ mod support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::node::{FAST, Node, STARTUP_DEADLINE, describe, try_https, wait_until};
 use support::{LinkProxy, free_ports, kill_9};
 
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg");
-/// How long a started process may take to accept connections.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
-/// How long a test waits for a state it expects: far above Tandem's detection time with the fast
-/// settings below and HAProxy's check interval, so a slow machine only makes the test slower.
-const STATE_DEADLINE: Duration = Duration::from_secs(45);
-const PASSWORD: &str = "correct-horse-1";
-/// Tandem's Fail Over Controls for the test: detection within a few seconds.
-const FAST: &[&str] = &[
-    "--heartbeat-interval",
-    "1s",
-    "--recheck-interval",
-    "1s",
-    "--heartbeat-failures",
-    "3",
-];
 /// The variables `haproxy.cfg` reads (with `presetenv` defaults for production).
 const CONFIG_VARIABLES: &[&str] = &[
     "TANDEM_LB_DEVICE_BIND",
@@ -64,221 +50,6 @@ fn haproxy() -> Option<PathBuf> {
     );
     eprintln!("skipped: {why}; scripts/test installs it (apt-get install haproxy)");
     None
-}
-
-fn tandem() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
-    command.env("TANDEM_LOG", "warn");
-    command
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Polls `condition` until it holds; panics with `what` (evaluated then) after the deadline.
-fn wait_until(what: impl Fn() -> String, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < STATE_DEADLINE, "{}", what());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A `tandem` node as in `tests/ha.rs`: its own data directory and loopback listeners.
-struct Node {
-    _temp: tempfile::TempDir,
-    dir: PathBuf,
-    ssh_port: u16,
-    service_port: u16,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn init(name: &str) -> Self {
-        let temp = tempfile::tempdir().unwrap();
-        let dir = temp.path().join(name);
-        let password_file = temp.path().join("password");
-        std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-        let [ssh_port, service_port, sysmgr_port] = free_ports::<3>();
-        let output = tandem()
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["init", "--name", name])
-            .args(["--service-addr", &format!("127.0.0.1:{service_port}")])
-            .args(["--sysmgr-addr", &format!("127.0.0.1:{sysmgr_port}")])
-            .args(["--ssh-addr", &format!("127.0.0.1:{ssh_port}")])
-            .arg("--admin-password-file")
-            .arg(&password_file)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "init failed: {}",
-            describe(&output)
-        );
-        Self {
-            _temp: temp,
-            dir,
-            ssh_port,
-            service_port,
-            child: None,
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = tandem()
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "`tandem {}` failed: {}",
-            args.join(" "),
-            describe(&output)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Trusts `other` reached at `address` (a link proxy, so the test can cut the network).
-    fn trust_at(&self, other: &Node, address: &str) {
-        let key = other.ok(&["ha", "local-key"]);
-        self.ok(&["ha", "trusted-hosts", "add", address, "--key", key.trim()]);
-    }
-
-    fn serve(&mut self) {
-        let child = tandem()
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let started = Instant::now();
-        while !(self.dir.join("control.sock").exists()
-            && std::net::TcpStream::connect(("127.0.0.1", self.service_port)).is_ok())
-        {
-            assert!(
-                started.elapsed() < STARTUP_DEADLINE,
-                "the node did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill_9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_9(&mut child);
-        }
-    }
-
-    fn status(&self) -> Value {
-        serde_json::from_str(&self.ok(&["ha", "status", "--json"])).unwrap()
-    }
-
-    fn state(&self) -> String {
-        self.status()["controller"]["status"]["state"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    fn wait_for_state(&self, state: &str) {
-        wait_until(
-            || {
-                format!(
-                    "{} never became {state}: {:#}",
-                    self.dir.display(),
-                    self.status()
-                )
-            },
-            || self.state() == state,
-        );
-    }
-
-    /// Waits until the node has fenced itself (Not Available, with the reason recorded): a
-    /// restarting node is Not Available too while it asks its peers, before it knows.
-    fn wait_until_fenced(&self) {
-        wait_until(
-            || {
-                format!(
-                    "{} never fenced itself: {:#}",
-                    self.dir.display(),
-                    self.status()
-                )
-            },
-            || {
-                let status = self.status();
-                status["controller"]["status"]["state"] == "Not Available"
-                    && status["controller"]["fenced"].is_string()
-            },
-        );
-    }
-
-    /// Whether this node holds a label named `name` (asked directly, not through HAProxy).
-    fn has_label(&self, name: &str) -> bool {
-        let (code, body) = https(
-            self.service_port,
-            reqwest::Method::GET,
-            &format!("/api/v2/labels?query={name}"),
-            None,
-        )
-        .unwrap();
-        assert_eq!(code, 200, "{body}");
-        body.contains(name)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
-
-/// `(status code, body)` of a request, as admin, to a TLS listener on loopback `port`: a node's
-/// service listener, or HAProxy's device port that passes the TLS stream through to one. Every
-/// call opens a new connection, so through HAProxy each call is a fresh routing decision. `Err`
-/// when no TLS session could be had, e.g. HAProxy had no server to pass the connection to.
-fn https(
-    port: u16,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<(u16, String), String> {
-    let url = format!("https://127.0.0.1:{port}{path}");
-    tandem_crypto::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        // A promoted Secondary serves the Primary's certificate: the tests tell nodes apart by
-        // what they answer, not by certificate.
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let mut request = client
-            .request(method, url)
-            .basic_auth("admin", Some(PASSWORD));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|error| format!("{error:?}"))?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(|error| error.to_string())?;
-        Ok((status, text))
-    })
 }
 
 /// HAProxy running `deploy/haproxy/haproxy.cfg` in the foreground, with the test's ports.
@@ -446,7 +217,7 @@ impl Haproxy {
     /// The node that answers a new connection through HAProxy (its name, from `/api/v2/ping`).
     /// `None` when the connection was not passed to a node.
     fn served_by(&self) -> Option<String> {
-        let (_, body) = https(self.device_port, reqwest::Method::GET, "/api/v2/ping", None)
+        let (_, body) = try_https(self.device_port, reqwest::Method::GET, "/api/v2/ping", None)
             .ok()
             .filter(|(code, _)| *code == 200)?;
         let ping: Value = serde_json::from_str(&body).unwrap();
@@ -475,7 +246,7 @@ impl Haproxy {
 
     /// Creates a label through HAProxy: 201 means the node behind it is Active.
     fn write_label(&self, name: &str) {
-        let (code, body) = https(
+        let (code, body) = try_https(
             self.device_port,
             reqwest::Method::POST,
             "/api/v2/labels",

@@ -1,6 +1,8 @@
 //! Helpers shared by the process-level test binaries (`tests/process.rs`, `tests/replication.rs`,
-//! `tests/ha.rs`). Each binary uses a part of them.
+//! `tests/ha.rs`, `tests/haproxy.rs`, `tests/lb.rs`). Each binary uses a part of them.
 #![allow(dead_code)]
+
+pub mod node;
 
 use std::process::Child;
 

@@ -1,0 +1,287 @@
+//! A `tandem` node as the process-level tests run it: its own data directory and loopback
+//! listeners, driven through the real binary (`tests/ha.rs`, `tests/haproxy.rs`, `tests/lb.rs`).
+
+use super::{free_ports, kill_9};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a started node may take to accept connections.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a test waits for a state it expects: far above Tandem's detection times with
+/// [`FAST`], so a slow machine only makes a test slower. Time bounds themselves are checked from
+/// the nodes' own log timestamps, never from this deadline.
+pub const STATE_DEADLINE: Duration = Duration::from_secs(45);
+pub const PASSWORD: &str = "correct-horse-1";
+/// Fail Over Controls for the tests: detection within a few seconds.
+pub const FAST: &[&str] = &[
+    "--heartbeat-interval",
+    "1s",
+    "--recheck-interval",
+    "1s",
+    "--heartbeat-failures",
+    "3",
+];
+
+pub fn tandem() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    command.env("TANDEM_LOG", "warn");
+    command
+}
+
+pub struct Node {
+    _temp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub ssh_port: u16,
+    pub service_port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn init(name: &str) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join(name);
+        let password_file = temp.path().join("password");
+        std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+        let [ssh_port, service_port, sysmgr_port] = free_ports::<3>();
+        let output = tandem()
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["init", "--name", name])
+            .args(["--service-addr", &format!("127.0.0.1:{service_port}")])
+            .args(["--sysmgr-addr", &format!("127.0.0.1:{sysmgr_port}")])
+            .args(["--ssh-addr", &format!("127.0.0.1:{ssh_port}")])
+            .arg("--admin-password-file")
+            .arg(&password_file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "init failed: {output:?}");
+        Self {
+            _temp: temp,
+            dir,
+            ssh_port,
+            service_port,
+            child: None,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.ssh_port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        tandem()
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "`tandem {}` failed: {}",
+            args.join(" "),
+            describe(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn trust(&self, other: &Node) {
+        let key = other.ok(&["ha", "local-key"]);
+        self.ok(&[
+            "ha",
+            "trusted-hosts",
+            "add",
+            &other.endpoint(),
+            "--key",
+            key.trim(),
+        ]);
+    }
+
+    /// Trusts `other` reached at `address` (a link proxy, so the test can cut the network).
+    pub fn trust_at(&self, other: &Node, address: &str) {
+        let key = other.ok(&["ha", "local-key"]);
+        self.ok(&["ha", "trusted-hosts", "add", address, "--key", key.trim()]);
+    }
+
+    /// Whether this node holds a label named `name` (asked directly, not through a balancer).
+    pub fn has_label(&self, name: &str) -> bool {
+        let (code, body) = self.get(&format!("/api/v2/labels?query={name}"));
+        assert_eq!(code, 200, "{body}");
+        body.contains(name)
+    }
+
+    pub fn serve(&mut self) {
+        let child = tandem()
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let started = Instant::now();
+        while !(self.dir.join("control.sock").exists()
+            && std::net::TcpStream::connect(("127.0.0.1", self.service_port)).is_ok())
+        {
+            assert!(
+                started.elapsed() < STARTUP_DEADLINE,
+                "the node did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_9(&mut child);
+        }
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["ha", "status", "--json"])).unwrap()
+    }
+
+    pub fn state(&self) -> String {
+        self.status()["controller"]["status"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn wait_for_state(&self, state: &str) {
+        let started = Instant::now();
+        while self.state() != state {
+            assert!(
+                started.elapsed() < STATE_DEADLINE,
+                "{} never became {state}; status: {:#}",
+                self.dir.display(),
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the controller has finished asking its peers and is fenced: a restarted
+    /// node reports Not Available while it still checks, before the fencing decision.
+    pub fn wait_until_fenced(&self) -> Value {
+        let started = Instant::now();
+        loop {
+            let status = self.status();
+            if status["controller"]["fenced"].is_string() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < STATE_DEADLINE,
+                "{} was never fenced; status: {status:#}",
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `(status code, body)` of a GET on the service listener.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.request(reqwest::Method::GET, path, None)
+    }
+
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        https(self.service_port, method, path, body)
+    }
+
+    /// The HighAvailability log, oldest first: `(at, level, message)`.
+    pub fn ha_log(&self) -> Vec<(String, String, String)> {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.dir.join("node.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut statement = conn
+            .prepare(
+                "SELECT at, level, message FROM local_log WHERE module = 'HighAvailability' \
+                 ORDER BY id",
+            )
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+}
+
+/// `(status code, body)` of a request, as admin, to a TLS listener on loopback `port`.
+pub fn https(port: u16, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, String) {
+    try_https(port, method, path, body).unwrap_or_else(|error| panic!("port {port}: {error}"))
+}
+
+/// As [`https`], to a node's service listener or a load balancer's device port that passes the
+/// TLS stream through to one. Every call opens a new connection, so through a load balancer each
+/// call is a fresh routing decision. `Err` when no TLS session could be had, e.g. the load
+/// balancer had no backend to pass the connection to.
+pub fn try_https(
+    port: u16,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, String), String> {
+    let url = format!("https://127.0.0.1:{port}{path}");
+    tandem_crypto::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // A promoted Secondary serves the Primary's certificate: the tests tell nodes apart by
+        // what they answer, not by certificate.
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut request = client
+            .request(method, url)
+            .basic_auth("admin", Some(PASSWORD));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|error| format!("{error:?}"))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|error| error.to_string())?;
+        Ok((status, text))
+    })
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+pub fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Polls `condition` until it holds; panics with `what` (evaluated then) after the deadline.
+pub fn wait_until(what: impl Fn() -> String, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < STATE_DEADLINE, "{}", what());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
