@@ -75,6 +75,21 @@ write before exiting.",
     /// Failover operations (guide: the `failover` CLI set).
     #[command(subcommand)]
     Failover(FailoverCommand),
+
+    /// Traffic controller: route device traffic to the Active node by the guide's rule.
+    #[command(
+        long_about = "tandem lb --config FILE runs the traffic controller: it passes device TCP \
+connections through (TLS ends on the nodes) to one backend at a time. Traffic stays on that \
+backend while its /status/status.html probe passes; when it fails `fall` probes in a row, traffic \
+moves to the next backend (its data-center group first) whose /hastatus.html is up and which \
+passes /status/status.html, i.e. has promoted itself to Active. It never moves back by itself: \
+`tandem lb resume` does (Manual Resume = Yes). Needs no --data-dir.\n\n\
+The admin listener (plain HTTP, keep it on a management network) answers GET /status, \
+POST /resume[?to=NAME], GET /metrics (Prometheus) and GET /witness/primary ({\"reachable\": \
+bool}, for the Secondary's --witness).",
+        after_help = crate::lb::LB_EXIT_STATUS_HELP
+    )]
+    Lb(crate::lb::LbArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,9 +179,11 @@ struct InitArgs {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     init_logging(cli.log_format);
-    let data_dir = match cli.data_dir {
-        Some(dir) => dir,
-        None => {
+    let data_dir = match (cli.data_dir, &cli.command) {
+        (Some(dir), _) => dir,
+        // The traffic controller runs beside the nodes, not in one: it needs no data directory.
+        (None, Command::Lb(_)) => PathBuf::new(),
+        (None, _) => {
             eprintln!(
                 "tandem: error: no data directory: pass --data-dir DIR or set TANDEM_DATA_DIR"
             );
@@ -174,6 +191,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
     };
     match cli.command {
+        Command::Lb(args) => crate::lb::run(args),
         Command::Init(args) => init(data_dir, args),
         Command::Serve => serve(data_dir),
         Command::Ha(command) => crate::ha::run_ha(&data_dir, command),
@@ -294,7 +312,7 @@ fn serve(data_dir: PathBuf) -> Result<ExitCode> {
 }
 
 /// Completes on Ctrl-C or SIGTERM, whichever comes first.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -3,6 +3,7 @@
 
 mod cli;
 mod ha;
+mod lb;
 
 use std::process::ExitCode;
 

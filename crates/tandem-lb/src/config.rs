@@ -1,0 +1,421 @@
+//! The traffic controller's configuration file (TOML), its defaults and validation. Every error
+//! names the field, the value and the fix.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tandem_ha::config::Span;
+
+/// Bounds on the probe settings, each with the reason.
+pub mod bounds {
+    use tandem_ha::config::Span;
+
+    /// Below this a probe round costs more than it tells (two TLS handshakes per backend).
+    pub const PROBE_INTERVAL_MIN: Span = Span::from_millis(100);
+    /// Above this a dead Primary goes unnoticed for minutes even with `fall = 1`.
+    pub const PROBE_INTERVAL_MAX: Span = Span::from_secs(60);
+    /// A TLS handshake on a loaded LAN needs a few tens of milliseconds.
+    pub const PROBE_TIMEOUT_MIN: Span = Span::from_millis(50);
+    /// Consecutive results needed to change a page's state; beyond this detection is too slow.
+    pub const FALL_RISE_MAX: u32 = 100;
+    /// Backends in one controller: the guide's scenarios have two or three.
+    pub const BACKENDS_MAX: usize = 16;
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Listen,
+    admin: String,
+    #[serde(default = "default_probe_interval")]
+    probe_interval: Span,
+    #[serde(default = "default_probe_timeout")]
+    probe_timeout: Span,
+    #[serde(default = "default_fall")]
+    fall: u32,
+    #[serde(default = "default_rise")]
+    rise: u32,
+    #[serde(default)]
+    probe_tls: ProbeTlsFile,
+    #[serde(default)]
+    backend: Vec<BackendFile>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum Listen {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeTlsFile {
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pinned_sha256: Vec<String>,
+    #[serde(default)]
+    insecure: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendFile {
+    name: String,
+    address: String,
+    #[serde(default = "default_group")]
+    group: String,
+    server_name: Option<String>,
+}
+
+fn default_probe_interval() -> Span {
+    Span::from_secs(1)
+}
+fn default_probe_timeout() -> Span {
+    Span::from_millis(800)
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_group() -> String {
+    "main".into()
+}
+
+/// How probes check the backends' TLS certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeTls {
+    /// Verify the chain against this CA (PEM) and the backend's `server_name`.
+    Ca(PathBuf),
+    /// Accept exactly these certificates (lower-case hex SHA-256 of the DER), whatever their
+    /// names: Tandem's self-signed server certificates, printed by `tandem init`.
+    Pinned(Vec<String>),
+    /// Accept any certificate (labs only; a warning is logged at start).
+    Insecure,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub name: String,
+    /// `HOST:PORT` of the node's service listener.
+    pub address: String,
+    pub group: String,
+    /// Name checked against the certificate with [`ProbeTls::Ca`]; the address's host otherwise.
+    pub server_name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LbConfig {
+    pub listen: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+    pub probe_interval: Span,
+    pub probe_timeout: Span,
+    pub fall: u32,
+    pub rise: u32,
+    pub probe_tls: ProbeTls,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl LbConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates; the error names the field, the value and the fix.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: File = toml::from_str(text).map_err(|error| error.to_string())?;
+        let listen_text = match file.listen {
+            Listen::One(one) => vec![one],
+            Listen::Many(many) => many,
+        };
+        if listen_text.is_empty() {
+            return Err(
+                "listen = []: give at least one address, e.g. listen = \"0.0.0.0:443\"".into(),
+            );
+        }
+        let listen = listen_text
+            .iter()
+            .map(|text| socket_addr("listen", text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let admin = socket_addr("admin", &file.admin)?;
+        if file.probe_interval < bounds::PROBE_INTERVAL_MIN
+            || file.probe_interval > bounds::PROBE_INTERVAL_MAX
+        {
+            return Err(format!(
+                "probe_interval = {:?}: must be between {} and {}",
+                file.probe_interval.to_string(),
+                bounds::PROBE_INTERVAL_MIN,
+                bounds::PROBE_INTERVAL_MAX
+            ));
+        }
+        if file.probe_timeout < bounds::PROBE_TIMEOUT_MIN
+            || file.probe_timeout > file.probe_interval
+        {
+            return Err(format!(
+                "probe_timeout = {:?}: must be at least {} and at most probe_interval ({}), so \
+                 that one probe round ends before the next",
+                file.probe_timeout.to_string(),
+                bounds::PROBE_TIMEOUT_MIN,
+                file.probe_interval
+            ));
+        }
+        for (field, value) in [("fall", file.fall), ("rise", file.rise)] {
+            if value == 0 || value > bounds::FALL_RISE_MAX {
+                return Err(format!(
+                    "{field} = {value}: must be between 1 and {} (consecutive probe results)",
+                    bounds::FALL_RISE_MAX
+                ));
+            }
+        }
+        let tls = file.probe_tls;
+        let modes = usize::from(tls.ca_file.is_some())
+            + usize::from(!tls.pinned_sha256.is_empty())
+            + usize::from(tls.insecure);
+        let probe_tls = match modes {
+            0 => {
+                return Err(
+                    "[probe_tls]: say how probes check the nodes' certificates: ca_file = \
+                            \"ca.pem\", pinned_sha256 = [\"<hex>\"] (the fingerprint `tandem init` \
+                            prints), or insecure = true (labs only)"
+                        .into(),
+                );
+            }
+            1 => {
+                if let Some(path) = tls.ca_file {
+                    ProbeTls::Ca(path)
+                } else if tls.insecure {
+                    ProbeTls::Insecure
+                } else {
+                    let mut pins = Vec::new();
+                    for pin in tls.pinned_sha256 {
+                        let normalized = pin.replace(':', "").to_ascii_lowercase();
+                        if normalized.len() != 64
+                            || !normalized.chars().all(|c| c.is_ascii_hexdigit())
+                        {
+                            return Err(format!(
+                                "probe_tls.pinned_sha256 = {pin:?}: not a SHA-256 fingerprint; \
+                                 give 64 hex digits, as `tandem init` prints them"
+                            ));
+                        }
+                        pins.push(normalized);
+                    }
+                    ProbeTls::Pinned(pins)
+                }
+            }
+            _ => {
+                return Err(
+                    "[probe_tls]: set only one of ca_file, pinned_sha256 and insecure".into(),
+                );
+            }
+        };
+        if file.backend.is_empty() {
+            return Err(
+                "[[backend]]: none configured; add the Primary and the Secondary, each \
+                        with name and address"
+                    .into(),
+            );
+        }
+        if file.backend.len() > bounds::BACKENDS_MAX {
+            return Err(format!(
+                "[[backend]]: {} configured, at most {}",
+                file.backend.len(),
+                bounds::BACKENDS_MAX
+            ));
+        }
+        let mut backends: Vec<BackendConfig> = Vec::new();
+        for (index, backend) in file.backend.into_iter().enumerate() {
+            let at = format!("backend[{index}]");
+            if backend.name.is_empty()
+                || !backend
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(format!(
+                    "{at}.name = {:?}: use letters, digits, - _ or . (it appears in metrics \
+                     labels and on the command line)",
+                    backend.name
+                ));
+            }
+            if backends.iter().any(|other| other.name == backend.name) {
+                return Err(format!(
+                    "{at}.name = {:?}: another backend has this name; names must be unique",
+                    backend.name
+                ));
+            }
+            let host = host_of(&backend.address).ok_or_else(|| {
+                format!(
+                    "{at}.address = {:?}: write HOST:PORT of the node's service listener, e.g. \
+                     \"10.0.0.1:443\"",
+                    backend.address
+                )
+            })?;
+            if backend.group.is_empty() {
+                return Err(format!(
+                    "{at}.group = \"\": give a data-center name, e.g. \"main\" or \"dr\""
+                ));
+            }
+            backends.push(BackendConfig {
+                server_name: backend.server_name.unwrap_or_else(|| host.to_owned()),
+                name: backend.name,
+                address: backend.address,
+                group: backend.group,
+            });
+        }
+        Ok(Self {
+            listen,
+            admin,
+            probe_interval: file.probe_interval,
+            probe_timeout: file.probe_timeout,
+            fall: file.fall,
+            rise: file.rise,
+            probe_tls,
+            backends,
+        })
+    }
+}
+
+fn socket_addr(field: &str, text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("{field} = {text:?}: not an IP address and port; write e.g. \"127.0.0.1:9443\" or \"[::]:443\"")
+    })
+}
+
+/// The host part of `HOST:PORT` (brackets removed from IPv6), when the port is a valid number.
+fn host_of(address: &str) -> Option<&str> {
+    let (host, port) = address.rsplit_once(':')?;
+    port.parse::<u16>().ok().filter(|port| *port != 0)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        listen = "127.0.0.1:9443"
+        admin = "127.0.0.1:9444"
+        probe_interval = "1s"
+        probe_timeout = "800ms"
+        fall = 3
+        rise = 2
+        [probe_tls]
+        insecure = true
+        [[backend]]
+        name = "main-primary"
+        address = "10.0.0.1:443"
+        [[backend]]
+        name = "dr-secondary"
+        address = "[fd00::2]:443"
+        group = "dr"
+    "#;
+
+    #[test]
+    fn the_issues_example_parses_with_its_values() {
+        let config = LbConfig::parse(GOOD).unwrap();
+        assert_eq!(config.listen, vec!["127.0.0.1:9443".parse().unwrap()]);
+        assert_eq!(config.probe_interval, Span::from_secs(1));
+        assert_eq!(config.probe_timeout, Span::from_millis(800));
+        assert_eq!((config.fall, config.rise), (3, 2));
+        assert_eq!(config.probe_tls, ProbeTls::Insecure);
+        assert_eq!(config.backends[0].group, "main");
+        assert_eq!(config.backends[0].server_name, "10.0.0.1");
+        assert_eq!(config.backends[1].server_name, "fd00::2");
+        assert_eq!(config.backends[1].group, "dr");
+    }
+
+    #[test]
+    fn errors_name_the_field_the_value_and_the_fix() {
+        let cases = [
+            (GOOD.replace("\"1s\"", "\"1 fortnight\""), "probe_interval"),
+            (
+                GOOD.replace("\"800ms\"", "\"2s\""),
+                "probe_timeout = \"2s\"",
+            ),
+            (
+                GOOD.replace("fall = 3", "fall = 0"),
+                "fall = 0: must be between 1 and 100",
+            ),
+            (
+                GOOD.replace("\"127.0.0.1:9444\"", "\"localhost\""),
+                "admin = \"localhost\"",
+            ),
+            (
+                GOOD.replace("\"10.0.0.1:443\"", "\"10.0.0.1\""),
+                "backend[0].address = \"10.0.0.1\"",
+            ),
+            (
+                GOOD.replace("dr-secondary", "main-primary"),
+                "must be unique",
+            ),
+            (
+                GOOD.replace("insecure = true", "insecure = false"),
+                "[probe_tls]: say how",
+            ),
+            (
+                GOOD.replace(
+                    "insecure = true",
+                    "insecure = true\npinned_sha256 = [\"ab\"]",
+                ),
+                "only one of",
+            ),
+            (
+                GOOD.replace("insecure = true", "pinned_sha256 = [\"ab\"]"),
+                "pinned_sha256 = \"ab\": not a SHA-256",
+            ),
+            (
+                GOOD.replace("rise = 2", "rise = 2\nfail = 3"),
+                "unknown field `fail`",
+            ),
+            (
+                GOOD.replace("name = \"main-primary\"", "name = \"main primary\""),
+                "backend[0].name",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = LbConfig::parse(&text).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn pins_are_normalized_and_listen_takes_a_list() {
+        let pin = "AB:".repeat(31) + "AB";
+        let text = GOOD
+            .replace("insecure = true", &format!("pinned_sha256 = [{pin:?}]"))
+            .replace(
+                "listen = \"127.0.0.1:9443\"",
+                "listen = [\"127.0.0.1:9443\", \"127.0.0.1:9445\"]",
+            );
+        let config = LbConfig::parse(&text).unwrap();
+        assert_eq!(config.probe_tls, ProbeTls::Pinned(vec!["ab".repeat(32)]));
+        assert_eq!(config.listen.len(), 2);
+    }
+}

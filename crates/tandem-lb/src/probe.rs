@@ -1,0 +1,264 @@
+//! HTTPS probes of a node's status pages: one short-lived TLS connection per probe, so a probe
+//! sees exactly what a new device connection would (a listener that stopped accepting, a TLS
+//! identity that changed).
+
+use crate::config::ProbeTls;
+use crate::policy::{Page, ProbeResult};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+
+/// Bytes of a probe answer read at most: the status pages are one line; anything longer is not
+/// a Tandem node and is judged on what was read.
+const PROBE_ANSWER_BYTES_MAX: u64 = 8 * 1024;
+
+/// The string a passing page contains (PRODUCT.md section 3).
+pub const OK_STRING: &str = "MOBILEIRON-STATUS: OK";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeSetupError {
+    #[error("probe_tls.ca_file {path}: {message}")]
+    Ca { path: String, message: String },
+    #[error("backend {name}: server_name {server_name:?} is not a valid DNS name or IP address")]
+    ServerName { name: String, server_name: String },
+}
+
+/// Probes one backend.
+#[derive(Clone)]
+pub struct Prober {
+    connector: TlsConnector,
+    address: String,
+    server_name: ServerName<'static>,
+    timeout: Duration,
+}
+
+/// The TLS client configuration every probe shares.
+pub fn client_config(tls: &ProbeTls) -> Result<Arc<ClientConfig>, ProbeSetupError> {
+    let provider = rustls::crypto::ring::default_provider();
+    let algorithms = provider.signature_verification_algorithms;
+    let builder = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| ProbeSetupError::Ca {
+            path: String::new(),
+            message: error.to_string(),
+        })?;
+    let config = match tls {
+        ProbeTls::Ca(path) => {
+            let ca_error = |message: String| ProbeSetupError::Ca {
+                path: path.display().to_string(),
+                message,
+            };
+            let mut roots = RootCertStore::empty();
+            let certificates =
+                CertificateDer::pem_file_iter(path).map_err(|error| ca_error(error.to_string()))?;
+            for certificate in certificates {
+                let certificate = certificate.map_err(|error| ca_error(error.to_string()))?;
+                roots
+                    .add(certificate)
+                    .map_err(|error| ca_error(error.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(ca_error("holds no PEM certificate".into()));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        ProbeTls::Pinned(pins) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                pins: pins.clone(),
+                algorithms,
+            }))
+            .with_no_client_auth(),
+        ProbeTls::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                pins: Vec::new(),
+                algorithms,
+            }))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+impl Prober {
+    pub fn new(
+        config: Arc<ClientConfig>,
+        name: &str,
+        address: &str,
+        server_name: &str,
+        timeout: Duration,
+    ) -> Result<Self, ProbeSetupError> {
+        let server_name = ServerName::try_from(server_name.to_owned()).map_err(|_| {
+            ProbeSetupError::ServerName {
+                name: name.into(),
+                server_name: server_name.into(),
+            }
+        })?;
+        Ok(Self {
+            connector: TlsConnector::from(config),
+            address: address.into(),
+            server_name,
+            timeout,
+        })
+    }
+
+    /// Probes `page`; never takes longer than the probe timeout.
+    pub async fn probe(&self, page: Page) -> ProbeResult {
+        match tokio::time::timeout(self.timeout, self.fetch(page.path())).await {
+            Ok(Ok((code, body))) => judge(code, &body),
+            Ok(Err(error)) => ProbeResult::Failed(error),
+            Err(_) => ProbeResult::Failed(format!(
+                "no answer within the probe timeout ({} ms)",
+                self.timeout.as_millis()
+            )),
+        }
+    }
+
+    async fn fetch(&self, path: &str) -> Result<(u16, String), String> {
+        let tcp = tokio::net::TcpStream::connect(&self.address)
+            .await
+            .map_err(|error| format!("connect: {error}"))?;
+        let _ = tcp.set_nodelay(true);
+        let mut tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|error| format!("TLS: {error}"))?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: tandem-lb\r\nUser-Agent: tandem-lb\r\nConnection: close\r\n\r\n"
+        );
+        tls.write_all(request.as_bytes())
+            .await
+            .map_err(|error| format!("send: {error}"))?;
+        let mut answer = Vec::new();
+        let read = (&mut tls)
+            .take(PROBE_ANSWER_BYTES_MAX)
+            .read_to_end(&mut answer)
+            .await;
+        // A server may close without TLS close_notify; what arrived still counts.
+        if let Err(error) = read
+            && answer.is_empty()
+        {
+            return Err(format!("read: {error}"));
+        }
+        parse_answer(&answer)
+    }
+}
+
+fn parse_answer(answer: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| "not an HTTP answer".to_owned())?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP status line: {:?}", first_line(head)))?;
+    Ok((code, body.to_owned()))
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default().trim()
+}
+
+/// A page passes on HTTP 200 with the OK string in the body; the detail is what an operator
+/// needs to see.
+fn judge(code: u16, body: &str) -> ProbeResult {
+    let line = first_line(body);
+    if code == 200 && body.contains(OK_STRING) {
+        ProbeResult::Ok(line.to_owned())
+    } else if code == 200 {
+        ProbeResult::Failed(format!("200 but the body lacks {OK_STRING}: {line:?}"))
+    } else {
+        ProbeResult::Failed(format!("{code} {line}"))
+    }
+}
+
+/// Accepts a certificate whose SHA-256 is pinned (any certificate when no pin is given: the
+/// explicit insecure mode), and still checks the handshake signature against it so the backend
+/// must hold the private key.
+#[derive(Debug)]
+struct Pinned {
+    pins: Vec<String>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.pins.is_empty() {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let fingerprint = hex::encode(Sha256::digest(end_entity.as_ref()));
+        if self.pins.contains(&fingerprint) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "certificate SHA-256 {fingerprint} is not in probe_tls.pinned_sha256"
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_passes_only_on_200_with_the_ok_string() {
+        let (code, body) =
+            parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 22\r\n\r\nMOBILEIRON-STATUS: OK\n")
+                .unwrap();
+        assert_eq!(
+            judge(code, &body),
+            ProbeResult::Ok("MOBILEIRON-STATUS: OK".into())
+        );
+        let (code, body) = parse_answer(
+            b"HTTP/1.1 503 Service Unavailable\r\n\r\nMOBILEIRON-STATUS: NOT OK (Standby)\n",
+        )
+        .unwrap();
+        assert_eq!(
+            judge(code, &body),
+            ProbeResult::Failed("503 MOBILEIRON-STATUS: NOT OK (Standby)".into())
+        );
+        let (code, body) = parse_answer(b"HTTP/1.1 200 OK\r\n\r\n<html>It works!</html>").unwrap();
+        assert!(matches!(judge(code, &body), ProbeResult::Failed(why) if why.contains("lacks")));
+        assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n").is_err());
+    }
+}

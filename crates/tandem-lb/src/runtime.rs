@@ -1,0 +1,503 @@
+//! The traffic controller's I/O: device listeners that pass TCP streams through to the active
+//! backend, the probe loop that feeds the [`Policy`], and the admin listener (status, resume,
+//! witness, metrics). Every decision is the policy's; this module only carries it out.
+
+use crate::config::LbConfig;
+use crate::metrics::{Metrics, render};
+use crate::policy::{Command, Page, Policy, Refused};
+use crate::probe::{ProbeSetupError, Prober, client_config};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+/// Device connections open at once through the controller. Beyond it new connections are
+/// closed at once (counted in `tandem_lb_refused_connections_total`) rather than queued: a
+/// queue would hold devices longer than their own connect timeout.
+pub const CONNECTIONS_MAX: usize = 20_000;
+/// Time to open the connection to the backend. A backend that takes longer is counted as a
+/// failed connection; the device retries, and the probes decide whether the backend is down.
+const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a failed `accept` (e.g. out of file descriptors) the listener waits this long instead
+/// of spinning.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LbError {
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Probe(#[from] ProbeSetupError),
+    #[error("admin listener: {0}")]
+    Admin(std::io::Error),
+}
+
+struct Shared {
+    config: LbConfig,
+    policy: Mutex<Policy>,
+    route: watch::Sender<Option<usize>>,
+    /// Bumped when a backend is marked down: connections to it close.
+    down: Vec<watch::Sender<u64>>,
+    metrics: Metrics,
+    slots: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn policy(&self) -> MutexGuard<'_, Policy> {
+        // A panic while holding the lock cannot leave the policy half-updated in a way that
+        // matters more than stopping routing altogether; keep serving with its last state.
+        self.policy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn apply(&self, commands: Vec<Command>) {
+        for command in commands {
+            match command {
+                Command::Route(index) => {
+                    self.route.send_replace(Some(index));
+                    tracing::info!(backend = %self.config.backends[index].name, "new connections go to this backend");
+                }
+                Command::CloseConnections(index) => {
+                    self.down[index].send_modify(|generation| *generation += 1);
+                    tracing::warn!(backend = %self.config.backends[index].name, "marked down: closing its connections");
+                }
+                Command::Switched(switch) => {
+                    if switch.from.is_some() {
+                        self.metrics.switches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::warn!(
+                        from = switch.from.as_deref().unwrap_or("-"),
+                        to = %switch.to,
+                        reason = %switch.reason,
+                        "traffic switched"
+                    );
+                }
+                Command::Log {
+                    warn: true,
+                    message,
+                } => tracing::warn!("{message}"),
+                Command::Log {
+                    warn: false,
+                    message,
+                } => tracing::info!("{message}"),
+            }
+        }
+    }
+}
+
+/// A bound traffic controller, ready to run.
+pub struct Lb {
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+    admin: TcpListener,
+    probers: Vec<Prober>,
+}
+
+impl Lb {
+    pub async fn bind(config: LbConfig) -> Result<Self, LbError> {
+        let tls = client_config(&config.probe_tls)?;
+        if config.probe_tls == crate::config::ProbeTls::Insecure {
+            tracing::warn!("probe_tls.insecure = true: probes accept any certificate (labs only)");
+        }
+        let timeout = Duration::from_millis(config.probe_timeout.as_millis());
+        let probers = config
+            .backends
+            .iter()
+            .map(|backend| {
+                Prober::new(
+                    tls.clone(),
+                    &backend.name,
+                    &backend.address,
+                    &backend.server_name,
+                    timeout,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| LbError::Bind {
+                    what: "listen",
+                    addr: *addr,
+                    source,
+                })?;
+            listeners.push(listener);
+        }
+        let admin = TcpListener::bind(config.admin)
+            .await
+            .map_err(|source| LbError::Bind {
+                what: "admin",
+                addr: config.admin,
+                source,
+            })?;
+        let policy = Policy::new(
+            config
+                .backends
+                .iter()
+                .map(|backend| (backend.name.clone(), backend.group.clone()))
+                .collect(),
+            crate::policy::Limits {
+                fall: config.fall,
+                rise: config.rise,
+            },
+        );
+        let shared = Arc::new(Shared {
+            down: config
+                .backends
+                .iter()
+                .map(|_| watch::Sender::new(0))
+                .collect(),
+            metrics: Metrics::new(config.backends.len()),
+            route: watch::Sender::new(None),
+            policy: Mutex::new(policy),
+            slots: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+            config,
+        });
+        Ok(Self {
+            shared,
+            listeners,
+            admin,
+            probers,
+        })
+    }
+
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|listener| listener.local_addr().ok())
+            .collect()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.local_addr().ok()
+    }
+
+    /// Runs until `shutdown` completes. Open device connections are dropped with the runtime.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), LbError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(probe_loop(self.shared.clone(), self.probers));
+        for listener in self.listeners {
+            tasks.spawn(accept_loop(self.shared.clone(), listener));
+        }
+        let router = admin_router(self.shared.clone());
+        let admin = self.admin;
+        tasks.spawn(async move {
+            if let Err(error) = axum::serve(admin, router).await {
+                tracing::error!(%error, "admin listener stopped");
+            }
+        });
+        shutdown.await;
+        tasks.shutdown().await;
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+async fn probe_loop(shared: Arc<Shared>, probers: Vec<Prober>) {
+    let interval = Duration::from_millis(shared.config.probe_interval.as_millis());
+    let mut ticker = tokio::time::interval(interval);
+    // A slow round delays the next one instead of firing a burst to catch up.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let probers = Arc::new(probers);
+    loop {
+        ticker.tick().await;
+        let mut round = tokio::task::JoinSet::new();
+        for backend in 0..probers.len() {
+            for page in Page::ALL {
+                let shared = shared.clone();
+                let probers = probers.clone();
+                round.spawn(async move {
+                    let started = Instant::now();
+                    let result = probers[backend].probe(page).await;
+                    shared
+                        .metrics
+                        .record_probe(backend, page, started.elapsed(), &result);
+                    let commands = shared.policy().probe(now_ms(), backend, page, result);
+                    shared.apply(commands);
+                });
+            }
+        }
+        // Every probe ends within probe_timeout ≤ probe_interval, so rounds never overlap.
+        while round.join_next().await.is_some() {}
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (inbound, _peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+            shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                limit = CONNECTIONS_MAX,
+                "connection limit reached; closing a new connection"
+            );
+            continue;
+        };
+        let Some(backend) = *shared.route.borrow() else {
+            shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("no backend can take traffic; closing a new connection");
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            pass_through(&shared, inbound, backend).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn pass_through(shared: &Shared, inbound: TcpStream, backend: usize) {
+    let metrics = &shared.metrics.backends[backend];
+    // Subscribed before connecting, so a mark-down during the connect closes this one too.
+    let mut down = shared.down[backend].subscribe();
+    down.borrow_and_update();
+    let address = &shared.config.backends[backend].address;
+    let outbound = match tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(address))
+        .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            metrics.connect_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(backend = %shared.config.backends[backend].name, %error, "cannot connect to the backend");
+            return;
+        }
+        Err(_) => {
+            metrics.connect_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(backend = %shared.config.backends[backend].name, "connecting to the backend timed out");
+            return;
+        }
+    };
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    metrics.connections.fetch_add(1, Ordering::Relaxed);
+    metrics.open.fetch_add(1, Ordering::Relaxed);
+    let mut device = Counted {
+        inner: inbound,
+        read: &metrics.bytes_from_devices,
+    };
+    let mut node = Counted {
+        inner: outbound,
+        read: &metrics.bytes_to_devices,
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut device, &mut node) => {}
+        _ = down.changed() => {
+            metrics.closed_by_mark_down.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    metrics.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A stream that counts the bytes read from it, as they pass (so the metrics move during long
+/// downloads and still count connections closed by a mark-down).
+struct Counted<'a> {
+    inner: TcpStream,
+    read: &'a AtomicU64,
+}
+
+impl AsyncRead for Counted<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.read.fetch_add(read as u64, Ordering::Relaxed);
+        poll
+    }
+}
+
+impl AsyncWrite for Counted<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+fn admin_router(shared: Arc<Shared>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/status", get(status))
+        .route("/resume", post(resume))
+        .route("/metrics", get(metrics))
+        .route("/witness/primary", get(witness))
+        .with_state(shared)
+}
+
+type AdminState = axum::extract::State<Arc<Shared>>;
+
+async fn status(axum::extract::State(shared): AdminState) -> axum::Json<Value> {
+    axum::Json(status_json(&shared))
+}
+
+fn rfc3339(ms: Option<i64>) -> Value {
+    ms.and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    })
+    .and_then(|at| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .map_or(Value::Null, Value::String)
+}
+
+fn status_json(shared: &Shared) -> Value {
+    let policy = shared.policy();
+    let snapshot = serde_json::to_value(&*policy).unwrap_or(Value::Null);
+    let backends: Vec<Value> = policy
+        .backends()
+        .iter()
+        .zip(&shared.config.backends)
+        .enumerate()
+        .map(|(index, (backend, config))| {
+            let page = |health: &crate::policy::Health| {
+                json!({
+                    "state": health.state,
+                    "lastOk": health.last_ok,
+                    "lastDetail": health.last_detail,
+                    "lastProbeAt": rfc3339(health.last_probe_at_ms),
+                    "changedAt": rfc3339(health.changed_at_ms),
+                    "streak": health.streak,
+                })
+            };
+            let metrics = &shared.metrics.backends[index];
+            json!({
+                "name": backend.name,
+                "address": config.address,
+                "group": backend.group,
+                "active": policy.active() == Some(index),
+                "status": page(&backend.status),
+                "hastatus": page(&backend.hastatus),
+                "openConnections": metrics.open.load(Ordering::Relaxed),
+                "connections": metrics.connections.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    let last_switch = snapshot.get("lastSwitch").cloned().unwrap_or(Value::Null);
+    let last_switch = match last_switch {
+        Value::Object(mut switch) => {
+            let at = switch.remove("atMs").and_then(|at| at.as_i64());
+            switch.insert("at".into(), rfc3339(at));
+            Value::Object(switch)
+        }
+        other => other,
+    };
+    json!({
+        "listen": shared.config.listen,
+        "active": policy.active().map(|index| policy.backends()[index].name.clone()),
+        "activeSince": rfc3339(snapshot.get("activeSinceMs").and_then(Value::as_i64)),
+        "canTakeTraffic": policy.active().is_some_and(|index| policy.backends()[index].status.state == crate::policy::HealthState::Up),
+        "waiting": snapshot.get("waiting").cloned().unwrap_or(Value::Null),
+        "lastSwitch": last_switch,
+        "switches": policy.switches(),
+        "fall": shared.config.fall,
+        "rise": shared.config.rise,
+        "probeInterval": shared.config.probe_interval.to_string(),
+        "probeTimeout": shared.config.probe_timeout.to_string(),
+        "backends": backends,
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct ResumeQuery {
+    to: Option<String>,
+}
+
+async fn resume(
+    axum::extract::State(shared): AdminState,
+    query: Result<axum::extract::Query<ResumeQuery>, axum::extract::rejection::QueryRejection>,
+) -> (axum::http::StatusCode, axum::Json<Value>) {
+    use axum::http::StatusCode;
+    let to = match query {
+        Ok(axum::extract::Query(query)) => query.to,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(
+                    json!({"error": format!("query: {error}; use POST /resume or POST /resume?to=NAME")}),
+                ),
+            );
+        }
+    };
+    let outcome = shared.policy().resume(now_ms(), to.as_deref());
+    match outcome {
+        Ok(commands) => {
+            let moved = commands
+                .iter()
+                .any(|command| matches!(command, Command::Route(_)));
+            shared.apply(commands);
+            let policy = shared.policy();
+            let active = policy
+                .active()
+                .map(|index| policy.backends()[index].name.clone());
+            let message = match (&active, moved) {
+                (Some(name), true) => format!("traffic moved to {name}"),
+                (Some(name), false) => format!("traffic is already on {name}; nothing changed"),
+                (None, _) => "no backend has traffic".into(),
+            };
+            (
+                StatusCode::OK,
+                axum::Json(json!({"active": active, "moved": moved, "message": message})),
+            )
+        }
+        Err(Refused(reason)) => {
+            tracing::warn!(%reason, "resume refused");
+            (StatusCode::CONFLICT, axum::Json(json!({"error": reason})))
+        }
+    }
+}
+
+async fn witness(axum::extract::State(shared): AdminState) -> axum::Json<Value> {
+    axum::Json(json!({"reachable": shared.policy().reaches_active()}))
+}
+
+async fn metrics(
+    axum::extract::State(shared): AdminState,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let text = {
+        let policy = shared.policy();
+        render(&shared.metrics, &shared.config, &policy)
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+}
