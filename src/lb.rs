@@ -221,7 +221,7 @@ fn render_status(addr: SocketAddr, status: &Value) -> String {
             text(&backend["address"]),
             text(&backend["status"]["state"]),
             text(&backend["hastatus"]["state"]),
-            backend["openConnections"],
+            backend["openConnections"].to_string(),
             text(&backend["status"]["lastDetail"])
         );
     }

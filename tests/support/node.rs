@@ -35,6 +35,8 @@ pub struct Node {
     pub dir: PathBuf,
     pub ssh_port: u16,
     pub service_port: u16,
+    /// Of the certificate `init` created (the node serves its Primary's once it has synced).
+    pub server_certificate_sha256: String,
     child: Option<Child>,
 }
 
@@ -56,12 +58,23 @@ impl Node {
             .arg(&password_file)
             .output()
             .unwrap();
-        assert!(output.status.success(), "init failed: {output:?}");
+        assert!(
+            output.status.success(),
+            "init failed: {}",
+            describe(&output)
+        );
+        let printed = String::from_utf8_lossy(&output.stdout);
+        let server_certificate_sha256 = printed
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("server certificate   SHA-256 "))
+            .unwrap_or_else(|| panic!("init printed no certificate fingerprint: {printed}"))
+            .to_owned();
         Self {
             _temp: temp,
             dir,
             ssh_port,
             service_port,
+            server_certificate_sha256,
             child: None,
         }
     }

@@ -72,17 +72,15 @@ impl Shared {
                     self.down[index].send_modify(|generation| *generation += 1);
                     tracing::warn!(backend = %self.config.backends[index].name, "marked down: closing its connections");
                 }
-                Command::Switched(switch) => {
-                    if switch.from.is_some() {
+                Command::Switched(switch) => match &switch.from {
+                    Some(from) => {
                         self.metrics.switches.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%from, to = %switch.to, reason = %switch.reason, "traffic switched");
                     }
-                    tracing::warn!(
-                        from = switch.from.as_deref().unwrap_or("-"),
-                        to = %switch.to,
-                        reason = %switch.reason,
-                        "traffic switched"
-                    );
-                }
+                    None => {
+                        tracing::info!(to = %switch.to, reason = %switch.reason, "traffic routed")
+                    }
+                },
                 Command::Log {
                     warn: true,
                     message,
