@@ -44,6 +44,11 @@ pub struct Durable {
     pub fenced: Option<String>,
     /// Wall-clock ms of the StartTime the schedule counts from, set when the config is saved.
     pub schedule_anchor_ms: Option<i64>,
+    /// The state of the node this one follows (its Primary), as its last heartbeat answer told.
+    /// Durable so that a restarted node still knows it follows a node that was not serving:
+    /// a Standby there (a DR node following the main Secondary) or a Not Available node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followed_state: Option<State>,
 }
 
 impl Durable {
@@ -53,6 +58,7 @@ impl Durable {
             epoch,
             fenced: None,
             schedule_anchor_ms: None,
+            followed_state: None,
         }
     }
 }
@@ -180,7 +186,9 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum OperatorCommand {
-    /// `tandem failover mode primary`: same effect as an automatic promotion; repeatable.
+    /// `tandem failover mode primary`: an epoch above every epoch seen, as an automatic promotion
+    /// takes, and Primary mode; repeatable. A node that followed a Primary keeps heartbeating
+    /// it, so that Primary fences itself when they meet again (e.g. after a partition).
     ModePrimary,
     /// `tandem failover mode secondary`: Standby again; the schedule is not re-anchored.
     ModeSecondary,
@@ -371,20 +379,26 @@ impl Controller {
         commands.push(Command::Persist(self.durable.clone()));
     }
 
-    /// A Standby Secondary heartbeats its Primary (the guide); an Active Secondary keeps doing
-    /// so, so that an old Primary that returns learns of the newer epoch and fences itself.
+    /// A Standby Secondary heartbeats its Primary (the guide); an Active node keeps doing so
+    /// with the Primary it followed, whether it was promoted automatically or by `failover mode
+    /// primary`, so that an old Primary that returns, or that kept serving behind a partition,
+    /// learns of the newer epoch and fences itself.
     fn heartbeats_wanted(&self) -> bool {
         let config = &self.durable.config;
+        let following = config.mode == Mode::Secondary
+            && matches!(self.status.state, State::Standby | State::Active);
+        let promoted_by_hand = config.mode == Mode::Primary && self.status.state == State::Active;
         self.started
             && config.enabled
-            && config.mode == Mode::Secondary
             && config.primary.is_some()
-            && matches!(self.status.state, State::Standby | State::Active)
+            && (following || promoted_by_hand)
     }
 
-    /// Only a Standby syncs on the schedule (guide, Table 4: an Active Secondary does not).
+    /// Only a Standby Secondary syncs on the schedule (guide, Table 4: an Active one does not).
     fn schedule_wanted(&self) -> bool {
-        self.heartbeats_wanted() && self.status.state == State::Standby
+        self.heartbeats_wanted()
+            && self.durable.config.mode == Mode::Secondary
+            && self.status.state == State::Standby
     }
 
     /// Takes a fresh epoch above everything seen, durably, then serves Active.
@@ -663,6 +677,10 @@ impl Controller {
                 ),
             );
         }
+        if self.durable.followed_state != Some(peer.state) {
+            self.durable.followed_state = Some(peer.state);
+            self.persist(commands);
+        }
         self.observe_peer(now, peer, commands);
     }
 
@@ -711,6 +729,25 @@ impl Controller {
             notification: Notification::FailureDetected,
             message,
         });
+        let followed = self.durable.followed_state;
+        if config.on_failure == OnFailure::Promote
+            && matches!(followed, Some(State::Standby | State::NotAvailable))
+        {
+            // The followed node was not serving devices, so its failure leaves the fleet with
+            // whatever node does (in the three-server scenario: the main Primary, which this DR
+            // node cannot see). Promoting here would make a second Active node.
+            log(
+                commands,
+                Level::Warn,
+                format!(
+                    "{primary} was {} when it last answered: it was not serving devices, so this \
+                     node stays Standby. If the node it followed is gone too (e.g. the whole main \
+                     data center), promote this one with `tandem failover mode primary`",
+                    followed.map_or("unknown".into(), |state| state.to_string())
+                ),
+            );
+            return;
+        }
         match config.on_failure {
             OnFailure::Standby => log(
                 commands,

@@ -116,7 +116,10 @@ fn a_standby_heartbeats_its_primary_every_heartbeat_interval() {
         at(20),
         Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, at(20))),
     );
-    assert_eq!(acts(answered.clone()), vec![]);
+    // The first answer records, durably, that the followed node serves (Active).
+    let mut remembered = controller.durable().clone();
+    remembered.followed_state = Some(State::Active);
+    assert_eq!(acts(answered.clone()), vec![Command::Persist(remembered)]);
     assert!(
         logs(&answered)[0].starts_with("heartbeat to node-a: Primary Active in epoch 1"),
         "every heartbeat is in the HighAvailability log: {answered:?}"
@@ -527,12 +530,16 @@ fn clock_skew_over_two_seconds_warns_once_until_it_recovers() {
     let mut skewed = peer("node-a", Mode::Primary, State::Active, 1, at(0));
     skewed.wall_clock_ms += 2_500;
     let commands = acts(controller.handle(at(0), Event::HeartbeatAnswered(skewed.clone())));
+    // (The first answer also records the followed node's state: the Persist.)
     assert!(matches!(
         &commands[..],
-        [Command::Notify {
-            notification: Notification::ClockSkew,
-            ..
-        }]
+        [
+            Command::Persist(_),
+            Command::Notify {
+                notification: Notification::ClockSkew,
+                ..
+            }
+        ]
     ));
     assert!(controller.snapshot().clock_skew_warning);
     heartbeat(&mut controller, at(10_000));
@@ -569,7 +576,14 @@ fn an_active_secondary_is_fenced_by_its_primary_after_failback() {
             at(10_003),
         )),
     ));
-    assert!(matches!(&commands[0], Command::Persist(durable) if durable.fenced.is_some()));
+    // The fence is persisted before anything is served differently.
+    let fenced_at = commands.iter().position(
+        |command| matches!(command, Command::Persist(durable) if durable.fenced.is_some()),
+    );
+    let served_at = commands
+        .iter()
+        .position(|command| matches!(command, Command::Serve { .. }));
+    assert!(fenced_at.is_some() && fenced_at < served_at, "{commands:?}");
     assert_eq!(controller.status().state, State::NotAvailable);
 }
 
@@ -625,4 +639,87 @@ fn two_nodes_active_in_the_same_epoch_counter_resolve_by_node_id() {
     let commands = controller.handle(at(2), Event::PeerSeen(tie));
     assert_eq!(controller.status().state, State::NotAvailable);
     assert!(logs(&commands)[0].contains("wins the tie"), "{commands:?}");
+}
+
+#[test]
+fn a_dr_node_does_not_promote_when_the_node_it_follows_was_only_a_standby() {
+    // node-c follows node-b, which answers as a Standby of node-a (the three-server scenario).
+    let mut controller = started_standby();
+    heartbeat(&mut controller, at(0));
+    let standby = peer("node-b", Mode::Secondary, State::Standby, 1, at(0));
+    let answered = acts(controller.handle(at(1), Event::HeartbeatAnswered(standby)));
+    assert!(
+        matches!(&answered[..], [Command::Persist(durable)] if durable.followed_state == Some(State::Standby))
+    );
+    // node-b stops answering: detected and notified, but no promotion (node-a still serves).
+    let mut all = Vec::new();
+    let mut now = 10_001;
+    for _ in 0..3 {
+        heartbeat(&mut controller, at(now));
+        all.extend(fail(&mut controller, at(now + 1)));
+        now += 5_001;
+    }
+    assert!(all.iter().any(|command| matches!(
+        command,
+        Command::Notify {
+            notification: Notification::FailureDetected,
+            ..
+        }
+    )));
+    assert!(
+        !all.iter()
+            .any(|command| matches!(command, Command::Serve { .. }))
+    );
+    assert!(
+        logs(&all)
+            .iter()
+            .any(|line| line.contains("it was not serving devices"))
+    );
+    assert_eq!(controller.status().state, State::Standby);
+
+    // The same node restarted remembers it (durably) and still does not promote.
+    let mut restarted = Controller::new("node-c-id", controller.durable().clone());
+    restarted.handle(at(0), Event::Started);
+    let mut all = Vec::new();
+    let mut now = 1;
+    for _ in 0..3 {
+        heartbeat(&mut restarted, at(now));
+        all.extend(fail(&mut restarted, at(now + 1)));
+        now += 5_001;
+    }
+    assert!(all.iter().any(|command| matches!(
+        command,
+        Command::Notify {
+            notification: Notification::FailureDetected,
+            ..
+        }
+    )));
+    assert!(!all.iter().any(
+        |command| matches!(command, Command::Serve { status, .. } if status.state == State::Active)
+    ));
+}
+
+#[test]
+fn a_node_promoted_by_hand_keeps_heartbeating_and_fences_the_old_primary() {
+    // Keep in Standby, the operator promotes: the node is Primary mode but still tells its old
+    // Primary about the new epoch, so a partition's other side learns it after the heal.
+    let mut controller = started_standby();
+    controller
+        .operator(at(0), OperatorCommand::ModePrimary)
+        .unwrap();
+    assert_eq!(controller.status().state, State::Active);
+    assert_eq!(controller.status().mode, Mode::Primary);
+    let commands = controller.handle(at(10_000), Event::Tick);
+    assert!(
+        commands
+            .iter()
+            .any(|command| matches!(command, Command::SendHeartbeat { to } if to == "primary.example:2222")),
+        "{commands:?}"
+    );
+    // It does not sync on the schedule though: it is Active.
+    assert!(
+        !commands
+            .iter()
+            .any(|command| matches!(command, Command::StartSync { .. }))
+    );
 }

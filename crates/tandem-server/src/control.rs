@@ -77,6 +77,7 @@ impl ops::Executor for NodeExecutor {
                         epoch: snapshot.epoch,
                         fenced: snapshot.fenced.clone(),
                         schedule_anchor_ms: None,
+                        followed_state: None,
                     };
                     Event::Done {
                         result: status_json(
