@@ -119,6 +119,12 @@ pub enum NodeStatusArg {
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ReplicationArg {
+    Scheduled,
+    Continuous,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum OnFailureArg {
     /// Promote to Primary.
     Promote,
@@ -143,6 +149,10 @@ pub struct ConfigureArgs {
     /// The Primary's replication address (a Trusted Host), for a Secondary. "" clears it.
     #[arg(long, value_name = "HOST[:PORT]")]
     primary: Option<String>,
+    /// Replication: scheduled (the guide's StartTime / Run Every) or continuous (a stream kept
+    /// open; each write reaches the Standby as it commits, and the schedule is not used).
+    #[arg(long, value_enum)]
+    replication: Option<ReplicationArg>,
     /// StartTime (GMT), HH:MM: when the first scheduled sync runs.
     #[arg(long, value_name = "HH:MM")]
     start_time: Option<tandem_ha::config::StartTime>,
@@ -196,6 +206,10 @@ impl ConfigureArgs {
                 NodeStatusArg::Active => NodeStatusSetting::Active,
             }),
             primary: self.primary,
+            replication: self.replication.map(|mode| match mode {
+                ReplicationArg::Scheduled => tandem_ha::config::ReplicationMode::Scheduled,
+                ReplicationArg::Continuous => tandem_ha::config::ReplicationMode::Continuous,
+            }),
             start_time: self.start_time,
             run_every: self.run_every,
             heartbeat_interval: self.heartbeat_interval,
@@ -755,12 +769,16 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
         if heartbeat["failureDetected"] == true {
             println!("Failure detected: the Primary missed its heartbeats");
         }
-        println!(
-            "Schedule: StartTime {} GMT, Run Every {}; next sync {}",
-            text(config, "startTime"),
-            text(config, "runEvery"),
-            at(&snapshot["nextSyncMs"])
-        );
+        if config["replication"] == "continuous" {
+            println!("Replication: continuous (the schedule is not used)");
+        } else {
+            println!(
+                "Replication: scheduled: StartTime {} GMT, Run Every {}; next sync {}",
+                text(config, "startTime"),
+                text(config, "runEvery"),
+                at(&snapshot["nextSyncMs"])
+            );
+        }
     }
     if let Some(witnesses) = config["witnesses"]
         .as_array()
@@ -812,6 +830,31 @@ fn print_status(result: &serde_json::Value) {
             }
             print_config(&result["config"], None);
         }
+    }
+    if let Some(follower) = result["follower"].as_object() {
+        let field = |name: &str| follower.get(name).cloned().unwrap_or_default();
+        let lag = |name: &str| match field(name).as_i64() {
+            Some(ms) => format!("{ms} ms"),
+            None => "-".into(),
+        };
+        println!(
+            "Continuous replication from {}: {}, position {}, {} entries applied; lag: last {}, \
+             recent max {}{}",
+            field("source").as_str().unwrap_or("-"),
+            if field("connected") == true {
+                format!("connected since {}", at(&field("connectedSinceMs")))
+            } else {
+                "DISCONNECTED".into()
+            },
+            field("positionSeq"),
+            field("appliedEntries"),
+            lag("lastLagMs"),
+            lag("recentLagMaxMs"),
+            match field("lastError").as_str() {
+                Some(error) if field("connected") != true => format!(" (last error: {error})"),
+                _ => String::new(),
+            }
+        );
     }
     if let Some(gate) = result["clientConnections"].as_str() {
         println!("Client connections: {gate}");

@@ -190,6 +190,28 @@ impl fmt::Display for OnFailure {
     }
 }
 
+/// Replication (beyond the guide): how a Standby copies its Primary's database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// The guide's StartTime / Run Every schedule: a failover loses the writes since the last
+    /// sync (they stay on the old Primary and are saved when it resyncs).
+    #[default]
+    Scheduled,
+    /// A replication stream kept open: each write reaches the Standby as it commits (a lag of
+    /// milliseconds); the schedule is not used.
+    Continuous,
+}
+
+impl fmt::Display for ReplicationMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReplicationMode::Scheduled => "scheduled",
+            ReplicationMode::Continuous => "continuous",
+        })
+    }
+}
+
 /// The guide's advice: replicate no more often than every 60 minutes (scheduled mode).
 pub const RUN_EVERY_ADVISED_MIN: Span = Span::from_minutes(60);
 /// Bounds that keep a typo from producing a node that heartbeats a thousand times a second or
@@ -216,6 +238,9 @@ pub struct HaConfig {
     pub node_status: NodeStatusSetting,
     /// Secondary mode: the Primary's replication address, `HOST[:PORT]`, a Trusted Host.
     pub primary: Option<String>,
+    /// Scheduled (the guide) or continuous. Absent in configurations saved before it existed.
+    #[serde(default)]
+    pub replication: ReplicationMode,
     /// StartTime (GMT).
     pub start_time: StartTime,
     pub run_every: Span,
@@ -244,6 +269,7 @@ impl Default for HaConfig {
             mode: Mode::Primary,
             node_status: NodeStatusSetting::Standby,
             primary: None,
+            replication: ReplicationMode::Scheduled,
             start_time: StartTime::MIDNIGHT,
             run_every: Span::from_minutes(60),
             heartbeat_interval: Span::from_secs(10),
@@ -267,6 +293,7 @@ pub struct ConfigChange {
     pub node_status: Option<NodeStatusSetting>,
     /// `Some("")` clears the Primary.
     pub primary: Option<String>,
+    pub replication: Option<ReplicationMode>,
     pub start_time: Option<StartTime>,
     pub run_every: Option<Span>,
     pub heartbeat_interval: Option<Span>,
@@ -403,6 +430,7 @@ impl HaConfig {
         take!(enabled);
         take!(mode);
         take!(node_status);
+        take!(replication);
         take!(start_time);
         take!(run_every);
         take!(heartbeat_interval);
@@ -486,7 +514,8 @@ impl HaConfig {
             check_email(address)?;
         }
         let mut warnings = Vec::new();
-        if self.run_every < RUN_EVERY_ADVISED_MIN {
+        if self.run_every < RUN_EVERY_ADVISED_MIN && self.replication == ReplicationMode::Scheduled
+        {
             warnings.push(ConfigWarning {
                 field: "runEvery".into(),
                 message: format!(

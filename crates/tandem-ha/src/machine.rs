@@ -15,7 +15,9 @@
 //!   until they answered or the runtime gave up on them.
 //! - Syncs never overlap: a sync due while one runs is skipped and recorded.
 
-use crate::config::{ConfigError, ConfigWarning, HaConfig, NodeStatusSetting, OnFailure};
+use crate::config::{
+    ConfigError, ConfigWarning, HaConfig, NodeStatusSetting, OnFailure, ReplicationMode,
+};
 use crate::schedule::{next_slot, next_start_time};
 use crate::{Mode, NodeStatus, State};
 use serde::{Deserialize, Serialize};
@@ -133,6 +135,10 @@ pub enum Command {
     SkipSync { from: String, reason: String },
     /// Ask the witnesses whether they still reach the Primary; answer with `WitnessesAnswered`.
     AskWitnesses { primary: String },
+    /// Continuous replication: `Some(primary)`: keep a replication stream open from it (and
+    /// reconnect when it fails) until told otherwise; `None`: stop following. Emitted only when
+    /// the wish changes. The runtime reports the source's epoch with `SourceEpoch`.
+    Follow { from: Option<String> },
     Notify {
         notification: Notification,
         message: String,
@@ -180,6 +186,9 @@ pub enum Event {
     WitnessesAnswered {
         reaching_primary: Option<String>,
     },
+    /// Continuous replication connected to a source in this epoch: as after a sync, a later
+    /// promotion must go above it.
+    SourceEpoch(i64),
 }
 
 /// The operator's role commands (guide: Table 5).
@@ -256,6 +265,8 @@ pub struct Controller {
     peer: Option<PeerView>,
     peer_seen_ms: Option<i64>,
     last_served: Option<Command>,
+    /// Where continuous replication follows from, as last commanded.
+    following: Option<String>,
 }
 
 fn log(commands: &mut Vec<Command>, level: Level, message: impl Into<String>) {
@@ -288,6 +299,7 @@ impl Controller {
             peer: None,
             peer_seen_ms: None,
             last_served: None,
+            following: None,
         }
     }
 
@@ -394,11 +406,42 @@ impl Controller {
             && (following || promoted_by_hand)
     }
 
-    /// Only a Standby Secondary syncs on the schedule (guide, Table 4: an Active one does not).
+    /// Only a Standby Secondary syncs on the schedule (guide, Table 4: an Active one does not),
+    /// and only with scheduled replication.
     fn schedule_wanted(&self) -> bool {
         self.heartbeats_wanted()
             && self.durable.config.mode == Mode::Secondary
+            && self.durable.config.replication == ReplicationMode::Scheduled
             && self.status.state == State::Standby
+    }
+
+    /// A Standby Secondary with continuous replication follows its Primary; nothing else does.
+    fn follow_wanted(&self) -> Option<String> {
+        let config = &self.durable.config;
+        (self.started
+            && config.enabled
+            && config.mode == Mode::Secondary
+            && config.replication == ReplicationMode::Continuous
+            && self.status.state == State::Standby)
+            .then(|| config.primary.clone())
+            .flatten()
+    }
+
+    /// Emits `Follow` when where this node should follow from changed.
+    fn reconcile_follow(&mut self, commands: &mut Vec<Command>) {
+        let wanted = self.follow_wanted();
+        if wanted != self.following {
+            log(
+                commands,
+                Level::Info,
+                match &wanted {
+                    Some(primary) => format!("continuous replication from {primary} starts"),
+                    None => "continuous replication stops".to_owned(),
+                },
+            );
+            self.following = wanted.clone();
+            commands.push(Command::Follow { from: wanted });
+        }
     }
 
     /// Takes a fresh epoch above everything seen, durably, then serves Active.
@@ -537,7 +580,14 @@ impl Controller {
             Event::WitnessesAnswered { reaching_primary } => {
                 self.witnesses_answered(now, reaching_primary, &mut commands)
             }
+            Event::SourceEpoch(epoch) => {
+                if epoch > self.durable.epoch && self.status.state != State::Active {
+                    self.durable.epoch = epoch;
+                    self.persist(&mut commands);
+                }
+            }
         }
+        self.reconcile_follow(&mut commands);
         commands
     }
 
@@ -910,6 +960,7 @@ impl Controller {
             }
             self.serve(target, &mut commands);
         }
+        self.reconcile_follow(&mut commands);
         Ok((warnings, commands))
     }
 
@@ -982,6 +1033,7 @@ impl Controller {
                 }
             }
         }
+        self.reconcile_follow(&mut commands);
         Ok(commands)
     }
 }

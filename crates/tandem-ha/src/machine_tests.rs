@@ -723,3 +723,45 @@ fn a_node_promoted_by_hand_keeps_heartbeating_and_fences_the_old_primary() {
             .any(|command| matches!(command, Command::StartSync { .. }))
     );
 }
+
+#[test]
+fn continuous_replication_follows_while_standby_and_replaces_the_schedule() {
+    let mut config = secondary();
+    config.replication = crate::config::ReplicationMode::Continuous;
+    let mut controller = Controller::new("id-self", Durable::new(config, 1));
+    let started = controller.handle(at(0), Event::Started);
+    assert_eq!(
+        acts(started),
+        vec![
+            serve(State::Standby, Mode::Secondary, 1, Some(PRIMARY)),
+            Command::Follow {
+                from: Some(PRIMARY.into())
+            }
+        ]
+    );
+    // A whole day of ticks: heartbeats, but never a scheduled sync, and no second Follow.
+    let mut all = Vec::new();
+    for minute in 1..=24 * 60 {
+        let now = at(minute * 60_000);
+        all.extend(controller.handle(now, Event::Tick));
+        all.extend(controller.handle(
+            now,
+            Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, now)),
+        ));
+    }
+    assert!(!all.iter().any(|command| matches!(
+        command,
+        Command::StartSync { .. } | Command::SkipSync { .. } | Command::Follow { .. }
+    )));
+    // The source's epoch is remembered durably, as after a sync.
+    let epoch = acts(controller.handle(at(1), Event::SourceEpoch(4)));
+    assert!(matches!(&epoch[..], [Command::Persist(durable)] if durable.epoch == 4));
+    // Promotion stops following, before anything else happens on the next step.
+    let promoted = acts(
+        controller
+            .operator(at(2), OperatorCommand::ModePrimary)
+            .unwrap(),
+    );
+    assert_eq!(promoted.last(), Some(&Command::Follow { from: None }));
+    assert_eq!(controller.epoch(), 5);
+}

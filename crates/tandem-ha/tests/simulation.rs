@@ -74,7 +74,9 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 
-use tandem_ha::config::{HaConfig, NodeStatusSetting, OnFailure, RUN_EVERY_MIN, Span, StartTime};
+use tandem_ha::config::{
+    HaConfig, NodeStatusSetting, OnFailure, RUN_EVERY_MIN, ReplicationMode, Span, StartTime,
+};
 use tandem_ha::machine::{
     Command, Controller, Durable, Event, Notification, Now, OperatorCommand, PeerView, SyncOutcome,
     SyncTrigger,
@@ -239,6 +241,7 @@ impl Scenario {
             mode,
             node_status: NodeStatusSetting::Standby,
             primary: primary.map(|node| ADDRESSES[node].to_owned()),
+            replication: ReplicationMode::Scheduled,
             start_time: StartTime::new(14, 0).unwrap_or(StartTime::MIDNIGHT),
             run_every: RUN_EVERY_MIN,
             heartbeat_interval: Span::from_millis(self.heartbeat_interval_ms),
@@ -1339,6 +1342,8 @@ impl World {
                 Command::SendHeartbeat { to } => self.send_heartbeat(node, &to),
                 Command::StartSync { from, trigger } => self.start_sync(node, &from, trigger),
                 Command::AskWitnesses { primary } => self.ask_witnesses(node, &primary),
+                // Scheduled replication only: continuous following is not simulated (yet).
+                Command::Follow { .. } => {}
                 Command::SkipSync { .. } => self.tally.skipped_syncs += 1,
                 Command::Notify { notification, .. } => match notification {
                     Notification::BecamePrimary => self.tally.promotions += 1,

@@ -5,6 +5,7 @@
 //! the `tandem-replication@1` subsystem and exchanges hellos. Nothing proceeds between nodes of
 //! different software or schema versions. Test Connection is exactly that exchange.
 
+pub mod follow;
 pub mod ops;
 pub mod protocol;
 pub mod source;
@@ -175,6 +176,11 @@ impl Replication {
     /// The lock every sync takes; `None` if a sync already runs.
     pub fn try_sync_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         self.inner.sync_lock.try_lock().ok()
+    }
+
+    /// Waits for the sync lock: a continuous follower applies each batch under it.
+    pub async fn sync_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.sync_lock.lock().await
     }
 
     /// Answers a peer's heartbeat: reports the peer to the HA controller and returns this

@@ -76,10 +76,15 @@ pub enum Request {
     Hello(Hello),
     /// Every entry after the caller's position, if that position is in the source's history.
     /// Answered by `Changes` frames until one has `more: false`, or by `NotInHistory`.
+    /// With `wait_ms` (continuous replication), a caller that is up to date gets its answer
+    /// as soon as a later write commits, or an empty one after `wait_ms` (at most
+    /// [`crate::source::FOLLOW_WAIT_MAX`]): a long poll, so new entries reach it at once.
     #[serde(rename_all = "camelCase")]
     Changes {
         after_seq: i64,
         after_checksum: String,
+        #[serde(default)]
+        wait_ms: u64,
     },
     /// The source's checksum at one sequence number (to find where two histories fork).
     #[serde(rename_all = "camelCase")]
@@ -127,9 +132,15 @@ pub enum Response {
     Refused {
         reason: String,
     },
+    #[serde(rename_all = "camelCase")]
     Changes {
         entries: Vec<tandem_store::changes::ChangeEntry>,
         more: bool,
+        /// Wall-clock ms at which the first of `entries` was committed on the source, when the
+        /// source still knows it (first frame of an answer only): a follower's lag is measured
+        /// from it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        committed_at_ms: Option<i64>,
     },
     /// The caller's position is not in the source's retained history: either it is older than
     /// the retained log (`base_seq`), or the histories differ there.

@@ -15,6 +15,10 @@ use tokio::sync::mpsc;
 /// Entries per `Changes` frame. At a few hundred bytes per entry a frame stays around a
 /// megabyte, far below the frame limit, and the target applies it in one step.
 pub const CHANGES_BATCH_ENTRIES_MAX: i64 = 2_000;
+/// Longest a continuous follower's request waits for a new write before an empty answer: well
+/// under the follower's request timeout, and short enough that a follower notices a source that
+/// stopped answering (or a changed configuration) within seconds.
+pub const FOLLOW_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 /// Bytes of pages per snapshot data frame.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Snapshot chunks read ahead of the network; bounds the memory a slow peer can pin.
@@ -57,7 +61,8 @@ where
             Request::Changes {
                 after_seq,
                 after_checksum,
-            } => send_changes(replication, stream, after_seq, after_checksum).await,
+                wait_ms,
+            } => send_changes(replication, stream, after_seq, after_checksum, wait_ms).await,
             Request::ChecksumAt { seq } => {
                 let checksum = replication
                     .replicated()
@@ -120,17 +125,33 @@ async fn send_changes<S>(
     stream: &mut S,
     after_seq: i64,
     after_checksum: String,
+    wait_ms: u64,
 ) -> Result<(), ReplicationError>
 where
     S: AsyncWrite + Unpin,
 {
     let db = replication.replicated();
-    let (known, base, until) = db
-        .read(move |conn| {
-            let known = changes::checksum_at(conn, after_seq)?.as_deref() == Some(&after_checksum);
-            Ok((known, changes::base(conn)?, changes::position(conn)?))
-        })
-        .await?;
+    // Subscribed before reading, so a commit between the read and the wait is not missed.
+    let mut commits = db.commits();
+    let wait = std::time::Duration::from_millis(wait_ms).min(FOLLOW_WAIT_MAX);
+    let deadline = tokio::time::Instant::now() + wait;
+    let (known, base, until) = loop {
+        let checksum = after_checksum.clone();
+        let (known, base, until) = db
+            .read(move |conn| {
+                let known = changes::checksum_at(conn, after_seq)?.as_deref() == Some(&checksum);
+                Ok((known, changes::base(conn)?, changes::position(conn)?))
+            })
+            .await?;
+        if !known || until.seq != after_seq || wait.is_zero() {
+            break (known, base, until);
+        }
+        match tokio::time::timeout_at(deadline, commits.changed()).await {
+            Ok(Ok(())) => {}
+            // The wait is over (or the database closed): answer that nothing is new.
+            Ok(Err(_)) | Err(_) => break (known, base, until),
+        }
+    };
     if !known {
         return write_frame(
             stream,
@@ -167,7 +188,19 @@ where
             .map_err(Into::into);
         }
         let more = next_after < until.seq && !entries.is_empty();
-        write_frame(stream, &Response::Changes { entries, more }).await?;
+        let committed_at_ms = entries
+            .first()
+            .filter(|first| first.seq == after_seq + 1)
+            .and_then(|_| db.committed_at_ms(after_seq));
+        write_frame(
+            stream,
+            &Response::Changes {
+                entries,
+                more,
+                committed_at_ms,
+            },
+        )
+        .await?;
         if !more {
             return Ok(());
         }

@@ -317,10 +317,11 @@ async fn sync(
         let asked = Request::Changes {
             after_seq: position.seq,
             after_checksum: position.checksum.clone(),
+            wait_ms: 0,
         };
         write_frame(&mut stream, &asked).await?;
         match next_frame(&mut stream, endpoint).await? {
-            Frame::Message(Response::Changes { entries, more }) => {
+            Frame::Message(Response::Changes { entries, more, .. }) => {
                 let total = peer.position_seq - position.seq;
                 apply_changes(
                     replication,
@@ -374,7 +375,7 @@ async fn sync(
 
 /// Applies streamed `Changes` frames in one transaction on the writer.
 #[allow(clippy::too_many_arguments)]
-async fn apply_changes<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn apply_changes<S: AsyncRead + AsyncWrite + Unpin>(
     replication: &Replication,
     stream: &mut S,
     endpoint: &Endpoint,
@@ -384,11 +385,11 @@ async fn apply_changes<S: AsyncRead + AsyncWrite + Unpin>(
     total_entries: i64,
     progress: &ProgressSink,
     summary: &mut SyncSummary,
-) -> Result<(), ReplicationError> {
+) -> Result<Position, ReplicationError> {
     if first.is_empty() && !more {
         summary.kind = "none".into();
         summary.position_seq = position.seq;
-        return Ok(());
+        return Ok(position);
     }
     summary.kind = "incremental".into();
     let (batches, receiver) =
@@ -436,6 +437,7 @@ async fn apply_changes<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Frame::Message(Response::Changes {
                 entries: batch,
                 more: again,
+                ..
             })) => {
                 entries += batch.len() as i64;
                 more = again;
@@ -467,7 +469,7 @@ async fn apply_changes<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|error| ReplicationError::Protocol(format!("the apply task failed: {error}")))??;
     summary.entries = entries;
     summary.position_seq = applied.seq;
-    Ok(())
+    Ok(applied)
 }
 
 /// The source does not know this node's position: decide between a fallback to a full sync and

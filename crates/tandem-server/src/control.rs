@@ -37,6 +37,7 @@ pub async fn status_json(
     snapshot: Option<tandem_ha::machine::Snapshot>,
     durable: &tandem_ha::machine::Durable,
     client_connections: Option<bool>,
+    follower: Option<tandem_repl::follow::FollowStatus>,
 ) -> Value {
     let last_sync = replication
         .local()
@@ -55,6 +56,7 @@ pub async fn status_json(
         "epoch": durable.epoch,
         "fenced": durable.fenced,
         "lastSync": last_sync,
+        "follower": follower.filter(|follower| !follower.source.is_empty()),
     })
 }
 
@@ -85,6 +87,7 @@ impl ops::Executor for NodeExecutor {
                             Some(snapshot),
                             &durable,
                             Some(gate.is_open()),
+                            Some(ha.follower()),
                         )
                         .await,
                     }
@@ -194,7 +197,7 @@ pub async fn execute_offline(
         Operation::HaStatus => {
             let event = match ha::load_durable(replication.local(), log_epoch).await {
                 Ok(durable) => Event::Done {
-                    result: status_json(replication, None, &durable, None).await,
+                    result: status_json(replication, None, &durable, None, None).await,
                 },
                 Err(error) => failed(FailureKind::Failed, error.to_string()),
             };

@@ -16,6 +16,7 @@ use tandem_ha::machine::{
     SyncOutcome, SyncTrigger,
 };
 use tandem_ha::{NodeStatus, State};
+use tandem_repl::follow::{self, FollowEnd, FollowStatus};
 use tandem_repl::protocol::SwitchoverStep;
 use tandem_repl::sync::SyncOptions;
 use tandem_repl::{HaLink, LOG_MODULE, Replication, Session};
@@ -40,6 +41,13 @@ const WITNESS_ANSWER_BYTES_MAX: u64 = 16 * 1024;
 /// process fails at once; a hung one takes the timeout).
 const HEARTBEAT_TIMEOUT_MIN: Duration = Duration::from_millis(200);
 const HEARTBEAT_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+/// Wait before a continuous follower reconnects after its session failed (the Primary is down
+/// or unreachable): short, so the stream resumes quickly, but not a busy loop.
+const FOLLOW_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Wait before a follower tries again after the fallback sync was refused or failed (e.g. a
+/// divergence that needs an operator): the reason is in the log, retrying fast would only
+/// repeat it.
+const FOLLOW_REFUSED_PAUSE: Duration = Duration::from_secs(60);
 /// The node-local setting that holds the controller's durable state (JSON).
 pub const DURABLE_SETTING: &str = "ha.durable";
 /// The node-local log module notifications are written to (e-mail delivery reads them).
@@ -114,11 +122,17 @@ pub struct HaHandle {
     inputs: mpsc::Sender<Input>,
     snapshot: watch::Receiver<Snapshot>,
     view: Arc<RwLock<PeerView>>,
+    follower: watch::Receiver<FollowStatus>,
 }
 
 impl HaHandle {
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot.borrow().clone()
+    }
+
+    /// The continuous follower's state (default when this node does not follow).
+    pub fn follower(&self) -> FollowStatus {
+        self.follower.borrow().clone()
     }
 
     pub async fn configure(&self, change: ConfigChange) -> Result<Configured, String> {
@@ -242,6 +256,17 @@ pub struct HaRuntime {
     /// The open session heartbeats reuse; reopened after any failure.
     heartbeat_session: Arc<tokio::sync::Mutex<Option<Session>>>,
     hold: Option<Hold>,
+    /// Continuous replication: the follower task, and what it reports.
+    follower: Option<tokio::task::JoinHandle<()>>,
+    follow_status: Arc<watch::Sender<FollowStatus>>,
+}
+
+impl Drop for HaRuntime {
+    fn drop(&mut self) {
+        if let Some(task) = self.follower.take() {
+            task.abort();
+        }
+    }
 }
 
 impl HaRuntime {
@@ -265,10 +290,12 @@ impl HaRuntime {
             epoch: controller.epoch(),
             wall_clock_ms: 0,
         }));
+        let follow_status = Arc::new(watch::Sender::new(FollowStatus::default()));
         let handle = HaHandle {
             inputs: sender.clone(),
             snapshot: snapshot_receiver,
             view: view.clone(),
+            follower: follow_status.subscribe(),
         };
         replication.attach_ha(Arc::new(handle.clone()));
         let runtime = Self {
@@ -286,6 +313,8 @@ impl HaRuntime {
             },
             heartbeat_session: Arc::new(tokio::sync::Mutex::new(None)),
             hold: None,
+            follower: None,
+            follow_status,
         };
         (runtime, handle)
     }
@@ -606,6 +635,10 @@ impl HaRuntime {
                 self.ask_witnesses(primary);
                 Ok(())
             }
+            Command::Follow { from } => {
+                self.follow(from);
+                Ok(())
+            }
             Command::Notify {
                 notification,
                 message,
@@ -862,6 +895,87 @@ impl HaRuntime {
                 .send(Input::Event(Event::SyncFinished { trigger, outcome }))
                 .await;
         });
+    }
+
+    /// Starts (or stops) continuous replication: a task that follows `from`, reconnects after a
+    /// failure, and falls back to an ordinary sync (recorded in Sync History; a divergence is
+    /// refused and logged) when this node's position left the source's history.
+    fn follow(&mut self, from: Option<String>) {
+        if let Some(task) = self.follower.take() {
+            task.abort();
+        }
+        self.follow_status
+            .send_modify(|status| status.connected = false);
+        let Some(from) = from else {
+            return;
+        };
+        let endpoint = match Endpoint::parse(&from) {
+            Ok(endpoint) => endpoint,
+            Err(error) => {
+                tracing::error!(%error, "continuous replication: the Primary's address is invalid");
+                return;
+            }
+        };
+        let replication = self.replication.clone();
+        let status = self.follow_status.clone();
+        let inputs = self.sender.clone();
+        self.follower = Some(tokio::spawn(async move {
+            let mut lags = std::collections::VecDeque::new();
+            let mut last_error = String::new();
+            loop {
+                let connected = |epoch: i64| {
+                    // Bounded queue: if it is full the next connection reports it again.
+                    let _ = inputs.try_send(Input::Event(Event::SourceEpoch(epoch)));
+                };
+                let result =
+                    follow::follow(&replication, &endpoint, &status, &mut lags, &connected).await;
+                status.send_modify(|status| status.connected = false);
+                let pause = match result {
+                    Ok(FollowEnd::NeedsSync { reason }) => {
+                        replication
+                            .log(&format!("continuous replication: {reason}; running a sync"))
+                            .await;
+                        let options = SyncOptions {
+                            trigger: Trigger::Scheduled,
+                            force_full: false,
+                        };
+                        let progress: tandem_repl::sync::ProgressSink = Arc::new(|_| {});
+                        match tandem_repl::sync::run(&replication, &endpoint, options, progress)
+                            .await
+                        {
+                            Ok(summary) => {
+                                connected(summary.source_epoch);
+                                Duration::ZERO
+                            }
+                            Err(error) => {
+                                let message = error.to_string();
+                                status.send_modify(|status| {
+                                    status.last_error = Some(message.clone())
+                                });
+                                FOLLOW_REFUSED_PAUSE
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        let message = error.to_string();
+                        // Logged once per distinct error, not once per retry.
+                        if message != last_error {
+                            replication
+                                .log(&format!(
+                                    "continuous replication from {endpoint} interrupted: {message}; \
+                                     reconnecting every {} s",
+                                    FOLLOW_RETRY_PAUSE.as_secs()
+                                ))
+                                .await;
+                            last_error = message.clone();
+                        }
+                        status.send_modify(|status| status.last_error = Some(message));
+                        FOLLOW_RETRY_PAUSE
+                    }
+                };
+                tokio::time::sleep(pause).await;
+            }
+        }));
     }
 
     /// Asks every witness whether it still reaches the Primary. A witness answers HTTP 200

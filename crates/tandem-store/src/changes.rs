@@ -262,8 +262,9 @@ pub fn latest_epoch(conn: &Connection) -> StoreResult<i64> {
 }
 
 /// Stamps the entries captured in this transaction with `epoch` and their chained checksums,
-/// then prunes past the retention bound. Called by the writer just before it commits.
-pub fn seal_pending(conn: &Connection, epoch: i64) -> StoreResult<()> {
+/// then prunes past the retention bound. Called by the writer just before it commits. Returns
+/// the newest sequence number it sealed, if any.
+pub fn seal_pending(conn: &Connection, epoch: i64) -> StoreResult<Option<i64>> {
     let mut previous = position(conn)?;
     let pending: Vec<(i64, String, String, String, Option<String>)> = conn
         .prepare_cached(
@@ -281,7 +282,7 @@ pub fn seal_pending(conn: &Connection, epoch: i64) -> StoreResult<()> {
         })?
         .collect::<Result<_, _>>()?;
     if pending.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let mut seal =
         conn.prepare_cached("UPDATE change_log SET epoch = ?2, checksum = ?3 WHERE seq = ?1")?;
@@ -309,7 +310,8 @@ pub fn seal_pending(conn: &Connection, epoch: i64) -> StoreResult<()> {
         previous.seq,
         CHANGE_LOG_RETAINED_MAX,
         PRUNE_CHUNK_ENTRIES,
-    )
+    )?;
+    Ok(Some(previous.seq))
 }
 
 fn prune(conn: &Connection, newest_seq: i64, retained: i64, chunk: i64) -> StoreResult<()> {

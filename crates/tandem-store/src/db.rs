@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 /// Jobs waiting for the writer. When full, callers wait (backpressure) instead of piling up
 /// memory; 4096 is several group commits' worth at the batch size below.
@@ -107,7 +107,18 @@ struct Shared {
     read_permits: Arc<Semaphore>,
     /// The epoch the writer stamps on change-log entries (`None` without change capture).
     epoch: Option<Arc<AtomicI64>>,
+    /// Counts commits (and snapshot installations): what a replication source waits on to push
+    /// new entries to a following Secondary as soon as they are durable.
+    commits: Arc<watch::Sender<u64>>,
+    /// `(newest sealed seq, wall-clock ms)` of recent commits with change capture, oldest first:
+    /// how a source tells a following Secondary when the entries it sends were committed, so
+    /// replication lag is measured from the write, not from the send.
+    commit_times: Arc<Mutex<std::collections::VecDeque<(i64, i64)>>>,
 }
+
+/// Recent commits whose time is kept (see `Shared::commit_times`): at 1,000 commits/s that is
+/// four seconds, longer than a continuous follower is ever behind while it keeps up.
+const COMMIT_TIMES_RETAINED_MAX: usize = 4_096;
 
 /// A handle to one database file; cheap to clone. The writer thread stops when [`Self::close`]
 /// is called or when the last handle is dropped.
@@ -164,12 +175,16 @@ impl Database {
         };
         let (sender, receiver) = mpsc::channel::<Message>(WRITE_QUEUE_JOBS_MAX);
         let readers = Arc::new(Readers::default());
+        let commits = Arc::new(watch::Sender::new(0));
+        let commit_times = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let writer = Writer {
             path: path.to_owned(),
             schema,
             readers: readers.clone(),
             epoch: epoch.clone(),
             wal_frames: Arc::new(AtomicI64::new(0)),
+            commits: commits.clone(),
+            commit_times: commit_times.clone(),
         };
         let mut conn = conn;
         writer.watch_wal(&mut conn)?;
@@ -184,6 +199,8 @@ impl Database {
                 readers,
                 read_permits: Arc::new(Semaphore::new(READ_CONNECTIONS_MAX)),
                 epoch,
+                commits,
+                commit_times,
             }),
         })
     }
@@ -206,6 +223,21 @@ impl Database {
         if let Some(current) = &self.shared.epoch {
             current.store(epoch, Ordering::Release);
         }
+    }
+
+    /// Changes with every commit that wrote something, and with every snapshot installation:
+    /// subscribe, then read, then wait for a change to learn of later writes without polling.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.shared.commits.subscribe()
+    }
+
+    /// Wall-clock ms of the commit that sealed the first entry after `after_seq`, when it is
+    /// recent enough to be known (change capture only).
+    pub fn committed_at_ms(&self, after_seq: i64) -> Option<i64> {
+        lock(&self.shared.commit_times)
+            .iter()
+            .find(|(seq, _)| *seq > after_seq)
+            .map(|(_, at)| *at)
     }
 
     /// Runs `job` in the writer's transaction and returns its result once it is durable.
@@ -488,6 +520,8 @@ struct Writer {
     epoch: Option<Arc<AtomicI64>>,
     /// Frames in the WAL after the last commit, as SQLite's WAL hook reports them.
     wal_frames: Arc<AtomicI64>,
+    commits: Arc<watch::Sender<u64>>,
+    commit_times: Arc<Mutex<std::collections::VecDeque<(i64, i64)>>>,
 }
 
 /// The writer checkpoints the WAL when its queue is empty and the WAL holds this many frames
@@ -569,7 +603,18 @@ impl Writer {
                     .map(|epoch| epoch.load(Ordering::Acquire));
                 match &conn {
                     Some(open) => {
-                        commit_batch(open, batch.drain(..), epoch);
+                        if !batch.is_empty()
+                            && let Some(sealed) = commit_batch(open, batch.drain(..), epoch)
+                        {
+                            if let Some(seq) = sealed {
+                                let mut times = lock(&self.commit_times);
+                                if times.len() == COMMIT_TIMES_RETAINED_MAX {
+                                    times.pop_front();
+                                }
+                                times.push_back((seq, wall_clock_ms()));
+                            }
+                            self.commits.send_modify(|count| *count += 1);
+                        }
                         self.checkpoint_if_due(open, receiver.is_empty());
                     }
                     None => refuse_batch(
@@ -583,6 +628,9 @@ impl Writer {
                 }
                 if let Some((incoming, reply)) = install {
                     let result = self.install(&mut conn, &incoming);
+                    if result.is_ok() {
+                        self.commits.send_modify(|count| *count += 1);
+                    }
                     if let Err(error) = &result {
                         tracing::error!(%error, incoming = %incoming.display(), "snapshot installation failed");
                     }
@@ -690,7 +738,13 @@ fn refuse_batch(jobs: impl Iterator<Item = Job>, reason: &str) {
 
 /// Runs `jobs` in one transaction and commits once. With change capture (`epoch` is `Some`), the
 /// entries the jobs produced are sealed just before the commit, inside the same transaction.
-fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>, epoch: Option<i64>) {
+/// Returns `None` when it did not commit, else the newest sealed sequence number when change
+/// capture sealed new entries.
+fn commit_batch(
+    conn: &Connection,
+    jobs: impl Iterator<Item = Job>,
+    epoch: Option<i64>,
+) -> Option<Option<i64>> {
     let mut completions: Vec<Completion> = Vec::new();
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         let reason: Arc<str> = format!("could not begin a transaction: {error}").into();
@@ -698,7 +752,7 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>, epoch: Optio
             let (_, completion) = job(None);
             completion(Commit::Failed(reason.clone()));
         }
-        return;
+        return None;
     }
     for job in jobs {
         let savepoint = conn.execute_batch("SAVEPOINT job");
@@ -715,9 +769,11 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>, epoch: Optio
     }
     let sealed = match epoch {
         Some(epoch) => crate::changes::seal_pending(conn, epoch).map_err(|error| error.to_string()),
-        None => Ok(()),
+        None => Ok(None),
     };
-    let commit = match sealed.and_then(|()| {
+    let mut newest = None;
+    let commit = match sealed.and_then(|sealed| {
+        newest = sealed;
         conn.execute_batch("COMMIT")
             .map_err(|error| error.to_string())
     }) {
@@ -728,9 +784,17 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Job>, epoch: Optio
             Commit::Failed(Arc::from(error))
         }
     };
+    let committed = matches!(commit, Commit::Done).then_some(newest);
     for completion in completions {
         completion(commit.clone());
     }
+    committed
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -1,0 +1,201 @@
+//! Continuous replication (HA Configuration: Replication = continuous): a Standby keeps one
+//! session open to its Primary and applies the Primary's entries as they commit.
+//!
+//! It is the incremental sync in a loop, on the same protocol, change log, checksums and
+//! transaction per batch: the follower asks for the entries after its position with a long
+//! poll (`Changes` with `wait_ms`), the source answers as soon as a later write commits, and
+//! the batch is applied in one transaction together with the new position, so a follower killed
+//! at any instant keeps its previous, consistent state. When its position leaves the source's
+//! history (retention, divergence) the follower stops and the caller runs an ordinary sync,
+//! which records it in Sync History and refuses a divergence as a scheduled sync does.
+
+use crate::protocol::{Request, Response};
+use crate::source::FOLLOW_WAIT_MAX;
+use crate::sync::{ProgressSink, SyncSummary, apply_changes};
+use crate::wire::{Frame, read_any, write_frame};
+use crate::{REQUEST_TIMEOUT, Replication, ReplicationError};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+use tandem_store::changes::Position;
+use tandem_store::history;
+use tandem_store::trust::Endpoint;
+use tokio::sync::watch;
+
+/// How often the follower's position is written to the node-local store (the fork point a later
+/// divergence check counts from); the replicated database holds the position itself durably.
+const POSITION_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What `tandem ha status` and the metrics show of the follower.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowStatus {
+    pub source: String,
+    pub connected: bool,
+    /// Wall-clock ms since which the current session has been open.
+    pub connected_since_ms: Option<i64>,
+    pub position_seq: i64,
+    /// Entries applied since the follower started.
+    pub applied_entries: u64,
+    pub applied_batches: u64,
+    /// Commit on the source to commit here, for the oldest entry of the last batch.
+    pub last_lag_ms: Option<i64>,
+    /// The largest lag over the last [`LAG_WINDOW`] batches.
+    pub recent_lag_max_ms: Option<i64>,
+    pub last_applied_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Batches the "recent" lag maximum looks back over.
+pub const LAG_WINDOW: usize = 256;
+
+/// Why a follow session ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FollowEnd {
+    /// This node's position is not in the source's history: an ordinary sync must decide (full
+    /// sync after retention, refusal on divergence).
+    NeedsSync { reason: String },
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
+}
+
+/// Follows `endpoint` until the session fails (an error) or this node's position leaves the
+/// source's history. `connected` is told the source's epoch when the session opens; every
+/// applied batch updates `status`; `lags` keeps the recent batches' lags.
+pub async fn follow(
+    replication: &Replication,
+    endpoint: &Endpoint,
+    status: &watch::Sender<FollowStatus>,
+    lags: &mut std::collections::VecDeque<i64>,
+    connected: &(dyn Fn(i64) + Sync),
+) -> Result<FollowEnd, ReplicationError> {
+    let session = replication.open_session(endpoint).await?;
+    // As after a sync: this node holds the source's history, so a promotion goes above its epoch.
+    connected(session.peer.epoch);
+    let mut connection = session.connection;
+    let mut position = Position {
+        seq: session.local.position_seq,
+        checksum: session.local.position_checksum.clone(),
+    };
+    status.send_modify(|status| {
+        status.source = endpoint.to_string();
+        status.connected = true;
+        status.connected_since_ms = Some(wall_clock_ms());
+        status.position_seq = position.seq;
+        status.last_error = None;
+    });
+    replication
+        .log(&format!(
+            "continuous replication from {endpoint} ({}) connected at position {}",
+            session.peer.node_name, position.seq
+        ))
+        .await;
+    let no_progress: ProgressSink = Arc::new(|_| {});
+    let mut saved_at = Instant::now();
+    loop {
+        let asked = Request::Changes {
+            after_seq: position.seq,
+            after_checksum: position.checksum.clone(),
+            wait_ms: FOLLOW_WAIT_MAX.as_millis() as u64,
+        };
+        write_frame(&mut connection.stream, &asked).await?;
+        // The source answers within FOLLOW_WAIT_MAX; REQUEST_TIMEOUT is far above it.
+        let frame = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            read_any::<_, Response>(&mut connection.stream),
+        )
+        .await
+        .map_err(|_| ReplicationError::Timeout {
+            endpoint: endpoint.clone(),
+        })??;
+        match frame {
+            Frame::Message(Response::Changes {
+                entries,
+                more,
+                committed_at_ms,
+            }) => {
+                if entries.is_empty() && !more {
+                    continue;
+                }
+                // One sync lock with manual and scheduled syncs: they never apply at once.
+                let _running = replication.sync_lock().await;
+                let mut summary = SyncSummary::default();
+                position = apply_changes(
+                    replication,
+                    &mut connection.stream,
+                    endpoint,
+                    position,
+                    entries,
+                    more,
+                    0,
+                    &no_progress,
+                    &mut summary,
+                )
+                .await?;
+                let now = wall_clock_ms();
+                let lag = committed_at_ms.map(|at| (now - at).max(0));
+                if let Some(lag) = lag {
+                    if lags.len() == LAG_WINDOW {
+                        lags.pop_front();
+                    }
+                    lags.push_back(lag);
+                }
+                let recent_max = lags.iter().copied().max();
+                status.send_modify(|status| {
+                    status.position_seq = position.seq;
+                    status.applied_entries += summary.entries as u64;
+                    status.applied_batches += 1;
+                    status.last_lag_ms = lag;
+                    status.recent_lag_max_ms = recent_max;
+                    status.last_applied_at_ms = Some(now);
+                });
+                if saved_at.elapsed() >= POSITION_SAVE_INTERVAL {
+                    saved_at = Instant::now();
+                    let seq = position.seq;
+                    replication
+                        .local()
+                        .database()
+                        .write(move |conn| {
+                            history::set_setting(
+                                conn,
+                                crate::sync::LAST_SYNC_SEQ_SETTING,
+                                &seq.to_string(),
+                            )
+                        })
+                        .await?;
+                }
+            }
+            Frame::Message(Response::NotInHistory {
+                base_seq,
+                position_seq,
+            }) => {
+                return Ok(FollowEnd::NeedsSync {
+                    reason: format!(
+                        "this node's position {} is not in {endpoint}'s history (it retains \
+                         {base_seq}..{position_seq})",
+                        position.seq
+                    ),
+                });
+            }
+            Frame::Message(Response::Error { message }) => {
+                return Err(ReplicationError::Remote {
+                    endpoint: endpoint.clone(),
+                    message,
+                });
+            }
+            other => {
+                let got = match other {
+                    Frame::Message(message) => format!("{message:?}"),
+                    Frame::Data(data) => format!("{} bytes of data", data.len()),
+                };
+                return Err(ReplicationError::Protocol(format!(
+                    "{endpoint} sent {got} where changes were due"
+                )));
+            }
+        }
+    }
+}
