@@ -839,7 +839,7 @@ fn print_status(result: &serde_json::Value) {
         };
         println!(
             "Continuous replication from {}: {}, position {}, {} entries applied; lag: last {}, \
-             recent max {}{}",
+             recent p99 {}, max {}{}",
             field("source").as_str().unwrap_or("-"),
             if field("connected") == true {
                 format!("connected since {}", at(&field("connectedSinceMs")))
@@ -849,6 +849,7 @@ fn print_status(result: &serde_json::Value) {
             field("positionSeq"),
             field("appliedEntries"),
             lag("lastLagMs"),
+            lag("recentLagP99Ms"),
             lag("recentLagMaxMs"),
             match field("lastError").as_str() {
                 Some(error) if field("connected") != true => format!(" (last error: {error})"),
