@@ -122,6 +122,13 @@ pub enum NodeStatusArg {
 pub enum ReplicationArg {
     Scheduled,
     Continuous,
+    Synchronous,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum StandbyLostArg {
+    Block,
+    Continuous,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -149,10 +156,21 @@ pub struct ConfigureArgs {
     /// The Primary's replication address (a Trusted Host), for a Secondary. "" clears it.
     #[arg(long, value_name = "HOST[:PORT]")]
     primary: Option<String>,
-    /// Replication: scheduled (the guide's StartTime / Run Every) or continuous (a stream kept
-    /// open; each write reaches the Standby as it commits, and the schedule is not used).
+    /// Replication: scheduled (the guide's StartTime / Run Every), continuous (a stream kept
+    /// open; each write reaches the Standby as it commits, and the schedule is not used), or
+    /// synchronous (as continuous, and the Primary acknowledges a write only once the Standby
+    /// holds it). Set the same on both nodes.
     #[arg(long, value_enum)]
     replication: Option<ReplicationArg>,
+    /// Synchronous replication, when the Standby stops confirming writes: block (writes wait
+    /// for it; nothing acknowledged can be lost) or continuous (after --synchronous-timeout,
+    /// acknowledge without it and raise an alarm).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    if_standby_lost: Option<StandbyLostArg>,
+    /// Synchronous replication with --if-standby-lost continuous: how long a write waits for the
+    /// Standby before the Primary falls back [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    synchronous_timeout: Option<tandem_ha::config::Span>,
     /// StartTime (GMT), HH:MM: when the first scheduled sync runs.
     #[arg(long, value_name = "HH:MM")]
     start_time: Option<tandem_ha::config::StartTime>,
@@ -209,7 +227,13 @@ impl ConfigureArgs {
             replication: self.replication.map(|mode| match mode {
                 ReplicationArg::Scheduled => tandem_ha::config::ReplicationMode::Scheduled,
                 ReplicationArg::Continuous => tandem_ha::config::ReplicationMode::Continuous,
+                ReplicationArg::Synchronous => tandem_ha::config::ReplicationMode::Synchronous,
             }),
+            on_standby_lost: self.if_standby_lost.map(|policy| match policy {
+                StandbyLostArg::Block => tandem_ha::config::OnStandbyLost::Block,
+                StandbyLostArg::Continuous => tandem_ha::config::OnStandbyLost::Continuous,
+            }),
+            synchronous_timeout: self.synchronous_timeout,
             start_time: self.start_time,
             run_every: self.run_every,
             heartbeat_interval: self.heartbeat_interval,
@@ -771,6 +795,15 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
         }
         if config["replication"] == "continuous" {
             println!("Replication: continuous (the schedule is not used)");
+        } else if config["replication"] == "synchronous" {
+            println!(
+                "Replication: synchronous (the schedule is not used); if the Standby is lost: {}",
+                if config["onStandbyLost"] == "continuous" {
+                    format!("continuous after {}", text(config, "synchronousTimeout"))
+                } else {
+                    "block writes".to_owned()
+                }
+            );
         } else {
             println!(
                 "Replication: scheduled: StartTime {} GMT, Run Every {}; next sync {}",
@@ -779,6 +812,20 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
                 at(&snapshot["nextSyncMs"])
             );
         }
+    }
+    if config["mode"] == "Primary" && config["replication"] == "synchronous" {
+        println!(
+            "Replication: synchronous: a write is acknowledged once the Standby holds it; if the \
+             Standby is lost: {}",
+            if config["onStandbyLost"] == "continuous" {
+                format!(
+                    "continue without it after {} (alarm)",
+                    text(config, "synchronousTimeout")
+                )
+            } else {
+                "writes wait for it".to_owned()
+            }
+        );
     }
     if let Some(witnesses) = config["witnesses"]
         .as_array()
@@ -855,6 +902,19 @@ fn print_status(result: &serde_json::Value) {
                 Some(error) if field("connected") != true => format!(" (last error: {error})"),
                 _ => String::new(),
             }
+        );
+    }
+    if let Some(position) = result["position"].as_object() {
+        let field = |name: &str| {
+            position
+                .get(name)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
+        println!(
+            "Change log position: {}; a continuous or synchronous Standby holds up to {}",
+            field("headSeq"),
+            field("standbyHoldsSeq")
         );
     }
     if let Some(gate) = result["clientConnections"].as_str() {

@@ -1,7 +1,11 @@
-//! Continuous replication (`tandem ha configure --replication continuous`) between real
-//! `tandem` processes over real SSH: writes on the Primary reach the Standby as they commit, the
-//! follower's state and lag show in `tandem ha status`, and after `kill -9` of the Primary under
-//! a write load the promoted Secondary holds every acknowledged write but the last instants'.
+//! Continuous and synchronous replication (`tandem ha configure --replication
+//! continuous|synchronous`) between real `tandem` processes over real SSH.
+//! - Continuous: writes on the Primary reach the Standby as they commit, the follower's state
+//!   and lag show in `tandem ha status`, and after `kill -9` of the Primary under a write load
+//!   the promoted Secondary holds every acknowledged write but the last instants'.
+//! - Synchronous: over repeated `kill -9` of the Primary under load, not one acknowledged write
+//!   is missing on the promoted Secondary; with the Standby gone, writes wait (`block`) or, after
+//!   the timeout, go on with an alarm (`continuous`).
 
 mod support;
 
@@ -11,13 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::node::{FAST, Node, wait_until};
 
-/// A Primary and its continuously replicating Secondary, both running, the Secondary following.
-fn pair() -> (Node, Node) {
+/// A Primary and its Secondary replicating as `replication` says (plus `options` on both),
+/// both running, the Secondary following.
+fn pair_with(replication: &str, options: &[&str]) -> (Node, Node) {
     let mut a = Node::init("node-a");
     let mut b = Node::init("node-b");
     a.trust(&b);
     b.trust(&a);
-    a.ok(&["ha", "configure", "--enable", "--mode", "primary"]);
+    let mut primary_configure = vec!["ha", "configure", "--enable", "--mode", "primary"];
+    primary_configure.extend_from_slice(&["--replication", replication]);
+    primary_configure.extend_from_slice(options);
+    a.ok(&primary_configure);
     let mut configure = vec![
         "ha",
         "configure",
@@ -28,7 +36,8 @@ fn pair() -> (Node, Node) {
     ];
     let primary = a.endpoint();
     configure.push(&primary);
-    configure.extend_from_slice(&["--replication", "continuous"]);
+    configure.extend_from_slice(&["--replication", replication]);
+    configure.extend_from_slice(options);
     configure.extend_from_slice(FAST);
     b.ok(&configure);
     a.serve();
@@ -40,6 +49,10 @@ fn pair() -> (Node, Node) {
         || b.status()["follower"]["connected"] == true,
     );
     (a, b)
+}
+
+fn pair() -> (Node, Node) {
+    pair_with("continuous", &[])
 }
 
 fn create_label(node: &Node, name: &str) -> u16 {
@@ -105,46 +118,74 @@ fn writes_reach_the_standby_as_they_commit_and_the_status_shows_the_follower() {
     b.ok(&["ha", "verify", &a.endpoint()]);
 }
 
+/// Clients writing labels to `node` as fast as it answers, each recording when its writes were
+/// acknowledged (`201`), until stopped.
+struct Load {
+    acknowledged: Arc<Mutex<Vec<(String, Instant)>>>,
+    stop: Arc<AtomicBool>,
+    writers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(node: &Node, clients: usize, prefix: &str) -> Self {
+        let acknowledged: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = (0..clients)
+            .map(|client| {
+                let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+                let service_port = node.service_port;
+                let prefix = format!("{prefix}-{client}");
+                std::thread::spawn(move || {
+                    let mut index = 0;
+                    while !stop.load(Ordering::Acquire) {
+                        let name = format!("{prefix}-{index}");
+                        index += 1;
+                        let answer = support::node::try_https(
+                            service_port,
+                            reqwest::Method::POST,
+                            "/api/v2/labels",
+                            Some(serde_json::json!({ "name": name })),
+                        );
+                        if matches!(answer, Ok((201, _))) {
+                            acknowledged.lock().unwrap().push((name, Instant::now()));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            acknowledged,
+            stop,
+            writers,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+
+    /// Stops the clients; every write they had acknowledged.
+    fn stop(self) -> Vec<(String, Instant)> {
+        self.stop.store(true, Ordering::Release);
+        for writer in self.writers {
+            writer.join().unwrap();
+        }
+        self.acknowledged.lock().unwrap().clone()
+    }
+}
+
 #[test]
 fn after_kill_9_of_the_primary_under_load_only_the_last_instants_writes_can_be_missing() {
     let (mut a, b) = pair();
-    // One client writes as fast as the Primary answers, recording when each write was
-    // acknowledged.
-    let acknowledged: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
-        let service_port = a.service_port;
-        std::thread::spawn(move || {
-            let mut index = 0;
-            while !stop.load(Ordering::Acquire) {
-                let name = format!("load-{index}");
-                index += 1;
-                let answer = support::node::try_https(
-                    service_port,
-                    reqwest::Method::POST,
-                    "/api/v2/labels",
-                    Some(serde_json::json!({ "name": name })),
-                );
-                if matches!(answer, Ok((201, _))) {
-                    acknowledged.lock().unwrap().push((name, Instant::now()));
-                }
-            }
-        })
-    };
+    let load = Load::start(&a, 1, "load");
     // Let the load run, then kill the Primary in the middle of it.
-    wait_until(
-        || "the load never started".into(),
-        || acknowledged.lock().unwrap().len() >= 200,
-    );
+    wait_until(|| "the load never started".into(), || load.count() >= 200);
     a.kill_9();
     let killed = Instant::now();
-    stop.store(true, Ordering::Release);
-    writer.join().unwrap();
+    let acknowledged = load.stop();
     b.wait_for_state("Active");
 
     let on_b: std::collections::HashSet<String> = labels(&b).into_iter().collect();
-    let acknowledged = acknowledged.lock().unwrap().clone();
     let missing: Vec<&(String, Instant)> = acknowledged
         .iter()
         .filter(|(name, _)| !on_b.contains(name))
@@ -167,4 +208,107 @@ fn after_kill_9_of_the_primary_under_load_only_the_last_instants_writes_can_be_m
         acknowledged.len(),
         missing.len()
     );
+}
+
+#[test]
+fn synchronous_replication_loses_no_acknowledged_write_over_repeated_kill_9() {
+    // Runs of the whole scenario; each kills the Primary at a different point of the load.
+    const RUNS: usize = 3;
+    let mut total = 0;
+    for run in 0..RUNS {
+        let (mut a, b) = pair_with("synchronous", &[]);
+        let load = Load::start(&a, 4, &format!("sync-{run}"));
+        wait_until(
+            || "the load never started".into(),
+            || load.count() >= 100 + 50 * run,
+        );
+        a.kill_9();
+        let acknowledged = load.stop();
+        b.wait_for_state("Active");
+        let on_b: std::collections::HashSet<String> = labels(&b).into_iter().collect();
+        let missing: Vec<&String> = acknowledged
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| !on_b.contains(*name))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "run {run}: {} of {} acknowledged writes are missing on the promoted Secondary: {missing:?}",
+            missing.len(),
+            acknowledged.len()
+        );
+        total += acknowledged.len();
+    }
+    eprintln!("{RUNS} runs, {total} acknowledged writes, 0 missing");
+}
+
+#[test]
+fn synchronous_block_makes_writes_wait_for_a_lost_standby() {
+    let (a, mut b) = pair_with("synchronous", &[]);
+    assert_eq!(create_label(&a, "confirmed"), 201);
+    b.kill_9();
+    // The write waits for the Standby: the client gives up first.
+    let waited = std::thread::spawn({
+        let port = a.service_port;
+        move || {
+            support::node::try_https(
+                port,
+                reqwest::Method::POST,
+                "/api/v2/labels",
+                Some(serde_json::json!({ "name": "waits-for-the-standby" })),
+            )
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !waited.is_finished(),
+        "a write was answered without the Standby"
+    );
+    // The Standby returns and catches up: the waiting write is answered, new ones too.
+    b.serve();
+    let answer = waited.join().unwrap();
+    assert!(matches!(answer, Ok((201, _))), "{answer:?}");
+    assert_eq!(create_label(&a, "after-the-return"), 201);
+    wait_until(
+        || format!("{:?}", labels(&b)),
+        || labels(&b).contains(&"after-the-return".to_owned()),
+    );
+}
+
+#[test]
+fn synchronous_continuous_policy_goes_on_without_the_standby_and_raises_the_alarm() {
+    let (a, mut b) = pair_with(
+        "synchronous",
+        &[
+            "--if-standby-lost",
+            "continuous",
+            "--synchronous-timeout",
+            "500ms",
+        ],
+    );
+    b.kill_9();
+    assert_eq!(create_label(&a, "without-the-standby"), 201);
+    wait_until(
+        || format!("{:?}", a.ha_log()),
+        || {
+            a.ha_log()
+                .iter()
+                .any(|(_, level, message)| level == "ERROR" && message.contains("degraded"))
+        },
+    );
+    // Degraded: writes no longer wait.
+    assert_eq!(create_label(&a, "still-without"), 201);
+    // The Standby returns, catches up, and synchronous replication is restored.
+    b.serve();
+    assert_eq!(create_label(&a, "with-the-standby-again"), 201);
+    wait_until(
+        || format!("{:?}", a.ha_log()),
+        || {
+            a.ha_log()
+                .iter()
+                .any(|(_, _, message)| message.contains("synchronous replication restored"))
+        },
+    );
+    let text = a.ok(&["ha", "status"]);
+    assert!(text.contains("Replication: synchronous"), "{text}");
 }

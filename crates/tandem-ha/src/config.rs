@@ -201,13 +201,43 @@ pub enum ReplicationMode {
     /// A replication stream kept open: each write reaches the Standby as it commits (a lag of
     /// milliseconds); the schedule is not used.
     Continuous,
+    /// As continuous, and the Primary acknowledges a write only once the Standby holds it
+    /// durably: a failover loses no acknowledged write. What happens when the Standby is gone
+    /// is `on_standby_lost`.
+    Synchronous,
 }
+
+/// Synchronous replication: what the Primary does when its Standby stops confirming writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStandbyLost {
+    /// Writes wait until a Standby confirms them again (no acknowledged write can be lost).
+    #[default]
+    Block,
+    /// After `synchronous_timeout` without a confirmation, writes are acknowledged without one
+    /// (continuous replication) and an alarm is raised; synchronous again once the Standby has
+    /// caught up.
+    Continuous,
+}
+
+impl fmt::Display for OnStandbyLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnStandbyLost::Block => "block",
+            OnStandbyLost::Continuous => "continuous",
+        })
+    }
+}
+
+pub const SYNCHRONOUS_TIMEOUT_MIN: Span = Span::from_millis(100);
+pub const SYNCHRONOUS_TIMEOUT_MAX: Span = Span::from_minutes(10);
 
 impl fmt::Display for ReplicationMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ReplicationMode::Scheduled => "scheduled",
             ReplicationMode::Continuous => "continuous",
+            ReplicationMode::Synchronous => "synchronous",
         })
     }
 }
@@ -241,6 +271,13 @@ pub struct HaConfig {
     /// Scheduled (the guide) or continuous. Absent in configurations saved before it existed.
     #[serde(default)]
     pub replication: ReplicationMode,
+    /// Synchronous replication: what the Primary does when the Standby stops confirming.
+    #[serde(default)]
+    pub on_standby_lost: OnStandbyLost,
+    /// Synchronous replication with `on_standby_lost = continuous`: how long a write waits for
+    /// the Standby's confirmation before the Primary falls back to continuous replication.
+    #[serde(default = "default_synchronous_timeout")]
+    pub synchronous_timeout: Span,
     /// StartTime (GMT).
     pub start_time: StartTime,
     pub run_every: Span,
@@ -270,6 +307,8 @@ impl Default for HaConfig {
             node_status: NodeStatusSetting::Standby,
             primary: None,
             replication: ReplicationMode::Scheduled,
+            on_standby_lost: OnStandbyLost::Block,
+            synchronous_timeout: default_synchronous_timeout(),
             start_time: StartTime::MIDNIGHT,
             run_every: Span::from_minutes(60),
             heartbeat_interval: Span::from_secs(10),
@@ -284,6 +323,10 @@ impl Default for HaConfig {
     }
 }
 
+fn default_synchronous_timeout() -> Span {
+    Span::from_secs(5)
+}
+
 /// A change to some fields, from CLI flags or an API body. Absent fields keep their value.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -294,6 +337,8 @@ pub struct ConfigChange {
     /// `Some("")` clears the Primary.
     pub primary: Option<String>,
     pub replication: Option<ReplicationMode>,
+    pub on_standby_lost: Option<OnStandbyLost>,
+    pub synchronous_timeout: Option<Span>,
     pub start_time: Option<StartTime>,
     pub run_every: Option<Span>,
     pub heartbeat_interval: Option<Span>,
@@ -431,6 +476,8 @@ impl HaConfig {
         take!(mode);
         take!(node_status);
         take!(replication);
+        take!(on_standby_lost);
+        take!(synchronous_timeout);
         take!(start_time);
         take!(run_every);
         take!(heartbeat_interval);
@@ -456,6 +503,12 @@ impl HaConfig {
     /// Every field's bounds, and the combinations that cannot work.
     pub fn validate(&self) -> Result<Vec<ConfigWarning>, ConfigError> {
         check_span("runEvery", self.run_every, RUN_EVERY_MIN, RUN_EVERY_MAX)?;
+        check_span(
+            "synchronousTimeout",
+            self.synchronous_timeout,
+            SYNCHRONOUS_TIMEOUT_MIN,
+            SYNCHRONOUS_TIMEOUT_MAX,
+        )?;
         check_span(
             "heartbeatInterval",
             self.heartbeat_interval,
@@ -525,6 +578,18 @@ impl HaConfig {
                      trades load for a smaller loss window",
                     self.run_every
                 ),
+            });
+        }
+        if self.replication == ReplicationMode::Synchronous
+            && self.on_standby_lost == OnStandbyLost::Block
+        {
+            warnings.push(ConfigWarning {
+                field: "onStandbyLost".into(),
+                message: "synchronous replication with onStandbyLost = block: while the Standby \
+                          is down or cut off, every write on the Primary waits for it (no \
+                          acknowledged write can be lost); choose continuous to keep taking \
+                          writes, with an alarm, after synchronousTimeout"
+                    .into(),
             });
         }
         if self.recheck_interval > self.heartbeat_interval {

@@ -415,13 +415,14 @@ impl Controller {
             && self.status.state == State::Standby
     }
 
-    /// A Standby Secondary with continuous replication follows its Primary; nothing else does.
+    /// A Standby Secondary with continuous or synchronous replication follows its Primary;
+    /// nothing else does.
     fn follow_wanted(&self) -> Option<String> {
         let config = &self.durable.config;
         (self.started
             && config.enabled
             && config.mode == Mode::Secondary
-            && config.replication == ReplicationMode::Continuous
+            && config.replication != ReplicationMode::Scheduled
             && self.status.state == State::Standby)
             .then(|| config.primary.clone())
             .flatten()

@@ -159,9 +159,8 @@ pub async fn follow(
                         let mut sorted: Vec<i64> = lags.iter().copied().collect();
                         sorted.sort_unstable();
                         let quantile = |q: f64| {
-                            (!sorted.is_empty()).then(|| {
-                                sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-                            })
+                            (!sorted.is_empty())
+                                .then(|| sorted[((sorted.len() - 1) as f64 * q).round() as usize])
                         };
                         status.recent_lag_p50_ms = quantile(0.5);
                         status.recent_lag_p99_ms = quantile(0.99);

@@ -131,6 +131,9 @@ struct Inner {
     replicated: Database,
     files: FileStore,
     data_dir: PathBuf,
+    /// The highest position a continuous follower has asked to continue from, i.e. holds
+    /// durably: what synchronous replication waits for.
+    follower_acked: tokio::sync::watch::Sender<i64>,
 }
 
 /// This node's replication side; cheap to clone.
@@ -152,6 +155,7 @@ impl Replication {
             inner: Arc::new(Inner {
                 ha: std::sync::OnceLock::new(),
                 sync_lock: tokio::sync::Mutex::new(()),
+                follower_acked: tokio::sync::watch::Sender::new(0),
                 node_name: node.config.node.name.clone(),
                 node_id: node.config.node.id.clone(),
                 host_key: node.ssh_host_key.private_key().clone(),
@@ -176,6 +180,22 @@ impl Replication {
     /// The lock every sync takes; `None` if a sync already runs.
     pub fn try_sync_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         self.inner.sync_lock.try_lock().ok()
+    }
+
+    /// The position a continuous follower holds durably (the highest it asked to continue from).
+    pub fn follower_acked(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.inner.follower_acked.subscribe()
+    }
+
+    /// A follower asked for the entries after `seq`: it holds everything up to `seq` durably.
+    pub(crate) fn follower_holds(&self, seq: i64) {
+        self.inner.follower_acked.send_if_modified(|acked| {
+            let raised = seq > *acked;
+            if raised {
+                *acked = seq;
+            }
+            raised
+        });
     }
 
     /// Waits for the sync lock: a continuous follower applies each batch under it.

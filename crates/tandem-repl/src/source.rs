@@ -143,6 +143,10 @@ where
                 Ok((known, changes::base(conn)?, changes::position(conn)?))
             })
             .await?;
+        if known && !wait.is_zero() {
+            // A follower (a long poll) holds every entry up to the one it continues from.
+            replication.follower_holds(after_seq);
+        }
         if !known || until.seq != after_seq || wait.is_zero() {
             break (known, base, until);
         }

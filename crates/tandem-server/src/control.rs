@@ -57,6 +57,10 @@ pub async fn status_json(
         "fenced": durable.fenced,
         "lastSync": last_sync,
         "follower": follower.filter(|follower| !follower.source.is_empty()),
+        "position": {
+            "headSeq": replication.replicated().head_seq(),
+            "standbyHoldsSeq": *replication.follower_acked().borrow(),
+        },
     })
 }
 

@@ -10,7 +10,9 @@ use crate::state::AppState;
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tandem_ha::config::{ConfigChange, ConfigError, ConfigWarning, HaConfig};
+use tandem_ha::config::{
+    ConfigChange, ConfigError, ConfigWarning, HaConfig, OnStandbyLost, ReplicationMode,
+};
 use tandem_ha::machine::{
     Command, Controller, Durable, Event, Level, Now, OperatorCommand, PeerView, Snapshot,
     SyncOutcome, SyncTrigger,
@@ -259,6 +261,10 @@ pub struct HaRuntime {
     /// Continuous replication: the follower task, and what it reports.
     follower: Option<tokio::task::JoinHandle<()>>,
     follow_status: Arc<watch::Sender<FollowStatus>>,
+    /// Synchronous replication on an Active node: set by the store while writes are
+    /// acknowledged without the Standby's confirmation; and whether the alarm was raised.
+    sync_degraded: Arc<std::sync::atomic::AtomicBool>,
+    sync_degraded_reported: bool,
 }
 
 impl Drop for HaRuntime {
@@ -315,6 +321,8 @@ impl HaRuntime {
             hold: None,
             follower: None,
             follow_status,
+            sync_degraded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            sync_degraded_reported: false,
         };
         (runtime, handle)
     }
@@ -340,6 +348,7 @@ impl HaRuntime {
             match input {
                 Input::Event(Event::Tick) => {
                     self.check_hold();
+                    self.check_synchronous().await;
                     let commands = self.controller.handle(now, Event::Tick);
                     self.carry_out(commands).await;
                 }
@@ -716,6 +725,7 @@ impl HaRuntime {
                 }
             }
             self.state.set_elsewhere(None);
+            db.set_ack_gate(self.ack_gate());
             db.set_write_gate(None)
                 .await
                 .map_err(|error| format!("cannot open writes: {error}"))?;
@@ -736,6 +746,7 @@ impl HaRuntime {
                     .unwrap_or_default()
             );
             self.state.set_elsewhere(hint);
+            db.set_ack_gate(None);
             db.set_write_gate(Some(reason))
                 .await
                 .map_err(|error| format!("cannot close writes: {error}"))?;
@@ -895,6 +906,67 @@ impl HaRuntime {
                 .send(Input::Event(Event::SyncFinished { trigger, outcome }))
                 .await;
         });
+    }
+
+    /// Synchronous replication on this (Active) node: writes wait for the Standby's
+    /// confirmation, for ever (`block`) or up to the timeout (`continuous`).
+    fn ack_gate(&self) -> Option<tandem_store::db::AckGate> {
+        let config = &self.controller.durable().config;
+        (config.enabled && config.replication == ReplicationMode::Synchronous).then(|| {
+            tandem_store::db::AckGate {
+                acked: self.replication.follower_acked(),
+                wait_max: match config.on_standby_lost {
+                    OnStandbyLost::Block => None,
+                    OnStandbyLost::Continuous => Some(Duration::from_millis(
+                        config.synchronous_timeout.as_millis(),
+                    )),
+                },
+                degraded: self.sync_degraded.clone(),
+            }
+        })
+    }
+
+    /// Raises (and clears) the alarm when synchronous replication fell back to continuous.
+    async fn check_synchronous(&mut self) {
+        use std::sync::atomic::Ordering;
+        // Writes clear it too, but only a write that waits; without writes the alarm would stay.
+        if self.sync_degraded.load(Ordering::Acquire)
+            && *self.replication.follower_acked().borrow() >= self.state.db.head_seq()
+        {
+            self.sync_degraded.store(false, Ordering::Release);
+        }
+        let degraded = self.sync_degraded.load(Ordering::Acquire);
+        if degraded == self.sync_degraded_reported {
+            return;
+        }
+        self.sync_degraded_reported = degraded;
+        let message = if degraded {
+            let timeout = self.controller.durable().config.synchronous_timeout;
+            format!(
+                "synchronous replication degraded: no Standby confirmed a write within \
+                 {timeout}; writes are acknowledged without it (continuous replication) until it \
+                 has caught up, and a failover now may lose the writes since"
+            )
+        } else {
+            "synchronous replication restored: the Standby has caught up and confirms every \
+             write again"
+                .to_owned()
+        };
+        self.log(if degraded { Level::Error } else { Level::Info }, &message)
+            .await;
+        if degraded
+            && let Err(error) = self
+                .state
+                .local
+                .log(
+                    NOTIFICATIONS_MODULE,
+                    "NOTICE",
+                    &format!("failure: {message}"),
+                )
+                .await
+        {
+            tracing::warn!(%error, "cannot record a notification");
+        }
     }
 
     /// Starts (or stops) continuous replication: a task that follows `from`, reconnects after a

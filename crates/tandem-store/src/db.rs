@@ -114,6 +114,23 @@ struct Shared {
     /// how a source tells a following Secondary when the entries it sends were committed, so
     /// replication lag is measured from the write, not from the send.
     commit_times: Arc<Mutex<std::collections::VecDeque<(i64, i64)>>>,
+    /// The newest sealed sequence number after the last commit (change capture only).
+    head_seq: Arc<AtomicI64>,
+    /// Synchronous replication: successful writes return only once a Standby confirmed them.
+    ack_gate: Mutex<Option<AckGate>>,
+}
+
+/// Synchronous replication's rule for [`Database::write`]: a write that committed is answered
+/// only once `acked` (the position a Standby holds durably) reaches the position after it.
+#[derive(Clone)]
+pub struct AckGate {
+    pub acked: watch::Receiver<i64>,
+    /// `None`: wait as long as it takes. `Some(limit)`: after waiting `limit`, answer without the
+    /// confirmation and set `degraded`; writes then do not wait until the Standby has caught up.
+    pub wait_max: Option<std::time::Duration>,
+    /// Set while confirmations are not awaited (a Standby lost with the `continuous` policy);
+    /// the HA runtime raises the alarm from it.
+    pub degraded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Recent commits whose time is kept (see `Shared::commit_times`): at 1,000 commits/s that is
@@ -177,6 +194,11 @@ impl Database {
         let readers = Arc::new(Readers::default());
         let commits = Arc::new(watch::Sender::new(0));
         let commit_times = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let head_seq = Arc::new(AtomicI64::new(if schema.change_capture {
+            crate::changes::position(&conn)?.seq
+        } else {
+            0
+        }));
         let writer = Writer {
             path: path.to_owned(),
             schema,
@@ -185,6 +207,7 @@ impl Database {
             wal_frames: Arc::new(AtomicI64::new(0)),
             commits: commits.clone(),
             commit_times: commit_times.clone(),
+            head_seq: head_seq.clone(),
         };
         let mut conn = conn;
         writer.watch_wal(&mut conn)?;
@@ -201,6 +224,8 @@ impl Database {
                 epoch,
                 commits,
                 commit_times,
+                head_seq,
+                ack_gate: Mutex::new(None),
             }),
         })
     }
@@ -240,7 +265,8 @@ impl Database {
             .map(|(_, at)| *at)
     }
 
-    /// Runs `job` in the writer's transaction and returns its result once it is durable.
+    /// Runs `job` in the writer's transaction and returns its result once it is durable (and,
+    /// with an [`AckGate`], once a Standby holds it too).
     pub async fn write<R, F>(&self, job: F) -> StoreResult<R>
     where
         R: Send + 'static,
@@ -252,7 +278,53 @@ impl Database {
             .send(Message::Job(job))
             .await
             .map_err(|_| StoreError::WriterStopped)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+        let result = answer.await.map_err(|_| StoreError::WriterStopped)?;
+        if result.is_ok() {
+            self.await_ack().await;
+        }
+        result
+    }
+
+    /// Synchronous replication: installs (or removes) the rule that writes wait for a Standby.
+    pub fn set_ack_gate(&self, gate: Option<AckGate>) {
+        *lock(&self.shared.ack_gate) = gate;
+    }
+
+    /// The newest sealed sequence number (change capture only).
+    pub fn head_seq(&self) -> i64 {
+        self.shared.head_seq.load(Ordering::Acquire)
+    }
+
+    async fn await_ack(&self) {
+        let Some(mut gate) = lock(&self.shared.ack_gate).clone() else {
+            return;
+        };
+        // Every write before this answer is at or below the head now.
+        let head = self.head_seq();
+        if gate.degraded.load(Ordering::Acquire) {
+            if *gate.acked.borrow() >= head {
+                gate.degraded.store(false, Ordering::Release);
+            } else {
+                return;
+            }
+        }
+        let confirmed = gate.acked.wait_for(|acked| *acked >= head);
+        match gate.wait_max {
+            None => {
+                let _ = confirmed.await;
+            }
+            Some(limit) => {
+                if tokio::time::timeout(limit, confirmed).await.is_err() {
+                    gate.degraded.store(true, Ordering::Release);
+                    tracing::error!(
+                        head,
+                        "no Standby confirmed a write within {} ms: acknowledging writes without \
+                         it (continuous replication) until it has caught up",
+                        limit.as_millis()
+                    );
+                }
+            }
+        }
     }
 
     /// [`Self::write`] for replication: a sync applies the source's changes even while ordinary
@@ -522,6 +594,7 @@ struct Writer {
     wal_frames: Arc<AtomicI64>,
     commits: Arc<watch::Sender<u64>>,
     commit_times: Arc<Mutex<std::collections::VecDeque<(i64, i64)>>>,
+    head_seq: Arc<AtomicI64>,
 }
 
 /// The writer checkpoints the WAL when its queue is empty and the WAL holds this many frames
@@ -568,6 +641,8 @@ impl Writer {
             let mut closed: Option<Arc<str>> = None;
             while let Some(first) = receiver.blocking_recv() {
                 let mut next = Some(first);
+                // Replicated entries arrive sealed: the head is read back after such a commit.
+                let mut replica_in_batch = false;
                 let mut install = None;
                 let mut gate = None;
                 while let Some(message) = next.take() {
@@ -579,7 +654,10 @@ impl Writer {
                                 completion(Commit::Closed(reason.clone()));
                             }
                         },
-                        Message::ReplicaJob(job) => batch.push(job),
+                        Message::ReplicaJob(job) => {
+                            replica_in_batch = true;
+                            batch.push(job);
+                        }
                         Message::Gate { closed, reply } => {
                             gate = Some((closed, reply));
                             break;
@@ -603,17 +681,29 @@ impl Writer {
                     .map(|epoch| epoch.load(Ordering::Acquire));
                 match &conn {
                     Some(open) => {
-                        if !batch.is_empty()
-                            && let Some(sealed) = commit_batch(open, batch.drain(..), epoch)
-                        {
-                            if let Some(seq) = sealed {
-                                let mut times = lock(&self.commit_times);
-                                if times.len() == COMMIT_TIMES_RETAINED_MAX {
-                                    times.pop_front();
+                        if !batch.is_empty() {
+                            // Runs after the commit and before any job is answered, so a write
+                            // that waits for a Standby (synchronous replication) sees its own
+                            // entries in the head.
+                            let committed = |sealed: Option<i64>| {
+                                let sealed = match sealed {
+                                    None if replica_in_batch && epoch.is_some() => {
+                                        crate::changes::position(open).ok().map(|head| head.seq)
+                                    }
+                                    sealed => sealed,
+                                };
+                                if let Some(seq) = sealed {
+                                    self.head_seq.store(seq, Ordering::Release);
+                                    let mut times = lock(&self.commit_times);
+                                    if times.len() == COMMIT_TIMES_RETAINED_MAX {
+                                        times.pop_front();
+                                    }
+                                    times.push_back((seq, wall_clock_ms()));
                                 }
-                                times.push_back((seq, wall_clock_ms()));
+                            };
+                            if commit_batch(open, batch.drain(..), epoch, committed) {
+                                self.commits.send_modify(|count| *count += 1);
                             }
-                            self.commits.send_modify(|count| *count += 1);
                         }
                         self.checkpoint_if_due(open, receiver.is_empty());
                     }
@@ -706,6 +796,8 @@ impl Writer {
         if let Some(epoch) = &self.epoch {
             let latest = crate::changes::latest_epoch(&reopened)?;
             epoch.store(latest.max(1), Ordering::Release);
+            let head = crate::changes::position(&reopened)?.seq;
+            self.head_seq.store(head, Ordering::Release);
         }
         *conn = Some(reopened);
         Ok(())
@@ -738,13 +830,14 @@ fn refuse_batch(jobs: impl Iterator<Item = Job>, reason: &str) {
 
 /// Runs `jobs` in one transaction and commits once. With change capture (`epoch` is `Some`), the
 /// entries the jobs produced are sealed just before the commit, inside the same transaction.
-/// Returns `None` when it did not commit, else the newest sealed sequence number when change
-/// capture sealed new entries.
+/// After a commit and before answering the jobs it calls `committed` with the newest sequence
+/// number change capture sealed (if any). Returns whether it committed.
 fn commit_batch(
     conn: &Connection,
     jobs: impl Iterator<Item = Job>,
     epoch: Option<i64>,
-) -> Option<Option<i64>> {
+    committed: impl FnOnce(Option<i64>),
+) -> bool {
     let mut completions: Vec<Completion> = Vec::new();
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         let reason: Arc<str> = format!("could not begin a transaction: {error}").into();
@@ -752,7 +845,7 @@ fn commit_batch(
             let (_, completion) = job(None);
             completion(Commit::Failed(reason.clone()));
         }
-        return None;
+        return false;
     }
     for job in jobs {
         let savepoint = conn.execute_batch("SAVEPOINT job");
@@ -784,11 +877,14 @@ fn commit_batch(
             Commit::Failed(Arc::from(error))
         }
     };
-    let committed = matches!(commit, Commit::Done).then_some(newest);
+    let done = matches!(commit, Commit::Done);
+    if done {
+        committed(newest);
+    }
     for completion in completions {
         completion(commit.clone());
     }
-    committed
+    done
 }
 
 fn wall_clock_ms() -> i64 {
