@@ -75,7 +75,8 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 
 use tandem_ha::config::{
-    HaConfig, NodeStatusSetting, OnFailure, RUN_EVERY_MIN, ReplicationMode, Span, StartTime,
+    HaConfig, NodeStatusSetting, OnFailure, OnStandbyLost, RUN_EVERY_MIN, ReplicationMode, Span,
+    StartTime,
 };
 use tandem_ha::machine::{
     Command, Controller, Durable, Event, Notification, Now, OperatorCommand, PeerView, SyncOutcome,
@@ -242,6 +243,8 @@ impl Scenario {
             node_status: NodeStatusSetting::Standby,
             primary: primary.map(|node| ADDRESSES[node].to_owned()),
             replication: ReplicationMode::Scheduled,
+            on_standby_lost: OnStandbyLost::Block,
+            synchronous_timeout: Span::from_secs(5),
             start_time: StartTime::new(14, 0).unwrap_or(StartTime::MIDNIGHT),
             run_every: RUN_EVERY_MIN,
             heartbeat_interval: Span::from_millis(self.heartbeat_interval_ms),

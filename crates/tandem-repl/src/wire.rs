@@ -187,6 +187,7 @@ mod tests {
             encode(&Request::Changes {
                 after_seq: 7,
                 after_checksum: "ab".into(),
+                wait_ms: 0,
             })
             .unwrap(),
             encode(&Request::File {
