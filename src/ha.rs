@@ -171,6 +171,10 @@ pub struct ConfigureArgs {
     /// Standby before the Primary falls back [default: 5s].
     #[arg(long, value_name = "DURATION")]
     synchronous_timeout: Option<tandem_ha::config::Span>,
+    /// Continuous or synchronous replication: a Standby whose lag exceeds this (or whose stream
+    /// is down) reports itself behind in `ha status` and the metrics [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    lag_bound: Option<tandem_ha::config::Span>,
     /// StartTime (GMT), HH:MM: when the first scheduled sync runs.
     #[arg(long, value_name = "HH:MM")]
     start_time: Option<tandem_ha::config::StartTime>,
@@ -234,6 +238,7 @@ impl ConfigureArgs {
                 StandbyLostArg::Continuous => tandem_ha::config::OnStandbyLost::Continuous,
             }),
             synchronous_timeout: self.synchronous_timeout,
+            lag_bound: self.lag_bound,
             start_time: self.start_time,
             run_every: self.run_every,
             heartbeat_interval: self.heartbeat_interval,
@@ -903,6 +908,9 @@ fn print_status(result: &serde_json::Value) {
                 _ => String::new(),
             }
         );
+        if let Some(why) = result["behind"].as_str() {
+            println!("BEHIND: {why}");
+        }
     }
     if let Some(position) = result["position"].as_object() {
         let field = |name: &str| {

@@ -112,6 +112,26 @@ fn writes_reach_the_standby_as_they_commit_and_the_status_shows_the_follower() {
     let text = b.ok(&["ha", "status"]);
     assert!(text.contains("Continuous replication from"), "{text}");
     assert!(text.contains("Replication: continuous"), "{text}");
+    assert!(status["behind"].is_null(), "{status:#}");
+    // Prometheus metrics on the System Manager listener (System Manager credentials).
+    let (code, metrics) =
+        support::node::https(b.sysmgr_port, reqwest::Method::GET, "/metrics", None);
+    assert_eq!(code, 200, "{metrics}");
+    assert!(
+        metrics.contains("tandem_ha_state{state=\"Standby\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tandem_replication_follower_connected 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tandem_replication_behind 0"), "{metrics}");
+    let (_, primary_metrics) =
+        support::node::https(a.sysmgr_port, reqwest::Method::GET, "/metrics", None);
+    assert!(
+        primary_metrics.contains("tandem_ha_state{state=\"Active\"} 1"),
+        "{primary_metrics}"
+    );
     // The Standby still refuses writes of its own.
     assert_eq!(create_label(&b, "on-the-standby"), 503);
     // Both nodes hold the same data.
@@ -311,4 +331,26 @@ fn synchronous_continuous_policy_goes_on_without_the_standby_and_raises_the_alar
     );
     let text = a.ok(&["ha", "status"]);
     assert!(text.contains("Replication: synchronous"), "{text}");
+}
+
+#[test]
+fn a_standby_whose_stream_is_down_reports_itself_behind() {
+    let (mut a, b) = pair_with("continuous", &["--on-failure", "standby"]);
+    a.kill_9();
+    wait_until(
+        || format!("{:#}", b.status()),
+        || {
+            b.status()["behind"]
+                .as_str()
+                .is_some_and(|why| why.contains("is down"))
+        },
+    );
+    assert!(
+        b.ok(&["ha", "status"])
+            .contains("BEHIND: the replication stream from")
+    );
+    let (_, metrics) = support::node::https(b.sysmgr_port, reqwest::Method::GET, "/metrics", None);
+    assert!(metrics.contains("tandem_replication_behind 1"), "{metrics}");
+    // Keep in Standby: it stays Standby and says so.
+    assert_eq!(b.state(), "Standby");
 }

@@ -35,6 +35,7 @@ pub struct Node {
     pub dir: PathBuf,
     pub ssh_port: u16,
     pub service_port: u16,
+    pub sysmgr_port: u16,
     /// Of the certificate `init` created (the node serves its Primary's once it has synced).
     pub server_certificate_sha256: String,
     child: Option<Child>,
@@ -74,6 +75,7 @@ impl Node {
             dir,
             ssh_port,
             service_port,
+            sysmgr_port,
             server_certificate_sha256,
             child: None,
         }

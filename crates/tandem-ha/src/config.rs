@@ -231,6 +231,10 @@ impl fmt::Display for OnStandbyLost {
 
 pub const SYNCHRONOUS_TIMEOUT_MIN: Span = Span::from_millis(100);
 pub const SYNCHRONOUS_TIMEOUT_MAX: Span = Span::from_minutes(10);
+/// Below this the lag report would flap with ordinary scheduling noise; above it a Standby
+/// could be a day behind without saying so.
+pub const LAG_BOUND_MIN: Span = Span::from_millis(10);
+pub const LAG_BOUND_MAX: Span = Span::from_minutes(24 * 60);
 
 impl fmt::Display for ReplicationMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -278,6 +282,10 @@ pub struct HaConfig {
     /// the Standby's confirmation before the Primary falls back to continuous replication.
     #[serde(default = "default_synchronous_timeout")]
     pub synchronous_timeout: Span,
+    /// Continuous and synchronous replication: a Standby whose lag exceeds this, or whose
+    /// stream is down, reports itself behind (`tandem ha status`, metrics).
+    #[serde(default = "default_lag_bound")]
+    pub lag_bound: Span,
     /// StartTime (GMT).
     pub start_time: StartTime,
     pub run_every: Span,
@@ -309,6 +317,7 @@ impl Default for HaConfig {
             replication: ReplicationMode::Scheduled,
             on_standby_lost: OnStandbyLost::Block,
             synchronous_timeout: default_synchronous_timeout(),
+            lag_bound: default_lag_bound(),
             start_time: StartTime::MIDNIGHT,
             run_every: Span::from_minutes(60),
             heartbeat_interval: Span::from_secs(10),
@@ -327,6 +336,10 @@ fn default_synchronous_timeout() -> Span {
     Span::from_secs(5)
 }
 
+fn default_lag_bound() -> Span {
+    Span::from_secs(5)
+}
+
 /// A change to some fields, from CLI flags or an API body. Absent fields keep their value.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -339,6 +352,7 @@ pub struct ConfigChange {
     pub replication: Option<ReplicationMode>,
     pub on_standby_lost: Option<OnStandbyLost>,
     pub synchronous_timeout: Option<Span>,
+    pub lag_bound: Option<Span>,
     pub start_time: Option<StartTime>,
     pub run_every: Option<Span>,
     pub heartbeat_interval: Option<Span>,
@@ -478,6 +492,7 @@ impl HaConfig {
         take!(replication);
         take!(on_standby_lost);
         take!(synchronous_timeout);
+        take!(lag_bound);
         take!(start_time);
         take!(run_every);
         take!(heartbeat_interval);
@@ -509,6 +524,7 @@ impl HaConfig {
             SYNCHRONOUS_TIMEOUT_MIN,
             SYNCHRONOUS_TIMEOUT_MAX,
         )?;
+        check_span("lagBound", self.lag_bound, LAG_BOUND_MIN, LAG_BOUND_MAX)?;
         check_span(
             "heartbeatInterval",
             self.heartbeat_interval,

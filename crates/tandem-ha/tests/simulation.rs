@@ -245,6 +245,7 @@ impl Scenario {
             replication: ReplicationMode::Scheduled,
             on_standby_lost: OnStandbyLost::Block,
             synchronous_timeout: Span::from_secs(5),
+            lag_bound: Span::from_secs(5),
             start_time: StartTime::new(14, 0).unwrap_or(StartTime::MIDNIGHT),
             run_every: RUN_EVERY_MIN,
             heartbeat_interval: Span::from_millis(self.heartbeat_interval_ms),

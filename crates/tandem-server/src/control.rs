@@ -56,12 +56,40 @@ pub async fn status_json(
         "epoch": durable.epoch,
         "fenced": durable.fenced,
         "lastSync": last_sync,
+        "behind": follower.as_ref().and_then(|follower| behind(follower, durable.config.lag_bound)),
         "follower": follower.filter(|follower| !follower.source.is_empty()),
         "position": {
             "headSeq": replication.replicated().head_seq(),
             "standbyHoldsSeq": *replication.follower_acked().borrow(),
         },
     })
+}
+
+/// Why a following Standby is behind: its stream is down, or its last lag exceeds the bound.
+pub fn behind(
+    follower: &tandem_repl::follow::FollowStatus,
+    bound: tandem_ha::config::Span,
+) -> Option<String> {
+    if follower.source.is_empty() {
+        return None;
+    }
+    if !follower.connected {
+        return Some(format!(
+            "the replication stream from {} is down{}",
+            follower.source,
+            follower
+                .last_error
+                .as_ref()
+                .map(|error| format!(": {error}"))
+                .unwrap_or_default()
+        ));
+    }
+    follower
+        .last_lag_ms
+        .filter(|lag| *lag > bound.as_millis() as i64)
+        .map(|lag| {
+            format!("the last batch arrived {lag} ms after its commit, over the {bound} bound")
+        })
 }
 
 impl ops::Executor for NodeExecutor {

@@ -125,11 +125,17 @@ pub struct HaHandle {
     snapshot: watch::Receiver<Snapshot>,
     view: Arc<RwLock<PeerView>>,
     follower: watch::Receiver<FollowStatus>,
+    standby_holds: watch::Receiver<i64>,
 }
 
 impl HaHandle {
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot.borrow().clone()
+    }
+
+    /// The position a following Standby holds (on the node it follows).
+    pub fn standby_holds(&self) -> watch::Receiver<i64> {
+        self.standby_holds.clone()
     }
 
     /// The continuous follower's state (default when this node does not follow).
@@ -302,6 +308,7 @@ impl HaRuntime {
             snapshot: snapshot_receiver,
             view: view.clone(),
             follower: follow_status.subscribe(),
+            standby_holds: replication.follower_acked(),
         };
         replication.attach_ha(Arc::new(handle.clone()));
         let runtime = Self {
