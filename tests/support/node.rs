@@ -152,6 +152,21 @@ impl Node {
         }
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the running process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the node runs");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     pub fn kill_9(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_9(&mut child);
@@ -250,6 +265,17 @@ pub fn try_https(
     path: &str,
     body: Option<Value>,
 ) -> Result<(u16, String), String> {
+    try_https_within(port, method, path, body, Duration::from_secs(10))
+}
+
+/// [`try_https`] with the client giving up after `timeout`.
+pub fn try_https_within(
+    port: u16,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let url = format!("https://127.0.0.1:{port}{path}");
     tandem_crypto::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -261,7 +287,7 @@ pub fn try_https(
         // what they answer, not by certificate.
         let client = reqwest::Client::builder()
             .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .build()
             .unwrap();
         let mut request = client

@@ -46,9 +46,9 @@ pub struct Durable {
     pub fenced: Option<String>,
     /// Wall-clock ms of the StartTime the schedule counts from, set when the config is saved.
     pub schedule_anchor_ms: Option<i64>,
-    /// The state of the node this one follows (its Primary), as its last heartbeat answer told.
-    /// Durable so that a restarted node still knows it follows a node that was not serving:
-    /// a Standby there (a DR node following the main Secondary) or a Not Available node.
+    /// The state of the node this one follows (its Primary), Active or Standby, as its last such
+    /// heartbeat answer told. Durable so that a restarted node still knows it follows a node that
+    /// was only a Standby (a DR node following the main Secondary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub followed_state: Option<State>,
 }
@@ -728,7 +728,11 @@ impl Controller {
                 ),
             );
         }
-        if self.durable.followed_state != Some(peer.state) {
+        // Not Available is not recorded: a Primary restarting (checking its peers) answers so,
+        // and a Primary that crash-loops must still be replaceable.
+        if matches!(peer.state, State::Active | State::Standby)
+            && self.durable.followed_state != Some(peer.state)
+        {
             self.durable.followed_state = Some(peer.state);
             self.persist(commands);
         }
@@ -781,9 +785,7 @@ impl Controller {
             message,
         });
         let followed = self.durable.followed_state;
-        if config.on_failure == OnFailure::Promote
-            && matches!(followed, Some(State::Standby | State::NotAvailable))
-        {
+        if config.on_failure == OnFailure::Promote && followed == Some(State::Standby) {
             // The followed node was not serving devices, so its failure leaves the fleet with
             // whatever node does (in the three-server scenario: the main Primary, which this DR
             // node cannot see). Promoting here would make a second Active node.

@@ -225,8 +225,12 @@ async fn probe_loop(shared: Arc<Shared>, probers: Vec<Prober>) {
                     shared
                         .metrics
                         .record_probe(backend, page, started.elapsed(), &result);
-                    let commands = shared.policy().probe(now_ms(), backend, page, result);
+                    // Decided and carried out under one lock, so routing follows the policy's
+                    // order even when probes and a resume race (applying never blocks).
+                    let mut policy = shared.policy();
+                    let commands = policy.probe(now_ms(), backend, page, result);
                     shared.apply(commands);
+                    drop(policy);
                 });
             }
         }
@@ -452,14 +456,14 @@ async fn resume(
             );
         }
     };
-    let outcome = shared.policy().resume(now_ms(), to.as_deref());
+    let mut policy = shared.policy();
+    let outcome = policy.resume(now_ms(), to.as_deref());
     match outcome {
         Ok(commands) => {
             let moved = commands
                 .iter()
                 .any(|command| matches!(command, Command::Route(_)));
             shared.apply(commands);
-            let policy = shared.policy();
             let active = policy
                 .active()
                 .map(|index| policy.backends()[index].name.clone());

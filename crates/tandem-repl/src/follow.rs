@@ -45,6 +45,10 @@ pub struct FollowStatus {
     pub recent_lag_p99_ms: Option<i64>,
     pub recent_lag_max_ms: Option<i64>,
     pub last_applied_at_ms: Option<i64>,
+    /// Wall-clock ms of the source's last answer (a batch, or "nothing new" after a long poll).
+    pub last_answer_at_ms: Option<i64>,
+    /// The source's last answer said nothing was left to send.
+    pub caught_up: bool,
     pub last_error: Option<String>,
 }
 
@@ -124,10 +128,27 @@ pub async fn follow(
                 committed_at_ms,
             }) => {
                 if entries.is_empty() && !more {
+                    status.send_modify(|status| {
+                        status.last_answer_at_ms = Some(wall_clock_ms());
+                        status.caught_up = true;
+                    });
                     continue;
                 }
                 // One sync lock with manual and scheduled syncs: they never apply at once.
                 let _running = replication.sync_lock().await;
+                // Another sync may have moved this node while the lock was free: start over
+                // from where the database really is.
+                let stored = replication
+                    .replicated()
+                    .read(tandem_store::changes::position)
+                    .await?;
+                if stored != position {
+                    return Err(ReplicationError::Protocol(format!(
+                        "another sync moved this node from position {} to {} meanwhile; the \
+                         stream reconnects from there",
+                        position.seq, stored.seq
+                    )));
+                }
                 let mut summary = SyncSummary::default();
                 position = apply_changes(
                     replication,
@@ -155,6 +176,8 @@ pub async fn follow(
                     status.applied_batches += 1;
                     status.last_lag_ms = lag;
                     status.last_applied_at_ms = Some(now);
+                    status.last_answer_at_ms = Some(now);
+                    status.caught_up = false;
                     if status.applied_batches % LAG_SUMMARY_EVERY_BATCHES == 1 || lags.len() < 64 {
                         let mut sorted: Vec<i64> = lags.iter().copied().collect();
                         sorted.sort_unstable();

@@ -187,6 +187,12 @@ impl Replication {
         self.inner.follower_acked.subscribe()
     }
 
+    /// Forgets what followers confirmed: a node that becomes Active counts only confirmations
+    /// made to it as Active, never ones left from before (a snapshot may have lowered its head).
+    pub fn reset_follower_acked(&self) {
+        self.inner.follower_acked.send_replace(0);
+    }
+
     /// A follower asked for the entries after `seq`: it holds everything up to `seq` durably.
     pub(crate) fn follower_holds(&self, seq: i64) {
         self.inner.follower_acked.send_if_modified(|acked| {

@@ -84,9 +84,28 @@ pub fn behind(
                 .unwrap_or_default()
         ));
     }
+    let bound_ms = bound.as_millis() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64);
+    // The source answers at least every FOLLOW_WAIT_MAX (a long poll that found nothing).
+    let silent_ms = now
+        - follower
+            .last_answer_at_ms
+            .or(follower.connected_since_ms)
+            .unwrap_or(now);
+    let expected_ms = tandem_repl::source::FOLLOW_WAIT_MAX.as_millis() as i64;
+    if silent_ms > expected_ms + bound_ms {
+        return Some(format!(
+            "{} has not answered for {silent_ms} ms (it answers at least every {expected_ms} ms)",
+            follower.source
+        ));
+    }
+    // A slow batch matters only until the stream has caught up again. Lag compares the two
+    // nodes' clocks, which the guide requires to agree (a skew over 2 s is warned about).
     follower
         .last_lag_ms
-        .filter(|lag| *lag > bound.as_millis() as i64)
+        .filter(|lag| *lag > bound_ms && !follower.caught_up)
         .map(|lag| {
             format!("the last batch arrived {lag} ms after its commit, over the {bound} bound")
         })

@@ -269,7 +269,7 @@ pub struct HaRuntime {
     follow_status: Arc<watch::Sender<FollowStatus>>,
     /// Synchronous replication on an Active node: set by the store while writes are
     /// acknowledged without the Standby's confirmation; and whether the alarm was raised.
-    sync_degraded: Arc<std::sync::atomic::AtomicBool>,
+    sync_degraded: Arc<std::sync::atomic::AtomicI64>,
     sync_degraded_reported: bool,
 }
 
@@ -328,7 +328,7 @@ impl HaRuntime {
             hold: None,
             follower: None,
             follow_status,
-            sync_degraded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            sync_degraded: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             sync_degraded_reported: false,
         };
         (runtime, handle)
@@ -383,6 +383,10 @@ impl HaRuntime {
                     match result {
                         Ok((warnings, commands)) => {
                             self.carry_out(commands).await;
+                            // Replication settings apply to a running Active node at once.
+                            if self.controller.status().state == State::Active {
+                                self.state.db.set_ack_gate(self.ack_gate());
+                            }
                             let _ = reply.send(Ok(Configured {
                                 warnings,
                                 snapshot: self.controller.snapshot(),
@@ -713,6 +717,17 @@ impl HaRuntime {
     ) -> Result<(), String> {
         let db = &self.state.db;
         if status.state == State::Active {
+            // A batch from the old Primary must not land after writes open: stop following
+            // first (a batch already queued on the writer commits before the gate opens).
+            if let Some(task) = self.follower.take() {
+                task.abort();
+            }
+            if self.status.borrow().state != State::Active {
+                // Confirmations count only from now on (see `reset_follower_acked`).
+                self.replication.reset_follower_acked();
+                self.sync_degraded
+                    .store(0, std::sync::atomic::Ordering::Release);
+            }
             db.set_epoch(epoch);
             match self.state.identity.reload(db).await {
                 Ok(true) => {
@@ -753,10 +768,14 @@ impl HaRuntime {
                     .unwrap_or_default()
             );
             self.state.set_elsewhere(hint);
-            db.set_ack_gate(None);
-            db.set_write_gate(Some(reason))
+            // Writes close first; then writes still waiting for a Standby are answered with an
+            // error rather than acknowledged (see `Database::set_ack_gate`).
+            let closed = db
+                .set_write_gate(Some(reason))
                 .await
-                .map_err(|error| format!("cannot close writes: {error}"))?;
+                .map_err(|error| format!("cannot close writes: {error}"));
+            db.set_ack_gate(None);
+            closed?;
         }
         tracing::info!(state = %status.state, mode = %status.mode, epoch, "HA: serving");
         Ok(())
@@ -935,14 +954,11 @@ impl HaRuntime {
 
     /// Raises (and clears) the alarm when synchronous replication fell back to continuous.
     async fn check_synchronous(&mut self) {
-        use std::sync::atomic::Ordering;
-        // Writes clear it too, but only a write that waits; without writes the alarm would stay.
-        if self.sync_degraded.load(Ordering::Acquire)
-            && *self.replication.follower_acked().borrow() >= self.state.db.head_seq()
-        {
-            self.sync_degraded.store(false, Ordering::Release);
-        }
-        let degraded = self.sync_degraded.load(Ordering::Acquire);
+        // Writes clear it too, but only writes that come; without them the alarm would stay.
+        let degraded = match self.ack_gate() {
+            Some(gate) if self.controller.status().state == State::Active => gate.still_degraded(),
+            _ => false,
+        };
         if degraded == self.sync_degraded_reported {
             return;
         }

@@ -84,11 +84,16 @@ async fn metrics(
         "Sequence number of the newest change-log entry on this node.",
         &one(head.to_string()),
     );
-    gauge(
-        "tandem_replication_standby_behind_entries",
-        "Entries a following Standby does not hold yet (on the node it follows).",
-        &one((head - holds).max(0).to_string()),
-    );
+    // Only meaningful where a Standby follows this node: an Active node streaming to it.
+    if snapshot.status.state == tandem_ha::State::Active
+        && snapshot.config.replication != tandem_ha::config::ReplicationMode::Scheduled
+    {
+        gauge(
+            "tandem_replication_standby_behind_entries",
+            "Entries the following Standby does not hold yet.",
+            &one((head - holds).max(0).to_string()),
+        );
+    }
     if !follower.source.is_empty() {
         let lag = |value: Option<i64>| (value.unwrap_or(-1) as f64 / 1000.0).to_string();
         gauge(

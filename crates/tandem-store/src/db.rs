@@ -118,6 +118,9 @@ struct Shared {
     head_seq: Arc<AtomicI64>,
     /// Synchronous replication: successful writes return only once a Standby confirmed them.
     ack_gate: Mutex<Option<AckGate>>,
+    /// Changes whenever the gate is replaced, so writes waiting under the old rule re-check
+    /// (a demoted node's waiting writes must not wait for ever).
+    ack_gate_changes: watch::Sender<u64>,
 }
 
 /// Synchronous replication's rule for [`Database::write`]: a write that committed is answered
@@ -128,9 +131,25 @@ pub struct AckGate {
     /// `None`: wait as long as it takes. `Some(limit)`: after waiting `limit`, answer without the
     /// confirmation and set `degraded`; writes then do not wait until the Standby has caught up.
     pub wait_max: Option<std::time::Duration>,
-    /// Set while confirmations are not awaited (a Standby lost with the `continuous` policy);
-    /// the HA runtime raises the alarm from it.
-    pub degraded: Arc<std::sync::atomic::AtomicBool>,
+    /// While confirmations are not awaited (a Standby lost with the `continuous` policy): the
+    /// head when that began, and the gate is back once `acked` reaches it (under a steady load
+    /// the head keeps moving, so "caught up with the head" would never hold). 0: not degraded.
+    /// The HA runtime raises and clears the alarm from it.
+    pub degraded: Arc<AtomicI64>,
+}
+
+impl AckGate {
+    /// Clears a degradation the Standby has caught up with; true while still degraded.
+    pub fn still_degraded(&self) -> bool {
+        let target = self.degraded.load(Ordering::Acquire);
+        if target > 0 && *self.acked.borrow() >= target {
+            // Only this target is cleared: a newer degradation is kept.
+            let _ = self
+                .degraded
+                .compare_exchange(target, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
+        self.degraded.load(Ordering::Acquire) > 0
+    }
 }
 
 /// Recent commits whose time is kept (see `Shared::commit_times`): at 1,000 commits/s that is
@@ -226,6 +245,7 @@ impl Database {
                 commit_times,
                 head_seq,
                 ack_gate: Mutex::new(None),
+                ack_gate_changes: watch::Sender::new(0),
             }),
         })
     }
@@ -280,7 +300,7 @@ impl Database {
             .map_err(|_| StoreError::WriterStopped)?;
         let result = answer.await.map_err(|_| StoreError::WriterStopped)?;
         if result.is_ok() {
-            self.await_ack().await;
+            self.await_ack().await?;
         }
         result
     }
@@ -288,6 +308,9 @@ impl Database {
     /// Synchronous replication: installs (or removes) the rule that writes wait for a Standby.
     pub fn set_ack_gate(&self, gate: Option<AckGate>) {
         *lock(&self.shared.ack_gate) = gate;
+        self.shared
+            .ack_gate_changes
+            .send_modify(|count| *count += 1);
     }
 
     /// The newest sealed sequence number (change capture only).
@@ -295,33 +318,50 @@ impl Database {
         self.shared.head_seq.load(Ordering::Acquire)
     }
 
-    async fn await_ack(&self) {
-        let Some(mut gate) = lock(&self.shared.ack_gate).clone() else {
-            return;
-        };
+    async fn await_ack(&self) -> StoreResult<()> {
         // Every write before this answer is at or below the head now.
         let head = self.head_seq();
-        if gate.degraded.load(Ordering::Acquire) {
-            if *gate.acked.borrow() >= head {
-                gate.degraded.store(false, Ordering::Release);
-            } else {
-                return;
+        let mut waited = false;
+        loop {
+            let mut changes = self.shared.ack_gate_changes.subscribe();
+            let Some(mut gate) = lock(&self.shared.ack_gate).clone() else {
+                if waited {
+                    // The node stopped being Active while this write waited: it is committed
+                    // here, but no Standby confirmed it, so it must not be acknowledged.
+                    return Err(StoreError::WritesClosed(
+                        "this write was committed on this node but no Standby confirmed it \
+                         before the node stopped being Active; it is kept here (and saved to the \
+                         divergence export if the new Active node lacks it); check before \
+                         retrying"
+                            .into(),
+                    ));
+                }
+                return Ok(());
+            };
+            if gate.still_degraded() {
+                return Ok(());
             }
-        }
-        let confirmed = gate.acked.wait_for(|acked| *acked >= head);
-        match gate.wait_max {
-            None => {
-                let _ = confirmed.await;
-            }
-            Some(limit) => {
-                if tokio::time::timeout(limit, confirmed).await.is_err() {
-                    gate.degraded.store(true, Ordering::Release);
+            waited = true;
+            let confirmed = gate.acked.wait_for(|acked| *acked >= head);
+            let wait_max = gate.wait_max;
+            let gave_up = async move {
+                match wait_max {
+                    Some(limit) => tokio::time::sleep(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = confirmed => return Ok(()),
+                // The rule changed (a role or configuration change): apply the new one.
+                _ = changes.changed() => continue,
+                () = gave_up => {
+                    let _ = gate.degraded.compare_exchange(0, head, Ordering::AcqRel, Ordering::Acquire);
                     tracing::error!(
                         head,
-                        "no Standby confirmed a write within {} ms: acknowledging writes without \
-                         it (continuous replication) until it has caught up",
-                        limit.as_millis()
+                        "no Standby confirmed a write in time: acknowledging writes without it \
+                         (continuous replication) until it has caught up"
                     );
+                    return Ok(());
                 }
             }
         }
