@@ -13,37 +13,22 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::node::{FAST, Node, wait_until};
+use support::node::{FAST, Links, Node, start_pair, wait_until};
 
 /// A Primary and its Secondary replicating as `replication` says (plus `options` on both),
 /// both running, the Secondary following.
 fn pair_with(replication: &str, options: &[&str]) -> (Node, Node) {
     let mut a = Node::init("node-a");
     let mut b = Node::init("node-b");
-    a.trust(&b);
-    b.trust(&a);
-    let mut primary_configure = vec!["ha", "configure", "--enable", "--mode", "primary"];
-    primary_configure.extend_from_slice(&["--replication", replication]);
-    primary_configure.extend_from_slice(options);
-    a.ok(&primary_configure);
-    let mut configure = vec![
-        "ha",
-        "configure",
-        "--enable",
-        "--mode",
-        "secondary",
-        "--primary",
-    ];
-    let primary = a.endpoint();
-    configure.push(&primary);
-    configure.extend_from_slice(&["--replication", replication]);
-    configure.extend_from_slice(options);
-    configure.extend_from_slice(FAST);
-    b.ok(&configure);
-    a.serve();
-    a.wait_for_state("Active");
-    b.serve();
-    b.wait_for_state("Standby");
+    let links = Links {
+        primary_at: &a.endpoint(),
+        secondary_at: &b.endpoint(),
+    };
+    let mut primary = vec!["--replication", replication];
+    primary.extend_from_slice(options);
+    let mut secondary = primary.clone();
+    secondary.extend_from_slice(FAST);
+    start_pair(&mut a, &mut b, &links, &primary, &secondary);
     wait_until(
         || format!("the follower never connected: {:#}", b.status()),
         || b.status()["follower"]["connected"] == true,

@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::node::{FAST, Node, STATE_DEADLINE, describe};
+use support::node::{FAST, Links, Node, STATE_DEADLINE, describe, start_pair};
 
 fn millis(rfc3339: &str) -> i64 {
     let at = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
@@ -18,25 +18,11 @@ fn millis(rfc3339: &str) -> i64 {
 fn pair(secondary_options: &[&str]) -> (Node, Node) {
     let mut a = Node::init("node-a");
     let mut b = Node::init("node-b");
-    a.trust(&b);
-    b.trust(&a);
-    a.ok(&["ha", "configure", "--enable", "--mode", "primary"]);
-    let mut configure = vec![
-        "ha",
-        "configure",
-        "--enable",
-        "--mode",
-        "secondary",
-        "--primary",
-    ];
-    let primary = a.endpoint();
-    configure.push(&primary);
-    configure.extend_from_slice(secondary_options);
-    b.ok(&configure);
-    a.serve();
-    a.wait_for_state("Active");
-    b.serve();
-    b.wait_for_state("Standby");
+    let links = Links {
+        primary_at: &a.endpoint(),
+        secondary_at: &b.endpoint(),
+    };
+    start_pair(&mut a, &mut b, &links, &[], secondary_options);
     b.ok(&["failover", "sync", &a.endpoint()]);
     (a, b)
 }

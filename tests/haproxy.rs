@@ -13,7 +13,9 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::node::{FAST, Node, STARTUP_DEADLINE, describe, try_https, wait_until};
+use support::node::{
+    FAST, Links, Node, STARTUP_DEADLINE, describe, start_pair, try_https, wait_until,
+};
 use support::{LinkProxy, free_ports, kill_9};
 
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg");
@@ -284,25 +286,12 @@ fn pair() -> (Node, Node, LinkProxy, LinkProxy) {
     let mut b = Node::init("node-b");
     let to_a = LinkProxy::start(a.ssh_port);
     let to_b = LinkProxy::start(b.ssh_port);
-    a.trust_at(&b, &address(&to_b));
-    b.trust_at(&a, &address(&to_a));
-    a.ok(&["ha", "configure", "--enable", "--mode", "primary"]);
     let primary = address(&to_a);
-    let mut configure = vec![
-        "ha",
-        "configure",
-        "--enable",
-        "--mode",
-        "secondary",
-        "--primary",
-        &primary,
-    ];
-    configure.extend_from_slice(FAST);
-    b.ok(&configure);
-    a.serve();
-    a.wait_for_state("Active");
-    b.serve();
-    b.wait_for_state("Standby");
+    let links = Links {
+        primary_at: &primary,
+        secondary_at: &address(&to_b),
+    };
+    start_pair(&mut a, &mut b, &links, &[], FAST);
     b.ok(&["failover", "sync", &primary]);
     (a, b, to_a, to_b)
 }

@@ -9,7 +9,9 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::node::{FAST, Node, STARTUP_DEADLINE, describe, tandem, try_https, wait_until};
+use support::node::{
+    FAST, Links, Node, STARTUP_DEADLINE, describe, start_pair, tandem, try_https, wait_until,
+};
 use support::{LinkProxy, free_ports, kill_9};
 
 /// Probe settings for the tests: a dead backend is down after 3 × 400 ms; a TLS handshake on a
@@ -162,25 +164,13 @@ impl Drop for Lb {
 /// `secondary_extra` HA options), B reaching A through `link` when given; starts both and syncs B.
 fn pair(a: &mut Node, b: &mut Node, link: Option<&LinkProxy>, secondary_extra: &[&str]) {
     let primary_at = link.map_or_else(|| a.endpoint(), |link| format!("127.0.0.1:{}", link.port));
-    b.trust_at(a, &primary_at);
-    a.trust(b);
-    a.ok(&["ha", "configure", "--enable", "--mode", "primary"]);
-    let mut configure = vec![
-        "ha",
-        "configure",
-        "--enable",
-        "--mode",
-        "secondary",
-        "--primary",
-        &primary_at,
-    ];
-    configure.extend_from_slice(FAST);
-    configure.extend_from_slice(secondary_extra);
-    b.ok(&configure);
-    a.serve();
-    a.wait_for_state("Active");
-    b.serve();
-    b.wait_for_state("Standby");
+    let links = Links {
+        primary_at: &primary_at,
+        secondary_at: &b.endpoint(),
+    };
+    let mut options = FAST.to_vec();
+    options.extend_from_slice(secondary_extra);
+    start_pair(a, b, &links, &[], &options);
     b.ok(&["failover", "sync", &primary_at]);
 }
 

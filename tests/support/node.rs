@@ -326,3 +326,42 @@ pub fn wait_until(what: impl Fn() -> String, mut condition: impl FnMut() -> bool
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Where each node of a pair reaches the other: directly, or through link proxies the test can
+/// cut (`primary_at` is how B reaches A, `secondary_at` how A reaches B).
+pub struct Links<'a> {
+    pub primary_at: &'a str,
+    pub secondary_at: &'a str,
+}
+
+/// Makes `a` the Primary (with `primary_options`) and `b` its Secondary (with
+/// `secondary_options`), trusted both ways as `links` says; starts both and waits until A is
+/// Active and B Standby. Callers add what their scenario needs (a first sync, a follower).
+pub fn start_pair(
+    a: &mut Node,
+    b: &mut Node,
+    links: &Links,
+    primary_options: &[&str],
+    secondary_options: &[&str],
+) {
+    a.trust_at(b, links.secondary_at);
+    b.trust_at(a, links.primary_at);
+    let mut primary = vec!["ha", "configure", "--enable", "--mode", "primary"];
+    primary.extend_from_slice(primary_options);
+    a.ok(&primary);
+    let mut secondary = vec![
+        "ha",
+        "configure",
+        "--enable",
+        "--mode",
+        "secondary",
+        "--primary",
+        links.primary_at,
+    ];
+    secondary.extend_from_slice(secondary_options);
+    b.ok(&secondary);
+    a.serve();
+    a.wait_for_state("Active");
+    b.serve();
+    b.wait_for_state("Standby");
+}
