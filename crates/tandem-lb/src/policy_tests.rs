@@ -65,6 +65,17 @@ impl World {
         };
     }
 
+    /// A pair whose Primary died and whose Secondary promoted itself: traffic on the Secondary.
+    fn failed_over() -> Self {
+        let mut world = Self::pair();
+        world.round();
+        world.set(PRIMARY, Node::Dead);
+        world.set(SECONDARY, Node::Active);
+        world.rounds(3);
+        assert_eq!(world.active_name(), Some("main-secondary"));
+        world
+    }
+
     /// One probe round (every page of every backend), one second later; all commands emitted.
     fn round(&mut self) -> Vec<Command> {
         self.now_ms += 1_000;
@@ -262,11 +273,7 @@ fn a_candidate_must_have_passed_hastatus_rise_times_after_failing_it() {
 
 #[test]
 fn no_automatic_failback_when_the_primary_returns_healthy() {
-    let mut world = World::pair();
-    world.round();
-    world.set(PRIMARY, Node::Dead);
-    world.set(SECONDARY, Node::Active);
-    world.rounds(3);
+    let mut world = World::failed_over();
     assert_eq!(world.active_name(), Some("main-secondary"));
     // The old Primary comes back and even reports Active: traffic stays.
     world.set(PRIMARY, Node::Active);
@@ -276,11 +283,7 @@ fn no_automatic_failback_when_the_primary_returns_healthy() {
 
 #[test]
 fn the_guides_failback_follows_the_nodes_role_swap() {
-    let mut world = World::pair();
-    world.round();
-    world.set(PRIMARY, Node::Dead);
-    world.set(SECONDARY, Node::Active);
-    world.rounds(3);
+    let mut world = World::failed_over();
     // Failback: the old Primary is synced and made Primary; the other becomes Standby.
     world.set(PRIMARY, Node::Active);
     world.rounds(2);
@@ -297,11 +300,7 @@ fn the_guides_failback_follows_the_nodes_role_swap() {
 
 #[test]
 fn resume_moves_traffic_to_the_first_healthy_backend_or_the_named_one() {
-    let mut world = World::pair();
-    world.round();
-    world.set(PRIMARY, Node::Dead);
-    world.set(SECONDARY, Node::Active);
-    world.rounds(3);
+    let mut world = World::failed_over();
     world.set(PRIMARY, Node::Active);
     world.rounds(2);
     let commands = world.policy.resume(world.now_ms, None).unwrap();
@@ -324,11 +323,7 @@ fn resume_moves_traffic_to_the_first_healthy_backend_or_the_named_one() {
 
 #[test]
 fn resume_to_a_backend_that_is_down_is_refused_with_the_reason() {
-    let mut world = World::pair();
-    world.round();
-    world.set(PRIMARY, Node::Dead);
-    world.set(SECONDARY, Node::Active);
-    world.rounds(3);
+    let mut world = World::failed_over();
     let refused = world
         .policy
         .resume(world.now_ms, Some("main-primary"))
