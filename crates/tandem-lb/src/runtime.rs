@@ -24,6 +24,12 @@ pub const CONNECTIONS_MAX: usize = 20_000;
 /// Time to open the connection to the backend. A backend that takes longer is counted as a
 /// failed connection; the device retries, and the probes decide whether the backend is down.
 const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pass-through connection on which neither side sent a byte for this long is closed, so dead
+/// devices do not hold connection slots for ever (the HAProxy recipe's `timeout client` is the
+/// same). App downloads keep moving bytes, so they are not cut.
+const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How often an open connection checks whether it went idle.
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// After a failed `accept` (e.g. out of file descriptors) the listener waits this long instead
 /// of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -295,19 +301,36 @@ async fn pass_through(shared: &Shared, inbound: TcpStream, backend: usize) {
     let _ = outbound.set_nodelay(true);
     metrics.connections.fetch_add(1, Ordering::Relaxed);
     metrics.open.fetch_add(1, Ordering::Relaxed);
+    let traffic = AtomicU64::new(0);
     let mut device = Counted {
         inner: inbound,
         read: &metrics.bytes_from_devices,
+        traffic: &traffic,
     };
     let mut node = Counted {
         inner: outbound,
         read: &metrics.bytes_to_devices,
+        traffic: &traffic,
+    };
+    let idle = async {
+        let mut checks = tokio::time::interval(IDLE_CHECK_INTERVAL);
+        let (mut seen, mut quiet_since) = (0, tokio::time::Instant::now());
+        loop {
+            checks.tick().await;
+            let now = traffic.load(Ordering::Relaxed);
+            if now != seen {
+                (seen, quiet_since) = (now, tokio::time::Instant::now());
+            } else if quiet_since.elapsed() >= CONNECTION_IDLE_TIMEOUT {
+                return;
+            }
+        }
     };
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut device, &mut node) => {}
         _ = down.changed() => {
             metrics.closed_by_mark_down.fetch_add(1, Ordering::Relaxed);
         }
+        () = idle => {}
     }
     metrics.open.fetch_sub(1, Ordering::Relaxed);
 }
@@ -317,6 +340,8 @@ async fn pass_through(shared: &Shared, inbound: TcpStream, backend: usize) {
 struct Counted<'a> {
     inner: TcpStream,
     read: &'a AtomicU64,
+    /// Bytes either way on this connection, for the idle check.
+    traffic: &'a AtomicU64,
 }
 
 impl AsyncRead for Counted<'_> {
@@ -329,6 +354,7 @@ impl AsyncRead for Counted<'_> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
         self.read.fetch_add(read as u64, Ordering::Relaxed);
+        self.traffic.fetch_add(read as u64, Ordering::Relaxed);
         poll
     }
 }
