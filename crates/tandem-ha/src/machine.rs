@@ -77,6 +77,9 @@ pub struct PeerView {
     pub state: State,
     pub epoch: i64,
     pub wall_clock_ms: i64,
+    /// How the node replicates (absent from nodes that predate replication modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationMode>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +113,8 @@ pub enum Notification {
     Fenced,
     /// The peer's clock differs by more than [`CLOCK_SKEW_WARN_MS`].
     ClockSkew,
+    /// The peer replicates differently (scheduled, continuous, synchronous) from this node.
+    ReplicationMismatch,
 }
 
 /// What the runtime must do, in order.
@@ -267,6 +272,8 @@ pub struct Controller {
     last_served: Option<Command>,
     /// Where continuous replication follows from, as last commanded.
     following: Option<String>,
+    /// The peer's replication mode last warned about as different from this node's.
+    replication_mismatch: Option<ReplicationMode>,
 }
 
 fn log(commands: &mut Vec<Command>, level: Level, message: impl Into<String>) {
@@ -300,6 +307,7 @@ impl Controller {
             peer_seen_ms: None,
             last_served: None,
             following: None,
+            replication_mismatch: None,
         }
     }
 
@@ -538,7 +546,46 @@ impl Controller {
         if newer && serving {
             self.fence(&peer, commands);
         }
+        self.check_replication_mode(&peer, commands);
         self.peer = Some(peer);
+    }
+
+    /// Both nodes of a pair must replicate the same way: a synchronous Primary whose Secondary
+    /// does not stream would make every write wait. Warned once per mismatch.
+    fn check_replication_mode(&mut self, peer: &PeerView, commands: &mut Vec<Command>) {
+        let ours = self.durable.config.replication;
+        let theirs = match peer.replication {
+            Some(theirs) if peer.ha_enabled && self.durable.config.enabled && theirs != ours => {
+                theirs
+            }
+            _ => {
+                self.replication_mismatch = None;
+                return;
+            }
+        };
+        if self.replication_mismatch == Some(theirs) {
+            return;
+        }
+        self.replication_mismatch = Some(theirs);
+        let consequence = if ours == ReplicationMode::Synchronous
+            && self.status.state == State::Active
+            && theirs == ReplicationMode::Scheduled
+        {
+            "; no Standby streams from this node, so every write waits for one (or, with \
+             --if-standby-lost continuous, goes on after the timeout with an alarm)"
+        } else {
+            ""
+        };
+        let message = format!(
+            "{} replicates {theirs} but this node is configured {ours}: set the same \
+             `tandem ha configure --replication` on both nodes{consequence}",
+            peer.node_name
+        );
+        log(commands, Level::Warn, message.clone());
+        commands.push(Command::Notify {
+            notification: Notification::ReplicationMismatch,
+            message,
+        });
     }
 
     /// The next run of the schedule, from the anchor (set when the configuration was saved).

@@ -36,6 +36,7 @@ fn primary() -> HaConfig {
 
 fn peer(name: &str, mode: Mode, state: State, epoch: i64, now: Now) -> PeerView {
     PeerView {
+        replication: None,
         node_name: name.into(),
         node_id: format!("id-{name}"),
         ha_enabled: true,
@@ -764,4 +765,47 @@ fn continuous_replication_follows_while_standby_and_replaces_the_schedule() {
     );
     assert_eq!(promoted.last(), Some(&Command::Follow { from: None }));
     assert_eq!(controller.epoch(), 5);
+}
+
+#[test]
+fn a_replication_mode_that_differs_from_the_peers_is_warned_about_once() {
+    let mut config = primary();
+    config.replication = crate::config::ReplicationMode::Synchronous;
+    let mut controller = Controller::new("id-self", Durable::new(config, 1));
+    controller.handle(at(0), Event::Started);
+    controller.handle(at(1), Event::PeersChecked);
+    assert_eq!(controller.status().state, State::Active);
+    let mut scheduled = peer("node-b", Mode::Secondary, State::Standby, 1, at(2));
+    scheduled.replication = Some(crate::config::ReplicationMode::Scheduled);
+    let warned = controller.handle(at(2), Event::PeerSeen(scheduled.clone()));
+    let lines = logs(&warned);
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("node-b replicates scheduled")
+                && line.contains("every write waits")),
+        "{warned:?}"
+    );
+    assert!(
+        warned
+            .iter()
+            .any(|command| matches!(command, Command::Notify { .. }))
+    );
+    // Once, not at every heartbeat.
+    let again = controller.handle(at(3), Event::PeerSeen(scheduled.clone()));
+    assert!(
+        !again
+            .iter()
+            .any(|command| matches!(command, Command::Notify { .. }))
+    );
+    // Fixed, then broken again: warned again.
+    let mut synchronous = scheduled.clone();
+    synchronous.replication = Some(crate::config::ReplicationMode::Synchronous);
+    controller.handle(at(4), Event::PeerSeen(synchronous));
+    let rewarned = controller.handle(at(5), Event::PeerSeen(scheduled));
+    assert!(
+        rewarned
+            .iter()
+            .any(|command| matches!(command, Command::Notify { .. }))
+    );
 }

@@ -742,6 +742,7 @@ impl World {
             state: status.state,
             epoch: controller.epoch(),
             wall_clock_ms: self.now_of(node).wall_ms,
+            replication: Some(controller.durable().config.replication),
         })
     }
 

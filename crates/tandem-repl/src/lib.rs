@@ -226,6 +226,7 @@ impl Replication {
             state: tandem_ha::State::Active,
             epoch: hello.epoch,
             wall_clock_ms: hello.wall_clock_ms,
+            replication: None,
         })
     }
 

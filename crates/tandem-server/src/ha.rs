@@ -301,6 +301,7 @@ impl HaRuntime {
             state: controller.status().state,
             epoch: controller.epoch(),
             wall_clock_ms: 0,
+            replication: Some(controller.durable().config.replication),
         }));
         let follow_status = Arc::new(watch::Sender::new(FollowStatus::default()));
         let handle = HaHandle {
@@ -587,6 +588,7 @@ impl HaRuntime {
             state: status.state,
             epoch: self.controller.epoch(),
             wall_clock_ms: self.clock.now().wall_ms,
+            replication: Some(self.controller.durable().config.replication),
         };
         *self
             .view
@@ -791,6 +793,7 @@ impl HaRuntime {
             state: status.state,
             epoch: self.controller.epoch(),
             wall_clock_ms: self.clock.now().wall_ms,
+            replication: Some(self.controller.durable().config.replication),
         }
     }
 
