@@ -350,3 +350,48 @@ fn a_standby_whose_stream_is_down_reports_itself_behind() {
     // Keep in Standby: it stays Standby and says so.
     assert_eq!(b.state(), "Standby");
 }
+
+#[test]
+fn three_servers_the_dr_node_streams_from_the_main_secondary_in_continuous_mode() {
+    // Main data center: A (Primary) and B (its Secondary); DR: C follows B. All continuous.
+    let (mut a, b) = pair();
+    let mut c = Node::init("node-c");
+    c.trust(&b);
+    b.trust(&c);
+    let mut configure = vec![
+        "ha",
+        "configure",
+        "--enable",
+        "--mode",
+        "secondary",
+        "--replication",
+        "continuous",
+        "--primary",
+    ];
+    let b_endpoint = b.endpoint();
+    configure.push(&b_endpoint);
+    configure.extend_from_slice(FAST);
+    c.ok(&configure);
+    c.serve();
+    c.wait_for_state("Standby");
+    wait_until(
+        || format!("node-c never streamed: {:#}", c.status()),
+        || c.status()["follower"]["connected"] == true,
+    );
+    // A write on the Primary reaches the DR node through the main Secondary.
+    assert_eq!(create_label(&a, "cascaded"), 201);
+    wait_until(
+        || format!("{:?}", labels(&c)),
+        || labels(&c).contains(&"cascaded".to_owned()),
+    );
+    // The main Primary dies: B takes over, C keeps streaming from it, and B's writes reach C.
+    a.kill_9();
+    b.wait_for_state("Active");
+    assert_eq!(c.state(), "Standby");
+    assert_eq!(create_label(&b, "written-on-b"), 201);
+    wait_until(
+        || format!("{:?} / {:#}", labels(&c), c.status()),
+        || labels(&c).contains(&"written-on-b".to_owned()),
+    );
+    c.ok(&["ha", "verify", &b.endpoint()]);
+}
