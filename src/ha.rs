@@ -162,9 +162,10 @@ pub struct ConfigureArgs {
     /// holds it). Set the same on both nodes.
     #[arg(long, value_enum)]
     replication: Option<ReplicationArg>,
-    /// Synchronous replication, when the Standby stops confirming writes: block (writes wait
-    /// for it; nothing acknowledged can be lost) or continuous (after --synchronous-timeout,
-    /// acknowledge without it and raise an alarm).
+    /// Synchronous replication, when the Standby stops confirming writes: continuous (the
+    /// default: after --synchronous-timeout, acknowledge without it and raise an alarm) or block
+    /// (writes wait for it; nothing acknowledged can be lost, and a node left alone after a
+    /// failover takes no writes until a Standby follows it).
     #[arg(long, value_enum, value_name = "POLICY")]
     if_standby_lost: Option<StandbyLostArg>,
     /// Synchronous replication with --if-standby-lost continuous: how long a write waits for the

@@ -259,7 +259,7 @@ fn synchronous_replication_loses_no_acknowledged_write_over_repeated_kill_9() {
 
 #[test]
 fn synchronous_block_makes_writes_wait_for_a_lost_standby() {
-    let (a, mut b) = pair_with("synchronous", &[]);
+    let (a, mut b) = pair_with("synchronous", &["--if-standby-lost", "block"]);
     assert_eq!(create_label(&a, "confirmed"), 201);
     b.kill_9();
     // The write waits for the Standby (the client waits far longer than this test needs).

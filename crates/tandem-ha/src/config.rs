@@ -211,12 +211,14 @@ pub enum ReplicationMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnStandbyLost {
-    /// Writes wait until a Standby confirms them again (no acknowledged write can be lost).
-    #[default]
+    /// Writes wait until a Standby confirms them again (no acknowledged write can be lost). Note
+    /// that after a failover the new Active node has no Standby until the old one is resynced,
+    /// so it takes no writes until then.
     Block,
     /// After `synchronous_timeout` without a confirmation, writes are acknowledged without one
     /// (continuous replication) and an alarm is raised; synchronous again once the Standby has
-    /// caught up.
+    /// caught up. The default: a node left alone after a failover keeps serving.
+    #[default]
     Continuous,
 }
 
@@ -315,7 +317,7 @@ impl Default for HaConfig {
             node_status: NodeStatusSetting::Standby,
             primary: None,
             replication: ReplicationMode::Scheduled,
-            on_standby_lost: OnStandbyLost::Block,
+            on_standby_lost: OnStandbyLost::Continuous,
             synchronous_timeout: default_synchronous_timeout(),
             lag_bound: default_lag_bound(),
             start_time: StartTime::MIDNIGHT,
@@ -603,8 +605,10 @@ impl HaConfig {
                 field: "onStandbyLost".into(),
                 message: "synchronous replication with onStandbyLost = block: while the Standby \
                           is down or cut off, every write on the Primary waits for it (no \
-                          acknowledged write can be lost); choose continuous to keep taking \
-                          writes, with an alarm, after synchronousTimeout"
+                          acknowledged write can be lost), and after a failover the new Active \
+                          node takes no writes until a Standby follows it again; choose \
+                          continuous to keep taking writes, with an alarm, after \
+                          synchronousTimeout"
                     .into(),
             });
         }

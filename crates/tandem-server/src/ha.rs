@@ -271,6 +271,8 @@ pub struct HaRuntime {
     /// acknowledged without the Standby's confirmation; and whether the alarm was raised.
     sync_degraded: Arc<std::sync::atomic::AtomicI64>,
     sync_degraded_reported: bool,
+    /// Synchronous: since when a head (the second value) has waited for the Standby.
+    unconfirmed_since: Option<(Instant, i64)>,
 }
 
 impl Drop for HaRuntime {
@@ -331,6 +333,7 @@ impl HaRuntime {
             follow_status,
             sync_degraded: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             sync_degraded_reported: false,
+            unconfirmed_since: None,
         };
         (runtime, handle)
     }
@@ -957,11 +960,40 @@ impl HaRuntime {
 
     /// Raises (and clears) the alarm when synchronous replication fell back to continuous.
     async fn check_synchronous(&mut self) {
-        // Writes clear it too, but only writes that come; without them the alarm would stay.
-        let degraded = match self.ack_gate() {
-            Some(gate) if self.controller.status().state == State::Active => gate.still_degraded(),
-            _ => false,
+        use std::sync::atomic::Ordering;
+        let gate = self
+            .ack_gate()
+            .filter(|_| self.controller.status().state == State::Active);
+        let Some(gate) = gate else {
+            self.unconfirmed_since = None;
+            return self.report_synchronous(false).await;
         };
+        // Writes degrade the gate when one of them waits out the timeout, but a client that
+        // gives up sooner drops its wait: so the runtime also degrades it once the head has
+        // stayed unconfirmed for the timeout, whoever waits.
+        // Timed per head: under a steady load the head is always a little ahead, but each head
+        // seen is confirmed within milliseconds.
+        let head = self.state.db.head_seq();
+        let acked = *gate.acked.borrow();
+        self.unconfirmed_since = match self.unconfirmed_since {
+            Some((since, target)) if acked < target => Some((since, target)),
+            _ if acked < head => Some((Instant::now(), head)),
+            _ => None,
+        };
+        if let (Some((since, target)), Some(limit)) = (self.unconfirmed_since, gate.wait_max)
+            && since.elapsed() >= limit
+        {
+            let _ = gate
+                .degraded
+                .compare_exchange(0, target, Ordering::AcqRel, Ordering::Acquire);
+        }
+        // Writes clear it too, but only writes that come; without them the alarm would stay.
+        let degraded = gate.still_degraded();
+        self.report_synchronous(degraded).await;
+    }
+
+    /// Raises or clears the alarm when the degraded state changed.
+    async fn report_synchronous(&mut self, degraded: bool) {
         if degraded == self.sync_degraded_reported {
             return;
         }
