@@ -258,3 +258,61 @@ fn kill_9_of_the_primary_under_load_continuous_loses_nothing_silently() {
 fn kill_9_of_the_primary_under_load_synchronous_loses_nothing() {
     check("synchronous");
 }
+
+/// `kill -9` of the traffic controller under load, restarted a second later with the same
+/// configuration: no failover happens, every acknowledged write is on the Primary and (streamed)
+/// on the Secondary, and traffic resumes on the Primary.
+#[test]
+fn kill_9_of_the_traffic_controller_under_load_loses_nothing() {
+    for run in 0..runs() {
+        let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+        let mut lb = Lb::start(&[("main-primary", &a, "main"), ("main-secondary", &b, "main")]);
+        let links = Links {
+            primary_at: &a.endpoint(),
+            secondary_at: &b.endpoint(),
+        };
+        let mut secondary = vec!["--replication", "continuous"];
+        secondary.extend_from_slice(FAST);
+        start_pair(
+            &mut a,
+            &mut b,
+            &links,
+            &["--replication", "continuous"],
+            &secondary,
+        );
+        lb.wait_until_active("main-primary");
+        let workload = Workload::start(&lb, 3, &format!("lb-{run}"));
+        wait_until(
+            || "no write was acknowledged".into(),
+            || workload.count() >= 60,
+        );
+        lb.kill_9_and_restart(Duration::from_secs(1));
+        lb.wait_until_active("main-primary");
+        let after = workload.count();
+        wait_until(
+            || "no write was acknowledged after the restart".into(),
+            || workload.count() >= after + 30,
+        );
+        let acknowledged = workload.stop();
+        assert_eq!(a.state(), "Active");
+        assert_eq!(b.state(), "Standby");
+        let on_a = labels(&a);
+        let lost: Vec<&String> = acknowledged
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| !on_a.contains(*name))
+            .collect();
+        assert!(lost.is_empty(), "run {run}: {lost:?}");
+        wait_until(
+            || "the Secondary never caught up".into(),
+            || {
+                let on_b = labels(&b);
+                acknowledged.iter().all(|(name, _)| on_b.contains(name))
+            },
+        );
+        eprintln!(
+            "traffic controller run {run}: {} acknowledged, all on the Primary and the Secondary",
+            acknowledged.len()
+        );
+    }
+}

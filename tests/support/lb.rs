@@ -18,7 +18,36 @@ pub struct Lb {
     child: Child,
     pub device_port: u16,
     pub admin: String,
+    config: PathBuf,
     log: PathBuf,
+}
+
+/// Starts `tandem lb --config CONFIG` (stderr appended to `log`) and waits for its admin port.
+fn spawn(config: &std::path::Path, log: &std::path::Path, admin: &str) -> Child {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = tandem()
+        .env_remove("TANDEM_DATA_DIR")
+        .env("TANDEM_LOG", "info")
+        .args(["lb", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(admin).is_err() {
+        assert!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "tandem lb did not start:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 impl Lb {
@@ -45,31 +74,22 @@ impl Lb {
         let config = temp.path().join("lb.toml");
         std::fs::write(&config, text).unwrap();
         let log = temp.path().join("lb.log");
-        let child = tandem()
-            .env_remove("TANDEM_DATA_DIR")
-            .env("TANDEM_LOG", "info")
-            .args(["lb", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
-            assert!(
-                started.elapsed() < STARTUP_DEADLINE,
-                "tandem lb did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = spawn(&config, &log, &admin);
         Self {
             _temp: temp,
             child,
+            config,
             device_port,
             admin,
             log,
         }
+    }
+
+    /// `kill -9` of the controller, then a new one with the same configuration (same ports).
+    pub fn kill_9_and_restart(&mut self, down_for: Duration) {
+        kill_9(&mut self.child);
+        std::thread::sleep(down_for);
+        self.child = spawn(&self.config, &self.log, &self.admin);
     }
 
     pub fn log(&self) -> String {
