@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::LinkProxy;
 use support::lb::Lb;
 use support::node::{FAST, Links, Node, start_pair, try_https_within, wait_until};
 
@@ -312,6 +313,75 @@ fn kill_9_of_the_traffic_controller_under_load_loses_nothing() {
         );
         eprintln!(
             "traffic controller run {run}: {} acknowledged, all on the Primary and the Secondary",
+            acknowledged.len()
+        );
+    }
+}
+
+/// The link between the traffic controller and the Primary is cut under load, while the nodes
+/// still reach each other: the Secondary keeps receiving heartbeat answers and stays Standby, so
+/// the controller has no Active candidate and does not move traffic (moving it to a Standby
+/// would pin the fleet to a node that refuses it). Devices see an outage until the link heals;
+/// then traffic continues on the Primary. Nothing is lost, and nothing is written twice.
+#[test]
+fn a_cut_between_the_traffic_controller_and_the_primary_moves_nothing_and_loses_nothing() {
+    for run in 0..runs() {
+        let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+        let to_a = LinkProxy::start(a.service_port);
+        let lb = Lb::start_through(
+            &[("main-primary", &a, "main"), ("main-secondary", &b, "main")],
+            &[to_a.port, b.service_port],
+        );
+        let links = Links {
+            primary_at: &a.endpoint(),
+            secondary_at: &b.endpoint(),
+        };
+        let mut secondary = vec!["--replication", "continuous"];
+        secondary.extend_from_slice(FAST);
+        start_pair(
+            &mut a,
+            &mut b,
+            &links,
+            &["--replication", "continuous"],
+            &secondary,
+        );
+        lb.wait_until_active("main-primary");
+        let workload = Workload::start(&lb, 3, &format!("cut-{run}"));
+        wait_until(
+            || "no write was acknowledged".into(),
+            || workload.count() >= 60,
+        );
+        to_a.cut();
+        // Long enough for the controller to mark the Primary down (3 × 400 ms) and for the
+        // Secondary to have had several heartbeats answered.
+        std::thread::sleep(Duration::from_secs(3));
+        let status = lb.status();
+        assert_eq!(status["active"], "main-primary", "{status:#}");
+        assert_eq!(status["switches"], 0, "{status:#}");
+        assert!(
+            status["waiting"]
+                .as_str()
+                .is_some_and(|why| why.contains("main-primary is down")),
+            "{status:#}"
+        );
+        assert_eq!(b.state(), "Standby");
+        to_a.restore();
+        let after = workload.count();
+        wait_until(
+            || "no write was acknowledged after the link returned".into(),
+            || workload.count() >= after + 30,
+        );
+        let acknowledged = workload.stop();
+        assert_eq!(lb.status()["switches"], 0);
+        let on_a = labels(&a);
+        let lost: Vec<&String> = acknowledged
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| !on_a.contains(*name))
+            .collect();
+        assert!(lost.is_empty(), "run {run}: {lost:?}");
+        eprintln!(
+            "controller-Primary cut run {run}: {} acknowledged, all on the Primary, no switch",
             acknowledged.len()
         );
     }

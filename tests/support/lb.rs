@@ -53,6 +53,16 @@ fn spawn(config: &std::path::Path, log: &std::path::Path, admin: &str) -> Child 
 impl Lb {
     /// Starts the controller in front of `backends` (`(name, node, group)` in order).
     pub fn start(backends: &[(&str, &Node, &str)]) -> Self {
+        let ports: Vec<u16> = backends
+            .iter()
+            .map(|(_, node, _)| node.service_port)
+            .collect();
+        Self::start_through(backends, &ports)
+    }
+
+    /// As [`Self::start`], reaching each backend at the loopback port given for it (a link
+    /// proxy the test can cut, in front of the node's service port).
+    pub fn start_through(backends: &[(&str, &Node, &str)], ports: &[u16]) -> Self {
         let temp = tempfile::tempdir().unwrap();
         let [device_port, admin_port] = free_ports::<2>();
         let admin = format!("127.0.0.1:{admin_port}");
@@ -65,10 +75,9 @@ impl Lb {
              [probe_tls]\npinned_sha256 = [{}]\n",
             pins.join(", ")
         );
-        for (name, node, group) in backends {
+        for ((name, _, group), port) in backends.iter().zip(ports) {
             text += &format!(
-                "[[backend]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\ngroup = \"{group}\"\n",
-                node.service_port
+                "[[backend]]\nname = \"{name}\"\naddress = \"127.0.0.1:{port}\"\ngroup = \"{group}\"\n"
             );
         }
         let config = temp.path().join("lb.toml");
