@@ -958,6 +958,114 @@ mod tests {
         }
     }
 
+    /// A replicated database (change capture on) and a label write on it.
+    fn replicated(dir: &Path) -> Database {
+        crate::open_replicated(&dir.join("replicated.db"), OpenMode::Create).unwrap()
+    }
+
+    async fn label(db: &Database, name: &str) -> StoreResult<()> {
+        let name = name.to_owned();
+        db.write(move |conn| {
+            let input = crate::labels::LabelInput {
+                name: Some(name),
+                description: None,
+            };
+            crate::labels::create(conn, "test", &input).map(|_| ())
+        })
+        .await
+    }
+
+    fn gate(acked: &watch::Receiver<i64>, wait_max: Option<std::time::Duration>) -> AckGate {
+        AckGate {
+            acked: acked.clone(),
+            wait_max,
+            degraded: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_under_an_ack_gate_is_answered_once_the_standby_holds_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = replicated(dir.path());
+        let commits = db.commits();
+        label(&db, "before-the-gate").await.unwrap();
+        assert!(commits.has_changed().unwrap(), "a commit is announced");
+        let (acked, receiver) = watch::channel(db.head_seq());
+        db.set_ack_gate(Some(gate(&receiver, None)));
+        let write = tokio::spawn({
+            let db = db.clone();
+            async move { label(&db, "confirmed").await }
+        });
+        // Committed (the head moved past what the Standby holds), but not answered.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!write.is_finished());
+        let head = db.head_seq();
+        assert!(
+            head > *acked.borrow(),
+            "the head includes the waiting write"
+        );
+        acked.send_replace(head - 1);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!write.is_finished(), "one entry short is not enough");
+        acked.send_replace(head);
+        write.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gate_with_a_limit_degrades_then_recovers_once_the_standby_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = replicated(dir.path());
+        let (acked, receiver) = watch::channel(db.head_seq());
+        let limited = gate(&receiver, Some(std::time::Duration::from_millis(100)));
+        let degraded = limited.degraded.clone();
+        db.set_ack_gate(Some(limited.clone()));
+        // Nobody confirms: answered after the limit, degraded at that head.
+        label(&db, "unconfirmed").await.unwrap();
+        let lost_at = degraded.load(Ordering::Acquire);
+        assert_eq!(lost_at, db.head_seq());
+        // While degraded, writes do not wait, even under a gate without a limit that shares
+        // the degraded state (it would wait for ever otherwise).
+        db.set_ack_gate(Some(AckGate {
+            wait_max: None,
+            ..limited.clone()
+        }));
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            label(&db, "without-the-standby"),
+        )
+        .await
+        .expect("a degraded gate does not wait")
+        .unwrap();
+        assert!(limited.still_degraded());
+        // The Standby reaches the head it was lost at: synchronous again.
+        acked.send_replace(lost_at);
+        assert!(!limited.still_degraded());
+        assert_eq!(degraded.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_waiting_when_the_gate_is_removed_is_not_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = replicated(dir.path());
+        let (_acked, receiver) = watch::channel(db.head_seq());
+        db.set_ack_gate(Some(gate(&receiver, None)));
+        let write = tokio::spawn({
+            let db = db.clone();
+            async move { label(&db, "waiting").await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The node stops being Active: the waiting write gets an error, not an acknowledgement.
+        db.set_ack_gate(None);
+        match write.await.unwrap() {
+            Err(StoreError::WritesClosed(reason)) => {
+                assert!(reason.contains("no Standby confirmed it"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Without a gate, writes are answered at once.
+        label(&db, "no-gate").await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_closed_write_gate_refuses_ordinary_writes_but_not_replication() {
         let dir = tempfile::tempdir().unwrap();
