@@ -9,10 +9,8 @@
 
 mod support;
 
-use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::load::Writers;
 use support::node::{FAST, Links, Node, start_pair, wait_until};
 
 /// A Primary and its Secondary replicating as `replication` says (plus `options` on both),
@@ -49,26 +47,6 @@ fn create_label(node: &Node, name: &str) -> u16 {
     .0
 }
 
-fn labels(node: &Node) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut offset = 0;
-    loop {
-        let (code, body) = node.get(&format!("/api/v2/labels?limit=200&offset={offset}"));
-        assert_eq!(code, 200, "{body}");
-        let page: Value = serde_json::from_str(&body).unwrap();
-        let results = page["results"].as_array().cloned().unwrap_or_default();
-        names.extend(
-            results
-                .iter()
-                .filter_map(|label| label["name"].as_str().map(str::to_owned)),
-        );
-        if page["hasMore"] != true {
-            return names;
-        }
-        offset += results.len();
-    }
-}
-
 #[test]
 fn writes_reach_the_standby_as_they_commit_and_the_status_shows_the_follower() {
     let (a, b) = pair();
@@ -76,9 +54,9 @@ fn writes_reach_the_standby_as_they_commit_and_the_status_shows_the_follower() {
         assert_eq!(create_label(&a, &format!("streamed-{index}")), 201);
     }
     wait_until(
-        || format!("the writes never reached node-b: {:?}", labels(&b)),
+        || format!("the writes never reached node-b: {:?}", b.labels()),
         || {
-            labels(&b)
+            b.labels()
                 .iter()
                 .filter(|name| name.starts_with("streamed-"))
                 .count()
@@ -123,66 +101,10 @@ fn writes_reach_the_standby_as_they_commit_and_the_status_shows_the_follower() {
     b.ok(&["ha", "verify", &a.endpoint()]);
 }
 
-/// Clients writing labels to `node` as fast as it answers, each recording when its writes were
-/// acknowledged (`201`), until stopped.
-struct Load {
-    acknowledged: Arc<Mutex<Vec<(String, Instant)>>>,
-    stop: Arc<AtomicBool>,
-    writers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(node: &Node, clients: usize, prefix: &str) -> Self {
-        let acknowledged: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let writers = (0..clients)
-            .map(|client| {
-                let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
-                let service_port = node.service_port;
-                let prefix = format!("{prefix}-{client}");
-                std::thread::spawn(move || {
-                    let mut index = 0;
-                    while !stop.load(Ordering::Acquire) {
-                        let name = format!("{prefix}-{index}");
-                        index += 1;
-                        let answer = support::node::try_https(
-                            service_port,
-                            reqwest::Method::POST,
-                            "/api/v2/labels",
-                            Some(serde_json::json!({ "name": name })),
-                        );
-                        if matches!(answer, Ok((201, _))) {
-                            acknowledged.lock().unwrap().push((name, Instant::now()));
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self {
-            acknowledged,
-            stop,
-            writers,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.acknowledged.lock().unwrap().len()
-    }
-
-    /// Stops the clients; every write they had acknowledged.
-    fn stop(self) -> Vec<(String, Instant)> {
-        self.stop.store(true, Ordering::Release);
-        for writer in self.writers {
-            writer.join().unwrap();
-        }
-        self.acknowledged.lock().unwrap().clone()
-    }
-}
-
 #[test]
 fn after_kill_9_of_the_primary_under_load_only_the_last_instants_writes_can_be_missing() {
     let (mut a, b) = pair();
-    let load = Load::start(&a, 1, "load");
+    let load = Writers::start(a.service_port, 1, "load");
     // Let the load run, then kill the Primary in the middle of it.
     wait_until(|| "the load never started".into(), || load.count() >= 200);
     a.kill_9();
@@ -190,7 +112,7 @@ fn after_kill_9_of_the_primary_under_load_only_the_last_instants_writes_can_be_m
     let acknowledged = load.stop();
     b.wait_for_state("Active");
 
-    let on_b: std::collections::HashSet<String> = labels(&b).into_iter().collect();
+    let on_b = b.labels();
     let missing: Vec<&(String, Instant)> = acknowledged
         .iter()
         .filter(|(name, _)| !on_b.contains(name))
@@ -222,7 +144,7 @@ fn synchronous_replication_loses_no_acknowledged_write_over_repeated_kill_9() {
     let mut total = 0;
     for run in 0..RUNS {
         let (mut a, b) = pair_with("synchronous", &[]);
-        let load = Load::start(&a, 4, &format!("sync-{run}"));
+        let load = Writers::start(a.service_port, 4, &format!("sync-{run}"));
         wait_until(
             || "the load never started".into(),
             || load.count() >= 100 + 50 * run,
@@ -239,7 +161,7 @@ fn synchronous_replication_loses_no_acknowledged_write_over_repeated_kill_9() {
         }
         let acknowledged = load.stop();
         b.wait_for_state("Active");
-        let on_b: std::collections::HashSet<String> = labels(&b).into_iter().collect();
+        let on_b = b.labels();
         let missing: Vec<&String> = acknowledged
             .iter()
             .map(|(name, _)| name)
@@ -286,8 +208,8 @@ fn synchronous_block_makes_writes_wait_for_a_lost_standby() {
     assert!(matches!(answer, Ok((201, _))), "{answer:?}");
     assert_eq!(create_label(&a, "after-the-return"), 201);
     wait_until(
-        || format!("{:?}", labels(&b)),
-        || labels(&b).contains(&"after-the-return".to_owned()),
+        || format!("{:?}", b.labels()),
+        || b.labels().contains("after-the-return"),
     );
 }
 
@@ -381,8 +303,8 @@ fn three_servers_the_dr_node_streams_from_the_main_secondary_in_continuous_mode(
     // A write on the Primary reaches the DR node through the main Secondary.
     assert_eq!(create_label(&a, "cascaded"), 201);
     wait_until(
-        || format!("{:?}", labels(&c)),
-        || labels(&c).contains(&"cascaded".to_owned()),
+        || format!("{:?}", c.labels()),
+        || c.labels().contains("cascaded"),
     );
     // The main Primary dies: B takes over, C keeps streaming from it, and B's writes reach C.
     a.kill_9();
@@ -390,8 +312,8 @@ fn three_servers_the_dr_node_streams_from_the_main_secondary_in_continuous_mode(
     assert_eq!(c.state(), "Standby");
     assert_eq!(create_label(&b, "written-on-b"), 201);
     wait_until(
-        || format!("{:?} / {:#}", labels(&c), c.status()),
-        || labels(&c).contains(&"written-on-b".to_owned()),
+        || format!("{:?} / {:#}", c.labels(), c.status()),
+        || c.labels().contains("written-on-b"),
     );
     c.ok(&["ha", "verify", &b.endpoint()]);
 }

@@ -9,13 +9,11 @@
 mod support;
 
 use serde_json::Value;
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::LinkProxy;
 use support::lb::Lb;
-use support::node::{FAST, Links, Node, start_pair, try_https_within, wait_until};
+use support::load::Writers;
+use support::node::{FAST, Links, Node, start_pair, wait_until};
 
 /// Runs per replication mode (`TANDEM_FAULT_RUNS`, default 1).
 fn runs() -> usize {
@@ -23,86 +21,6 @@ fn runs() -> usize {
         .ok()
         .and_then(|runs| runs.parse().ok())
         .unwrap_or(1)
-}
-
-/// Clients writing labels through the traffic controller, each write's name and the instant it
-/// was acknowledged (201).
-struct Workload {
-    acknowledged: Arc<Mutex<Vec<(String, Instant)>>>,
-    stop: Arc<AtomicBool>,
-    clients: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Workload {
-    fn start(lb: &Lb, clients: usize, tag: &str) -> Self {
-        let acknowledged: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let clients = (0..clients)
-            .map(|client| {
-                let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
-                let port = lb.device_port;
-                let prefix = format!("{tag}-{client}");
-                std::thread::spawn(move || {
-                    let mut index = 0;
-                    while !stop.load(Ordering::Acquire) {
-                        let name = format!("{prefix}-{index}");
-                        index += 1;
-                        let answer = try_https_within(
-                            port,
-                            reqwest::Method::POST,
-                            "/api/v2/labels",
-                            Some(serde_json::json!({ "name": name })),
-                            Duration::from_secs(5),
-                        );
-                        match answer {
-                            Ok((201, _)) => {
-                                acknowledged.lock().unwrap().push((name, Instant::now()))
-                            }
-                            // Refused (a Standby, no backend) or cut: try the next one soon.
-                            _ => std::thread::sleep(Duration::from_millis(20)),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self {
-            acknowledged,
-            stop,
-            clients,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.acknowledged.lock().unwrap().len()
-    }
-
-    fn stop(self) -> Vec<(String, Instant)> {
-        self.stop.store(true, Ordering::Release);
-        for client in self.clients {
-            client.join().unwrap();
-        }
-        self.acknowledged.lock().unwrap().clone()
-    }
-}
-
-fn labels(node: &Node) -> HashSet<String> {
-    let mut names = HashSet::new();
-    let mut offset = 0;
-    loop {
-        let (code, body) = node.get(&format!("/api/v2/labels?limit=200&offset={offset}"));
-        assert_eq!(code, 200, "{body}");
-        let page: Value = serde_json::from_str(&body).unwrap();
-        let results = page["results"].as_array().cloned().unwrap_or_default();
-        names.extend(
-            results
-                .iter()
-                .filter_map(|label| label["name"].as_str().map(str::to_owned)),
-        );
-        if page["hasMore"] != true {
-            return names;
-        }
-        offset += results.len();
-    }
 }
 
 /// The entries a node saved before a sync replaced them (`divergence/*.jsonl`).
@@ -123,22 +41,18 @@ fn divergence_entries(node: &Node) -> Vec<Value> {
         .collect()
 }
 
-/// What one run found.
-#[derive(Debug, Default)]
-struct Outcome {
-    acknowledged: usize,
-    on_final_active: usize,
-    in_divergence_export: usize,
-    lost: Vec<String>,
-    /// Longest time between two acknowledged writes around the failover.
-    outage: Duration,
-}
-
-/// `kill -9` of the Primary under a write load through `tandem lb`, failover, the old Primary's
-/// return and the guide's resync; then the checker.
-fn kill_the_primary_under_load(replication: &str, run: usize) -> Outcome {
+/// A Primary and its Secondary replicating as `replication` (fast Fail Over Controls), behind a
+/// traffic controller that routes to the Primary; with `cut_to_primary`, the controller reaches
+/// the Primary through a link proxy the test can cut. Returns once traffic goes to the Primary
+/// and the Secondary holds its data (synced once, or following).
+fn pair_behind_lb(replication: &str, cut_to_primary: bool) -> (Node, Node, Lb, Option<LinkProxy>) {
     let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
-    let lb = Lb::start(&[("main-primary", &a, "main"), ("main-secondary", &b, "main")]);
+    let link = cut_to_primary.then(|| LinkProxy::start(a.service_port));
+    let primary_port = link.as_ref().map_or(a.service_port, |link| link.port);
+    let lb = Lb::start_through(
+        &[("main-primary", &a, "main"), ("main-secondary", &b, "main")],
+        &[primary_port, b.service_port],
+    );
     let links = Links {
         primary_at: &a.endpoint(),
         secondary_at: &b.endpoint(),
@@ -161,8 +75,26 @@ fn kill_the_primary_under_load(replication: &str, run: usize) -> Outcome {
         );
     }
     lb.wait_until_active("main-primary");
+    (a, b, lb, link)
+}
 
-    let workload = Workload::start(&lb, 3, &format!("{replication}-{run}"));
+/// What one run found.
+#[derive(Debug, Default)]
+struct Outcome {
+    acknowledged: usize,
+    on_final_active: usize,
+    in_divergence_export: usize,
+    lost: Vec<String>,
+    /// Longest time between two acknowledged writes around the failover.
+    outage: Duration,
+}
+
+/// `kill -9` of the Primary under a write load through `tandem lb`, failover, the old Primary's
+/// return and the guide's resync; then the checker.
+fn kill_the_primary_under_load(replication: &str, run: usize) -> Outcome {
+    let (mut a, b, lb, _) = pair_behind_lb(replication, false);
+
+    let workload = Writers::start(lb.device_port, 3, &format!("{replication}-{run}"));
     wait_until(
         || "no write was acknowledged".into(),
         || workload.count() >= 60,
@@ -185,7 +117,7 @@ fn kill_the_primary_under_load(replication: &str, run: usize) -> Outcome {
     a.ok(&["failover", "sync", &b.endpoint()]);
 
     // The checker.
-    let on_b = labels(&b);
+    let on_b = b.labels();
     let exported = divergence_entries(&a);
     let promoted_epoch = b.status()["controller"]["epoch"].as_i64().unwrap_or(0);
     for entry in &exported {
@@ -266,23 +198,8 @@ fn kill_9_of_the_primary_under_load_synchronous_loses_nothing() {
 #[test]
 fn kill_9_of_the_traffic_controller_under_load_loses_nothing() {
     for run in 0..runs() {
-        let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
-        let mut lb = Lb::start(&[("main-primary", &a, "main"), ("main-secondary", &b, "main")]);
-        let links = Links {
-            primary_at: &a.endpoint(),
-            secondary_at: &b.endpoint(),
-        };
-        let mut secondary = vec!["--replication", "continuous"];
-        secondary.extend_from_slice(FAST);
-        start_pair(
-            &mut a,
-            &mut b,
-            &links,
-            &["--replication", "continuous"],
-            &secondary,
-        );
-        lb.wait_until_active("main-primary");
-        let workload = Workload::start(&lb, 3, &format!("lb-{run}"));
+        let (a, b, mut lb, _) = pair_behind_lb("continuous", false);
+        let workload = Writers::start(lb.device_port, 3, &format!("lb-{run}"));
         wait_until(
             || "no write was acknowledged".into(),
             || workload.count() >= 60,
@@ -297,7 +214,7 @@ fn kill_9_of_the_traffic_controller_under_load_loses_nothing() {
         let acknowledged = workload.stop();
         assert_eq!(a.state(), "Active");
         assert_eq!(b.state(), "Standby");
-        let on_a = labels(&a);
+        let on_a = a.labels();
         let lost: Vec<&String> = acknowledged
             .iter()
             .map(|(name, _)| name)
@@ -307,7 +224,7 @@ fn kill_9_of_the_traffic_controller_under_load_loses_nothing() {
         wait_until(
             || "the Secondary never caught up".into(),
             || {
-                let on_b = labels(&b);
+                let on_b = b.labels();
                 acknowledged.iter().all(|(name, _)| on_b.contains(name))
             },
         );
@@ -326,27 +243,9 @@ fn kill_9_of_the_traffic_controller_under_load_loses_nothing() {
 #[test]
 fn a_cut_between_the_traffic_controller_and_the_primary_moves_nothing_and_loses_nothing() {
     for run in 0..runs() {
-        let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
-        let to_a = LinkProxy::start(a.service_port);
-        let lb = Lb::start_through(
-            &[("main-primary", &a, "main"), ("main-secondary", &b, "main")],
-            &[to_a.port, b.service_port],
-        );
-        let links = Links {
-            primary_at: &a.endpoint(),
-            secondary_at: &b.endpoint(),
-        };
-        let mut secondary = vec!["--replication", "continuous"];
-        secondary.extend_from_slice(FAST);
-        start_pair(
-            &mut a,
-            &mut b,
-            &links,
-            &["--replication", "continuous"],
-            &secondary,
-        );
-        lb.wait_until_active("main-primary");
-        let workload = Workload::start(&lb, 3, &format!("cut-{run}"));
+        let (a, b, lb, to_a) = pair_behind_lb("continuous", true);
+        let to_a = to_a.expect("asked for a link to the Primary");
+        let workload = Writers::start(lb.device_port, 3, &format!("cut-{run}"));
         wait_until(
             || "no write was acknowledged".into(),
             || workload.count() >= 60,
@@ -373,7 +272,7 @@ fn a_cut_between_the_traffic_controller_and_the_primary_moves_nothing_and_loses_
         );
         let acknowledged = workload.stop();
         assert_eq!(lb.status()["switches"], 0);
-        let on_a = labels(&a);
+        let on_a = a.labels();
         let lost: Vec<&String> = acknowledged
             .iter()
             .map(|(name, _)| name)

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod lb;
+pub mod load;
 pub mod node;
 
 use std::process::Child;

@@ -123,6 +123,27 @@ impl Node {
         self.ok(&["ha", "trusted-hosts", "add", address, "--key", key.trim()]);
     }
 
+    /// The names of every label this node holds (all pages of the admin API).
+    pub fn labels(&self) -> std::collections::HashSet<String> {
+        let mut names = std::collections::HashSet::new();
+        let mut offset = 0;
+        loop {
+            let (code, body) = self.get(&format!("/api/v2/labels?limit=200&offset={offset}"));
+            assert_eq!(code, 200, "{body}");
+            let page: Value = serde_json::from_str(&body).unwrap();
+            let results = page["results"].as_array().cloned().unwrap_or_default();
+            names.extend(
+                results
+                    .iter()
+                    .filter_map(|label| label["name"].as_str().map(str::to_owned)),
+            );
+            if page["hasMore"] != true {
+                return names;
+            }
+            offset += results.len();
+        }
+    }
+
     /// Whether this node holds a label named `name` (asked directly, not through a balancer).
     pub fn has_label(&self, name: &str) -> bool {
         let (code, body) = self.get(&format!("/api/v2/labels?query={name}"));
