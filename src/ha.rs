@@ -95,6 +95,17 @@ sync (usually well under a second).",
         after_help = HA_EXIT_STATUS_HELP
     )]
     Switchover(JsonArgs),
+
+    /// Notification Settings, Test: send a test e-mail to the notification addresses now.
+    #[command(
+        long_about = "Send a test e-mail to every notification address (`--notify-email`) \
+through the configured SMTP relay (`--smtp-relay`, `--smtp-security`, `--smtp-from`), at once \
+and once, and report the relay's answer: `Test e-mail sent to …`, or the precise reason it was \
+not (no address, no relay, relay unreachable, TLS refused, recipient rejected). Works whether \
+the node runs or not.",
+        after_help = HA_EXIT_STATUS_HELP
+    )]
+    TestNotification(JsonArgs),
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -209,9 +220,31 @@ pub struct ConfigureArgs {
     /// Notify On: Failure / this server becomes primary.
     #[arg(long, value_name = "BOOL")]
     notify_on_failure: Option<bool>,
+    /// The SMTP relay notification e-mail goes through, HOST[:PORT] (port 25 if omitted).
+    /// "" clears it: notifications are then only recorded in the Notifications log.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    smtp_relay: Option<String>,
+    /// How the connection to the relay is protected: starttls (the default; the relay must
+    /// offer it), tls (SMTPS, usually port 465) or none (a relay on a trusted network only).
+    #[arg(long, value_enum, value_name = "SECURITY")]
+    smtp_security: Option<SmtpSecurityArg>,
+    /// The notification e-mail's sender [default: tandem@localhost]. "" restores the default.
+    #[arg(long, value_name = "ADDR")]
+    smtp_from: Option<String>,
+    /// A PEM file of CA certificates for a relay with a private CA (absolute path). ""
+    /// returns to the public roots.
+    #[arg(long, value_name = "FILE")]
+    smtp_ca_file: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum SmtpSecurityArg {
+    Starttls,
+    Tls,
+    None,
 }
 
 impl ConfigureArgs {
@@ -257,6 +290,14 @@ impl ConfigureArgs {
             notify_email: (!self.notify_email.is_empty()).then_some(self.notify_email),
             notify_on_sync_completion: self.notify_on_sync_completion,
             notify_on_failure: self.notify_on_failure,
+            smtp_relay: self.smtp_relay,
+            smtp_security: self.smtp_security.map(|security| match security {
+                SmtpSecurityArg::Starttls => tandem_ha::config::SmtpSecurity::Starttls,
+                SmtpSecurityArg::Tls => tandem_ha::config::SmtpSecurity::Tls,
+                SmtpSecurityArg::None => tandem_ha::config::SmtpSecurity::None,
+            }),
+            smtp_from: self.smtp_from,
+            smtp_ca_file: self.smtp_ca_file,
         };
         (change, self.json)
     }
@@ -368,6 +409,7 @@ pub fn run_ha(data_dir: &Path, command: HaCommand) -> Result<ExitCode> {
         ),
         HaCommand::Status(args) => (Operation::HaStatus, args.json),
         HaCommand::Switchover(args) => (Operation::Switchover, args.json),
+        HaCommand::TestNotification(args) => (Operation::TestNotification, args.json),
         HaCommand::Configure(args) => {
             let (change, json) = args.change();
             (Operation::HaConfigure { change }, json)
@@ -697,6 +739,17 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
             );
         }
         Operation::ClientConnection { .. } => println!("{}", text(result, "message")),
+        Operation::TestNotification => println!(
+            "Test e-mail sent to {} through {}",
+            result["to"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|to| to.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            text(result, "relay")
+        ),
         Operation::Switchover => {
             println!("{}", text(result, "message"));
             if let Some(warning) = result["warning"].as_str() {
@@ -839,6 +892,35 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
     {
         let list: Vec<&str> = witnesses.iter().filter_map(|w| w.as_str()).collect();
         println!("Witnesses: {}", list.join(", "));
+    }
+    if let Some(addresses) = config["notifyEmail"]
+        .as_array()
+        .filter(|list| !list.is_empty())
+    {
+        let list: Vec<&str> = addresses.iter().filter_map(|a| a.as_str()).collect();
+        let mut on = Vec::new();
+        if config["notifyOnSyncCompletion"] == true {
+            on.push("Sync Completion");
+        }
+        if config["notifyOnFailure"] == true {
+            on.push("Failure / this server becomes primary");
+        }
+        println!(
+            "Notifications: {} on {}; {}",
+            list.join(", "),
+            if on.is_empty() {
+                "nothing".to_owned()
+            } else {
+                on.join(", ")
+            },
+            match config["smtpRelay"].as_str() {
+                Some(relay) => format!(
+                    "e-mailed through {relay} ({})",
+                    text(config, "smtpSecurity")
+                ),
+                None => "no SMTP relay: logged only".to_owned(),
+            }
+        );
     }
     if let Some(skew) = snapshot["clockSkewMs"].as_i64() {
         let warning = if snapshot["clockSkewWarning"] == true {

@@ -44,13 +44,7 @@ fn haproxy() -> Option<PathBuf> {
             Err(error) => failures.push(format!("{candidate}: {error}")),
         }
     }
-    let why = format!("haproxy is not installed ({})", failures.join("; "));
-    assert!(
-        std::env::var("TANDEM_REQUIRE_ALL").as_deref() != Ok("1"),
-        "{why}; TANDEM_REQUIRE_ALL=1 forbids skipping: run scripts/test, which installs Debian's \
-         haproxy package (or `apt-get install haproxy`)"
-    );
-    eprintln!("skipped: {why}; scripts/test installs it (apt-get install haproxy)");
+    support::skip_without("haproxy", &failures.join("; "), "apt-get install haproxy");
     None
 }
 

@@ -4,16 +4,16 @@
 //! - task 2: a manual sync (Run Sync Now) succeeds and Sync History is clean;
 //! - task 3: the Standby's device count equals the Primary's, the devices having enrolled through
 //!   the traffic controller;
+//! - task 4: the Secondary's Notification Settings Test sends an e-mail, through a real SMTP
+//!   server (aiosmtpd); beyond the guide, the failover's own notifications arrive the same way;
 //! - task 5: the Secondary's heartbeats are in its HighAvailability log.
-//!
-//! Task 4 (notification delivery) waits for e-mail delivery; notifications are recorded in the
-//! node-local `Notifications` log today.
 
 mod support;
 
 use serde_json::Value;
 use support::lb::Lb;
 use support::node::{FAST, Links, Node, start_pair, try_https, wait_until};
+use support::smtp::SmtpServer;
 
 /// A request through the traffic controller's device port, as admin.
 fn through(lb: &Lb, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
@@ -111,5 +111,92 @@ fn table_3_tasks_1_2_3_and_5_on_a_primary_a_secondary_and_a_traffic_controller()
                 .count()
                 >= 2
         },
+    );
+}
+
+#[test]
+fn table_3_task_4_the_secondary_e_mails_a_test_and_its_failover() {
+    let Some(smtp) = SmtpServer::start() else {
+        return;
+    };
+    let relay = smtp.relay();
+    let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+    let links = Links {
+        primary_at: &a.endpoint(),
+        secondary_at: &b.endpoint(),
+    };
+    let mut secondary = FAST.to_vec();
+    secondary.extend([
+        "--notify-email",
+        "ops@example.com",
+        "--notify-email",
+        "oncall@example.com",
+        "--smtp-relay",
+        &relay,
+        "--smtp-security",
+        "none",
+        "--smtp-from",
+        "tandem-ha@example.com",
+    ]);
+    start_pair(&mut a, &mut b, &links, &[], &secondary);
+
+    // Task 4: on the Secondary, Notification Settings, Test.
+    let answer = b.ok(&["ha", "test-notification"]);
+    assert!(
+        answer.contains("Test e-mail sent to ops@example.com, oncall@example.com"),
+        "{answer}"
+    );
+    let test = smtp.wait_for(&["Subject: [Tandem HA] node-b: test notification"]);
+    for header in [
+        "From: tandem-ha@example.com",
+        "X-RcptTo: ops@example.com, oncall@example.com",
+        "State:  Standby",
+    ] {
+        assert!(test.contains(header), "{header} missing in:\n{test}");
+    }
+
+    // The same through the System Manager API.
+    let (code, body) = support::node::https(
+        b.sysmgr_port,
+        reqwest::Method::POST,
+        "/api/v1/ha/notifications/test",
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    wait_until(
+        || format!("{} e-mails", smtp.messages().len()),
+        || smtp.messages().len() == 2,
+    );
+
+    // A relay that does not answer: the Test says so, with the relay, and exits 1.
+    let closed = format!("127.0.0.1:{}", support::free_port());
+    b.ok(&["ha", "configure", "--smtp-relay", &closed]);
+    let output = b.cli(&["ha", "test-notification"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the SMTP relay {closed}")),
+        "{stderr}"
+    );
+    b.ok(&["ha", "configure", "--smtp-relay", &relay]);
+
+    // Failure / this server becomes primary: the Primary dies, the Secondary takes over and
+    // says so by e-mail, with what it detected.
+    let primary_at = a.endpoint();
+    a.kill_9();
+    b.wait_for_state("Active");
+    smtp.wait_for(&[
+        "Subject: [Tandem HA] node-b: the Primary stopped answering heartbeats",
+        &format!("{primary_at} missed 3 consecutive heartbeats"),
+    ]);
+    let promoted =
+        smtp.wait_for(&["Subject: [Tandem HA] node-b: this server became the Active node"]);
+    assert!(promoted.contains("State:  Active"), "{promoted}");
+    // Each delivery is recorded beside the notification itself.
+    let log = b.log("Notifications");
+    assert!(
+        log.iter()
+            .any(|(_, _, message)| message.starts_with("e-mailed to ops@example.com")),
+        "{log:?}"
     );
 }

@@ -5,6 +5,7 @@
 pub mod lb;
 pub mod load;
 pub mod node;
+pub mod smtp;
 
 use std::process::Child;
 
@@ -14,6 +15,17 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("a free loopback port")
+}
+
+/// Prints why a test that needs `tool` is skipped (the caller then returns, and passes); panics
+/// instead when `TANDEM_REQUIRE_ALL=1`, where a silent skip would hide an untested feature.
+pub fn skip_without(tool: &str, why: &str, install: &str) {
+    assert!(
+        std::env::var("TANDEM_REQUIRE_ALL").as_deref() != Ok("1"),
+        "{tool} is not available ({why}); TANDEM_REQUIRE_ALL=1 forbids skipping: run \
+         scripts/test, which installs it ({install})"
+    );
+    eprintln!("skipped: {tool} is not available ({why}); scripts/test installs it ({install})");
 }
 
 /// Sends SIGKILL (std's `Child::kill` on Unix) and reaps the process. Returns whether the

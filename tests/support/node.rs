@@ -252,19 +252,21 @@ impl Node {
 
     /// The HighAvailability log, oldest first: `(at, level, message)`.
     pub fn ha_log(&self) -> Vec<(String, String, String)> {
+        self.log("HighAvailability")
+    }
+
+    /// One module of the node-local log, oldest first: `(at, level, message)`.
+    pub fn log(&self, module: &str) -> Vec<(String, String, String)> {
         let conn = rusqlite::Connection::open_with_flags(
             self.dir.join("node.db"),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .unwrap();
         let mut statement = conn
-            .prepare(
-                "SELECT at, level, message FROM local_log WHERE module = 'HighAvailability' \
-                 ORDER BY id",
-            )
+            .prepare("SELECT at, level, message FROM local_log WHERE module = ?1 ORDER BY id")
             .unwrap();
         statement
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_map([module], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()

@@ -222,6 +222,31 @@ pub enum OnStandbyLost {
     Continuous,
 }
 
+/// Notification Settings: how the connection to the SMTP relay is protected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain SMTP upgraded with STARTTLS, which the relay must offer (usually port 25 or 587).
+    /// The default: notifications name hosts and failures, which should not cross a network in
+    /// clear text.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+    /// No encryption: only for a relay on a trusted network (or on the node itself).
+    None,
+}
+
+impl fmt::Display for SmtpSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SmtpSecurity::Starttls => "starttls",
+            SmtpSecurity::Tls => "tls",
+            SmtpSecurity::None => "none",
+        })
+    }
+}
+
 impl fmt::Display for OnStandbyLost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -305,6 +330,19 @@ pub struct HaConfig {
     pub notify_email: Vec<String>,
     pub notify_on_sync_completion: bool,
     pub notify_on_failure: bool,
+    /// The SMTP relay that carries notification e-mail, `HOST[:PORT]`. None: notifications are
+    /// only recorded in the node's Notifications log.
+    #[serde(default)]
+    pub smtp_relay: Option<String>,
+    #[serde(default)]
+    pub smtp_security: SmtpSecurity,
+    /// The sender address; `tandem@localhost` when not set.
+    #[serde(default)]
+    pub smtp_from: Option<String>,
+    /// A PEM file of CA certificates the relay's certificate must chain to, for a relay with a
+    /// private CA. None: the public web PKI roots.
+    #[serde(default)]
+    pub smtp_ca_file: Option<String>,
 }
 
 impl Default for HaConfig {
@@ -330,6 +368,10 @@ impl Default for HaConfig {
             notify_email: Vec::new(),
             notify_on_sync_completion: false,
             notify_on_failure: true,
+            smtp_relay: None,
+            smtp_security: SmtpSecurity::Starttls,
+            smtp_from: None,
+            smtp_ca_file: None,
         }
     }
 }
@@ -365,6 +407,13 @@ pub struct ConfigChange {
     pub notify_email: Option<Vec<String>>,
     pub notify_on_sync_completion: Option<bool>,
     pub notify_on_failure: Option<bool>,
+    /// `Some("")` clears the relay (notifications are then only logged).
+    pub smtp_relay: Option<String>,
+    pub smtp_security: Option<SmtpSecurity>,
+    /// `Some("")` restores the default sender.
+    pub smtp_from: Option<String>,
+    /// `Some("")` returns to the public roots.
+    pub smtp_ca_file: Option<String>,
 }
 
 /// A value that cannot be saved: which field, what was given, and how to fix it.
@@ -435,7 +484,7 @@ pub fn check_endpoint(field: &'static str, text: &str) -> Result<(), ConfigError
     Ok(())
 }
 
-fn check_email(address: &str) -> Result<(), ConfigError> {
+fn check_email(field: &'static str, address: &str) -> Result<(), ConfigError> {
     let valid = match address.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
@@ -451,7 +500,7 @@ fn check_email(address: &str) -> Result<(), ConfigError> {
     };
     if !valid {
         return Err(invalid(
-            "notifyEmail",
+            field,
             address,
             "not an e-mail address; write one address per value, e.g. ops@example.com",
         ));
@@ -505,6 +554,20 @@ impl HaConfig {
         take!(notify_email);
         take!(notify_on_sync_completion);
         take!(notify_on_failure);
+        take!(smtp_security);
+        let optional = |text: &String| {
+            let text = text.trim();
+            (!text.is_empty()).then(|| text.to_owned())
+        };
+        if let Some(relay) = &change.smtp_relay {
+            next.smtp_relay = optional(relay);
+        }
+        if let Some(from) = &change.smtp_from {
+            next.smtp_from = optional(from);
+        }
+        if let Some(ca_file) = &change.smtp_ca_file {
+            next.smtp_ca_file = optional(ca_file);
+        }
         if let Some(primary) = &change.primary {
             let primary = primary.trim();
             next.primary = (!primary.is_empty()).then(|| primary.to_owned());
@@ -582,9 +645,42 @@ impl HaConfig {
             ));
         }
         for address in &self.notify_email {
-            check_email(address)?;
+            check_email("notifyEmail", address)?;
+        }
+        if let Some(relay) = &self.smtp_relay {
+            check_endpoint("smtpRelay", relay)?;
+        }
+        if let Some(from) = &self.smtp_from {
+            check_email("smtpFrom", from)?;
+        }
+        if let Some(ca_file) = &self.smtp_ca_file
+            && !ca_file.starts_with('/')
+        {
+            return Err(invalid(
+                "smtpCaFile",
+                ca_file,
+                "write the absolute path of a PEM file of CA certificates, e.g. \
+                 /etc/ssl/certs/relay-ca.pem (the node reads it when it sends)",
+            ));
         }
         let mut warnings = Vec::new();
+        if !self.notify_email.is_empty() && self.smtp_relay.is_none() {
+            warnings.push(ConfigWarning {
+                field: "smtpRelay".into(),
+                message: "notification addresses are set but no SMTP relay: notifications are \
+                          recorded in the Notifications log and not e-mailed until you set \
+                          --smtp-relay HOST[:PORT]"
+                    .into(),
+            });
+        }
+        if self.notify_email.is_empty() && self.smtp_relay.is_some() {
+            warnings.push(ConfigWarning {
+                field: "notifyEmail".into(),
+                message: "an SMTP relay is set but no notification address: nothing is e-mailed \
+                          until you add --notify-email ADDR"
+                    .into(),
+            });
+        }
         if self.run_every < RUN_EVERY_ADVISED_MIN && self.replication == ReplicationMode::Scheduled
         {
             warnings.push(ConfigWarning {
@@ -623,6 +719,19 @@ impl HaConfig {
             });
         }
         Ok(warnings)
+    }
+
+    /// Whether `notification` is e-mailed under Notify On: Sync Completion for completed syncs,
+    /// Failure / this server becomes primary for everything else (each one is an event an
+    /// operator must act on or at least know of). Every notification is logged regardless.
+    pub fn emails(&self, notification: crate::machine::Notification) -> bool {
+        use crate::machine::Notification;
+        !self.notify_email.is_empty()
+            && self.smtp_relay.is_some()
+            && match notification {
+                Notification::SyncCompleted => self.notify_on_sync_completion,
+                _ => self.notify_on_failure,
+            }
     }
 
     /// The longest time from the Primary's death to failure detection: the next heartbeat, then
@@ -674,6 +783,99 @@ mod tests {
         assert_eq!("7:05".parse::<StartTime>().unwrap().to_string(), "07:05");
         for bad in ["24:00", "12:60", "1200", "12:5", "noon", ""] {
             assert!(bad.parse::<StartTime>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn notification_e_mail_follows_notify_on_and_needs_addresses_and_a_relay() {
+        use crate::machine::Notification;
+        let config = HaConfig::default();
+        assert!(!config.emails(Notification::BecamePrimary), "no addresses");
+        let (config, warnings) = config
+            .with(&ConfigChange {
+                notify_email: Some(vec!["ops@example.com".into()]),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(warnings[0].field, "smtpRelay");
+        assert!(!config.emails(Notification::BecamePrimary), "no relay");
+        let (config, warnings) = config
+            .with(&ConfigChange {
+                smtp_relay: Some("mail.example.com:587".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(warnings, vec![]);
+        for notification in [
+            Notification::BecamePrimary,
+            Notification::SyncFailed,
+            Notification::FailureDetected,
+            Notification::Fenced,
+            Notification::ReplicationDegraded,
+        ] {
+            assert!(config.emails(notification), "{notification:?}");
+        }
+        assert!(
+            !config.emails(Notification::SyncCompleted),
+            "off by default"
+        );
+        let (config, _) = config
+            .with(&ConfigChange {
+                notify_on_sync_completion: Some(true),
+                notify_on_failure: Some(false),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(config.emails(Notification::SyncCompleted));
+        assert!(!config.emails(Notification::BecamePrimary));
+        let (config, _) = config
+            .with(&ConfigChange {
+                smtp_relay: Some(" ".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(config.smtp_relay, None, "an empty value clears the relay");
+    }
+
+    #[test]
+    fn smtp_settings_are_validated() {
+        let config = HaConfig::default();
+        for (change, field, value) in [
+            (
+                ConfigChange {
+                    smtp_relay: Some("mail example".into()),
+                    ..Default::default()
+                },
+                "smtpRelay",
+                "mail example",
+            ),
+            (
+                ConfigChange {
+                    smtp_relay: Some("mail.example.com:0".into()),
+                    ..Default::default()
+                },
+                "smtpRelay",
+                "mail.example.com:0",
+            ),
+            (
+                ConfigChange {
+                    smtp_from: Some("tandem".into()),
+                    ..Default::default()
+                },
+                "smtpFrom",
+                "tandem",
+            ),
+            (
+                ConfigChange {
+                    smtp_ca_file: Some("ca.pem".into()),
+                    ..Default::default()
+                },
+                "smtpCaFile",
+                "ca.pem",
+            ),
+        ] {
+            let error = config.with(&change).unwrap_err();
+            assert_eq!((error.field, error.value.as_str()), (field, value));
         }
     }
 

@@ -115,9 +115,34 @@ pub enum Notification {
     ClockSkew,
     /// The peer replicates differently (scheduled, continuous, synchronous) from this node.
     ReplicationMismatch,
+    /// Synchronous replication fell back to continuous: writes are acknowledged without the
+    /// Standby (raised by the runtime, which times the confirmations).
+    ReplicationDegraded,
+    /// The operator's Test action (guide: Notification Settings, Test).
+    Test,
+}
+
+impl Notification {
+    /// A short title for a subject line.
+    pub fn title(self) -> &'static str {
+        match self {
+            Notification::SyncCompleted => "sync completed",
+            Notification::SyncFailed => "sync failed",
+            Notification::FailureDetected => "the Primary stopped answering heartbeats",
+            Notification::BecamePrimary => "this server became the Active node",
+            Notification::Fenced => "this server was fenced",
+            Notification::ClockSkew => "clocks disagree",
+            Notification::ReplicationMismatch => "the nodes replicate differently",
+            Notification::ReplicationDegraded => "synchronous replication degraded",
+            Notification::Test => "test notification",
+        }
+    }
 }
 
 /// What the runtime must do, in order.
+// A step emits a handful of commands that live until the runtime carries them out; boxing the
+// one large variant (Persist, the whole configuration) would save nothing that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Write this durably before carrying out the commands after it.

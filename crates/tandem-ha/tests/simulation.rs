@@ -257,9 +257,7 @@ impl Scenario {
             } else {
                 Vec::new()
             },
-            notify_email: Vec::new(),
-            notify_on_sync_completion: false,
-            notify_on_failure: true,
+            ..HaConfig::default()
         };
         if let Err(error) = config.validate() {
             panic!("the simulated configuration must be valid: {error}");

@@ -67,6 +67,8 @@ pub enum Operation {
     },
     /// `tandem ha switchover`: a planned, zero-loss role swap with this node's Primary.
     Switchover,
+    /// `tandem ha test-notification`: the Notification Settings' Test action.
+    TestNotification,
 }
 
 impl Operation {
@@ -252,6 +254,7 @@ async fn run(
         | Operation::HaConfigure { .. }
         | Operation::FailoverMode { .. }
         | Operation::Switchover
+        | Operation::TestNotification
         | Operation::ClientConnection { .. } => Err(ReplicationError::Refused(
             "this operation is carried out by the HA controller, not by replication".into(),
         )),

@@ -170,6 +170,12 @@ impl ops::Executor for NodeExecutor {
                         failed(kind, message)
                     }
                 },
+                Operation::TestNotification => {
+                    let snapshot = ha.snapshot();
+                    let state = snapshot.status.state.to_string();
+                    let about = (node_name.as_str(), state.as_str(), snapshot.epoch);
+                    test_notification(replication.local(), &snapshot.config, about).await
+                }
                 Operation::ClientConnection { enabled } => {
                     gate.set_open(enabled);
                     let message = if enabled {
@@ -295,10 +301,57 @@ pub async fn execute_offline(
             };
             report(event);
         }
+        Operation::TestNotification => {
+            let event = match ha::load_durable(replication.local(), log_epoch).await {
+                Ok(durable) => {
+                    let about = (replication.node_name(), "not running", durable.epoch);
+                    test_notification(replication.local(), &durable.config, about).await
+                }
+                Err(error) => failed(FailureKind::Failed, error.to_string()),
+            };
+            report(event);
+        }
         other => {
             let forward = report.clone();
             ops::execute(replication, other, move |event| forward(event)).await;
         }
+    }
+}
+
+/// The Notification Settings' Test: one e-mail, sent now (not queued), with the relay's answer.
+pub async fn test_notification(
+    local: &tandem_store::NodeStore,
+    config: &tandem_ha::config::HaConfig,
+    (node_name, state, epoch): (&str, &str, i64),
+) -> Event {
+    use crate::notify::{self, Mail, MailError};
+    let mail = Mail::compose(
+        node_name,
+        tandem_ha::machine::Notification::Test,
+        "This is a test of the HA notification e-mail. If you read it, notifications from this \
+         node reach you.",
+        state,
+        epoch,
+    );
+    let outcome = notify::send(config, &mail).await;
+    let line = match &outcome {
+        Ok(relay) => format!(
+            "test: e-mailed to {} through {relay}",
+            config.notify_email.join(", ")
+        ),
+        Err(error) => format!("test: not e-mailed: {error}"),
+    };
+    if let Err(error) = local.log(notify::NOTIFICATIONS_MODULE, "INFO", &line).await {
+        tracing::warn!(%error, "cannot record a notification");
+    }
+    match outcome {
+        Ok(relay) => Event::Done {
+            result: json!({ "to": config.notify_email, "relay": relay }),
+        },
+        Err(error @ (MailError::NoAddress | MailError::NoRelay | MailError::Address { .. })) => {
+            failed(FailureKind::Usage, error.to_string())
+        }
+        Err(error) => failed(FailureKind::Failed, error.to_string()),
     }
 }
 

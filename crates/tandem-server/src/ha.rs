@@ -6,6 +6,7 @@
 //! awaiting each: `Persist` is durable before the `Serve` after it. Slow work (network, syncs)
 //! runs in spawned tasks that report back as events, so a hung peer never stalls the controller.
 
+use crate::notify::{Mail, Mailer};
 use crate::state::AppState;
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
@@ -14,8 +15,8 @@ use tandem_ha::config::{
     ConfigChange, ConfigError, ConfigWarning, HaConfig, OnStandbyLost, ReplicationMode,
 };
 use tandem_ha::machine::{
-    Command, Controller, Durable, Event, Level, Now, OperatorCommand, PeerView, Snapshot,
-    SyncOutcome, SyncTrigger,
+    Command, Controller, Durable, Event, Level, Notification, Now, OperatorCommand, PeerView,
+    Snapshot, SyncOutcome, SyncTrigger,
 };
 use tandem_ha::{NodeStatus, State};
 use tandem_repl::follow::{self, FollowEnd, FollowStatus};
@@ -52,8 +53,7 @@ const FOLLOW_RETRY_PAUSE: Duration = Duration::from_secs(1);
 const FOLLOW_REFUSED_PAUSE: Duration = Duration::from_secs(60);
 /// The node-local setting that holds the controller's durable state (JSON).
 pub const DURABLE_SETTING: &str = "ha.durable";
-/// The node-local log module notifications are written to (e-mail delivery reads them).
-pub const NOTIFICATIONS_MODULE: &str = "Notifications";
+pub use crate::notify::NOTIFICATIONS_MODULE;
 
 /// The stored durable state, or the defaults for a node that never saved one. The epoch is at
 /// least the newest epoch in the replicated change log.
@@ -273,6 +273,8 @@ pub struct HaRuntime {
     sync_degraded_reported: bool,
     /// Synchronous: since when a head (the second value) has waited for the Standby.
     unconfirmed_since: Option<(Instant, i64)>,
+    /// Sends the notifications Notify On selects, off the controller's path.
+    mailer: Mailer,
 }
 
 impl Drop for HaRuntime {
@@ -306,6 +308,7 @@ impl HaRuntime {
             replication: Some(controller.durable().config.replication),
         }));
         let follow_status = Arc::new(watch::Sender::new(FollowStatus::default()));
+        let mailer = Mailer::start(state.local.clone());
         let handle = HaHandle {
             inputs: sender.clone(),
             snapshot: snapshot_receiver,
@@ -334,6 +337,7 @@ impl HaRuntime {
             sync_degraded: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             sync_degraded_reported: false,
             unconfirmed_since: None,
+            mailer,
         };
         (runtime, handle)
     }
@@ -668,26 +672,44 @@ impl HaRuntime {
                 notification,
                 message,
             } => {
-                tracing::warn!(?notification, %message, "HA notification");
-                let kind = serde_json::to_value(notification)
-                    .ok()
-                    .and_then(|value| value.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                let line = format!("{kind}: {message}");
-                if let Err(error) = self
-                    .state
-                    .local
-                    .log(NOTIFICATIONS_MODULE, "NOTICE", &line)
-                    .await
-                {
-                    tracing::warn!(%error, "cannot record a notification");
-                }
+                self.notify(notification, &message).await;
                 Ok(())
             }
             Command::Log { level, message } => {
                 self.log(level, &message).await;
                 Ok(())
             }
+        }
+    }
+
+    /// Records a notification in the Notifications log and, when Notify On selects it, queues
+    /// its e-mail.
+    async fn notify(&self, notification: Notification, message: &str) {
+        tracing::warn!(?notification, %message, "HA notification");
+        let kind = serde_json::to_value(notification)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let line = format!("{kind}: {message}");
+        if let Err(error) = self
+            .state
+            .local
+            .log(NOTIFICATIONS_MODULE, "NOTICE", &line)
+            .await
+        {
+            tracing::warn!(%error, "cannot record a notification");
+        }
+        let config = &self.controller.durable().config;
+        if config.emails(notification) {
+            let status = self.controller.status();
+            let mail = Mail::compose(
+                &self.state.node_name,
+                notification,
+                message,
+                &status.state.to_string(),
+                self.controller.epoch(),
+            );
+            self.mailer.enqueue(config, notification, mail).await;
         }
     }
 
@@ -1012,18 +1034,9 @@ impl HaRuntime {
         };
         self.log(if degraded { Level::Error } else { Level::Info }, &message)
             .await;
-        if degraded
-            && let Err(error) = self
-                .state
-                .local
-                .log(
-                    NOTIFICATIONS_MODULE,
-                    "NOTICE",
-                    &format!("failure: {message}"),
-                )
-                .await
-        {
-            tracing::warn!(%error, "cannot record a notification");
+        if degraded {
+            self.notify(Notification::ReplicationDegraded, &message)
+                .await;
         }
     }
 

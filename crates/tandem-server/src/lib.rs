@@ -16,6 +16,7 @@ pub mod error;
 mod extract;
 pub mod ha;
 mod listener;
+pub mod notify;
 mod probes;
 pub mod state;
 mod sysmgr;

@@ -20,6 +20,10 @@ pub fn router(state: AppState, ha: HaHandle) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/ha/status", get(ha_status))
         .route("/api/v1/ha/config", get(ha_config).put(ha_configure))
+        .route(
+            "/api/v1/ha/notifications/test",
+            axum::routing::post(test_notification),
+        )
         .route("/metrics", get(metrics))
         .layer(Extension(ha))
         .layer(middleware::from_fn_with_state(
@@ -161,6 +165,41 @@ async fn ha_configure(
             message,
         )
     })
+}
+
+/// `POST /api/v1/ha/notifications/test`: Notification Settings, Test. 200 with the addresses
+/// and relay once the relay took the e-mail; 422 when no address or relay is set; 502 with the
+/// relay's answer when it did not take it.
+async fn test_notification(
+    State(state): State<AppState>,
+    Extension(ha): Extension<HaHandle>,
+) -> ApiResult<Json<Value>> {
+    use tandem_repl::ops::{Event, FailureKind};
+    let snapshot = ha.snapshot();
+    let status = snapshot.status.state.to_string();
+    let about = (state.node_name.as_str(), status.as_str(), snapshot.epoch);
+    match crate::control::test_notification(&state.local, &snapshot.config, about).await {
+        Event::Done { result } => Ok(Json(result)),
+        Event::Failed {
+            kind: FailureKind::Usage,
+            message,
+        } => Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            message,
+        )),
+        Event::Failed { message, .. } => Err(ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "smtp_relay_failed",
+            message,
+        )),
+        // `test_notification` answers Done or Failed only.
+        Event::Progress { .. } => Err(ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the test ended without a result",
+        )),
+    }
 }
 
 async fn status(State(state): State<AppState>) -> Json<Value> {
