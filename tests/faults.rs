@@ -9,6 +9,7 @@
 mod support;
 
 use serde_json::Value;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::LinkProxy;
 use support::lb::Lb;
@@ -76,6 +77,16 @@ fn pair_behind_lb(replication: &str, cut_to_primary: bool) -> (Node, Node, Lb, O
     }
     lb.wait_until_active("main-primary");
     (a, b, lb, link)
+}
+
+/// The acknowledged writes whose label `labels` lacks.
+fn missing(acknowledged: &[(String, Instant)], labels: &HashSet<String>) -> Vec<String> {
+    acknowledged
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| !labels.contains(*name))
+        .cloned()
+        .collect()
 }
 
 /// What one run found.
@@ -214,19 +225,11 @@ fn kill_9_of_the_traffic_controller_under_load_loses_nothing() {
         let acknowledged = workload.stop();
         assert_eq!(a.state(), "Active");
         assert_eq!(b.state(), "Standby");
-        let on_a = a.labels();
-        let lost: Vec<&String> = acknowledged
-            .iter()
-            .map(|(name, _)| name)
-            .filter(|name| !on_a.contains(*name))
-            .collect();
+        let lost = missing(&acknowledged, &a.labels());
         assert!(lost.is_empty(), "run {run}: {lost:?}");
         wait_until(
             || "the Secondary never caught up".into(),
-            || {
-                let on_b = b.labels();
-                acknowledged.iter().all(|(name, _)| on_b.contains(name))
-            },
+            || missing(&acknowledged, &b.labels()).is_empty(),
         );
         eprintln!(
             "traffic controller run {run}: {} acknowledged, all on the Primary and the Secondary",
@@ -272,15 +275,67 @@ fn a_cut_between_the_traffic_controller_and_the_primary_moves_nothing_and_loses_
         );
         let acknowledged = workload.stop();
         assert_eq!(lb.status()["switches"], 0);
-        let on_a = a.labels();
-        let lost: Vec<&String> = acknowledged
-            .iter()
-            .map(|(name, _)| name)
-            .filter(|name| !on_a.contains(*name))
-            .collect();
+        let lost = missing(&acknowledged, &a.labels());
         assert!(lost.is_empty(), "run {run}: {lost:?}");
         eprintln!(
             "controller-Primary cut run {run}: {} acknowledged, all on the Primary, no switch",
+            acknowledged.len()
+        );
+    }
+}
+
+/// The guide's upgrade runs the two nodes on different releases for a while. The Secondary is
+/// restarted as another version under load: its Primary still answers heartbeats, so it stays
+/// Standby well past the detection time (a version difference is not a failure; were it one,
+/// the Secondary would promote itself beside a healthy Primary). Nothing replicates meanwhile,
+/// and the Secondary says why; once the versions match again it catches up. Traffic never moves.
+#[test]
+fn a_secondary_of_another_version_stays_standby_and_catches_up_when_versions_match() {
+    for run in 0..runs() {
+        let (a, mut b, lb, _) = pair_behind_lb("continuous", false);
+        let workload = Writers::start(lb.device_port, 3, &format!("version-{run}"));
+        wait_until(
+            || "no write was acknowledged".into(),
+            || workload.count() >= 30,
+        );
+        b.kill_9();
+        b.serve_with_env(&[("TANDEM_TEST_SOFTWARE_VERSION", "9.9.9-upgraded")]);
+        wait_until(
+            || format!("{:?}", b.ha_log()),
+            || {
+                b.ha_log().iter().any(|(_, _, message)| {
+                    message.contains("answers heartbeats but cannot replicate")
+                        && message.contains("software versions differ")
+                })
+            },
+        );
+        // Three times the detection time (1 s + 2 × 1 s re-checks).
+        let until = Instant::now() + Duration::from_secs(9);
+        while Instant::now() < until {
+            assert_eq!(b.state(), "Standby", "run {run}: {:#}", b.status());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let status = b.status();
+        assert!(
+            status["behind"]
+                .as_str()
+                .is_some_and(|why| why.contains("software versions differ")),
+            "run {run}: {status:#}"
+        );
+        b.kill_9();
+        b.serve();
+        let acknowledged = workload.stop();
+        assert_eq!(a.state(), "Active");
+        assert_eq!(lb.status()["switches"], 0);
+        let lost = missing(&acknowledged, &a.labels());
+        assert!(lost.is_empty(), "run {run}: {lost:?}");
+        wait_until(
+            || "the Secondary never caught up".into(),
+            || missing(&acknowledged, &b.labels()).is_empty(),
+        );
+        eprintln!(
+            "other-version Secondary run {run}: {} acknowledged, all on the Primary and, once \
+             the versions matched, the Secondary; no promotion, no switch",
             acknowledged.len()
         );
     }

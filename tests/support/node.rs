@@ -152,10 +152,17 @@ impl Node {
     }
 
     pub fn serve(&mut self) {
+        self.serve_with_env(&[]);
+    }
+
+    /// Starts the node with extra environment variables (e.g. a debug build's
+    /// `TANDEM_TEST_SOFTWARE_VERSION`).
+    pub fn serve_with_env(&mut self, env: &[(&str, &str)]) {
         let child = tandem()
             .arg("--data-dir")
             .arg(&self.dir)
             .arg("serve")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -364,18 +364,29 @@ impl Replication {
             ));
         };
         let ours = self.hello().await?;
-        if let Some(reason) = ours.incompatibility(&theirs) {
-            self.log(&format!(
-                "refused replication with {} ({peer}): {reason}",
-                theirs.node_name
-            ))
-            .await;
-            write_frame(&mut stream, &Response::Refused { reason }).await?;
-            return Ok(());
+        let incompatible = ours.incompatibility(&theirs);
+        if let Some(reason) = &incompatible {
+            if ours.protocol_version != theirs.protocol_version {
+                self.log(&format!(
+                    "refused replication with {} ({peer}): {reason}",
+                    theirs.node_name
+                ))
+                .await;
+                write_frame(
+                    &mut stream,
+                    &Response::Refused {
+                        reason: reason.clone(),
+                    },
+                )
+                .await?;
+                return Ok(());
+            }
+            tracing::info!(peer = %theirs.node_name, %reason, "heartbeats only with this peer");
         }
         write_frame(&mut stream, &Response::Hello(ours)).await?;
         tracing::debug!(peer = %theirs.node_name, %peer, "replication session opened");
         let context = source::PeerContext {
+            incompatible,
             node_name: theirs.node_name.clone(),
             endpoints: trusted
                 .iter()
@@ -399,7 +410,21 @@ impl Replication {
     }
 
     /// Connects to a trusted host and exchanges hellos; the session is ready for requests.
+    /// Refused (`Incompatible`) when the two nodes run different software or schema versions.
     pub async fn open_session(&self, endpoint: &Endpoint) -> Result<Session, ReplicationError> {
+        let session = self.open_ha_session(endpoint).await?;
+        match session.incompatible {
+            Some(reason) => Err(ReplicationError::Incompatible(reason)),
+            None => Ok(session),
+        }
+    }
+
+    /// A session for heartbeats and peer checks only. It opens across software and schema
+    /// versions (not across protocol versions), with the reason in `incompatible`: a peer that
+    /// answers is alive whatever it runs. Were a version difference a failed heartbeat, a
+    /// Secondary upgraded first would promote itself beside a healthy Primary, and a Primary
+    /// restarted on a new release would not see that a peer had taken over.
+    pub async fn open_ha_session(&self, endpoint: &Endpoint) -> Result<Session, ReplicationError> {
         let trusted = self.trusted_host(endpoint).await?;
         let mut connection = ssh::connect(self, endpoint, &trusted).await?;
         let ours = self.hello().await?;
@@ -423,12 +448,16 @@ impl Replication {
                 )));
             }
         };
-        if let Some(reason) = ours.incompatibility(&peer) {
-            return Err(ReplicationError::Incompatible(reason));
+        let incompatible = ours.incompatibility(&peer);
+        if incompatible.is_some() && ours.protocol_version != peer.protocol_version {
+            return Err(ReplicationError::Incompatible(
+                incompatible.unwrap_or_default(),
+            ));
         }
         let midpoint = sent_at + (received_at - sent_at) / 2;
         Ok(Session {
             endpoint: endpoint.clone(),
+            incompatible,
             clock_offset_ms: peer.wall_clock_ms - midpoint,
             local: ours,
             peer,
@@ -460,6 +489,9 @@ impl Replication {
 /// An open replication session with a peer, after both hellos.
 pub struct Session {
     pub endpoint: Endpoint,
+    /// Why the two nodes must not replicate (different software or schema versions): the
+    /// session then carries heartbeats only ([`Replication::open_ha_session`]).
+    pub incompatible: Option<String>,
     pub local: Hello,
     pub peer: Hello,
     /// Peer clock minus local clock, including the hello's flight time.

@@ -35,6 +35,9 @@ enum SnapshotPiece {
 
 /// Who the peer of a session is: its name, and the Trusted Hosts entries its key matched.
 pub(crate) struct PeerContext {
+    /// Why this peer must not replicate with this node (different software or schema
+    /// versions): only heartbeats are answered, everything else is refused with the reason.
+    pub incompatible: Option<String>,
     pub node_name: String,
     pub endpoints: Vec<String>,
 }
@@ -54,6 +57,24 @@ where
             Err(WireError::Closed) => return Ok(()),
             Err(error) => return Err(error.into()),
         };
+        if let Some(reason) = &peer.incompatible
+            && !matches!(request, Request::Heartbeat(_))
+        {
+            replication
+                .log(&format!(
+                    "refused a replication request from {}: {reason}",
+                    peer.node_name
+                ))
+                .await;
+            write_frame(
+                stream,
+                &Response::Refused {
+                    reason: reason.clone(),
+                },
+            )
+            .await?;
+            continue;
+        }
         let answered = match request {
             Request::Hello(_) => Err(ReplicationError::Protocol(
                 "the peer sent a second hello".into(),

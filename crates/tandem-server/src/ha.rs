@@ -553,7 +553,7 @@ impl HaRuntime {
         tokio::spawn(async move {
             let ask = async {
                 let endpoint = Endpoint::parse(&initiator).ok()?;
-                let mut session = replication.open_session(&endpoint).await.ok()?;
+                let mut session = replication.open_ha_session(&endpoint).await.ok()?;
                 replication.heartbeat(&mut session, &ours).await.ok()
             };
             let initiator = tokio::time::timeout(PEER_CHECK_TIMEOUT, ask)
@@ -850,12 +850,20 @@ impl HaRuntime {
                     *session = None;
                 }
                 if session.is_none() {
-                    *session = Some(
+                    let opened = replication
+                        .open_ha_session(&endpoint)
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    if let Some(reason) = &opened.incompatible {
+                        // Alive, so no failover; but nothing replicates until versions match.
                         replication
-                            .open_session(&endpoint)
-                            .await
-                            .map_err(|error| error.to_string())?,
-                    );
+                            .log(&format!(
+                                "{to} answers heartbeats but cannot replicate with this node: \
+                                 {reason}"
+                            ))
+                            .await;
+                    }
+                    *session = Some(opened);
                 }
                 let Some(open) = session.as_mut() else {
                     return Err("no session".to_owned());
@@ -900,7 +908,7 @@ impl HaRuntime {
                 asks.spawn(async move {
                     let ask = async {
                         let endpoint = host.endpoint();
-                        let mut session = replication.open_session(&endpoint).await.ok()?;
+                        let mut session = replication.open_ha_session(&endpoint).await.ok()?;
                         replication.heartbeat(&mut session, &ours).await.ok()
                     };
                     tokio::time::timeout(PEER_CHECK_TIMEOUT, ask)
@@ -1059,6 +1067,12 @@ impl HaRuntime {
                 return;
             }
         };
+        // Named before the first connection, so a stream that never opens (unreachable source,
+        // different versions) is reported as down, with its error, rather than not at all.
+        self.follow_status.send_modify(|status| {
+            status.source = endpoint.to_string();
+            status.last_error = None;
+        });
         let replication = self.replication.clone();
         let status = self.follow_status.clone();
         let inputs = self.sender.clone();
