@@ -655,12 +655,21 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
             );
             println!("  clock offset {} ms", text(result, "clockOffsetMs"));
         }
-        Operation::Sync { .. } if result["kind"] == "none" => println!(
-            "{} ({}) has nothing new: this node is up to date at position {}",
-            text(result, "source"),
-            text(result, "sourceNode"),
-            text(result, "positionSeq")
-        ),
+        Operation::Sync { .. } if result["kind"] == "none" => {
+            let files = result["files"].as_i64().unwrap_or(0);
+            println!(
+                "{} ({}) has no new changes{}: this node is up to date at position {}",
+                text(result, "source"),
+                text(result, "sourceNode"),
+                if files > 0 {
+                    // Left by an earlier sync that could not store them (e.g. a full disk).
+                    format!("; fetched {files} missing app file(s)")
+                } else {
+                    String::new()
+                },
+                text(result, "positionSeq")
+            );
+        }
         Operation::Sync { .. } => {
             println!(
                 "Sync from {} ({}) succeeded: {} sync, {} change(s), {} file(s), {} bytes in {:.1} s; position {}",

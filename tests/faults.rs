@@ -340,3 +340,211 @@ fn a_secondary_of_another_version_stays_standby_and_catches_up_when_versions_mat
         );
     }
 }
+
+/// A tmpfs of a given size: a file system that fills up. Unmounted (lazily, so a process still
+/// holding a file cannot make it fail) when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (the test is skipped, with the reason) when this machine cannot mount one; CI
+    /// runs as root and can.
+    fn mount(size_mib: u64) -> Option<Self> {
+        let parent = tempfile::tempdir().unwrap();
+        let path = parent.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(&path)
+            .output();
+        match output {
+            Ok(output) if output.status.success() => Some(Self {
+                path,
+                _parent: parent,
+            }),
+            Ok(output) => {
+                let why = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+                support::skip_without("mount -t tmpfs (root)", &why, "run as root, as CI does");
+                None
+            }
+            Err(error) => {
+                support::skip_without("mount", &error.to_string(), "util-linux, as root");
+                None
+            }
+        }
+    }
+
+    fn used_mib(&self) -> u64 {
+        let output = std::process::Command::new("df")
+            .args(["--output=used", "-B1M"])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|line| line.trim().parse().ok())
+            .unwrap_or_else(|| panic!("df: {output:?}"))
+    }
+
+    fn resize(&self, size_mib: u64) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size_mib}m")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {size_mib} MiB");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// `PUT` of raw bytes as admin (an app file upload).
+fn put_bytes(port: u16, path: &str, bytes: Vec<u8>) -> (u16, String) {
+    tandem_crypto::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap()
+            .put(format!("https://127.0.0.1:{port}{path}"))
+            .basic_auth("admin", Some(support::node::PASSWORD))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    })
+}
+
+/// The Secondary's disk fills up during a sync, an incremental one (app files to fetch) and a
+/// forced full one: each fails with the reason (in the CLI and in Sync History), the Secondary
+/// keeps serving as Standby on a consistent state, and once there is room the next sync
+/// completes: the two nodes are identical, app files included.
+#[test]
+fn a_full_disk_on_the_secondary_during_a_sync_fails_cleanly_and_the_next_sync_completes() {
+    const APPS: usize = 4;
+    const APP_FILE_MIB: usize = 4;
+    let Some(disk) = SmallDisk::mount(512) else {
+        return;
+    };
+    let mut a = Node::init("node-a");
+    let mut b = Node::init_in("node-b", &disk.path);
+    let links = Links {
+        primary_at: &a.endpoint(),
+        secondary_at: &b.endpoint(),
+    };
+    start_pair(&mut a, &mut b, &links, &[], FAST);
+    for index in 0..3 {
+        let (code, body) = a.request(
+            reqwest::Method::POST,
+            "/api/v2/labels",
+            Some(serde_json::json!({ "name": format!("before-{index}") })),
+        );
+        assert_eq!(code, 201, "{body}");
+    }
+    b.ok(&["failover", "sync", &a.endpoint()]);
+    let before = b.labels();
+    assert!(before.contains("before-2"));
+
+    // The Primary gains more than the Secondary's disk has room for.
+    for index in 0..APPS {
+        let (code, body) = a.request(
+            reqwest::Method::POST,
+            "/api/v2/apps",
+            Some(serde_json::json!({
+                "platform": "iOS",
+                "bundleId": format!("com.example.big{index}"),
+                "name": format!("Big {index}"),
+                "version": "1.0",
+            })),
+        );
+        assert_eq!(code, 201, "{body}");
+        let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        // Distinct contents, so each file is stored (and fetched) on its own.
+        let bytes: Vec<u8> = (0..APP_FILE_MIB * 1024 * 1024)
+            .map(|at| (at as u64 * 2_654_435_761 + index as u64) as u8)
+            .collect();
+        let (code, body) = put_bytes(a.service_port, &format!("/api/v2/apps/{id}/file"), bytes);
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, body) = a.request(
+        reqwest::Method::POST,
+        "/api/v2/labels",
+        Some(serde_json::json!({ "name": "after" })),
+    );
+    assert_eq!(code, 201, "{body}");
+    // Room for about one app file.
+    disk.resize(disk.used_mib() + APP_FILE_MIB as u64 + 1);
+
+    let primary_labels = a.labels();
+    for sync in [
+        vec!["failover", "sync", &links.primary_at],
+        vec!["failover", "sync", "--full", &links.primary_at],
+    ] {
+        let output = b.cli(&sync);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{sync:?}: {stderr}");
+        assert!(
+            stderr.contains("No space left on device")
+                && stderr.contains("the file system is full; free space"),
+            "{sync:?}: {stderr}"
+        );
+        // Still the Standby it was, on a consistent state the Primary had: its previous one, or
+        // (entries are committed before the app files are fetched) the Primary's, with the
+        // files that did not fit left for the next sync.
+        assert_eq!(b.state(), "Standby");
+        let labels = b.labels();
+        assert!(
+            labels == before || labels == primary_labels,
+            "{sync:?}: {labels:?}"
+        );
+        // The failure is in Sync History, with the reason: the failed write gave its space back.
+        let history: Value = serde_json::from_str(&b.ok(&["ha", "history", "--json"])).unwrap();
+        let last = &history[0];
+        assert_eq!(last["result"], "failed", "{history:#}");
+        assert!(
+            last["error"]
+                .as_str()
+                .is_some_and(|error| error.contains("No space left on device")),
+            "{history:#}"
+        );
+    }
+
+    // Room again: the next sync completes, and the nodes are identical.
+    disk.resize(512);
+    let summary = b.ok(&["failover", "sync", &links.primary_at]);
+    assert!(
+        summary.contains("succeeded") || summary.contains("missing app file(s)"),
+        "{summary}"
+    );
+    assert!(b.labels().contains("after"));
+    let verify = b.ok(&["ha", "verify", &links.primary_at]);
+    assert!(verify.starts_with("identical"), "{verify}");
+    // Every app file is there, whole.
+    for id in 1..=APPS {
+        let path = format!("/api/v2/apps/{id}/file");
+        let (code, body) = b.get(&path);
+        assert_eq!(code, 200, "app {id}: {body:.200}");
+        assert!(
+            body == a.get(&path).1,
+            "app {id} differs from the Primary's"
+        );
+    }
+    b.kill_9();
+}

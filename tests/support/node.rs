@@ -43,7 +43,12 @@ pub struct Node {
 
 impl Node {
     pub fn init(name: &str) -> Self {
-        let temp = tempfile::tempdir().unwrap();
+        Self::init_in(name, &std::env::temp_dir())
+    }
+
+    /// A node whose data directory is under `parent` (e.g. a small file system of its own).
+    pub fn init_in(name: &str, parent: &std::path::Path) -> Self {
+        let temp = tempfile::tempdir_in(parent).unwrap();
         let dir = temp.path().join(name);
         let password_file = temp.path().join("password");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();

@@ -94,7 +94,7 @@ pub enum StoreError {
     /// Ordinary writes are closed on this node (it is not Active); the reason says where to go.
     #[error("{0}")]
     WritesClosed(String),
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}{hint}", hint = disk_full_hint(.source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -127,6 +127,16 @@ pub enum StoreError {
     Corrupt(String),
     #[error(transparent)]
     Pki(#[from] tandem_crypto::PkiError),
+}
+
+/// What an operator does about ENOSPC, which otherwise reads as an obscure OS error.
+fn disk_full_hint(source: &std::io::Error) -> &'static str {
+    if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
+        ": the file system is full; free space (or grow it) and try again (what was stored \
+         before is intact)"
+    } else {
+        ""
+    }
 }
 
 impl StoreError {

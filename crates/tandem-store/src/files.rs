@@ -24,6 +24,9 @@ pub struct StoredFile {
 
 pub struct FileWriter {
     temp_path: PathBuf,
+    /// Removes the temporary file unless `finish` renamed it: a write that fails (a full disk,
+    /// a broken upload or sync) must give its space back at once, not at the next start.
+    unfinished: Unfinished,
     file: tokio::fs::File,
     hasher: Sha256,
     size_bytes: u64,
@@ -74,6 +77,7 @@ impl FileStore {
             .await
             .map_err(|error| StoreError::io(&temp_path, error))?;
         Ok(FileWriter {
+            unfinished: Unfinished(Some(temp_path.clone())),
             temp_path,
             file,
             hasher: Sha256::new(),
@@ -81,6 +85,17 @@ impl FileStore {
             size_bytes_max,
             store: self.clone(),
         })
+    }
+}
+
+struct Unfinished(Option<PathBuf>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            // Best effort: a leftover is also swept from tmp/ when the store opens.
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -118,6 +133,7 @@ impl FileWriter {
         tokio::fs::rename(&temp_path, &final_path)
             .await
             .map_err(|error| StoreError::io(&final_path, error))?;
+        self.unfinished.0 = None;
         let dir_handle = tokio::fs::File::open(&dir)
             .await
             .map_err(|error| StoreError::io(&dir, error))?;
@@ -161,6 +177,33 @@ mod tests {
         assert_eq!(
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
+        );
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_write_gives_its_space_back_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::create(dir.path()).unwrap();
+        let tmp_files = || std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        let mut writer = store.begin(1024).await.unwrap();
+        writer.write(b"half an upload").await.unwrap();
+        assert_eq!(tmp_files(), 1);
+        drop(writer);
+        assert_eq!(tmp_files(), 0);
+        let writer = store.begin(1024).await.unwrap();
+        let stored = writer.finish().await.unwrap();
+        assert!(store.contains(&stored.sha256), "a finished file stays");
+        assert_eq!(tmp_files(), 0);
+    }
+
+    #[test]
+    fn a_full_disk_says_so() {
+        let error = StoreError::io("/data/files/tmp/x", std::io::Error::from_raw_os_error(28));
+        let text = error.to_string();
+        assert!(text.contains("No space left on device"), "{text}");
+        assert!(
+            text.contains("the file system is full; free space"),
+            "{text}"
         );
     }
 }
