@@ -528,13 +528,13 @@ fn a_full_disk_on_the_secondary_during_a_sync_fails_cleanly_and_the_next_sync_co
 
     // Room again: the next sync completes, and the nodes are identical.
     disk.resize(512);
-    let summary = b.ok(&["failover", "sync", &links.primary_at]);
+    let summary = b.ok(&["failover", "sync", links.primary_at]);
     assert!(
         summary.contains("succeeded") || summary.contains("missing app file(s)"),
         "{summary}"
     );
     assert!(b.labels().contains("after"));
-    let verify = b.ok(&["ha", "verify", &links.primary_at]);
+    let verify = b.ok(&["ha", "verify", links.primary_at]);
     assert!(verify.starts_with("identical"), "{verify}");
     // Every app file is there, whole.
     for id in 1..=APPS {
