@@ -47,7 +47,18 @@ fn divergence_entries(node: &Node) -> Vec<Value> {
 /// the Primary through a link proxy the test can cut. Returns once traffic goes to the Primary
 /// and the Secondary holds its data (synced once, or following).
 fn pair_behind_lb(replication: &str, cut_to_primary: bool) -> (Node, Node, Lb, Option<LinkProxy>) {
+    pair_behind_lb_with(replication, cut_to_primary, [Vec::new(), Vec::new()])
+}
+
+/// [`pair_behind_lb`], each node served with its own extra environment.
+fn pair_behind_lb_with(
+    replication: &str,
+    cut_to_primary: bool,
+    [a_env, b_env]: [Vec<(String, String)>; 2],
+) -> (Node, Node, Lb, Option<LinkProxy>) {
     let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+    a.serve_env = a_env;
+    b.serve_env = b_env;
     let link = cut_to_primary.then(|| LinkProxy::start(a.service_port));
     let primary_port = link.as_ref().map_or(a.service_port, |link| link.port);
     let lb = Lb::start_through(
@@ -299,7 +310,11 @@ fn a_secondary_of_another_version_stays_standby_and_catches_up_when_versions_mat
             || workload.count() >= 30,
         );
         b.kill_9();
-        b.serve_with_env(&[("TANDEM_TEST_SOFTWARE_VERSION", "9.9.9-upgraded")]);
+        b.serve_env = vec![(
+            "TANDEM_TEST_SOFTWARE_VERSION".into(),
+            "9.9.9-upgraded".into(),
+        )];
+        b.serve();
         wait_until(
             || format!("{:?}", b.ha_log()),
             || {
@@ -323,6 +338,7 @@ fn a_secondary_of_another_version_stays_standby_and_catches_up_when_versions_mat
             "run {run}: {status:#}"
         );
         b.kill_9();
+        b.serve_env.clear();
         b.serve();
         let acknowledged = workload.stop();
         assert_eq!(a.state(), "Active");
@@ -547,4 +563,117 @@ fn a_full_disk_on_the_secondary_during_a_sync_fails_cleanly_and_the_next_sync_co
         );
     }
     b.kill_9();
+}
+
+/// One process's clock, stepped at will through libfaketime (`LD_PRELOAD`): the wall clock only,
+/// so timers and heartbeats (monotonic) run on while `SystemTime` and SQLite's clock jump, as
+/// when an administrator or a broken NTP sets the time.
+struct SteppedClock {
+    library: std::path::PathBuf,
+    offset_file: std::path::PathBuf,
+    _temp: tempfile::TempDir,
+}
+
+impl SteppedClock {
+    /// `None` (the test is skipped, with the reason) without Debian's libfaketime.
+    fn new() -> Option<Self> {
+        let library = std::fs::read_dir("/usr/lib")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path().join("faketime/libfaketimeMT.so.1"))
+            .find(|path| path.is_file());
+        let Some(library) = library else {
+            support::skip_without(
+                "libfaketime",
+                "no /usr/lib/*/faketime/libfaketimeMT.so.1",
+                "apt-get install libfaketime",
+            );
+            return None;
+        };
+        let temp = tempfile::tempdir().unwrap();
+        let offset_file = temp.path().join("offset");
+        std::fs::write(&offset_file, "+0\n").unwrap();
+        Some(Self {
+            library,
+            offset_file,
+            _temp: temp,
+        })
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            ("LD_PRELOAD", self.library.display().to_string()),
+            (
+                "FAKETIME_TIMESTAMP_FILE",
+                self.offset_file.display().to_string(),
+            ),
+            // Re-read the offset every second, not on every clock read.
+            ("FAKETIME_CACHE_DURATION", "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect()
+    }
+
+    /// Sets the offset from real time, e.g. `+1h`, `-1h`, `+0`.
+    fn step(&self, offset: &str) {
+        std::fs::write(&self.offset_file, format!("{offset}\n")).unwrap();
+    }
+}
+
+/// The wall clock of one node, then of the other, steps an hour (forward on the Secondary,
+/// backward on the Primary) under load, and back. Failure detection runs on the monotonic clock,
+/// so nothing fails over and traffic never moves; the Secondary warns that the clocks disagree;
+/// every acknowledged write is on the Primary and reaches the Secondary.
+#[test]
+fn a_clock_step_on_either_node_under_load_moves_nothing_and_loses_nothing() {
+    for run in 0..runs() {
+        let (Some(clock_a), Some(clock_b)) = (SteppedClock::new(), SteppedClock::new()) else {
+            return;
+        };
+        let (a, b, lb, _) =
+            pair_behind_lb_with("continuous", false, [clock_a.env(), clock_b.env()]);
+        let workload = Writers::start(lb.device_port, 3, &format!("clock-{run}"));
+        wait_until(
+            || "no write was acknowledged".into(),
+            || workload.count() >= 30,
+        );
+        for (clock, offset) in [
+            (&clock_b, "+1h"),
+            (&clock_b, "+0"),
+            (&clock_a, "-1h"),
+            (&clock_a, "+0"),
+        ] {
+            clock.step(offset);
+            // Longer than the detection time (1 s + 2 × 1 s re-checks) plus the offset's cache.
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                assert_eq!(a.state(), "Active", "run {run}, step {offset}");
+                assert_eq!(b.state(), "Standby", "run {run}, step {offset}");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        let acknowledged = workload.stop();
+        assert_eq!(lb.status()["switches"], 0);
+        assert!(
+            b.ha_log()
+                .iter()
+                .any(|(_, _, message)| message.contains("differs from this node's by")),
+            "run {run}: no clock warning in {:?}",
+            b.ha_log()
+        );
+        let lost = missing(&acknowledged, &a.labels());
+        assert!(lost.is_empty(), "run {run}: {lost:?}");
+        wait_until(
+            || "the Secondary never caught up".into(),
+            || missing(&acknowledged, &b.labels()).is_empty(),
+        );
+        eprintln!(
+            "clock step run {run}: {} acknowledged, all on the Primary and the Secondary; no \
+             promotion, no switch",
+            acknowledged.len()
+        );
+    }
 }

@@ -39,6 +39,9 @@ pub struct Node {
     /// Of the certificate `init` created (the node serves its Primary's once it has synced).
     pub server_certificate_sha256: String,
     child: Option<Child>,
+    /// Extra environment for `serve` (e.g. libfaketime, or a debug build's
+    /// `TANDEM_TEST_SOFTWARE_VERSION`).
+    pub serve_env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -83,6 +86,7 @@ impl Node {
             sysmgr_port,
             server_certificate_sha256,
             child: None,
+            serve_env: Vec::new(),
         }
     }
 
@@ -156,18 +160,13 @@ impl Node {
         body.contains(name)
     }
 
+    /// Starts the node (with `serve_env`) and waits until it accepts connections.
     pub fn serve(&mut self) {
-        self.serve_with_env(&[]);
-    }
-
-    /// Starts the node with extra environment variables (e.g. a debug build's
-    /// `TANDEM_TEST_SOFTWARE_VERSION`).
-    pub fn serve_with_env(&mut self, env: &[(&str, &str)]) {
         let child = tandem()
             .arg("--data-dir")
             .arg(&self.dir)
             .arg("serve")
-            .envs(env.iter().copied())
+            .envs(self.serve_env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
