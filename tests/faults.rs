@@ -11,10 +11,10 @@ mod support;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use support::LinkProxy;
 use support::lb::Lb;
 use support::load::Writers;
 use support::node::{FAST, Links, Node, start_pair, wait_until};
+use support::{Degradation, LinkProxy};
 
 /// Runs per replication mode (`TANDEM_FAULT_RUNS`, default 1).
 fn runs() -> usize {
@@ -673,6 +673,81 @@ fn a_clock_step_on_either_node_under_load_moves_nothing_and_loses_nothing() {
         eprintln!(
             "clock step run {run}: {} acknowledged, all on the Primary and the Secondary; no \
              promotion, no switch",
+            acknowledged.len()
+        );
+    }
+}
+
+/// The link between the nodes turns slow and lossy under load: 40 ms per chunk each way, and
+/// one chunk in 20 held a further 300 ms (a TCP retransmission after a lost segment), drawn from
+/// a seed. Heartbeats still arrive within the re-check interval, so nothing fails over and
+/// traffic stays; continuous replication falls behind by the link's delays and catches up once
+/// the link heals; nothing is lost.
+#[test]
+fn a_slow_and_lossy_link_between_the_nodes_moves_nothing_and_loses_nothing() {
+    for run in 0..runs() {
+        let seed = 0x7A4D_0000 + run as u64;
+        let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+        let link = LinkProxy::start(a.ssh_port);
+        let lb = Lb::start(&[("main-primary", &a, "main"), ("main-secondary", &b, "main")]);
+        let primary_at = format!("127.0.0.1:{}", link.port);
+        let links = Links {
+            primary_at: &primary_at,
+            secondary_at: &b.endpoint(),
+        };
+        let mut secondary = vec!["--replication", "continuous"];
+        secondary.extend_from_slice(FAST);
+        start_pair(
+            &mut a,
+            &mut b,
+            &links,
+            &["--replication", "continuous"],
+            &secondary,
+        );
+        wait_until(
+            || format!("{:#}", b.status()),
+            || b.status()["follower"]["connected"] == true,
+        );
+        lb.wait_until_active("main-primary");
+        let workload = Writers::start(lb.device_port, 3, &format!("lossy-{run}"));
+        wait_until(
+            || "no write was acknowledged".into(),
+            || workload.count() >= 30,
+        );
+        link.degrade(Some(Degradation {
+            delay: Duration::from_millis(40),
+            loss: 0.05,
+            stall: Duration::from_millis(300),
+            seed,
+        }));
+        let degraded_from = workload.count();
+        let mut lag_max_ms = 0;
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            assert_eq!(a.state(), "Active", "run {run} (seed {seed})");
+            let status = b.status();
+            assert_eq!(
+                status["controller"]["status"]["state"], "Standby",
+                "run {run} (seed {seed}): {status:#}"
+            );
+            lag_max_ms = lag_max_ms.max(status["follower"]["lastLagMs"].as_i64().unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let during = workload.count() - degraded_from;
+        link.degrade(None);
+        let acknowledged = workload.stop();
+        assert_eq!(lb.status()["switches"], 0);
+        assert!(lag_max_ms > 0, "run {run}: the link was not slowed");
+        let lost = missing(&acknowledged, &a.labels());
+        assert!(lost.is_empty(), "run {run}: {lost:?}");
+        wait_until(
+            || "the Secondary never caught up".into(),
+            || missing(&acknowledged, &b.labels()).is_empty(),
+        );
+        eprintln!(
+            "slow and lossy link run {run} (seed {seed}): {} acknowledged ({during} while \
+             degraded), all on the Primary and the Secondary; largest lag seen {lag_max_ms} ms; \
+             no promotion, no switch",
             acknowledged.len()
         );
     }

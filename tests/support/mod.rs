@@ -40,9 +40,61 @@ pub fn kill_9(child: &mut Child) -> bool {
 /// nodes in a partition test. Cutting closes every open connection and refuses new ones.
 pub struct LinkProxy {
     pub port: u16,
+    degraded: std::sync::Arc<std::sync::Mutex<Option<Degradation>>>,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A slow and lossy link, as TCP delivers it: every chunk arrives `delay` late, and a chunk
+/// whose segment was "lost" waits a retransmission timeout (`stall`) more. The draws come from
+/// `seed`, so a run can be repeated.
+#[derive(Clone, Copy, Debug)]
+pub struct Degradation {
+    pub delay: std::time::Duration,
+    /// Per chunk, in [0, 1].
+    pub loss: f64,
+    pub stall: std::time::Duration,
+    pub seed: u64,
+}
+
+/// xorshift64*: a few lines of seeded randomness, enough for a fault schedule.
+fn next_random(state: &mut u64) -> f64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Copies `from` to `to`, chunk by chunk, degraded while `degraded` says so.
+fn pipe(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    degraded: std::sync::Arc<std::sync::Mutex<Option<Degradation>>>,
+    stream_id: u64,
+) {
+    use std::io::{Read, Write};
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut random = None;
+    loop {
+        let read = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        let now = *degraded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(link) = now {
+            let state = random.get_or_insert((link.seed ^ (stream_id * 0x9E37_79B9)) | 1);
+            let mut wait = link.delay;
+            if next_random(state) < link.loss {
+                wait += link.stall;
+            }
+            std::thread::sleep(wait);
+        }
+        if to.write_all(&buffer[..read]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
 impl LinkProxy {
@@ -55,7 +107,10 @@ impl LinkProxy {
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (up2, stop2, open2) = (up.clone(), stop.clone(), open.clone());
+        let degraded = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (up2, stop2, open2, degraded2) =
+            (up.clone(), stop.clone(), open.clone(), degraded.clone());
+        let mut streams = 0u64;
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Acquire) {
                 match listener.accept() {
@@ -78,12 +133,11 @@ impl LinkProxy {
                             open.push(client);
                             open.push(server);
                         }
-                        for pipe in pipes {
-                            if let (Ok(mut from), Ok(mut to)) = pipe {
-                                std::thread::spawn(move || {
-                                    let _ = std::io::copy(&mut from, &mut to);
-                                    let _ = to.shutdown(std::net::Shutdown::Both);
-                                });
+                        for ends in pipes {
+                            if let (Ok(from), Ok(to)) = ends {
+                                streams += 1;
+                                let (degraded, id) = (degraded2.clone(), streams);
+                                std::thread::spawn(move || pipe(from, to, degraded, id));
                             }
                         }
                     }
@@ -93,10 +147,16 @@ impl LinkProxy {
         });
         Self {
             port,
+            degraded,
             up,
             open,
             stop,
         }
+    }
+
+    /// Makes the link slow and lossy (`Some`), or healthy again (`None`).
+    pub fn degrade(&self, link: Option<Degradation>) {
+        *self.degraded.lock().unwrap_or_else(|e| e.into_inner()) = link;
     }
 
     /// Cuts the link: open connections are closed, new ones refused until [`Self::restore`].
