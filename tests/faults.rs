@@ -90,6 +90,14 @@ fn pair_behind_lb_with(
     (a, b, lb, link)
 }
 
+/// Whether an exported divergence entry (serialized) holds the label `name`.
+fn in_exported(exported: &[String], name: &str) -> bool {
+    exported.iter().any(|entry| {
+        // The row is JSON inside the entry: its quotes are escaped once serialized again.
+        entry.contains(&format!("\\\"{name}\\\"")) || entry.contains(&format!("\"{name}\""))
+    })
+}
+
 /// The acknowledged writes whose label `labels` lacks.
 fn missing(acknowledged: &[(String, Instant)], labels: &HashSet<String>) -> Vec<String> {
     acknowledged
@@ -157,10 +165,7 @@ fn kill_the_primary_under_load(replication: &str, run: usize) -> Outcome {
     for (name, _) in &acknowledged {
         if on_b.contains(name) {
             outcome.on_final_active += 1;
-        } else if exported_text.iter().any(|entry| {
-            // The row is JSON inside the entry: its quotes are escaped once serialized again.
-            entry.contains(&format!("\\\"{name}\\\"")) || entry.contains(&format!("\"{name}\""))
-        }) {
+        } else if in_exported(&exported_text, name) {
             outcome.in_divergence_export += 1;
         } else {
             outcome.lost.push(name.clone());
@@ -749,6 +754,146 @@ fn a_slow_and_lossy_link_between_the_nodes_moves_nothing_and_loses_nothing() {
              degraded), all on the Primary and the Secondary; largest lag seen {lag_max_ms} ms; \
              no promotion, no switch",
             acknowledged.len()
+        );
+    }
+}
+
+/// The whole main data center is lost under load, in the three-server topology: A (main
+/// Primary) and B (its Secondary) are killed together; C, the DR Secondary following B, is on
+/// Keep in Standby, as the guide brings a DR server online by hand. The operator promotes C
+/// (`failover mode primary`) and the traffic controller moves devices to it (candidates in the
+/// same data center first: there are none left). Before A and B serve again each is synced from
+/// C, which exports what only it held. Every acknowledged write is on C or in those exports, in
+/// an epoch below C's.
+#[test]
+fn the_loss_of_the_main_data_center_under_load_loses_nothing_silently() {
+    for run in 0..runs() {
+        let (mut a, mut b, mut c) = (
+            Node::init("node-a"),
+            Node::init("node-b"),
+            Node::init("node-c"),
+        );
+        let lb = Lb::start(&[
+            ("main-primary", &a, "main"),
+            ("main-secondary", &b, "main"),
+            ("dr-secondary", &c, "dr"),
+        ]);
+        let links = Links {
+            primary_at: &a.endpoint(),
+            secondary_at: &b.endpoint(),
+        };
+        let mut secondary = vec!["--replication", "continuous"];
+        secondary.extend_from_slice(FAST);
+        start_pair(
+            &mut a,
+            &mut b,
+            &links,
+            &["--replication", "continuous"],
+            &secondary,
+        );
+        // Every node trusts every other: the DR node follows B, and after the loss A and B
+        // resync from C.
+        for (one, other) in [(&a, &c), (&b, &c), (&c, &a), (&c, &b)] {
+            one.trust(other);
+        }
+        let mut dr = vec![
+            "ha",
+            "configure",
+            "--enable",
+            "--mode",
+            "secondary",
+            "--primary",
+            links.secondary_at,
+            "--replication",
+            "continuous",
+            "--on-failure",
+            "standby",
+        ];
+        dr.extend_from_slice(FAST);
+        c.ok(&dr);
+        c.serve();
+        c.wait_for_state("Standby");
+        for follower in [&b, &c] {
+            wait_until(
+                || format!("{:#}", follower.status()),
+                || follower.status()["follower"]["connected"] == true,
+            );
+        }
+        lb.wait_until_active("main-primary");
+
+        let workload = Writers::start(lb.device_port, 3, &format!("dc-{run}"));
+        wait_until(
+            || "no write was acknowledged".into(),
+            || workload.count() >= 60,
+        );
+        a.kill_9();
+        b.kill_9();
+        let lost_at = Instant::now();
+        // C notices that the node it follows is gone and, on Keep in Standby, only says so.
+        wait_until(
+            || format!("{:?}", c.log("Notifications")),
+            || {
+                c.log("Notifications")
+                    .iter()
+                    .any(|(_, _, message)| message.starts_with("failureDetected"))
+            },
+        );
+        assert_eq!(c.state(), "Standby");
+        // The operator brings the DR server online.
+        c.ok(&["failover", "mode", "primary"]);
+        c.wait_for_state("Active");
+        lb.wait_until_active("dr-secondary");
+        let switched_after = lost_at.elapsed();
+        let after = workload.count();
+        wait_until(
+            || "no write was acknowledged on the DR node".into(),
+            || workload.count() >= after + 30,
+        );
+        let acknowledged = workload.stop();
+
+        // The main data center returns: each node is synced from C before it serves (offline,
+        // so neither can take a write in between).
+        for node in [&a, &b] {
+            node.ok(&["failover", "sync", &c.endpoint()]);
+        }
+        let on_c = c.labels();
+        let c_epoch = c.status()["controller"]["epoch"].as_i64().unwrap_or(0);
+        let exported: Vec<String> = [&a, &b]
+            .iter()
+            .flat_map(|node| divergence_entries(node))
+            .map(|entry| {
+                let epoch = entry["epoch"].as_i64().unwrap_or(i64::MAX);
+                assert!(
+                    epoch < c_epoch,
+                    "exported epoch {epoch} not below {c_epoch}: {entry}"
+                );
+                entry.to_string()
+            })
+            .collect();
+        let mut in_export = 0;
+        let mut lost = Vec::new();
+        for (name, _) in &acknowledged {
+            if on_c.contains(name) {
+                continue;
+            }
+            if in_exported(&exported, name) {
+                in_export += 1;
+            } else {
+                lost.push(name.clone());
+            }
+        }
+        assert!(lost.is_empty(), "run {run}: {lost:?}");
+        for node in [&a, &b] {
+            let verify = node.ok(&["ha", "verify", &c.endpoint()]);
+            assert!(verify.starts_with("identical"), "{verify}");
+        }
+        eprintln!(
+            "data center loss run {run}: {} acknowledged, {} on the DR node, {in_export} in the \
+             main data center's divergence exports, 0 lost; DR serving {} ms after the loss \
+             (operator acting at once)",
+            acknowledged.len(),
+            acknowledged.len() - in_export,
+            switched_after.as_millis()
         );
     }
 }
