@@ -342,6 +342,10 @@ fn a_secondary_of_another_version_stays_standby_and_catches_up_when_versions_mat
                 .is_some_and(|why| why.contains("software versions differ")),
             "run {run}: {status:#}"
         );
+        // Nothing replicated meanwhile, though the Primary took writes.
+        let held = status["position"]["headSeq"].clone();
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(b.status()["position"]["headSeq"], held, "run {run}");
         b.kill_9();
         b.serve_env.clear();
         b.serve();
@@ -429,8 +433,8 @@ impl Drop for SmallDisk {
     }
 }
 
-/// `PUT` of raw bytes as admin (an app file upload).
-fn put_bytes(port: u16, path: &str, bytes: Vec<u8>) -> (u16, String) {
+/// A request as admin with a raw body (an app file upload), answering the raw body.
+fn raw(port: u16, method: reqwest::Method, path: &str, bytes: Vec<u8>) -> (u16, Vec<u8>) {
     tandem_crypto::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -441,13 +445,14 @@ fn put_bytes(port: u16, path: &str, bytes: Vec<u8>) -> (u16, String) {
             .danger_accept_invalid_certs(true)
             .build()
             .unwrap()
-            .put(format!("https://127.0.0.1:{port}{path}"))
+            .request(method, format!("https://127.0.0.1:{port}{path}"))
             .basic_auth("admin", Some(support::node::PASSWORD))
             .body(bytes)
             .send()
             .await
             .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
+        let code = response.status().as_u16();
+        (code, response.bytes().await.unwrap().to_vec())
     })
 }
 
@@ -482,6 +487,7 @@ fn a_full_disk_on_the_secondary_during_a_sync_fails_cleanly_and_the_next_sync_co
     assert!(before.contains("before-2"));
 
     // The Primary gains more than the Secondary's disk has room for.
+    let mut app_ids = Vec::new();
     for index in 0..APPS {
         let (code, body) = a.request(
             reqwest::Method::POST,
@@ -501,8 +507,10 @@ fn a_full_disk_on_the_secondary_during_a_sync_fails_cleanly_and_the_next_sync_co
         let bytes: Vec<u8> = (0..APP_FILE_MIB * 1024 * 1024)
             .map(|at| (at as u64 * 2_654_435_761 + index as u64) as u8)
             .collect();
-        let (code, body) = put_bytes(a.service_port, &format!("/api/v2/apps/{id}/file"), bytes);
-        assert_eq!(code, 200, "{body}");
+        let path = format!("/api/v2/apps/{id}/file");
+        let (code, body) = raw(a.service_port, reqwest::Method::PUT, &path, bytes);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        app_ids.push(id);
     }
     let (code, body) = a.request(
         reqwest::Method::POST,
@@ -557,13 +565,15 @@ fn a_full_disk_on_the_secondary_during_a_sync_fails_cleanly_and_the_next_sync_co
     assert!(b.labels().contains("after"));
     let verify = b.ok(&["ha", "verify", links.primary_at]);
     assert!(verify.starts_with("identical"), "{verify}");
-    // Every app file is there, whole.
-    for id in 1..=APPS {
+    // Every app file is there, byte for byte the Primary's.
+    for id in app_ids {
         let path = format!("/api/v2/apps/{id}/file");
-        let (code, body) = b.get(&path);
-        assert_eq!(code, 200, "app {id}: {body:.200}");
+        let download = |port| raw(port, reqwest::Method::GET, &path, Vec::new());
+        let (code, body) = download(b.service_port);
+        assert_eq!(code, 200, "app {id}");
+        assert_eq!(body.len(), APP_FILE_MIB * 1024 * 1024, "app {id}");
         assert!(
-            body == a.get(&path).1,
+            body == download(a.service_port).1,
             "app {id} differs from the Primary's"
         );
     }
@@ -683,6 +693,83 @@ fn a_clock_step_on_either_node_under_load_moves_nothing_and_loses_nothing() {
     }
 }
 
+/// A Primary and its continuous Secondary behind the traffic controller, the Secondary reaching
+/// the Primary through a link proxy (the network between the nodes, which the test can cut or
+/// degrade); with `witness`, the controller is the Secondary's witness.
+fn pair_over_link(witness: bool) -> (Node, Node, Lb, LinkProxy) {
+    let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+    let link = LinkProxy::start(a.ssh_port);
+    let lb = Lb::start(&[("main-primary", &a, "main"), ("main-secondary", &b, "main")]);
+    let primary_at = format!("127.0.0.1:{}", link.port);
+    let links = Links {
+        primary_at: &primary_at,
+        secondary_at: &b.endpoint(),
+    };
+    let witness_url = format!("http://{}/witness/primary", lb.admin);
+    let mut secondary = vec!["--replication", "continuous"];
+    secondary.extend_from_slice(FAST);
+    if witness {
+        secondary.extend(["--witness", &witness_url]);
+    }
+    start_pair(
+        &mut a,
+        &mut b,
+        &links,
+        &["--replication", "continuous"],
+        &secondary,
+    );
+    wait_until(
+        || format!("{:#}", b.status()),
+        || b.status()["follower"]["connected"] == true,
+    );
+    lb.wait_until_active("main-primary");
+    (a, b, lb, link)
+}
+
+/// The link between the nodes only is cut under load, for twice the detection time; the
+/// traffic controller, the Secondary's witness, still reaches the Primary. The Secondary stays
+/// Standby (only the link failed), traffic stays, the stream resumes when the link returns, and
+/// nothing is lost.
+#[test]
+fn a_cut_between_the_nodes_under_load_with_the_controller_as_witness_loses_nothing() {
+    for run in 0..runs() {
+        let (a, b, lb, link) = pair_over_link(true);
+        let workload = Writers::start(lb.device_port, 3, &format!("node-cut-{run}"));
+        wait_until(
+            || "no write was acknowledged".into(),
+            || workload.count() >= 30,
+        );
+        link.cut();
+        let until = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < until {
+            assert_eq!(a.state(), "Active", "run {run}");
+            assert_eq!(b.state(), "Standby", "run {run}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        assert!(
+            b.ha_log().iter().any(|(_, _, message)| {
+                message.contains("only the link between this node and the Primary failed")
+            }),
+            "run {run}: {:?}",
+            b.ha_log()
+        );
+        link.restore();
+        let acknowledged = workload.stop();
+        assert_eq!(lb.status()["switches"], 0);
+        let lost = missing(&acknowledged, &a.labels());
+        assert!(lost.is_empty(), "run {run}: {lost:?}");
+        wait_until(
+            || "the Secondary never caught up".into(),
+            || missing(&acknowledged, &b.labels()).is_empty(),
+        );
+        eprintln!(
+            "node link cut run {run}: {} acknowledged, all on the Primary and, after the cut, \
+             the Secondary; no promotion, no switch",
+            acknowledged.len()
+        );
+    }
+}
+
 /// The link between the nodes turns slow and lossy under load: 40 ms per chunk each way, and
 /// one chunk in 20 held a further 300 ms (a TCP retransmission after a lost segment), drawn from
 /// a seed. Heartbeats still arrive within the re-check interval, so nothing fails over and
@@ -692,28 +779,7 @@ fn a_clock_step_on_either_node_under_load_moves_nothing_and_loses_nothing() {
 fn a_slow_and_lossy_link_between_the_nodes_moves_nothing_and_loses_nothing() {
     for run in 0..runs() {
         let seed = 0x7A4D_0000 + run as u64;
-        let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
-        let link = LinkProxy::start(a.ssh_port);
-        let lb = Lb::start(&[("main-primary", &a, "main"), ("main-secondary", &b, "main")]);
-        let primary_at = format!("127.0.0.1:{}", link.port);
-        let links = Links {
-            primary_at: &primary_at,
-            secondary_at: &b.endpoint(),
-        };
-        let mut secondary = vec!["--replication", "continuous"];
-        secondary.extend_from_slice(FAST);
-        start_pair(
-            &mut a,
-            &mut b,
-            &links,
-            &["--replication", "continuous"],
-            &secondary,
-        );
-        wait_until(
-            || format!("{:#}", b.status()),
-            || b.status()["follower"]["connected"] == true,
-        );
-        lb.wait_until_active("main-primary");
+        let (a, b, lb, link) = pair_over_link(false);
         let workload = Writers::start(lb.device_port, 3, &format!("lossy-{run}"));
         wait_until(
             || "no write was acknowledged".into(),
@@ -742,7 +808,11 @@ fn a_slow_and_lossy_link_between_the_nodes_moves_nothing_and_loses_nothing() {
         link.degrade(None);
         let acknowledged = workload.stop();
         assert_eq!(lb.status()["switches"], 0);
-        assert!(lag_max_ms > 0, "run {run}: the link was not slowed");
+        // Every chunk waits 40 ms: a lag below that means the link was not slowed at all.
+        assert!(
+            lag_max_ms >= 40,
+            "run {run}: the link was not slowed ({lag_max_ms} ms)"
+        );
         let lost = missing(&acknowledged, &a.labels());
         assert!(lost.is_empty(), "run {run}: {lost:?}");
         wait_until(

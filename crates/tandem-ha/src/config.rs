@@ -339,8 +339,8 @@ pub struct HaConfig {
     /// The sender address; `tandem@localhost` when not set.
     #[serde(default)]
     pub smtp_from: Option<String>,
-    /// A PEM file of CA certificates the relay's certificate must chain to, for a relay with a
-    /// private CA. None: the public web PKI roots.
+    /// A PEM file of CA certificates added to the public web PKI roots, for a relay whose
+    /// certificate a private CA signed. None: the public roots alone.
     #[serde(default)]
     pub smtp_ca_file: Option<String>,
 }
@@ -460,7 +460,11 @@ fn check_span(field: &'static str, value: Span, min: Span, max: Span) -> Result<
 /// Checks `HOST[:PORT]` the way Trusted Hosts stores it: a host name or IP address, optionally
 /// a port from 1 to 65535.
 pub fn check_endpoint(field: &'static str, text: &str) -> Result<(), ConfigError> {
-    let usage = "write HOST or HOST:PORT (the peer's replication listener), e.g. 10.0.0.1:2222";
+    let usage = if field == "smtpRelay" {
+        "write HOST or HOST:PORT (the SMTP relay), e.g. mail.example.com:25"
+    } else {
+        "write HOST or HOST:PORT (the peer's replication listener), e.g. 10.0.0.1:2222"
+    };
     let (host, port) = match text.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') || host.starts_with('[') => (host, Some(port)),
         _ => (text, None),
@@ -488,7 +492,8 @@ fn check_email(field: &'static str, address: &str) -> Result<(), ConfigError> {
     let valid = match address.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
-                && domain.contains('.')
+                // `localhost` for a relay on the node itself (and the default sender).
+                && (domain.contains('.') || domain == "localhost")
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
                 && !address

@@ -128,7 +128,8 @@ impl Notification {
         match self {
             Notification::SyncCompleted => "sync completed",
             Notification::SyncFailed => "sync failed",
-            Notification::FailureDetected => "the Primary stopped answering heartbeats",
+            // A DR node follows the main Secondary, not a Primary.
+            Notification::FailureDetected => "the node it replicates from stopped answering",
             Notification::BecamePrimary => "this server became the Active node",
             Notification::Fenced => "this server was fenced",
             Notification::ClockSkew => "clocks disagree",

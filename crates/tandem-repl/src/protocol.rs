@@ -1,9 +1,14 @@
 //! The replication protocol's messages. The syncing side speaks first; every session starts with
-//! a hello from each side, and nothing else happens unless both run the same software and schema.
+//! a hello from each side. Nodes of different protocol versions stop there; nodes of different
+//! software or schema versions keep the session for heartbeats only (each side refuses
+//! everything else), so a peer in the middle of an upgrade counts as alive, not failed.
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped when the message set changes incompatibly.
+/// Bumped when the message set changes incompatibly. `Hello`, `Heartbeat` (with `PeerView`) and
+/// `Refused` must stay readable across releases even then: nodes of different versions exchange
+/// them during an upgrade, and a heartbeat that cannot be read counts as a failed one, which
+/// would promote a Secondary beside a healthy Primary. Add fields with `#[serde(default)]`.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The SSH subsystem that carries the protocol; nothing else is offered on the channel.
 pub const SUBSYSTEM: &str = "tandem-replication@1";
@@ -19,9 +24,10 @@ pub fn software_version() -> String {
     env!("CARGO_PKG_VERSION").to_owned()
 }
 
-/// Who a node is and where its history stands.
+/// Who a node is and where its history stands. Unknown fields are ignored: a later release may
+/// add some (see [`PROTOCOL_VERSION`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Hello {
     pub protocol_version: u32,
     pub software_version: String,

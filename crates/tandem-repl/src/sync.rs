@@ -675,20 +675,25 @@ async fn full_sync<S: AsyncRead + AsyncWrite + Unpin>(
         other => return Err(unexpected(endpoint, "a snapshot", &other)),
     };
     let total_bytes = u64::from(page_size) * page_count;
-    let received = receive_snapshot(stream, endpoint, &incoming, total_bytes, progress).await;
-    if let Err(error) = received {
-        let _ = tokio::fs::remove_file(&incoming).await;
-        return Err(error);
+    let installed = async {
+        receive_snapshot(stream, endpoint, &incoming, total_bytes, progress).await?;
+        // Files first: once the snapshot is installed, the database may refer to them.
+        fetch_files(replication, stream, endpoint, &files, progress, summary).await?;
+        check_snapshot(&incoming, position_seq).await?;
+        progress(Progress::Installing);
+        replication
+            .replicated()
+            .install_snapshot(incoming.clone())
+            .await
+            .map_err(ReplicationError::from)
     }
-    // Files first: once the snapshot is installed, the database may refer to them.
-    fetch_files(replication, stream, endpoint, &files, progress, summary).await?;
-    let checked = check_snapshot(&incoming, position_seq).await;
-    if let Err(error) = checked {
+    .await;
+    if installed.is_err() {
+        // A snapshot that was not installed is useless, and may be as large as the database:
+        // give its space back now (a full disk is one way to get here).
         let _ = tokio::fs::remove_file(&incoming).await;
-        return Err(error);
     }
-    progress(Progress::Installing);
-    replication.replicated().install_snapshot(incoming).await?;
+    installed?;
     summary.position_seq = position_seq;
     Ok(())
 }

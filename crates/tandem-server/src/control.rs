@@ -171,10 +171,7 @@ impl ops::Executor for NodeExecutor {
                     }
                 },
                 Operation::TestNotification => {
-                    let snapshot = ha.snapshot();
-                    let state = snapshot.status.state.to_string();
-                    let about = (node_name.as_str(), state.as_str(), snapshot.epoch);
-                    test_notification(replication.local(), &snapshot.config, about).await
+                    test_notification_running(replication.local(), &ha.snapshot(), &node_name).await
                 }
                 Operation::ClientConnection { enabled } => {
                     gate.set_open(enabled);
@@ -318,13 +315,24 @@ pub async fn execute_offline(
     }
 }
 
+/// The Test on a running node: its configuration and state as they are now.
+pub async fn test_notification_running(
+    local: &tandem_store::NodeStore,
+    snapshot: &tandem_ha::machine::Snapshot,
+    node_name: &str,
+) -> Event {
+    let state = snapshot.status.state.to_string();
+    let about = (node_name, state.as_str(), snapshot.epoch);
+    test_notification(local, &snapshot.config, about).await
+}
+
 /// The Notification Settings' Test: one e-mail, sent now (not queued), with the relay's answer.
 pub async fn test_notification(
     local: &tandem_store::NodeStore,
     config: &tandem_ha::config::HaConfig,
     (node_name, state, epoch): (&str, &str, i64),
 ) -> Event {
-    use crate::notify::{self, Mail, MailError};
+    use crate::notify::{self, Mail};
     let mail = Mail::compose(
         node_name,
         tandem_ha::machine::Notification::Test,
@@ -334,23 +342,24 @@ pub async fn test_notification(
         epoch,
     );
     let outcome = notify::send(config, &mail).await;
-    let line = match &outcome {
-        Ok(relay) => format!(
-            "test: e-mailed to {} through {relay}",
-            config.notify_email.join(", ")
+    let (level, line) = match &outcome {
+        Ok(relay) => (
+            "INFO",
+            format!(
+                "test: e-mailed to {} through {relay}",
+                config.notify_email.join(", ")
+            ),
         ),
-        Err(error) => format!("test: not e-mailed: {error}"),
+        Err(error) => ("WARN", format!("test: not e-mailed: {error}")),
     };
-    if let Err(error) = local.log(notify::NOTIFICATIONS_MODULE, "INFO", &line).await {
+    if let Err(error) = local.log(notify::NOTIFICATIONS_MODULE, level, &line).await {
         tracing::warn!(%error, "cannot record a notification");
     }
     match outcome {
         Ok(relay) => Event::Done {
             result: json!({ "to": config.notify_email, "relay": relay }),
         },
-        Err(error @ (MailError::NoAddress | MailError::NoRelay | MailError::Address { .. })) => {
-            failed(FailureKind::Usage, error.to_string())
-        }
+        Err(error) if error.is_configuration() => failed(FailureKind::Usage, error.to_string()),
         Err(error) => failed(FailureKind::Failed, error.to_string()),
     }
 }

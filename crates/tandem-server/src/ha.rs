@@ -1115,19 +1115,27 @@ impl HaRuntime {
                     }
                     Err(error) => {
                         let message = error.to_string();
+                        let pause =
+                            if matches!(error, tandem_repl::ReplicationError::Incompatible(_)) {
+                                // Different versions stay different until one node is upgraded:
+                                // no SSH handshake every second for the whole upgrade window.
+                                FOLLOW_REFUSED_PAUSE
+                            } else {
+                                FOLLOW_RETRY_PAUSE
+                            };
                         // Logged once per distinct error, not once per retry.
                         if message != last_error {
                             replication
                                 .log(&format!(
                                     "continuous replication from {endpoint} interrupted: {message}; \
                                      reconnecting every {} s",
-                                    FOLLOW_RETRY_PAUSE.as_secs()
+                                    pause.as_secs()
                                 ))
                                 .await;
                             last_error = message.clone();
                         }
                         status.send_modify(|status| status.last_error = Some(message));
-                        FOLLOW_RETRY_PAUSE
+                        pause
                     }
                 };
                 tokio::time::sleep(pause).await;

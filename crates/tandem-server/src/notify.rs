@@ -25,10 +25,18 @@ pub const RETRY_BACKOFF: [Duration; SEND_ATTEMPTS_MAX - 1] = [
 ];
 /// Connecting to the relay and each SMTP exchange: a relay that hangs fails the attempt.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// One whole attempt (connect, TLS, every exchange): a relay that trickles its answers cannot
+/// hold the sender, or the operator's Test, for longer.
+pub const SEND_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+/// Largest `smtpCaFile` read: a CA bundle is tens of kilobytes; a wrong path (a device, a
+/// database) must not be read into memory.
+pub const CA_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// The sender when `smtpFrom` is not set.
 pub const FROM_DEFAULT: &str = "tandem@localhost";
-/// The relay's port when `smtpRelay` names none.
+/// The relay's port when `smtpRelay` names none: submission by STARTTLS or in clear on 25,
+/// SMTPS on 465.
 pub const SMTP_PORT_DEFAULT: u16 = 25;
+pub const SMTPS_PORT_DEFAULT: u16 = 465;
 
 /// Why an e-mail was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +64,34 @@ pub enum MailError {
         security: SmtpSecurity,
         reason: String,
         hint: &'static str,
+        /// The relay rejected the message itself (a 5xx answer): trying again cannot help.
+        permanent: bool,
     },
+}
+
+impl MailError {
+    /// Errors of the configuration (fixed by the operator, not by time): not retried, and a
+    /// usage error (exit 2, HTTP 422) from the Test.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            MailError::NoAddress
+                | MailError::NoRelay
+                | MailError::CaFile { .. }
+                | MailError::Address { .. }
+        )
+    }
+
+    fn is_permanent(&self) -> bool {
+        self.is_configuration()
+            || matches!(
+                self,
+                MailError::Relay {
+                    permanent: true,
+                    ..
+                }
+            )
+    }
 }
 
 /// One notification e-mail.
@@ -93,22 +128,67 @@ impl Mail {
     }
 }
 
-fn relay_endpoint(relay: &str) -> (String, u16) {
+fn relay_endpoint(relay: &str, security: SmtpSecurity) -> (String, u16) {
+    let port_default = match security {
+        SmtpSecurity::Tls => SMTPS_PORT_DEFAULT,
+        SmtpSecurity::Starttls | SmtpSecurity::None => SMTP_PORT_DEFAULT,
+    };
     // Validated by the configuration (`check_endpoint`): HOST, HOST:PORT or [V6]:PORT.
     match relay.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') || host.starts_with('[') => (
             host.trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned(),
-            port.parse().unwrap_or(SMTP_PORT_DEFAULT),
+            port.parse().unwrap_or(port_default),
         ),
-        _ => (relay.to_owned(), SMTP_PORT_DEFAULT),
+        _ => (relay.to_owned(), port_default),
     }
 }
 
-/// Sends `mail` to every notification address through the configured relay, once. Returns the
-/// relay it went through.
+/// The CA certificates in `path`, bounded by [`CA_FILE_BYTES_MAX`].
+async fn read_ca_file(path: &str) -> Result<Vec<u8>, MailError> {
+    let ca_error = |reason: String| MailError::CaFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let metadata = tokio::fs::metadata(path)
+        .await
+        .map_err(|error| ca_error(error.to_string()))?;
+    if !metadata.is_file() || metadata.len() > CA_FILE_BYTES_MAX {
+        return Err(ca_error(format!(
+            "not a PEM file of CA certificates (a regular file of at most {CA_FILE_BYTES_MAX} \
+             bytes)"
+        )));
+    }
+    let pem = tokio::fs::read(path)
+        .await
+        .map_err(|error| ca_error(error.to_string()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(ca_error(
+            "holds no certificate (no -----BEGIN CERTIFICATE----- block); give the PEM file \
+             of the CA that signed the relay's certificate"
+                .into(),
+        ));
+    }
+    Ok(pem)
+}
+
+/// Sends `mail` to every notification address through the configured relay, once, within
+/// [`SEND_TIMEOUT_MAX`]. Returns the relay it went through.
 pub async fn send(config: &HaConfig, mail: &Mail) -> Result<String, MailError> {
+    match tokio::time::timeout(SEND_TIMEOUT_MAX, send_once(config, mail)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(MailError::Relay {
+            relay: config.smtp_relay.clone().unwrap_or_default(),
+            security: config.smtp_security,
+            reason: format!("no answer within {} s", SEND_TIMEOUT_MAX.as_secs()),
+            hint: "",
+            permanent: false,
+        }),
+    }
+}
+
+async fn send_once(config: &HaConfig, mail: &Mail) -> Result<String, MailError> {
     use lettre::message::header::ContentType;
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -117,27 +197,23 @@ pub async fn send(config: &HaConfig, mail: &Mail) -> Result<String, MailError> {
         return Err(MailError::NoAddress);
     }
     let relay = config.smtp_relay.clone().ok_or(MailError::NoRelay)?;
-    let (host, port) = relay_endpoint(&relay);
+    let (host, port) = relay_endpoint(&relay, config.smtp_security);
     let relay_error = |reason: String, hint: &'static str| MailError::Relay {
         relay: relay.clone(),
         security: config.smtp_security,
         reason,
         hint,
+        permanent: false,
     };
     let tls = if config.smtp_security == SmtpSecurity::None {
         Tls::None
     } else {
         let mut parameters = TlsParameters::builder(host.clone());
         if let Some(path) = &config.smtp_ca_file {
-            let ca_error = |reason: String| MailError::CaFile {
+            let pem = read_ca_file(path).await?;
+            let certificate = Certificate::from_pem(&pem).map_err(|error| MailError::CaFile {
                 path: path.clone(),
-                reason,
-            };
-            let pem = tokio::fs::read(path)
-                .await
-                .map_err(|error| ca_error(error.to_string()))?;
-            let certificate = Certificate::from_pem(&pem).map_err(|error| {
-                ca_error(format!("{error}; give a PEM file of CA certificates"))
+                reason: format!("{error}; give a PEM file of CA certificates"),
             })?;
             parameters = parameters.add_root_certificate(certificate);
         }
@@ -177,6 +253,7 @@ pub async fn send(config: &HaConfig, mail: &Mail) -> Result<String, MailError> {
         .body(mail.body.clone())
         .map_err(|error| relay_error(error.to_string(), ""))?;
     transport.send(message).await.map_err(|error| {
+        let permanent = error.is_permanent();
         let reason = error.to_string();
         let hint = if reason.to_lowercase().contains("starttls")
             || reason.contains("no TLS")
@@ -187,7 +264,13 @@ pub async fn send(config: &HaConfig, mail: &Mail) -> Result<String, MailError> {
         } else {
             ""
         };
-        relay_error(reason, hint)
+        MailError::Relay {
+            relay: relay.clone(),
+            security: config.smtp_security,
+            reason,
+            hint,
+            permanent,
+        }
     })?;
     Ok(relay)
 }
@@ -220,17 +303,18 @@ impl Mailer {
             notification,
             mail,
         };
-        if let Err(mpsc::error::TrySendError::Full(queued)) = self.queue.try_send(queued) {
-            record(
-                &self.local,
-                "WARN",
-                &format!(
-                    "not e-mailed ({} waiting for the relay): {}",
-                    MAIL_QUEUE_MAX, queued.mail.subject
-                ),
-            )
-            .await;
-        }
+        let why = match self.queue.try_send(queued) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(queued)) => format!(
+                "not e-mailed ({MAIL_QUEUE_MAX} e-mails already wait for the relay): {}",
+                queued.mail.subject
+            ),
+            Err(mpsc::error::TrySendError::Closed(queued)) => format!(
+                "not e-mailed (the e-mail sender has stopped; see the node log): {}",
+                queued.mail.subject
+            ),
+        };
+        record(&self.local, "WARN", &why).await;
     }
 }
 
@@ -260,7 +344,7 @@ async fn deliver(mut inbox: mpsc::Receiver<Queued>, local: NodeStore) {
                     .await;
                     break;
                 }
-                Err(error) if attempt < SEND_ATTEMPTS_MAX => {
+                Err(error) if attempt < SEND_ATTEMPTS_MAX && !error.is_permanent() => {
                     tracing::warn!(%error, attempt, "notification e-mail failed; retrying");
                     tokio::time::sleep(RETRY_BACKOFF[attempt - 1]).await;
                 }
@@ -270,7 +354,7 @@ async fn deliver(mut inbox: mpsc::Receiver<Queued>, local: NodeStore) {
                         &local,
                         "ERROR",
                         &format!(
-                            "not e-mailed after {SEND_ATTEMPTS_MAX} attempts ({error}): {}",
+                            "not e-mailed after {attempt} attempt(s) ({error}): {}",
                             queued.mail.subject
                         ),
                     )
@@ -279,5 +363,62 @@ async fn deliver(mut inbox: mpsc::Receiver<Queued>, local: NodeStore) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relay_port_defaults_by_security() {
+        assert_eq!(
+            relay_endpoint("mail.example.com", SmtpSecurity::Starttls),
+            ("mail.example.com".into(), 25)
+        );
+        assert_eq!(
+            relay_endpoint("mail.example.com", SmtpSecurity::Tls),
+            ("mail.example.com".into(), 465)
+        );
+        assert_eq!(
+            relay_endpoint("[::1]:2525", SmtpSecurity::None),
+            ("::1".into(), 2525)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_ca_file_must_be_a_small_regular_pem_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        for (path, problem) in [
+            (empty.display().to_string(), "holds no certificate"),
+            ("/dev/zero".to_owned(), "regular file of at most"),
+            ("/nonexistent/ca.pem".to_owned(), "No such file"),
+        ] {
+            let error = read_ca_file(&path).await.unwrap_err();
+            assert!(error.is_configuration(), "{error}");
+            let text = error.to_string();
+            assert!(
+                text.starts_with(&format!("smtpCaFile = {path}: ")) && text.contains(problem),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn configuration_errors_are_not_retried_and_say_what_to_set() {
+        let config = HaConfig::default();
+        let mail = Mail::compose("node-a", Notification::Test, "test", "Active", 1);
+        let error = send(&config, &mail).await.unwrap_err();
+        assert!(error.is_permanent());
+        assert!(error.to_string().contains("--notify-email"), "{error}");
+        let config = HaConfig {
+            notify_email: vec!["ops@example.com".into()],
+            ..HaConfig::default()
+        };
+        let error = send(&config, &mail).await.unwrap_err();
+        assert!(error.is_permanent());
+        assert!(error.to_string().contains("--smtp-relay"), "{error}");
     }
 }

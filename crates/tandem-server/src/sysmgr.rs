@@ -176,9 +176,8 @@ async fn test_notification(
 ) -> ApiResult<Json<Value>> {
     use tandem_repl::ops::{Event, FailureKind};
     let snapshot = ha.snapshot();
-    let status = snapshot.status.state.to_string();
-    let about = (state.node_name.as_str(), status.as_str(), snapshot.epoch);
-    match crate::control::test_notification(&state.local, &snapshot.config, about).await {
+    match crate::control::test_notification_running(&state.local, &snapshot, &state.node_name).await
+    {
         Event::Done { result } => Ok(Json(result)),
         Event::Failed {
             kind: FailureKind::Usage,

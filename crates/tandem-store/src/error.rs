@@ -129,13 +129,13 @@ pub enum StoreError {
     Pki(#[from] tandem_crypto::PkiError),
 }
 
-/// What an operator does about ENOSPC, which otherwise reads as an obscure OS error.
+/// What an operator does about ENOSPC or EDQUOT, which otherwise read as obscure OS errors.
 fn disk_full_hint(source: &std::io::Error) -> &'static str {
-    if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
-        ": the file system is full; free space (or grow it) and try again (what was stored \
-         before is intact)"
-    } else {
-        ""
+    match source.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            ": the file system is full; free space (or grow it) and try again"
+        }
+        _ => "",
     }
 }
 
