@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::lb::Lb;
 use support::load::Writers;
-use support::node::{FAST, Links, Node, start_pair, wait_until};
+use support::node::{FAST, Links, Node, raw, start_pair, wait_until};
 use support::{Degradation, LinkProxy};
 
 /// Runs per replication mode (`TANDEM_FAULT_RUNS`, default 1).
@@ -106,6 +106,28 @@ fn missing(acknowledged: &[(String, Instant)], labels: &HashSet<String>) -> Vec<
         .filter(|name| !labels.contains(*name))
         .cloned()
         .collect()
+}
+
+/// For `hold`, checks every 250 ms that A is still Active and B still Standby.
+fn assert_roles_hold(a: &Node, b: &Node, hold: Duration, context: &str) {
+    let until = Instant::now() + hold;
+    while Instant::now() < until {
+        assert_eq!(a.state(), "Active", "{context}");
+        assert_eq!(b.state(), "Standby", "{context}: {:#}", b.status());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The end of a run in which nothing may fail over: traffic never switched, every acknowledged
+/// write is on the Primary and, once the Secondary has caught up, on the Secondary.
+fn assert_nothing_moved_or_lost(a: &Node, b: &Node, lb: &Lb, acknowledged: &[(String, Instant)]) {
+    assert_eq!(lb.status()["switches"], 0);
+    let lost = missing(acknowledged, &a.labels());
+    assert!(lost.is_empty(), "{lost:?}");
+    wait_until(
+        || "the Secondary never caught up".into(),
+        || missing(acknowledged, &b.labels()).is_empty(),
+    );
 }
 
 /// What one run found.
@@ -241,12 +263,7 @@ fn kill_9_of_the_traffic_controller_under_load_loses_nothing() {
         let acknowledged = workload.stop();
         assert_eq!(a.state(), "Active");
         assert_eq!(b.state(), "Standby");
-        let lost = missing(&acknowledged, &a.labels());
-        assert!(lost.is_empty(), "run {run}: {lost:?}");
-        wait_until(
-            || "the Secondary never caught up".into(),
-            || missing(&acknowledged, &b.labels()).is_empty(),
-        );
+        assert_nothing_moved_or_lost(&a, &b, &lb, &acknowledged);
         eprintln!(
             "traffic controller run {run}: {} acknowledged, all on the Primary and the Secondary",
             acknowledged.len()
@@ -330,11 +347,7 @@ fn a_secondary_of_another_version_stays_standby_and_catches_up_when_versions_mat
             },
         );
         // Three times the detection time (1 s + 2 × 1 s re-checks).
-        let until = Instant::now() + Duration::from_secs(9);
-        while Instant::now() < until {
-            assert_eq!(b.state(), "Standby", "run {run}: {:#}", b.status());
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        assert_roles_hold(&a, &b, Duration::from_secs(9), &format!("run {run}"));
         let status = b.status();
         assert!(
             status["behind"]
@@ -351,13 +364,7 @@ fn a_secondary_of_another_version_stays_standby_and_catches_up_when_versions_mat
         b.serve();
         let acknowledged = workload.stop();
         assert_eq!(a.state(), "Active");
-        assert_eq!(lb.status()["switches"], 0);
-        let lost = missing(&acknowledged, &a.labels());
-        assert!(lost.is_empty(), "run {run}: {lost:?}");
-        wait_until(
-            || "the Secondary never caught up".into(),
-            || missing(&acknowledged, &b.labels()).is_empty(),
-        );
+        assert_nothing_moved_or_lost(&a, &b, &lb, &acknowledged);
         eprintln!(
             "other-version Secondary run {run}: {} acknowledged, all on the Primary and, once \
              the versions matched, the Secondary; no promotion, no switch",
@@ -431,29 +438,6 @@ impl Drop for SmallDisk {
             .arg(&self.path)
             .status();
     }
-}
-
-/// A request as admin with a raw body (an app file upload), answering the raw body.
-fn raw(port: u16, method: reqwest::Method, path: &str, bytes: Vec<u8>) -> (u16, Vec<u8>) {
-    tandem_crypto::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let response = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .build()
-            .unwrap()
-            .request(method, format!("https://127.0.0.1:{port}{path}"))
-            .basic_auth("admin", Some(support::node::PASSWORD))
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
-        let code = response.status().as_u16();
-        (code, response.bytes().await.unwrap().to_vec())
-    })
 }
 
 /// The Secondary's disk fills up during a sync, an incremental one (app files to fetch) and a
@@ -663,15 +647,10 @@ fn a_clock_step_on_either_node_under_load_moves_nothing_and_loses_nothing() {
         ] {
             clock.step(offset);
             // Longer than the detection time (1 s + 2 × 1 s re-checks) plus the offset's cache.
-            let until = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < until {
-                assert_eq!(a.state(), "Active", "run {run}, step {offset}");
-                assert_eq!(b.state(), "Standby", "run {run}, step {offset}");
-                std::thread::sleep(Duration::from_millis(250));
-            }
+            let context = format!("run {run}, step {offset}");
+            assert_roles_hold(&a, &b, Duration::from_secs(5), &context);
         }
         let acknowledged = workload.stop();
-        assert_eq!(lb.status()["switches"], 0);
         assert!(
             b.ha_log()
                 .iter()
@@ -679,12 +658,7 @@ fn a_clock_step_on_either_node_under_load_moves_nothing_and_loses_nothing() {
             "run {run}: no clock warning in {:?}",
             b.ha_log()
         );
-        let lost = missing(&acknowledged, &a.labels());
-        assert!(lost.is_empty(), "run {run}: {lost:?}");
-        wait_until(
-            || "the Secondary never caught up".into(),
-            || missing(&acknowledged, &b.labels()).is_empty(),
-        );
+        assert_nothing_moved_or_lost(&a, &b, &lb, &acknowledged);
         eprintln!(
             "clock step run {run}: {} acknowledged, all on the Primary and the Secondary; no \
              promotion, no switch",
@@ -740,12 +714,7 @@ fn a_cut_between_the_nodes_under_load_with_the_controller_as_witness_loses_nothi
             || workload.count() >= 30,
         );
         link.cut();
-        let until = Instant::now() + Duration::from_secs(6);
-        while Instant::now() < until {
-            assert_eq!(a.state(), "Active", "run {run}");
-            assert_eq!(b.state(), "Standby", "run {run}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        assert_roles_hold(&a, &b, Duration::from_secs(6), &format!("run {run}"));
         assert!(
             b.ha_log().iter().any(|(_, _, message)| {
                 message.contains("only the link between this node and the Primary failed")
@@ -755,13 +724,7 @@ fn a_cut_between_the_nodes_under_load_with_the_controller_as_witness_loses_nothi
         );
         link.restore();
         let acknowledged = workload.stop();
-        assert_eq!(lb.status()["switches"], 0);
-        let lost = missing(&acknowledged, &a.labels());
-        assert!(lost.is_empty(), "run {run}: {lost:?}");
-        wait_until(
-            || "the Secondary never caught up".into(),
-            || missing(&acknowledged, &b.labels()).is_empty(),
-        );
+        assert_nothing_moved_or_lost(&a, &b, &lb, &acknowledged);
         eprintln!(
             "node link cut run {run}: {} acknowledged, all on the Primary and, after the cut, \
              the Secondary; no promotion, no switch",
@@ -807,18 +770,12 @@ fn a_slow_and_lossy_link_between_the_nodes_moves_nothing_and_loses_nothing() {
         let during = workload.count() - degraded_from;
         link.degrade(None);
         let acknowledged = workload.stop();
-        assert_eq!(lb.status()["switches"], 0);
         // Every chunk waits 40 ms: a lag below that means the link was not slowed at all.
         assert!(
             lag_max_ms >= 40,
             "run {run}: the link was not slowed ({lag_max_ms} ms)"
         );
-        let lost = missing(&acknowledged, &a.labels());
-        assert!(lost.is_empty(), "run {run}: {lost:?}");
-        wait_until(
-            || "the Secondary never caught up".into(),
-            || missing(&acknowledged, &b.labels()).is_empty(),
-        );
+        assert_nothing_moved_or_lost(&a, &b, &lb, &acknowledged);
         eprintln!(
             "slow and lossy link run {run} (seed {seed}): {} acknowledged ({during} while \
              degraded), all on the Primary and the Secondary; largest lag seen {lag_max_ms} ms; \

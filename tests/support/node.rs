@@ -310,6 +310,37 @@ pub fn try_https_within(
     body: Option<Value>,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    let body = body.map_or(Body::Empty, Body::Json);
+    let (status, bytes) = send(port, method, path, body, timeout)?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// `(status code, body)` of a request as admin with a raw body (an app file upload), answering
+/// the raw body.
+pub fn raw(port: u16, method: reqwest::Method, path: &str, bytes: Vec<u8>) -> (u16, Vec<u8>) {
+    send(
+        port,
+        method,
+        path,
+        Body::Raw(bytes),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+enum Body {
+    Empty,
+    Json(Value),
+    Raw(Vec<u8>),
+}
+
+fn send(
+    port: u16,
+    method: reqwest::Method,
+    path: &str,
+    body: Body,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), String> {
     let url = format!("https://127.0.0.1:{port}{path}");
     tandem_crypto::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -327,13 +358,15 @@ pub fn try_https_within(
         let mut request = client
             .request(method, url)
             .basic_auth("admin", Some(PASSWORD));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+        request = match body {
+            Body::Empty => request,
+            Body::Json(body) => request.json(&body),
+            Body::Raw(bytes) => request.body(bytes),
+        };
         let response = request.send().await.map_err(|error| format!("{error:?}"))?;
         let status = response.status().as_u16();
-        let text = response.text().await.map_err(|error| error.to_string())?;
-        Ok((status, text))
+        let bytes = response.bytes().await.map_err(|error| error.to_string())?;
+        Ok((status, bytes.to_vec()))
     })
 }
 
