@@ -147,19 +147,12 @@ fn kill_the_primary_under_load(replication: &str, run: usize) -> Outcome {
     let (mut a, b, lb, _) = pair_behind_lb(replication, false);
 
     let workload = Writers::start(lb.device_port, 3, &format!("{replication}-{run}"));
-    wait_until(
-        || "no write was acknowledged".into(),
-        || workload.count() >= 60,
-    );
+    workload.wait_for_more(60, "at the start");
     a.kill_9();
     b.wait_for_state("Active");
     lb.wait_until_active("main-secondary");
     // The load goes on against the new Active node for a while.
-    let after = workload.count();
-    wait_until(
-        || "no write was acknowledged after the failover".into(),
-        || workload.count() >= after + 30,
-    );
+    workload.wait_for_more(30, "after the failover");
     let acknowledged = workload.stop();
 
     // The old Primary returns fenced; the guide's failback starts with a sync from the Active
@@ -249,17 +242,10 @@ fn kill_9_of_the_traffic_controller_under_load_loses_nothing() {
     for run in 0..runs() {
         let (a, b, mut lb, _) = pair_behind_lb("continuous", false);
         let workload = Writers::start(lb.device_port, 3, &format!("lb-{run}"));
-        wait_until(
-            || "no write was acknowledged".into(),
-            || workload.count() >= 60,
-        );
+        workload.wait_for_more(60, "at the start");
         lb.kill_9_and_restart(Duration::from_secs(1));
         lb.wait_until_active("main-primary");
-        let after = workload.count();
-        wait_until(
-            || "no write was acknowledged after the restart".into(),
-            || workload.count() >= after + 30,
-        );
+        workload.wait_for_more(30, "after the restart");
         let acknowledged = workload.stop();
         assert_eq!(a.state(), "Active");
         assert_eq!(b.state(), "Standby");
@@ -282,10 +268,7 @@ fn a_cut_between_the_traffic_controller_and_the_primary_moves_nothing_and_loses_
         let (a, b, lb, to_a) = pair_behind_lb("continuous", true);
         let to_a = to_a.expect("asked for a link to the Primary");
         let workload = Writers::start(lb.device_port, 3, &format!("cut-{run}"));
-        wait_until(
-            || "no write was acknowledged".into(),
-            || workload.count() >= 60,
-        );
+        workload.wait_for_more(60, "at the start");
         to_a.cut();
         // Long enough for the controller to mark the Primary down (3 × 400 ms) and for the
         // Secondary to have had several heartbeats answered.
@@ -301,11 +284,7 @@ fn a_cut_between_the_traffic_controller_and_the_primary_moves_nothing_and_loses_
         );
         assert_eq!(b.state(), "Standby");
         to_a.restore();
-        let after = workload.count();
-        wait_until(
-            || "no write was acknowledged after the link returned".into(),
-            || workload.count() >= after + 30,
-        );
+        workload.wait_for_more(30, "after the link returned");
         let acknowledged = workload.stop();
         assert_eq!(lb.status()["switches"], 0);
         let lost = missing(&acknowledged, &a.labels());
@@ -327,10 +306,7 @@ fn a_secondary_of_another_version_stays_standby_and_catches_up_when_versions_mat
     for run in 0..runs() {
         let (a, mut b, lb, _) = pair_behind_lb("continuous", false);
         let workload = Writers::start(lb.device_port, 3, &format!("version-{run}"));
-        wait_until(
-            || "no write was acknowledged".into(),
-            || workload.count() >= 30,
-        );
+        workload.wait_for_more(30, "at the start");
         b.kill_9();
         b.serve_env = vec![(
             "TANDEM_TEST_SOFTWARE_VERSION".into(),
@@ -635,10 +611,7 @@ fn a_clock_step_on_either_node_under_load_moves_nothing_and_loses_nothing() {
         let (a, b, lb, _) =
             pair_behind_lb_with("continuous", false, [clock_a.env(), clock_b.env()]);
         let workload = Writers::start(lb.device_port, 3, &format!("clock-{run}"));
-        wait_until(
-            || "no write was acknowledged".into(),
-            || workload.count() >= 30,
-        );
+        workload.wait_for_more(30, "at the start");
         for (clock, offset) in [
             (&clock_b, "+1h"),
             (&clock_b, "+0"),
@@ -709,10 +682,7 @@ fn a_cut_between_the_nodes_under_load_with_the_controller_as_witness_loses_nothi
     for run in 0..runs() {
         let (a, b, lb, link) = pair_over_link(true);
         let workload = Writers::start(lb.device_port, 3, &format!("node-cut-{run}"));
-        wait_until(
-            || "no write was acknowledged".into(),
-            || workload.count() >= 30,
-        );
+        workload.wait_for_more(30, "at the start");
         link.cut();
         assert_roles_hold(&a, &b, Duration::from_secs(6), &format!("run {run}"));
         assert!(
@@ -744,10 +714,7 @@ fn a_slow_and_lossy_link_between_the_nodes_moves_nothing_and_loses_nothing() {
         let seed = 0x7A4D_0000 + run as u64;
         let (a, b, lb, link) = pair_over_link(false);
         let workload = Writers::start(lb.device_port, 3, &format!("lossy-{run}"));
-        wait_until(
-            || "no write was acknowledged".into(),
-            || workload.count() >= 30,
-        );
+        workload.wait_for_more(30, "at the start");
         link.degrade(Some(Degradation {
             delay: Duration::from_millis(40),
             loss: 0.05,
@@ -849,10 +816,7 @@ fn the_loss_of_the_main_data_center_under_load_loses_nothing_silently() {
         lb.wait_until_active("main-primary");
 
         let workload = Writers::start(lb.device_port, 3, &format!("dc-{run}"));
-        wait_until(
-            || "no write was acknowledged".into(),
-            || workload.count() >= 60,
-        );
+        workload.wait_for_more(60, "at the start");
         a.kill_9();
         b.kill_9();
         let lost_at = Instant::now();
@@ -871,11 +835,7 @@ fn the_loss_of_the_main_data_center_under_load_loses_nothing_silently() {
         c.wait_for_state("Active");
         lb.wait_until_active("dr-secondary");
         let switched_after = lost_at.elapsed();
-        let after = workload.count();
-        wait_until(
-            || "no write was acknowledged on the DR node".into(),
-            || workload.count() >= after + 30,
-        );
+        workload.wait_for_more(30, "on the DR node");
         let acknowledged = workload.stop();
 
         // The main data center returns: each node is synced from C before it serves (offline,

@@ -61,6 +61,16 @@ impl Writers {
         self.acknowledged.lock().unwrap().len()
     }
 
+    /// Waits until `more` writes beyond those acknowledged now are acknowledged; `when` says in
+    /// which phase, should they never be.
+    pub fn wait_for_more(&self, more: usize, when: &str) {
+        let target = self.count() + more;
+        super::node::wait_until(
+            || format!("no {more} more writes were acknowledged {when}"),
+            || self.count() >= target,
+        );
+    }
+
     /// Stops the clients; every write they had acknowledged, with when.
     pub fn stop(self) -> Vec<(String, Instant)> {
         self.stop.store(true, Ordering::Release);
