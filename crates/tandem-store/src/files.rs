@@ -23,10 +23,7 @@ pub struct StoredFile {
 }
 
 pub struct FileWriter {
-    temp_path: PathBuf,
-    /// Removes the temporary file unless `finish` renamed it: a write that fails (a full disk,
-    /// a broken upload or sync) must give its space back at once, not at the next start.
-    unfinished: Unfinished,
+    temp: TempFile,
     file: tokio::fs::File,
     hasher: Sha256,
     size_bytes: u64,
@@ -77,8 +74,10 @@ impl FileStore {
             .await
             .map_err(|error| StoreError::io(&temp_path, error))?;
         Ok(FileWriter {
-            unfinished: Unfinished(Some(temp_path.clone())),
-            temp_path,
+            temp: TempFile {
+                path: temp_path,
+                renamed: false,
+            },
             file,
             hasher: Sha256::new(),
             size_bytes: 0,
@@ -88,13 +87,19 @@ impl FileStore {
     }
 }
 
-struct Unfinished(Option<PathBuf>);
+/// The file being written under `tmp/`. Removed when dropped unless `finish` renamed it: a write
+/// that fails (a full disk, a broken upload or sync) must give its space back at once, not at
+/// the next start.
+struct TempFile {
+    path: PathBuf,
+    renamed: bool,
+}
 
-impl Drop for Unfinished {
+impl Drop for TempFile {
     fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
+        if !self.renamed {
             // Best effort: a leftover is also swept from tmp/ when the store opens.
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
@@ -103,7 +108,7 @@ impl FileWriter {
     pub async fn write(&mut self, chunk: &[u8]) -> StoreResult<()> {
         self.size_bytes += chunk.len() as u64;
         if self.size_bytes > self.size_bytes_max {
-            let _ = tokio::fs::remove_file(&self.temp_path).await;
+            let _ = tokio::fs::remove_file(&self.temp.path).await;
             return Err(StoreError::Invalid(crate::error::InvalidInput::single(
                 "file",
                 &format!("more than {} bytes", self.size_bytes_max),
@@ -114,12 +119,12 @@ impl FileWriter {
         self.file
             .write_all(chunk)
             .await
-            .map_err(|error| StoreError::io(&self.temp_path, error))
+            .map_err(|error| StoreError::io(&self.temp.path, error))
     }
 
     /// Makes the file durable under its content name and returns that name.
     pub async fn finish(mut self) -> StoreResult<StoredFile> {
-        let temp_path = self.temp_path.clone();
+        let temp_path = self.temp.path.clone();
         let io = |error| StoreError::io(&temp_path, error);
         self.file.flush().await.map_err(io)?;
         self.file.sync_all().await.map_err(io)?;
@@ -133,7 +138,7 @@ impl FileWriter {
         tokio::fs::rename(&temp_path, &final_path)
             .await
             .map_err(|error| StoreError::io(&final_path, error))?;
-        self.unfinished.0 = None;
+        self.temp.renamed = true;
         let dir_handle = tokio::fs::File::open(&dir)
             .await
             .map_err(|error| StoreError::io(&dir, error))?;
