@@ -220,7 +220,8 @@ pub struct ConfigureArgs {
     /// Notify On: Failure / this server becomes primary.
     #[arg(long, value_name = "BOOL")]
     notify_on_failure: Option<bool>,
-    /// The SMTP relay notification e-mail goes through, HOST[:PORT] (port 25 if omitted).
+    /// The SMTP relay notification e-mail goes through, HOST[:PORT] (port 25 if omitted; 465
+    /// with --smtp-security tls).
     /// "" clears it: notifications are then only recorded in the Notifications log.
     #[arg(long, value_name = "HOST[:PORT]")]
     smtp_relay: Option<String>,

@@ -762,16 +762,7 @@ fn a_slow_and_lossy_link_between_the_nodes_moves_nothing_and_loses_nothing() {
 #[test]
 fn the_loss_of_the_main_data_center_under_load_loses_nothing_silently() {
     for run in 0..runs() {
-        let (mut a, mut b, mut c) = (
-            Node::init("node-a"),
-            Node::init("node-b"),
-            Node::init("node-c"),
-        );
-        let lb = Lb::start(&[
-            ("main-primary", &a, "main"),
-            ("main-secondary", &b, "main"),
-            ("dr-secondary", &c, "dr"),
-        ]);
+        let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
         let links = Links {
             primary_at: &a.endpoint(),
             secondary_at: &b.endpoint(),
@@ -785,6 +776,15 @@ fn the_loss_of_the_main_data_center_under_load_loses_nothing_silently() {
             &["--replication", "continuous"],
             &secondary,
         );
+        // B holds A's history before C starts from it: a DR node that first copied B's own
+        // initial data would, rightly, find itself diverged once B has synced from A.
+        wait_until(
+            || format!("{:#}", b.status()),
+            || b.status()["follower"]["connected"] == true,
+        );
+        // C's ports are chosen just before it serves: the longer they wait, the likelier an
+        // outgoing connection of this busy test takes one.
+        let mut c = Node::init("node-c");
         // Every node trusts every other: the DR node follows B, and after the loss A and B
         // resync from C.
         for (one, other) in [(&a, &c), (&b, &c), (&c, &a), (&c, &b)] {
@@ -807,12 +807,15 @@ fn the_loss_of_the_main_data_center_under_load_loses_nothing_silently() {
         c.ok(&dr);
         c.serve();
         c.wait_for_state("Standby");
-        for follower in [&b, &c] {
-            wait_until(
-                || format!("{:#}", follower.status()),
-                || follower.status()["follower"]["connected"] == true,
-            );
-        }
+        wait_until(
+            || format!("{:#}", c.status()),
+            || c.status()["follower"]["connected"] == true,
+        );
+        let lb = Lb::start(&[
+            ("main-primary", &a, "main"),
+            ("main-secondary", &b, "main"),
+            ("dr-secondary", &c, "dr"),
+        ]);
         lb.wait_until_active("main-primary");
 
         let workload = Writers::start(lb.device_port, 3, &format!("dc-{run}"));

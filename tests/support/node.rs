@@ -162,13 +162,20 @@ impl Node {
 
     /// Starts the node (with `serve_env`) and waits until it accepts connections.
     pub fn serve(&mut self) {
+        // Beside the data dir, kept across restarts, shown when the node fails to start.
+        let stderr_path = self.dir.with_extension("stderr.log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)
+            .unwrap();
         let child = tandem()
             .arg("--data-dir")
             .arg(&self.dir)
             .arg("serve")
             .envs(self.serve_env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(stderr))
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -176,9 +183,14 @@ impl Node {
         while !(self.dir.join("control.sock").exists()
             && std::net::TcpStream::connect(("127.0.0.1", self.service_port)).is_ok())
         {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
             assert!(
-                started.elapsed() < STARTUP_DEADLINE,
-                "the node did not start"
+                exited.is_none() && started.elapsed() < STARTUP_DEADLINE,
+                "the node did not start ({exited:?}); its stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
