@@ -694,7 +694,7 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
                 return;
             }
             println!(
-                "{:>5}  {:<24}  {:<24}  {:<9}  {:<11}  {:<11}  {:>8}  {:>6}  {:>12}  ERROR / NOTE",
+                "{:>5}  {:<24}  {:<24}  {:<10}  {:<11}  {:<11}  {:>8}  {:>6}  {:>12}  ERROR / NOTE",
                 "ID", "STARTED", "SOURCE", "TRIGGER", "KIND", "RESULT", "ENTRIES", "FILES", "BYTES"
             );
             for row in rows {
@@ -703,7 +703,7 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
                     (_, note) => note,
                 };
                 println!(
-                    "{:>5}  {:<24}  {:<24}  {:<9}  {:<11}  {:<11}  {:>8}  {:>6}  {:>12}  {}",
+                    "{:>5}  {:<24}  {:<24}  {:<10}  {:<11}  {:<11}  {:>8}  {:>6}  {:>12}  {}",
                     text(&row, "id"),
                     text(&row, "startedAt"),
                     text(&row, "source"),

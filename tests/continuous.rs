@@ -71,7 +71,20 @@ fn writes_reach_the_standby_as_they_commit_and_the_status_shows_the_follower() {
         "{status:#}"
     );
     assert!(follower["lastLagMs"].is_i64(), "{status:#}");
-    // No Sync History row per batch: the stream is not a sync.
+    // Sync History: one row for the stream (not one per batch), kept up to date while it runs.
+    wait_until(
+        || format!("{:#?}", b.history()),
+        || {
+            let rows = b.history();
+            let running: Vec<&serde_json::Value> = rows
+                .iter()
+                .filter(|row| row["trigger"] == "continuous" && row["result"] == "running")
+                .collect();
+            running.len() == 1
+                && running[0]["kind"] == "stream"
+                && running[0]["entries"].as_i64().unwrap_or(0) >= 20
+        },
+    );
     let text = b.ok(&["ha", "status"]);
     assert!(text.contains("Continuous replication from"), "{text}");
     assert!(text.contains("Replication: continuous"), "{text}");
@@ -130,6 +143,15 @@ fn after_kill_9_of_the_primary_under_load_only_the_last_instants_writes_can_be_m
         old_missing.len(),
         acknowledged.len()
     );
+    // The stream's Sync History row ended when the Primary died, with what it had applied.
+    let rows = b.history();
+    let stream = rows
+        .iter()
+        .find(|row| row["trigger"] == "continuous")
+        .unwrap_or_else(|| panic!("no stream row: {rows:#?}"));
+    assert_eq!(stream["result"], "failed", "{rows:#?}");
+    assert!(stream["error"].is_string(), "{rows:#?}");
+    assert!(stream["endedAt"].is_string(), "{rows:#?}");
     eprintln!(
         "acknowledged {}, missing on the promoted Secondary {} (all within the last second)",
         acknowledged.len(),

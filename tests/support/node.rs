@@ -221,6 +221,11 @@ impl Node {
         serde_json::from_str(&self.ok(&["ha", "status", "--json"])).unwrap()
     }
 
+    /// Sync History, newest first (`tandem ha history --json`).
+    pub fn history(&self) -> Vec<Value> {
+        serde_json::from_str(&self.ok(&["ha", "history", "--json"])).unwrap()
+    }
+
     pub fn state(&self) -> String {
         self.status()["controller"]["status"]["state"]
             .as_str()

@@ -23,7 +23,8 @@ use tandem_store::trust::Endpoint;
 use tokio::sync::watch;
 
 /// How often the follower's position is written to the node-local store (the fork point a later
-/// divergence check counts from); the replicated database holds the position itself durably.
+/// divergence check counts from, and the stream's Sync History row); the replicated database
+/// holds the position itself durably.
 const POSITION_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What `tandem ha status` and the metrics show of the follower.
@@ -74,7 +75,8 @@ fn wall_clock_ms() -> i64 {
 
 /// Follows `endpoint` until the session fails (an error) or this node's position leaves the
 /// source's history. `connected` is told the source's epoch when the session opens; every
-/// applied batch updates `status`; `lags` keeps the recent batches' lags.
+/// applied batch updates `status`; `lags` keeps the recent batches' lags. Each session is one
+/// row of Sync History (trigger `continuous`), kept up to date while it runs.
 pub async fn follow(
     replication: &Replication,
     endpoint: &Endpoint,
@@ -85,11 +87,75 @@ pub async fn follow(
     let session = replication.open_session(endpoint).await?;
     // As after a sync: this node holds the source's history, so a promotion goes above its epoch.
     connected(session.peer.epoch);
+    let local = replication.local().database().clone();
+    let source = endpoint.to_string();
+    let row = local
+        .write(move |conn| history::start(conn, &source, history::Trigger::Continuous))
+        .await?;
+    let mut applied = Applied::default();
+    let result = stream(
+        replication,
+        endpoint,
+        session,
+        status,
+        lags,
+        row,
+        &mut applied,
+    )
+    .await;
+    let (result_text, note, error) = match &result {
+        Ok(FollowEnd::NeedsSync { reason }) => (
+            "succeeded",
+            Some(format!(
+                "the stream ended: {reason}; an ordinary sync follows"
+            )),
+            None,
+        ),
+        Err(error) => ("failed", None, Some(error.to_string())),
+    };
+    let outcome = history::Outcome {
+        kind: Some("stream".into()),
+        result: result_text.into(),
+        entries: applied.entries,
+        files: applied.files,
+        bytes: applied.bytes,
+        position_seq: Some(applied.position_seq),
+        note,
+        error,
+    };
+    if let Err(error) = local
+        .write(move |conn| history::finish(conn, row, &outcome))
+        .await
+    {
+        tracing::warn!(%error, "cannot record the end of a replication stream in Sync History");
+    }
+    result
+}
+
+/// What one stream applied, for its Sync History row.
+#[derive(Default)]
+struct Applied {
+    entries: i64,
+    files: i64,
+    bytes: i64,
+    position_seq: i64,
+}
+
+async fn stream(
+    replication: &Replication,
+    endpoint: &Endpoint,
+    session: crate::Session,
+    status: &watch::Sender<FollowStatus>,
+    lags: &mut std::collections::VecDeque<i64>,
+    row: i64,
+    applied: &mut Applied,
+) -> Result<FollowEnd, ReplicationError> {
     let mut connection = session.connection;
     let mut position = Position {
         seq: session.local.position_seq,
         checksum: session.local.position_checksum.clone(),
     };
+    applied.position_seq = position.seq;
     status.send_modify(|status| {
         status.source = endpoint.to_string();
         status.connected = true;
@@ -104,7 +170,7 @@ pub async fn follow(
         ))
         .await;
     let no_progress: ProgressSink = Arc::new(|_| {});
-    let mut saved_at = Instant::now();
+    let mut saved = (Instant::now(), position.seq);
     loop {
         let asked = Request::Changes {
             after_seq: position.seq,
@@ -132,6 +198,8 @@ pub async fn follow(
                         status.last_answer_at_ms = Some(wall_clock_ms());
                         status.caught_up = true;
                     });
+                    // An idle stream still records its last batches within a long poll.
+                    save_if_due(replication, row, applied, &mut saved).await?;
                     continue;
                 }
                 // One sync lock with manual and scheduled syncs: they never apply at once.
@@ -170,6 +238,10 @@ pub async fn follow(
                     }
                     lags.push_back(lag);
                 }
+                applied.entries += summary.entries;
+                applied.files += summary.files;
+                applied.bytes += summary.bytes;
+                applied.position_seq = position.seq;
                 status.send_modify(|status| {
                     status.position_seq = position.seq;
                     status.applied_entries += summary.entries as u64;
@@ -190,21 +262,7 @@ pub async fn follow(
                         status.recent_lag_max_ms = sorted.last().copied();
                     }
                 });
-                if saved_at.elapsed() >= POSITION_SAVE_INTERVAL {
-                    saved_at = Instant::now();
-                    let seq = position.seq;
-                    replication
-                        .local()
-                        .database()
-                        .write(move |conn| {
-                            history::set_setting(
-                                conn,
-                                crate::sync::LAST_SYNC_SEQ_SETTING,
-                                &seq.to_string(),
-                            )
-                        })
-                        .await?;
-                }
+                save_if_due(replication, row, applied, &mut saved).await?;
             }
             Frame::Message(Response::NotInHistory {
                 base_seq,
@@ -235,4 +293,29 @@ pub async fn follow(
             }
         }
     }
+}
+
+/// Writes the position and the stream's figures to the node-local store at most every
+/// [`POSITION_SAVE_INTERVAL`], and only when batches were applied since: `saved` is when, and
+/// at which position, it last did.
+async fn save_if_due(
+    replication: &Replication,
+    row: i64,
+    applied: &Applied,
+    saved: &mut (Instant, i64),
+) -> Result<(), ReplicationError> {
+    if saved.0.elapsed() < POSITION_SAVE_INTERVAL || saved.1 == applied.position_seq {
+        return Ok(());
+    }
+    *saved = (Instant::now(), applied.position_seq);
+    let (seq, entries, bytes) = (applied.position_seq, applied.entries, applied.bytes);
+    replication
+        .local()
+        .database()
+        .write(move |conn| {
+            history::set_setting(conn, crate::sync::LAST_SYNC_SEQ_SETTING, &seq.to_string())?;
+            history::progress(conn, row, entries, bytes, seq)
+        })
+        .await?;
+    Ok(())
 }

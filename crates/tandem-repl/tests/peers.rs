@@ -120,7 +120,7 @@ async fn a_scheduled_sync_refuses_a_diverged_history_and_changes_nothing() {
     );
 
     // An operator's sync saves b's change and resyncs.
-    let manual = sync::run(&target, &endpoint, options(Trigger::Manual), quiet)
+    let manual = sync::run(&target, &endpoint, options(Trigger::Manual), quiet.clone())
         .await
         .unwrap();
     assert_eq!(manual.kind, "full");
@@ -129,6 +129,24 @@ async fn a_scheduled_sync_refuses_a_diverged_history_and_changes_nothing() {
     assert_eq!(
         b.replicated.read(changes::position).await.unwrap(),
         a.replicated.read(changes::position).await.unwrap()
+    );
+
+    // A sync that meets a running one changes nothing, says why, and is recorded as skipped.
+    let running = target.sync_lock().await;
+    let busy = sync::run(&target, &endpoint, options(Trigger::Scheduled), quiet)
+        .await
+        .unwrap_err();
+    drop(running);
+    assert!(matches!(busy, ReplicationError::Busy(_)), "{busy}");
+    let newest = b
+        .local
+        .database()
+        .read(|conn| tandem_store::history::recent(conn, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (newest[0].trigger.as_str(), newest[0].result.as_str()),
+        ("scheduled", "skipped")
     );
 }
 

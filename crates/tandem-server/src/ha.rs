@@ -1052,12 +1052,27 @@ impl HaRuntime {
     /// failure, and falls back to an ordinary sync (recorded in Sync History; a divergence is
     /// refused and logged) when this node's position left the source's history.
     fn follow(&mut self, from: Option<String>) {
-        if let Some(task) = self.follower.take() {
-            task.abort();
-        }
+        let stopped = self.follower.take().map(|task| task.abort()).is_some();
         self.follow_status
             .send_modify(|status| status.connected = false);
+        // The aborted stream's Sync History row ends here (a row left running by a killed
+        // process is marked interrupted by the next stream instead). A new stream ends it first,
+        // so the two writes cannot cross.
+        let local = self.state.local.database().clone();
+        let end_stream = move || async move {
+            let note = "this node stopped following (it was promoted, or its HA configuration \
+                        changed)";
+            if let Err(error) = local
+                .write(move |conn| history::end_streams(conn, note))
+                .await
+            {
+                tracing::warn!(%error, "cannot record the end of a replication stream");
+            }
+        };
         let Some(from) = from else {
+            if stopped {
+                tokio::spawn(end_stream());
+            }
             return;
         };
         let endpoint = match Endpoint::parse(&from) {
@@ -1077,6 +1092,9 @@ impl HaRuntime {
         let status = self.follow_status.clone();
         let inputs = self.sender.clone();
         self.follower = Some(tokio::spawn(async move {
+            if stopped {
+                end_stream().await;
+            }
             let mut lags = std::collections::VecDeque::new();
             let mut last_error = String::new();
             loop {

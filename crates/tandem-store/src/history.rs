@@ -16,6 +16,8 @@ pub enum Trigger {
     Manual,
     /// The schedule (StartTime / Run Every).
     Scheduled,
+    /// Continuous or synchronous replication: one row per stream, from connect to its end.
+    Continuous,
 }
 
 impl Trigger {
@@ -23,6 +25,7 @@ impl Trigger {
         match self {
             Trigger::Manual => "manual",
             Trigger::Scheduled => "scheduled",
+            Trigger::Continuous => "continuous",
         }
     }
 }
@@ -63,19 +66,21 @@ pub struct SyncRecord {
     pub error: Option<String>,
 }
 
-/// Records the start of a sync and returns its id. Rows still `running` belong to a process that
-/// was killed mid-sync; they are marked `interrupted` first.
+/// Records the start of a sync and returns its id. Syncs never overlap, so rows of the same sort
+/// still `running` (a sync, or a stream) belong to a process that was killed mid-sync; they are
+/// marked `interrupted` first. A stream runs beside manual syncs, so neither marks the other.
 pub fn start(conn: &Connection, source: &str, trigger: Trigger) -> StoreResult<i64> {
+    let streams = trigger == Trigger::Continuous;
     conn.execute(
         "UPDATE sync_history SET result = 'interrupted', ended_at = ?1,
          error = 'the process stopped before the sync finished'
-         WHERE result = 'running'",
-        [now()],
+         WHERE result = 'running' AND (trigger = 'continuous') = ?2",
+        params![now(), streams],
     )?;
     conn.execute(
-        "INSERT INTO sync_history (started_at, source, trigger, result)
-         VALUES (?1, ?2, ?3, 'running')",
-        params![now(), source, trigger.as_str()],
+        "INSERT INTO sync_history (started_at, source, trigger, kind, result)
+         VALUES (?1, ?2, ?3, ?4, 'running')",
+        params![now(), source, trigger.as_str(), streams.then_some("stream")],
     )?;
     let id = conn.last_insert_rowid();
     conn.execute(
@@ -117,6 +122,33 @@ pub fn finish(conn: &Connection, id: i64, outcome: &Outcome) -> StoreResult<()> 
             outcome.note,
             outcome.error
         ],
+    )?;
+    Ok(())
+}
+
+/// What a running stream (`Trigger::Continuous`) has applied so far.
+pub fn progress(
+    conn: &Connection,
+    id: i64,
+    entries: i64,
+    bytes: i64,
+    position_seq: i64,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE sync_history SET entries = ?2, bytes = ?3, position_seq = ?4
+         WHERE id = ?1 AND result = 'running'",
+    )?
+    .execute(params![id, entries, bytes, position_seq])?;
+    Ok(())
+}
+
+/// Ends every running stream row: the node stopped following (a promotion, a new
+/// configuration) while the stream was open. What it applied stays as last recorded.
+pub fn end_streams(conn: &Connection, note: &str) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE sync_history SET result = 'succeeded', ended_at = ?1, note = ?2
+         WHERE result = 'running' AND trigger = 'continuous'",
+        params![now(), note],
     )?;
     Ok(())
 }
@@ -206,5 +238,52 @@ mod tests {
             .unwrap();
         let value = db.read_blocking(|conn| setting(conn, "k")).unwrap();
         assert_eq!(value.as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn streams_and_skipped_syncs_have_rows_beside_ordinary_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("node.db"), OpenMode::Create).unwrap();
+        let db = store.database();
+        let stream = db
+            .write_blocking(|conn| start(conn, "peer:2222", Trigger::Continuous))
+            .unwrap();
+        db.write_blocking(move |conn| progress(conn, stream, 40, 9_000, 140))
+            .unwrap();
+        // A manual sync while the stream runs leaves the stream's row running, and the other way
+        // round; a sync that meets a running one is recorded as skipped.
+        let manual = db
+            .write_blocking(|conn| start(conn, "peer:2222", Trigger::Manual))
+            .unwrap();
+        db.write_blocking(|conn| record_skipped(conn, "peer:2222", Trigger::Scheduled, "busy"))
+            .unwrap();
+        let rows = db.read_blocking(|conn| recent(conn, 10)).unwrap();
+        let result = |id: i64| {
+            let row = rows.iter().find(|row| row.id == id).unwrap();
+            (row.trigger.clone(), row.kind.clone(), row.result.clone())
+        };
+        assert_eq!(
+            result(stream),
+            ("continuous".into(), Some("stream".into()), "running".into())
+        );
+        assert_eq!(result(manual), ("manual".into(), None, "running".into()));
+        assert_eq!(
+            (rows[0].trigger.as_str(), rows[0].result.as_str()),
+            ("scheduled", "skipped")
+        );
+        let again = db
+            .write_blocking(|conn| start(conn, "peer:2222", Trigger::Continuous))
+            .unwrap();
+        db.write_blocking(|conn| end_streams(conn, "this node was promoted"))
+            .unwrap();
+        let rows = db.read_blocking(|conn| recent(conn, 10)).unwrap();
+        let row = |id: i64| rows.iter().find(|row| row.id == id).unwrap().clone();
+        // The earlier stream belonged to a process that stopped; its figures stay.
+        assert_eq!(row(stream).result, "interrupted");
+        assert_eq!((row(stream).entries, row(stream).bytes), (40, 9_000));
+        assert_eq!(row(stream).position_seq, Some(140));
+        assert_eq!(row(again).result, "succeeded");
+        assert_eq!(row(again).note.as_deref(), Some("this node was promoted"));
+        assert_eq!(row(manual).result, "running");
     }
 }

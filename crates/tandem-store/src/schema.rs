@@ -22,6 +22,7 @@ pub const NODE_LOCAL: Schema = Schema {
         Migration::Sql(NODE_LOCAL_V1),
         Migration::Sql(NODE_LOCAL_V2),
         Migration::Sql(NODE_LOCAL_V3),
+        Migration::Sql(NODE_LOCAL_V4),
     ],
     change_capture: false,
 };
@@ -268,4 +269,28 @@ CREATE TABLE sync_history (
     note         TEXT,
     error        TEXT
 );
+"#;
+
+// Sync History gains continuous replication sessions (trigger 'continuous': one row per stream,
+// from connect to its end) and the 'skipped' result that a due sync meeting a running one
+// records (V3's CHECK refused it). SQLite cannot alter a CHECK, so the table is rebuilt.
+const NODE_LOCAL_V4: &str = r#"
+CREATE TABLE sync_history_v4 (
+    id           INTEGER PRIMARY KEY,
+    started_at   TEXT NOT NULL,
+    ended_at     TEXT,
+    source       TEXT NOT NULL,
+    trigger      TEXT NOT NULL CHECK (trigger IN ('manual', 'scheduled', 'continuous')),
+    kind         TEXT CHECK (kind IN ('full', 'incremental', 'none', 'stream')),
+    result       TEXT NOT NULL CHECK (result IN ('running', 'succeeded', 'failed', 'refused', 'interrupted', 'skipped')),
+    entries      INTEGER NOT NULL DEFAULT 0,
+    files        INTEGER NOT NULL DEFAULT 0,
+    bytes        INTEGER NOT NULL DEFAULT 0,
+    position_seq INTEGER,
+    note         TEXT,
+    error        TEXT
+);
+INSERT INTO sync_history_v4 SELECT * FROM sync_history;
+DROP TABLE sync_history;
+ALTER TABLE sync_history_v4 RENAME TO sync_history;
 "#;
