@@ -27,6 +27,8 @@ EXIT STATUS:
     2  invalid command line
     3  refused by the HA controller (e.g. `mode secondary` without a configured Primary)";
 
+// Parsed once per process from the command line; boxing `Configure` would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum HaCommand {
     /// Print this node's public SSH key, to add to its peers' Trusted Hosts.
@@ -143,6 +145,14 @@ pub enum StandbyLostArg {
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OnBehindArg {
+    /// Hold the automatic promotion and notify; an operator decides.
+    Standby,
+    /// Promote anyway; the writes this node lacks stay on the old Primary.
+    Promote,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum OnFailureArg {
     /// Promote to Primary.
     Promote,
@@ -184,9 +194,18 @@ pub struct ConfigureArgs {
     #[arg(long, value_name = "DURATION")]
     synchronous_timeout: Option<tandem_ha::config::Span>,
     /// Continuous or synchronous replication: a Standby whose lag exceeds this (or whose stream
-    /// is down) reports itself behind in `ha status` and the metrics [default: 5s].
+    /// is down) reports itself behind in `ha status`, `/status/replication.html` and the
+    /// metrics [default: 5s].
     #[arg(long, value_name = "DURATION")]
     lag_bound: Option<tandem_ha::config::Span>,
+    /// If Behind at Failure (continuous or synchronous replication): when the Primary fails
+    /// while this Standby may lack writes it acknowledged, standby (the default) holds the
+    /// automatic promotion and notifies, so no failover silently discards them (promote by hand
+    /// with `tandem failover mode primary`); promote takes over anyway. "May lack": continuous,
+    /// already behind by more than --lag-bound when the Primary last answered; synchronous with
+    /// --if-standby-lost continuous, out of step for --synchronous-timeout or longer.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    if_behind: Option<OnBehindArg>,
     /// StartTime (GMT), HH:MM: when the first scheduled sync runs.
     #[arg(long, value_name = "HH:MM")]
     start_time: Option<tandem_ha::config::StartTime>,
@@ -274,6 +293,10 @@ impl ConfigureArgs {
             }),
             synchronous_timeout: self.synchronous_timeout,
             lag_bound: self.lag_bound,
+            on_behind: self.if_behind.map(|policy| match policy {
+                OnBehindArg::Standby => tandem_ha::config::OnBehind::Standby,
+                OnBehindArg::Promote => tandem_ha::config::OnBehind::Promote,
+            }),
             start_time: self.start_time,
             run_every: self.run_every,
             heartbeat_interval: self.heartbeat_interval,
@@ -862,15 +885,35 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
         if heartbeat["failureDetected"] == true {
             println!("Failure detected: the Primary missed its heartbeats");
         }
+        if let Some(why) = snapshot["promotionHeld"].as_str() {
+            println!(
+                "AUTOMATIC PROMOTION HELD (If Behind at Failure = standby): {why}. If the Primary \
+                 does not return, promote this node with `tandem failover mode primary`."
+            );
+        }
+        let if_behind = match config["onBehind"].as_str() {
+            Some("promote") => "promote anyway",
+            _ => "hold the promotion",
+        };
         if config["replication"] == "continuous" {
-            println!("Replication: continuous (the schedule is not used)");
+            println!(
+                "Replication: continuous (the schedule is not used); lag bound {}; if behind at \
+                 failure: {if_behind}",
+                text(config, "lagBound")
+            );
         } else if config["replication"] == "synchronous" {
             println!(
-                "Replication: synchronous (the schedule is not used); if the Standby is lost: {}",
+                "Replication: synchronous (the schedule is not used); if the Standby is lost: {}; \
+                 if behind at failure: {}",
                 if config["onStandbyLost"] == "continuous" {
                     format!("continuous after {}", text(config, "synchronousTimeout"))
                 } else {
                     "block writes".to_owned()
+                },
+                if config["onStandbyLost"] == "continuous" {
+                    if_behind
+                } else {
+                    "promote (nothing acknowledged can be missing)"
                 }
             );
         } else {

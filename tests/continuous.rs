@@ -89,6 +89,12 @@ fn writes_reach_the_standby_as_they_commit_and_the_status_shows_the_follower() {
     assert!(text.contains("Continuous replication from"), "{text}");
     assert!(text.contains("Replication: continuous"), "{text}");
     assert!(status["behind"].is_null(), "{status:#}");
+    let (code, probe) = b.get("/status/replication.html");
+    assert_eq!(code, 200, "{probe}");
+    assert!(
+        probe.starts_with("TANDEM-REPLICATION: OK (in step"),
+        "{probe}"
+    );
     // Prometheus metrics on the System Manager listener (System Manager credentials).
     let (code, metrics) =
         support::node::https(b.sysmgr_port, reqwest::Method::GET, "/metrics", None);
@@ -291,8 +297,63 @@ fn a_standby_whose_stream_is_down_reports_itself_behind() {
     );
     let (_, metrics) = support::node::https(b.sysmgr_port, reqwest::Method::GET, "/metrics", None);
     assert!(metrics.contains("tandem_replication_behind 1"), "{metrics}");
+    let (code, probe) = b.get("/status/replication.html");
+    assert_eq!(code, 503, "{probe}");
+    assert!(
+        probe.starts_with("TANDEM-REPLICATION: BEHIND (the replication stream from"),
+        "{probe}"
+    );
     // Keep in Standby: it stays Standby and says so.
     assert_eq!(b.state(), "Standby");
+}
+
+/// If Behind at Failure = standby (the default): a Standby that lacks writes the Primary
+/// acknowledged does not promote itself when the Primary dies; it says why, everywhere an
+/// operator looks, and promotes when told to.
+#[test]
+fn a_standby_behind_when_the_primary_fails_holds_the_promotion_until_an_operator_decides() {
+    let (mut a, mut b) = pair();
+    // The Secondary restarts on another release (the guide's upgrade window): heartbeats go on,
+    // replication is refused, and the Primary takes writes the Secondary does not get.
+    b.kill_9();
+    b.serve_env = vec![(
+        "TANDEM_TEST_SOFTWARE_VERSION".into(),
+        "9.9.9-upgraded".into(),
+    )];
+    b.serve();
+    wait_until(
+        || format!("{:#}", b.status()),
+        || {
+            b.status()["behind"]
+                .as_str()
+                .is_some_and(|why| why.contains("versions differ"))
+        },
+    );
+    assert_eq!(create_label(&a, "only-on-the-primary"), 201);
+    a.kill_9();
+    wait_until(
+        || format!("{:#}", b.status()),
+        || b.status()["controller"]["promotionHeld"].is_string(),
+    );
+    assert_eq!(b.state(), "Standby");
+    let held = b
+        .ha_log()
+        .into_iter()
+        .find(|(_, _, message)| message.starts_with("automatic promotion held"))
+        .expect("the hold is in the HighAvailability log");
+    assert_eq!(held.1, "ERROR");
+    assert!(held.2.contains("tandem failover mode primary"), "{held:?}");
+    let text = b.ok(&["ha", "status"]);
+    assert!(text.contains("AUTOMATIC PROMOTION HELD"), "{text}");
+    let (code, probe) = b.get("/status/replication.html");
+    assert_eq!(code, 503, "{probe}");
+    assert!(probe.contains("automatic promotion held"), "{probe}");
+    // The operator accepts the loss: the write stays on the old Primary, to be exported when
+    // it resyncs.
+    b.ok(&["failover", "mode", "primary"]);
+    b.wait_for_state("Active");
+    assert!(!b.labels().contains("only-on-the-primary"));
+    assert!(b.status()["controller"]["promotionHeld"].is_null());
 }
 
 #[test]

@@ -190,6 +190,30 @@ impl fmt::Display for OnFailure {
     }
 }
 
+/// If Behind at Failure (beyond the guide, continuous and synchronous replication): what a
+/// Standby does when the Primary fails while this node may lack writes the Primary acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBehind {
+    /// Hold the automatic promotion, say why, and leave the choice to an operator (`tandem
+    /// failover mode primary` promotes anyway). As Patroni's `maximum_lag_on_failover`: a
+    /// failover never silently discards more than the lag bound.
+    #[default]
+    Standby,
+    /// Promote anyway: the service returns at once, and the writes this node lacks stay on the
+    /// old Primary (saved to its divergence file when it resyncs).
+    Promote,
+}
+
+impl fmt::Display for OnBehind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnBehind::Standby => "standby",
+            OnBehind::Promote => "promote",
+        })
+    }
+}
+
 /// Replication (beyond the guide): how a Standby copies its Primary's database.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -313,6 +337,12 @@ pub struct HaConfig {
     /// stream is down, reports itself behind (`tandem ha status`, metrics).
     #[serde(default = "default_lag_bound")]
     pub lag_bound: Span,
+    /// If Behind at Failure: whether a Standby that may lack acknowledged writes promotes itself
+    /// when the Primary fails (continuous: it was behind by more than `lag_bound` when the
+    /// Primary last answered; synchronous with `on_standby_lost = continuous`: it had not
+    /// confirmed writes for `synchronous_timeout`, so the Primary may have gone on without it).
+    #[serde(default)]
+    pub on_behind: OnBehind,
     /// StartTime (GMT).
     pub start_time: StartTime,
     pub run_every: Span,
@@ -358,6 +388,7 @@ impl Default for HaConfig {
             on_standby_lost: OnStandbyLost::Continuous,
             synchronous_timeout: default_synchronous_timeout(),
             lag_bound: default_lag_bound(),
+            on_behind: OnBehind::Standby,
             start_time: StartTime::MIDNIGHT,
             run_every: Span::from_minutes(60),
             heartbeat_interval: Span::from_secs(10),
@@ -397,6 +428,7 @@ pub struct ConfigChange {
     pub on_standby_lost: Option<OnStandbyLost>,
     pub synchronous_timeout: Option<Span>,
     pub lag_bound: Option<Span>,
+    pub on_behind: Option<OnBehind>,
     pub start_time: Option<StartTime>,
     pub run_every: Option<Span>,
     pub heartbeat_interval: Option<Span>,
@@ -549,6 +581,7 @@ impl HaConfig {
         take!(on_standby_lost);
         take!(synchronous_timeout);
         take!(lag_bound);
+        take!(on_behind);
         take!(start_time);
         take!(run_every);
         take!(heartbeat_interval);
@@ -711,6 +744,28 @@ impl HaConfig {
                           continuous to keep taking writes, with an alarm, after \
                           synchronousTimeout"
                     .into(),
+            });
+        }
+        let detection = self.detection_time_max();
+        if self.enabled
+            && self.mode == Mode::Secondary
+            && self.replication == ReplicationMode::Synchronous
+            && self.on_standby_lost == OnStandbyLost::Continuous
+            && self.on_failure == OnFailure::Promote
+            && self.on_behind == OnBehind::Standby
+            && self.synchronous_timeout <= detection
+        {
+            warnings.push(ConfigWarning {
+                field: "synchronousTimeout".into(),
+                message: format!(
+                    "synchronousTimeout {} is not above the failure detection time ({detection}: \
+                     Heartbeat Interval plus the re-checks): by the time this Standby detects a \
+                     failure, the Primary may have fallen back to continuous replication and \
+                     acknowledged writes without it, so it holds the automatic promotion (If \
+                     Behind at Failure = standby). Set --synchronous-timeout above {detection}, \
+                     or --if-standby-lost block, or --if-behind promote to accept that loss",
+                    self.synchronous_timeout
+                ),
             });
         }
         if self.recheck_interval > self.heartbeat_interval {

@@ -16,7 +16,8 @@
 //! - Syncs never overlap: a sync due while one runs is skipped and recorded.
 
 use crate::config::{
-    ConfigError, ConfigWarning, HaConfig, NodeStatusSetting, OnFailure, ReplicationMode,
+    ConfigError, ConfigWarning, HaConfig, NodeStatusSetting, OnBehind, OnFailure, OnStandbyLost,
+    ReplicationMode,
 };
 use crate::schedule::{next_slot, next_start_time};
 use crate::{Mode, NodeStatus, State};
@@ -118,6 +119,9 @@ pub enum Notification {
     /// Synchronous replication fell back to continuous: writes are acknowledged without the
     /// Standby (raised by the runtime, which times the confirmations).
     ReplicationDegraded,
+    /// The Primary failed while this Standby may lack writes it acknowledged (If Behind at
+    /// Failure = standby): the automatic promotion is held for an operator.
+    PromotionHeld,
     /// The operator's Test action (guide: Notification Settings, Test).
     Test,
 }
@@ -135,6 +139,7 @@ impl Notification {
             Notification::ClockSkew => "clocks disagree",
             Notification::ReplicationMismatch => "the nodes replicate differently",
             Notification::ReplicationDegraded => "synchronous replication degraded",
+            Notification::PromotionHeld => "automatic promotion held: this node may lack writes",
             Notification::Test => "test notification",
         }
     }
@@ -220,6 +225,11 @@ pub enum Event {
     /// Continuous replication connected to a source in this epoch: as after a sync, a later
     /// promotion must go above it.
     SourceEpoch(i64),
+    /// Continuous and synchronous replication: `Some(why)` when this node stopped being in step
+    /// with its source (the stream is down, silent, or lags beyond the lag bound), `None` when
+    /// it is in step again. Sent on each change; a node is taken to be behind until the first
+    /// `None`.
+    ReplicationBehind(Option<String>),
 }
 
 /// The operator's role commands (guide: Table 5).
@@ -250,6 +260,8 @@ pub struct Snapshot {
     pub next_sync_ms: Option<i64>,
     pub peer: Option<PeerView>,
     pub peer_seen_ms: Option<i64>,
+    /// Why the automatic promotion after a detected failure is held (If Behind at Failure).
+    pub promotion_held: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -261,6 +273,14 @@ pub struct HeartbeatStatus {
     pub awaiting_witnesses: bool,
     pub last_ok_ms: Option<i64>,
     pub last_error: Option<String>,
+}
+
+/// Since when, and why, this node has not been in step with the source it follows.
+#[derive(Clone, Debug)]
+struct Behind {
+    reason: String,
+    /// `None`: since before this process started (it has not been in step in this run).
+    since: Option<Now>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -300,6 +320,10 @@ pub struct Controller {
     following: Option<String>,
     /// The peer's replication mode last warned about as different from this node's.
     replication_mismatch: Option<ReplicationMode>,
+    /// `None` while the replication stream is in step with its source.
+    behind: Option<Behind>,
+    /// Why the automatic promotion after the current failure is held.
+    promotion_held: Option<String>,
 }
 
 fn log(commands: &mut Vec<Command>, level: Level, message: impl Into<String>) {
@@ -334,6 +358,11 @@ impl Controller {
             last_served: None,
             following: None,
             replication_mismatch: None,
+            behind: Some(Behind {
+                reason: "it has not been in step with its source since this node started".into(),
+                since: None,
+            }),
+            promotion_held: None,
         }
     }
 
@@ -375,6 +404,7 @@ impl Controller {
                 .flatten(),
             peer: self.peer.clone(),
             peer_seen_ms: self.peer_seen_ms,
+            promotion_held: self.promotion_held.clone(),
         }
     }
 
@@ -484,6 +514,7 @@ impl Controller {
         let epoch = self.durable.epoch.max(self.peer_epoch_max) + 1;
         self.durable.epoch = epoch;
         self.durable.fenced = None;
+        self.promotion_held = None;
         if self.durable.config.mode == Mode::Secondary {
             self.durable.config.node_status = NodeStatusSetting::Active;
         }
@@ -660,6 +691,16 @@ impl Controller {
                     self.persist(&mut commands);
                 }
             }
+            Event::ReplicationBehind(reason) => match (reason, &mut self.behind) {
+                (None, _) => self.behind = None,
+                (Some(reason), Some(behind)) => behind.reason = reason,
+                (Some(reason), None) => {
+                    self.behind = Some(Behind {
+                        reason,
+                        since: Some(now),
+                    })
+                }
+            },
         }
         self.reconcile_follow(&mut commands);
         commands
@@ -779,6 +820,7 @@ impl Controller {
         self.heartbeat.awaiting_witnesses = false;
         self.heartbeat.last_ok_ms = Some(now.wall_ms);
         self.heartbeat.last_error = None;
+        self.promotion_held = None;
         log(
             commands,
             Level::Info,
@@ -895,9 +937,85 @@ impl Controller {
             }
             OnFailure::Promote => {
                 let why = format!("{primary} missed {failures} consecutive heartbeats");
-                self.promote(now, &why, commands);
+                self.promote_after_failure(now, &why, commands);
             }
         }
+    }
+
+    /// Whether this Standby may lack writes the failed Primary acknowledged, and so must not
+    /// promote itself (If Behind at Failure = standby): the reason, or `None` to promote.
+    fn promotion_hold(&self, now: Now) -> Option<String> {
+        let config = &self.durable.config;
+        if config.on_behind == OnBehind::Promote {
+            return None;
+        }
+        let behind = self.behind.as_ref()?;
+        match (config.replication, config.on_standby_lost) {
+            // Every write was copied by a sync, or by nothing: there is no stream to be behind.
+            (ReplicationMode::Scheduled, _) => None,
+            // The Primary acknowledged nothing this node did not confirm holding.
+            (ReplicationMode::Synchronous, OnStandbyLost::Block) => None,
+            // The Primary goes on without this node only after a write waited
+            // `synchronous_timeout` for it; if it fell out of step less than that ago, the
+            // Primary failed before it could.
+            (ReplicationMode::Synchronous, OnStandbyLost::Continuous) => {
+                let timeout = config.synchronous_timeout;
+                let out_ms = behind
+                    .since
+                    .map(|since| now.monotonic_ms.saturating_sub(since.monotonic_ms));
+                match out_ms {
+                    Some(out_ms) if out_ms < timeout.as_millis() => None,
+                    Some(out_ms) => Some(format!(
+                        "this node has not confirmed the Primary's writes for {out_ms} ms ({}), \
+                         longer than the synchronous timeout {timeout}: the Primary may have \
+                         acknowledged writes without it",
+                        behind.reason
+                    )),
+                    None => Some(format!(
+                        "{}, so the Primary may have acknowledged writes without it",
+                        behind.reason
+                    )),
+                }
+            }
+            // The writes this node lacks are those committed after it fell out of step; what
+            // counts is how long the Primary was known to be alive after that.
+            (ReplicationMode::Continuous, _) => {
+                let bound = config.lag_bound;
+                let since = match behind.since {
+                    Some(since) => since,
+                    None => return Some(behind.reason.clone()),
+                };
+                let alive_ms = self.heartbeat.last_ok_ms.unwrap_or(since.wall_ms);
+                let lag_ms = alive_ms - since.wall_ms;
+                (lag_ms > bound.as_millis() as i64).then(|| {
+                    format!(
+                        "this node was already behind for {lag_ms} ms when the Primary last \
+                         answered ({}), more than the lag bound {bound}",
+                        behind.reason
+                    )
+                })
+            }
+        }
+    }
+
+    /// The automatic promotion after a detected failure, unless this node may lack writes the
+    /// Primary acknowledged; then it stays Standby and says what an operator can do.
+    fn promote_after_failure(&mut self, now: Now, why: &str, commands: &mut Vec<Command>) {
+        let Some(hold) = self.promotion_hold(now) else {
+            return self.promote(now, why, commands);
+        };
+        let message = format!(
+            "automatic promotion held (If Behind at Failure = standby): {why}, but {hold}. \
+             This node stays Standby. If the Primary returns, nothing is lost; if it does not, \
+             promote this node with `tandem failover mode primary` (the writes it lacks stay on \
+             the old Primary and are saved to its divergence file when it resyncs)"
+        );
+        log(commands, Level::Error, message.clone());
+        commands.push(Command::Notify {
+            notification: Notification::PromotionHeld,
+            message,
+        });
+        self.promotion_held = Some(hold);
     }
 
     fn witnesses_answered(
@@ -933,7 +1051,7 @@ impl Controller {
                     "{primary} missed {} consecutive heartbeats and no witness reaches it",
                     self.heartbeat.failures
                 );
-                self.promote(now, &why, commands);
+                self.promote_after_failure(now, &why, commands);
             }
         }
     }
@@ -1082,6 +1200,7 @@ impl Controller {
                 self.durable.config.mode = Mode::Secondary;
                 self.durable.config.node_status = NodeStatusSetting::Standby;
                 self.durable.fenced = None;
+                self.promotion_held = None;
                 self.checking_peers = false;
                 self.heartbeat = Heartbeat {
                     next_at_ms: now.monotonic_ms,

@@ -1,7 +1,7 @@
 //! Unit tests of the HA controller: each feeds events and compares the commands emitted.
 
 use super::*;
-use crate::config::{ConfigChange, Span};
+use crate::config::{ConfigChange, OnBehind, OnStandbyLost, ReplicationMode, Span};
 
 const PRIMARY: &str = "primary.example:2222";
 const HOUR: i64 = 3_600_000;
@@ -807,5 +807,238 @@ fn a_replication_mode_that_differs_from_the_peers_is_warned_about_once() {
         rewarned
             .iter()
             .any(|command| matches!(command, Command::Notify { .. }))
+    );
+}
+
+/// A Standby following its Primary with `replication` (and `adjust` applied), started at 0, its
+/// first heartbeat answered at 10 ms (the next one is due at 10,010 ms).
+fn following(replication: ReplicationMode, adjust: impl FnOnce(&mut HaConfig)) -> Controller {
+    let mut config = secondary();
+    config.replication = replication;
+    adjust(&mut config);
+    let mut controller = Controller::new("id-self", Durable::new(config, 1));
+    controller.handle(at(0), Event::Started);
+    heartbeat(&mut controller, at(0));
+    controller.handle(
+        at(10),
+        Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, at(10))),
+    );
+    controller
+}
+
+/// Three failed heartbeats from `from_ms` (one must be due then), 5 s apart; the commands of the
+/// last one (the failure detection).
+fn fail_three_times(controller: &mut Controller, from_ms: u64) -> Vec<Command> {
+    let mut last = Vec::new();
+    for attempt in 0..3 {
+        let sent = from_ms + attempt * 5_005;
+        heartbeat(controller, at(sent));
+        last = fail(controller, at(sent + 5));
+    }
+    last
+}
+
+fn promoted(commands: &[Command]) -> bool {
+    commands.iter().any(|command| {
+        matches!(
+            command,
+            Command::Notify {
+                notification: Notification::BecamePrimary,
+                ..
+            }
+        )
+    })
+}
+
+fn held(commands: &[Command]) -> Option<String> {
+    commands.iter().find_map(|command| match command {
+        Command::Notify {
+            notification: Notification::PromotionHeld,
+            message,
+        } => Some(message.clone()),
+        _ => None,
+    })
+}
+
+fn behind(controller: &mut Controller, ms: u64, why: Option<&str>) {
+    let commands = controller.handle(at(ms), Event::ReplicationBehind(why.map(str::to_owned)));
+    assert_eq!(
+        acts(commands),
+        vec![],
+        "the replication state alone changes nothing"
+    );
+}
+
+#[test]
+fn a_continuous_standby_in_step_when_the_primary_last_answered_promotes() {
+    let mut controller = following(ReplicationMode::Continuous, |_| {});
+    behind(&mut controller, 100, None);
+    // The Primary dies after its last answer: the stream breaks first, then heartbeats fail.
+    heartbeat(&mut controller, at(10_010));
+    controller.handle(
+        at(10_020),
+        Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, at(10_020))),
+    );
+    behind(
+        &mut controller,
+        12_000,
+        Some("the replication stream is down"),
+    );
+    let detected = fail_three_times(&mut controller, 20_020);
+    assert!(promoted(&detected), "{detected:?}");
+    assert_eq!(held(&detected), None);
+    assert_eq!(controller.status().state, State::Active);
+}
+
+#[test]
+fn a_continuous_standby_already_behind_when_the_primary_last_answered_holds_the_promotion() {
+    let mut controller = following(ReplicationMode::Continuous, |_| {});
+    behind(&mut controller, 100, None);
+    behind(
+        &mut controller,
+        1_000,
+        Some("the last batch arrived 9000 ms after its commit"),
+    );
+    // The reason may change; the time it fell behind does not.
+    behind(
+        &mut controller,
+        2_000,
+        Some("the replication stream is down"),
+    );
+    // Still answering 9 s after this node fell behind: up to 9 s of its writes are not here.
+    heartbeat(&mut controller, at(10_010));
+    controller.handle(
+        at(10_020),
+        Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, at(10_020))),
+    );
+    let detected = fail_three_times(&mut controller, 20_020);
+    assert!(!promoted(&detected), "{detected:?}");
+    let message = held(&detected).expect("the hold is notified");
+    assert!(
+        message.contains("behind for 9020 ms")
+            && message.contains("the replication stream is down")
+            && message.contains("lag bound 5s")
+            && message.contains("tandem failover mode primary"),
+        "{message}"
+    );
+    assert!(
+        !detected
+            .iter()
+            .any(|command| matches!(command, Command::Persist(_) | Command::Serve { .. })),
+        "nothing changes: {detected:?}"
+    );
+    assert_eq!(controller.status().state, State::Standby);
+    assert!(controller.snapshot().promotion_held.is_some());
+    // Ticks go on heartbeating; no second hold, no promotion.
+    let later = controller.handle(at(40_000), Event::Tick);
+    assert_eq!(
+        acts(later),
+        vec![Command::SendHeartbeat { to: PRIMARY.into() }]
+    );
+    let again = fail(&mut controller, at(40_005));
+    assert!(!promoted(&again) && held(&again).is_none(), "{again:?}");
+    // The operator decides: promoting by hand takes a fresh epoch and clears the hold.
+    let by_hand = controller
+        .operator(at(41_000), OperatorCommand::ModePrimary)
+        .unwrap();
+    assert!(promoted(&by_hand));
+    assert_eq!(controller.snapshot().promotion_held, None);
+}
+
+#[test]
+fn a_standby_never_in_step_since_it_started_holds_and_a_returning_primary_clears_the_hold() {
+    let mut controller = following(ReplicationMode::Continuous, |_| {});
+    let detected = fail_three_times(&mut controller, 10_010);
+    let message = held(&detected).expect("held");
+    assert!(
+        message.contains("not been in step with its source since this node started"),
+        "{message}"
+    );
+    heartbeat(&mut controller, at(30_000));
+    controller.handle(
+        at(30_010),
+        Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, at(30_010))),
+    );
+    assert_eq!(controller.snapshot().promotion_held, None);
+}
+
+#[test]
+fn if_behind_promote_and_synchronous_block_promote_a_standby_that_is_behind() {
+    for (replication, adjust) in [
+        (
+            ReplicationMode::Continuous,
+            (|config: &mut HaConfig| config.on_behind = OnBehind::Promote) as fn(&mut HaConfig),
+        ),
+        // The Primary acknowledged nothing this node did not confirm holding.
+        (ReplicationMode::Synchronous, |config: &mut HaConfig| {
+            config.on_standby_lost = OnStandbyLost::Block
+        }),
+    ] {
+        let mut controller = following(replication, adjust);
+        let detected = fail_three_times(&mut controller, 10_010);
+        assert!(promoted(&detected), "{replication}: {detected:?}");
+    }
+}
+
+#[test]
+fn a_synchronous_standby_holds_once_the_primary_could_have_gone_on_without_it() {
+    // Out of step for less than the synchronous timeout at detection: the Primary cannot have
+    // acknowledged a write without this node yet.
+    let timeout = |config: &mut HaConfig| config.synchronous_timeout = Span::from_secs(20);
+    let mut controller = following(ReplicationMode::Synchronous, timeout);
+    behind(&mut controller, 100, None);
+    behind(
+        &mut controller,
+        10_000,
+        Some("the replication stream is down"),
+    );
+    let detected = fail_three_times(&mut controller, 10_010);
+    assert!(promoted(&detected), "{detected:?}");
+
+    // With a 5 s timeout the same failure is detected too late to be sure.
+    let mut controller = following(ReplicationMode::Synchronous, |_| {});
+    behind(&mut controller, 100, None);
+    behind(
+        &mut controller,
+        10_000,
+        Some("the replication stream is down"),
+    );
+    let detected = fail_three_times(&mut controller, 10_010);
+    let message = held(&detected).expect("held");
+    assert!(
+        message.contains("not confirmed the Primary's writes for 10025 ms")
+            && message.contains("synchronous timeout 5s"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_synchronous_timeout_below_the_detection_time_is_warned_about() {
+    let (_, warnings) = secondary()
+        .with(&ConfigChange {
+            replication: Some(ReplicationMode::Synchronous),
+            ..Default::default()
+        })
+        .unwrap();
+    let warning = warnings
+        .iter()
+        .find(|warning| warning.field == "synchronousTimeout")
+        .expect("warned");
+    assert!(
+        warning.message.contains("above 20s") && warning.message.contains("--if-behind promote"),
+        "{}",
+        warning.message
+    );
+    let (_, warnings) = secondary()
+        .with(&ConfigChange {
+            replication: Some(ReplicationMode::Synchronous),
+            synchronous_timeout: Some(Span::from_secs(30)),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        !warnings
+            .iter()
+            .any(|warning| warning.field == "synchronousTimeout")
     );
 }

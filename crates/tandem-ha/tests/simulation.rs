@@ -15,6 +15,10 @@
 //!   stopped node is refused at once.
 //! - **Syncs** (scheduled every minute, `StartSync`) succeed with the source's epoch when the
 //!   source is up and reachable, else fail, sometimes after longer than Run Every (skips).
+//! - **Streams** (continuous and synchronous replication, half the seeds, with both policies for
+//!   a lost Standby and both for If Behind at Failure): a node told to `Follow` is in step while
+//!   its source is up and reachable; each tick reports a change (`ReplicationBehind`), and a
+//!   stream that connects first reports the source's epoch (`SourceEpoch`), as the runtime does.
 //! - **Witness**: `tandem lb`'s `GET /witness/primary`: the load balancer's place in the network
 //!   answers whether the node it routes to is up, reachable from it and Active (the status
 //!   probe), when the asking Secondary reaches the load balancer.
@@ -75,8 +79,8 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 
 use tandem_ha::config::{
-    HaConfig, NodeStatusSetting, OnFailure, OnStandbyLost, RUN_EVERY_MIN, ReplicationMode, Span,
-    StartTime,
+    HaConfig, NodeStatusSetting, OnBehind, OnFailure, OnStandbyLost, RUN_EVERY_MIN,
+    ReplicationMode, Span, StartTime,
 };
 use tandem_ha::machine::{
     Command, Controller, Durable, Event, Notification, Now, OperatorCommand, PeerView, SyncOutcome,
@@ -212,6 +216,10 @@ struct Scenario {
     liveness: bool,
     /// If Failure Detected on the DR node (node-c) when it differs from the others' setting.
     dr_on_failure: Option<OnFailure>,
+    /// Scheduled syncs, or a stream (continuous, synchronous) with its policies.
+    replication: ReplicationMode,
+    on_standby_lost: OnStandbyLost,
+    on_behind: OnBehind,
 }
 
 impl Scenario {
@@ -233,6 +241,18 @@ impl Scenario {
             sabotage: Sabotage::None,
             liveness: nodes == 2,
             dr_on_failure: None,
+            replication: rng.pick(&[
+                ReplicationMode::Scheduled,
+                ReplicationMode::Scheduled,
+                ReplicationMode::Continuous,
+                ReplicationMode::Synchronous,
+            ]),
+            on_standby_lost: rng.pick(&[OnStandbyLost::Block, OnStandbyLost::Continuous]),
+            on_behind: if rng.permille(700) {
+                OnBehind::Standby
+            } else {
+                OnBehind::Promote
+            },
         }
     }
 
@@ -242,8 +262,9 @@ impl Scenario {
             mode,
             node_status: NodeStatusSetting::Standby,
             primary: primary.map(|node| ADDRESSES[node].to_owned()),
-            replication: ReplicationMode::Scheduled,
-            on_standby_lost: OnStandbyLost::Block,
+            replication: self.replication,
+            on_standby_lost: self.on_standby_lost,
+            on_behind: self.on_behind,
             synchronous_timeout: Span::from_secs(5),
             lag_bound: Span::from_secs(5),
             start_time: StartTime::new(14, 0).unwrap_or(StartTime::MIDNIGHT),
@@ -298,6 +319,10 @@ struct Node {
     /// The highest source epoch a finished sync brought while the node was not Active: the
     /// synced history carries it, so every later promotion, across restarts, goes above it.
     synced_epoch_max: i64,
+    /// Continuous replication: the node it was told to follow, and whether its runtime last
+    /// reported the stream in step (a runtime starts out reporting it behind).
+    follows: Option<usize>,
+    in_step: bool,
 }
 
 /// What the step's input was, as the checks need it.
@@ -476,6 +501,8 @@ struct Tally {
     lb_moves: u64,
     seeds_with_two_active: u64,
     three_server_seeds_ending_with_two_active: u64,
+    streams_connected: u64,
+    promotions_held: u64,
 }
 
 impl Tally {
@@ -499,6 +526,8 @@ impl Tally {
         self.seeds_with_two_active += other.seeds_with_two_active;
         self.three_server_seeds_ending_with_two_active +=
             other.three_server_seeds_ending_with_two_active;
+        self.streams_connected += other.streams_connected;
+        self.promotions_held += other.promotions_held;
     }
 }
 
@@ -616,6 +645,8 @@ impl World {
                 shown_epoch_max: 0,
                 shown_active_max: None,
                 synced_epoch_max: 0,
+                follows: None,
+                in_step: false,
             });
         }
         let tally = Tally {
@@ -784,6 +815,9 @@ impl World {
     fn happen(&mut self, what: Happening) -> Result<(), Violation> {
         match what {
             Happening::Tick { node, life } => {
+                if self.alive(node, life) {
+                    self.check_stream(node)?;
+                }
                 if self.alive(node, life) {
                     self.step(node, Input::Event(Event::Tick))?;
                     if self.alive(node, life) {
@@ -964,6 +998,32 @@ impl World {
         Ok(())
     }
 
+    /// Continuous replication, as the runtime checks it every tick: the stream is in step while
+    /// the node it follows is up and reachable. A stream that (re)connects reports the source's
+    /// epoch first, as the follower does when its session opens.
+    fn check_stream(&mut self, node: usize) -> Result<(), Violation> {
+        let source = self.nodes[node].follows;
+        let in_step = source.is_some_and(|source| self.up(source) && self.linked(node, source));
+        if in_step == self.nodes[node].in_step {
+            return Ok(());
+        }
+        self.nodes[node].in_step = in_step;
+        match source {
+            Some(source) if in_step => {
+                self.tally.streams_connected += 1;
+                let epoch = self.nodes[source].disk.epoch;
+                self.step(node, Input::Event(Event::SourceEpoch(epoch)))?;
+                self.step(node, Input::Event(Event::ReplicationBehind(None)))
+            }
+            _ => self.step(
+                node,
+                Input::Event(Event::ReplicationBehind(Some(
+                    "the replication stream is down".into(),
+                ))),
+            ),
+        }
+    }
+
     fn take_heartbeat(&mut self, node: usize, id: u64) -> bool {
         let pending = &mut self.nodes[node].heartbeats_pending;
         match pending.iter().position(|&candidate| candidate == id) {
@@ -990,6 +1050,8 @@ impl World {
         state.check = None;
         state.shown_epoch_max = 0;
         state.shown_active_max = None;
+        state.follows = None;
+        state.in_step = false;
         let life = state.life;
         self.note(|| format!("{} starts (run {life})", NAMES[node]));
         self.step(node, Input::Event(Event::Started))?;
@@ -1224,6 +1286,8 @@ impl World {
                 outcome: SyncOutcome::Succeeded { source_epoch, .. },
                 ..
             }) => StepKind::Synced(*source_epoch),
+            // A stream holds its source's history as a sync does.
+            Input::Event(Event::SourceEpoch(epoch)) => StepKind::Synced(*epoch),
             Input::Event(_) => StepKind::Other,
         };
         if let StepKind::PeerView(view) = &kind {
@@ -1345,12 +1409,15 @@ impl World {
                 Command::SendHeartbeat { to } => self.send_heartbeat(node, &to),
                 Command::StartSync { from, trigger } => self.start_sync(node, &from, trigger),
                 Command::AskWitnesses { primary } => self.ask_witnesses(node, &primary),
-                // Scheduled replication only: continuous following is not simulated (yet).
-                Command::Follow { .. } => {}
+                Command::Follow { from } => {
+                    self.nodes[node].follows =
+                        from.as_deref().and_then(|from| self.node_by_address(from));
+                }
                 Command::SkipSync { .. } => self.tally.skipped_syncs += 1,
                 Command::Notify { notification, .. } => match notification {
                     Notification::BecamePrimary => self.tally.promotions += 1,
                     Notification::Fenced => self.tally.fences += 1,
+                    Notification::PromotionHeld => self.tally.promotions_held += 1,
                     _ => {}
                 },
                 Command::Log { .. } => {}
@@ -1911,6 +1978,8 @@ fn seeded_simulation_keeps_the_ha_invariants() {
             ("skipped syncs", tally.skipped_syncs),
             ("load balancer moves", tally.lb_moves),
             ("three-server seeds", tally.three_server_seeds),
+            ("streams (re)connected", tally.streams_connected),
+            ("promotions held as behind", tally.promotions_held),
             (
                 "seeds with two Active nodes at once",
                 tally.seeds_with_two_active,

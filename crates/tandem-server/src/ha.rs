@@ -267,6 +267,9 @@ pub struct HaRuntime {
     /// Continuous replication: the follower task, and what it reports.
     follower: Option<tokio::task::JoinHandle<()>>,
     follow_status: Arc<watch::Sender<FollowStatus>>,
+    /// Whether the controller was last told this node is behind its source (it starts out
+    /// assuming so, as the controller does).
+    behind_reported: bool,
     /// Synchronous replication on an Active node: set by the store while writes are
     /// acknowledged without the Standby's confirmation; and whether the alarm was raised.
     sync_degraded: Arc<std::sync::atomic::AtomicI64>,
@@ -336,6 +339,7 @@ impl HaRuntime {
             follow_status,
             sync_degraded: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             sync_degraded_reported: false,
+            behind_reported: true,
             unconfirmed_since: None,
             mailer,
         };
@@ -364,6 +368,7 @@ impl HaRuntime {
                 Input::Event(Event::Tick) => {
                     self.check_hold();
                     self.check_synchronous().await;
+                    self.check_behind(now).await;
                     let commands = self.controller.handle(now, Event::Tick);
                     self.carry_out(commands).await;
                 }
@@ -986,6 +991,32 @@ impl HaRuntime {
                 degraded: self.sync_degraded.clone(),
             }
         })
+    }
+
+    /// Tells the controller when this node falls out of step with the source it follows, and
+    /// when it is in step again: whether a failure of the Primary may promote it depends on it
+    /// (If Behind at Failure). Checked every tick, so the time it fell behind is known to within
+    /// `TICK_INTERVAL`.
+    async fn check_behind(&mut self, now: Now) {
+        let following = self.follower.is_some();
+        let reason = {
+            let status = self.follow_status.borrow();
+            match crate::control::behind(&status, self.controller.durable().config.lag_bound) {
+                Some(reason) => Some(reason),
+                None if !following || !status.connected => {
+                    Some("this node does not follow a source".to_owned())
+                }
+                None => None,
+            }
+        };
+        if reason.is_some() == self.behind_reported {
+            return;
+        }
+        self.behind_reported = reason.is_some();
+        let commands = self
+            .controller
+            .handle(now, Event::ReplicationBehind(reason));
+        self.carry_out(commands).await;
     }
 
     /// Raises (and clears) the alarm when synchronous replication fell back to continuous.

@@ -173,7 +173,7 @@ impl Server {
                 tcp: service_tcp,
                 acceptor: state::Identity::service_acceptor,
                 identity: identity.clone(),
-                router: service_router(state.clone()),
+                router: service_router(state.clone(), ha_handle.clone()),
                 device_gate: Some(device_gate),
             },
             system_manager: HttpsListener {
@@ -276,10 +276,14 @@ impl Server {
     }
 }
 
-fn service_router(state: AppState) -> Router {
+fn service_router(state: AppState, ha: ha::HaHandle) -> Router {
     Router::new()
         .route("/status/status.html", axum::routing::get(probes::status))
         .route("/hastatus.html", axum::routing::get(probes::ha_status))
+        .route(
+            "/status/replication.html",
+            axum::routing::get(probes::replication).layer(axum::Extension(ha)),
+        )
         .nest("/api/v2", api::router(state.clone()))
         .nest("/device/v1", device::router(state.clone()))
         .fallback(not_found)

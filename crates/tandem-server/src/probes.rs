@@ -32,3 +32,131 @@ pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn ha_status(State(state): State<AppState>) -> impl IntoResponse {
     answer(tandem_ha::ha_status_probe(state.node_status()))
 }
+
+/// `GET /status/replication.html` (beyond the guide, beside `/hastatus.html`): whether this node
+/// holds its source's recent writes. A monitor can alert on it, and a load balancer can refuse
+/// to move traffic to a Standby that is behind; `/hastatus.html` keeps the guide's exact answers.
+pub async fn replication(
+    State(state): State<AppState>,
+    axum::Extension(ha): axum::Extension<crate::ha::HaHandle>,
+) -> impl IntoResponse {
+    let snapshot = ha.snapshot();
+    let follower = ha.follower();
+    let behind = crate::control::behind(&follower, snapshot.config.lag_bound);
+    let (healthy, body) = replication_answer(
+        state.node_status(),
+        snapshot.config.replication,
+        snapshot.promotion_held.as_deref(),
+        behind.as_deref(),
+        follower.recent_lag_p99_ms,
+    );
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+}
+
+/// The replication probe's answer: healthy or not, and the line to say.
+fn replication_answer(
+    status: tandem_ha::NodeStatus,
+    mode: tandem_ha::config::ReplicationMode,
+    promotion_held: Option<&str>,
+    behind: Option<&str>,
+    lag_p99_ms: Option<i64>,
+) -> (bool, String) {
+    use tandem_ha::State;
+    use tandem_ha::config::ReplicationMode;
+    match (status.state, mode) {
+        (State::Active, _) => (true, "TANDEM-REPLICATION: OK (Active: the source)\n".into()),
+        (State::NotAvailable, _) => (
+            false,
+            "TANDEM-REPLICATION: NOT AVAILABLE (this node must not serve)\n".into(),
+        ),
+        (State::Standby, ReplicationMode::Scheduled) => (
+            true,
+            "TANDEM-REPLICATION: OK (scheduled: as of the last sync, see Sync History)\n".into(),
+        ),
+        (State::Standby, _) => match (promotion_held, behind) {
+            (Some(held), _) => (
+                false,
+                format!("TANDEM-REPLICATION: BEHIND (automatic promotion held: {held})\n"),
+            ),
+            (None, Some(behind)) => (false, format!("TANDEM-REPLICATION: BEHIND ({behind})\n")),
+            (None, None) => (
+                true,
+                match lag_p99_ms {
+                    Some(lag) => {
+                        format!("TANDEM-REPLICATION: OK (in step, recent lag p99 {lag} ms)\n")
+                    }
+                    None => "TANDEM-REPLICATION: OK (in step)\n".into(),
+                },
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_ha::config::ReplicationMode;
+    use tandem_ha::{Mode, NodeStatus, State};
+
+    fn standby() -> NodeStatus {
+        NodeStatus {
+            ha_enabled: true,
+            mode: Mode::Secondary,
+            state: State::Standby,
+        }
+    }
+
+    #[test]
+    fn a_standby_is_healthy_while_in_step_and_says_why_it_is_not() {
+        let continuous = ReplicationMode::Continuous;
+        assert_eq!(
+            replication_answer(standby(), continuous, None, None, Some(3)),
+            (
+                true,
+                "TANDEM-REPLICATION: OK (in step, recent lag p99 3 ms)\n".into()
+            )
+        );
+        let (healthy, body) = replication_answer(
+            standby(),
+            continuous,
+            None,
+            Some("the stream is down"),
+            None,
+        );
+        assert!(!healthy);
+        assert_eq!(body, "TANDEM-REPLICATION: BEHIND (the stream is down)\n");
+        let (healthy, body) = replication_answer(
+            standby(),
+            ReplicationMode::Synchronous,
+            Some("behind for 9 s"),
+            Some("the stream is down"),
+            None,
+        );
+        assert!(!healthy && body.contains("automatic promotion held: behind for 9 s"));
+        // Never the guide's OK string, so an existing monitor cannot mistake it for a probe.
+        assert!(!body.contains("MOBILEIRON-STATUS"));
+        let active = NodeStatus {
+            state: State::Active,
+            ..standby()
+        };
+        assert!(replication_answer(active, continuous, None, Some("x"), None).0);
+        let fenced = NodeStatus {
+            state: State::NotAvailable,
+            ..standby()
+        };
+        assert!(!replication_answer(fenced, continuous, None, None, None).0);
+        assert!(replication_answer(standby(), ReplicationMode::Scheduled, None, None, None).0);
+    }
+}
