@@ -65,12 +65,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// serde_json appends " at line 1 column 42"; the field path already says where.
+/// serde_json appends " at line 1 column 42"; the field path already says where. Rust's
+/// integer type names become what an operator would type.
 fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(index) => message[..index].to_owned(),
-        None => message.to_owned(),
-    }
+    let message = match message.rfind(" at line ") {
+        Some(index) => &message[..index],
+        None => message,
+    };
+    ["u8", "u16", "u32", "u64", "i32", "i64"]
+        .iter()
+        .fold(message.to_owned(), |message, integer| {
+            message.replace(
+                &format!("expected {integer}"),
+                "expected a whole number (write it without quotes, e.g. 3)",
+            )
+        })
 }
 
 /// Query-string parameters, with the parameter named on failure.

@@ -17,6 +17,7 @@ use tandem_ha::machine::Snapshot;
 pub fn router(state: AppState, ha: HaHandle) -> Router {
     Router::new()
         .route("/", get(home))
+        .route("/ha/config", get(ha_configuration_page))
         .route("/api/v1/status", get(status))
         .route("/api/v1/ha/status", get(ha_status))
         .route("/api/v1/ha/config", get(ha_config).put(ha_configure))
@@ -213,11 +214,15 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// `GET /ha/config`: the HA Configuration window (portal page over `PUT /api/v1/ha/config`).
+async fn ha_configuration_page(
+    State(state): State<AppState>,
+    Extension(ha): Extension<HaHandle>,
+) -> Html<String> {
+    Html(crate::portal::ha_configuration(
+        &state.node_name,
+        &ha.snapshot(),
+    ))
 }
 
 async fn home(State(state): State<AppState>, Extension(ha): Extension<HaHandle>) -> Html<String> {
@@ -235,17 +240,18 @@ async fn home(State(state): State<AppState>, Extension(ha): Extension<HaHandle>)
          <dl><dt>Node</dt><dd>{name}</dd><dt>High Availability</dt><dd>{ha}</dd>\
          <dt>Mode</dt><dd>{mode}</dd><dt>Node Status</dt><dd>{state}</dd>\
          <dt>Epoch</dt><dd>{epoch}</dd>{fenced}</dl>\
-         <p>The HA Configuration is served as JSON at <code>/api/v1/ha/config</code> (GET, and PUT \
-         to Save and Apply) and <code>/api/v1/ha/status</code>; the portal pages are not in this \
-         release yet. From a shell: <code>tandem ha status</code>, <code>tandem ha configure</code>.</p>\
+         <p><a href=\"/ha/config\">HA Configuration</a></p>\
+         <p>The same configuration is JSON at <code>/api/v1/ha/config</code> (GET, and PUT to Save \
+         and Apply), the controller's view at <code>/api/v1/ha/status</code>. From a shell: \
+         <code>tandem ha status</code>, <code>tandem ha configure</code>.</p>\
          </body></html>",
-        name = escape(&state.node_name),
+        name = crate::portal::escape(&state.node_name),
         mode = status.mode,
         state = status.state,
         epoch = snapshot.epoch,
         fenced = snapshot
             .fenced
-            .map(|reason| format!("<dt>Fenced</dt><dd>{}</dd>", escape(&reason)))
+            .map(|reason| format!("<dt>Fenced</dt><dd>{}</dd>", crate::portal::escape(&reason)))
             .unwrap_or_default(),
     ))
 }
