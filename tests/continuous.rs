@@ -358,8 +358,17 @@ fn a_standby_behind_when_the_primary_fails_holds_the_promotion_until_an_operator
 
 #[test]
 fn three_servers_the_dr_node_streams_from_the_main_secondary_in_continuous_mode() {
-    // Main data center: A (Primary) and B (its Secondary); DR: C follows B. All continuous.
-    let (mut a, b) = pair();
+    three_servers_stream("continuous");
+}
+
+#[test]
+fn three_servers_the_dr_node_streams_from_the_main_secondary_in_synchronous_mode() {
+    three_servers_stream("synchronous");
+}
+
+/// Main data center: A (Primary) and B (its Secondary); DR: C follows B. All in `replication`.
+fn three_servers_stream(replication: &str) {
+    let (mut a, b) = pair_with(replication, &[]);
     let mut c = Node::init("node-c");
     c.trust(&b);
     b.trust(&c);
@@ -370,7 +379,7 @@ fn three_servers_the_dr_node_streams_from_the_main_secondary_in_continuous_mode(
         "--mode",
         "secondary",
         "--replication",
-        "continuous",
+        replication,
         "--primary",
     ];
     let b_endpoint = b.endpoint();
