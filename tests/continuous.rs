@@ -315,12 +315,7 @@ fn a_standby_behind_when_the_primary_fails_holds_the_promotion_until_an_operator
     let (mut a, mut b) = pair();
     // The Secondary restarts on another release (the guide's upgrade window): heartbeats go on,
     // replication is refused, and the Primary takes writes the Secondary does not get.
-    b.kill_9();
-    b.serve_env = vec![(
-        "TANDEM_TEST_SOFTWARE_VERSION".into(),
-        "9.9.9-upgraded".into(),
-    )];
-    b.serve();
+    b.restart_as_another_version();
     wait_until(
         || format!("{:#}", b.status()),
         || {

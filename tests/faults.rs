@@ -307,12 +307,7 @@ fn a_secondary_of_another_version_stays_standby_and_catches_up_when_versions_mat
         let (a, mut b, lb, _) = pair_behind_lb("continuous", false);
         let workload = Writers::start(lb.device_port, 3, &format!("version-{run}"));
         workload.wait_for_more(30, "at the start");
-        b.kill_9();
-        b.serve_env = vec![(
-            "TANDEM_TEST_SOFTWARE_VERSION".into(),
-            "9.9.9-upgraded".into(),
-        )];
-        b.serve();
+        b.restart_as_another_version();
         wait_until(
             || format!("{:?}", b.ha_log()),
             || {

@@ -226,6 +226,17 @@ impl Node {
         serde_json::from_str(&self.ok(&["ha", "history", "--json"])).unwrap()
     }
 
+    /// Restarts the node as if it ran another release (the guide's upgrade window): its peers
+    /// of this build see other software and schema versions. Debug builds only honour it.
+    pub fn restart_as_another_version(&mut self) {
+        self.kill_9();
+        self.serve_env = vec![(
+            "TANDEM_TEST_SOFTWARE_VERSION".into(),
+            "9.9.9-upgraded".into(),
+        )];
+        self.serve();
+    }
+
     pub fn state(&self) -> String {
         self.status()["controller"]["status"]["state"]
             .as_str()

@@ -818,12 +818,19 @@ fn following(replication: ReplicationMode, adjust: impl FnOnce(&mut HaConfig)) -
     adjust(&mut config);
     let mut controller = Controller::new("id-self", Durable::new(config, 1));
     controller.handle(at(0), Event::Started);
-    heartbeat(&mut controller, at(0));
-    controller.handle(
-        at(10),
-        Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, at(10))),
-    );
+    heartbeat_answered(&mut controller, 0);
     controller
+}
+
+/// A heartbeat sent at `sent_ms` (one must be due then), answered by the Active Primary 10 ms
+/// later.
+fn heartbeat_answered(controller: &mut Controller, sent_ms: u64) {
+    heartbeat(controller, at(sent_ms));
+    let answered = at(sent_ms + 10);
+    controller.handle(
+        answered,
+        Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, answered)),
+    );
 }
 
 /// Three failed heartbeats from `from_ms` (one must be due then), 5 s apart; the commands of the
@@ -874,11 +881,7 @@ fn a_continuous_standby_in_step_when_the_primary_last_answered_promotes() {
     let mut controller = following(ReplicationMode::Continuous, |_| {});
     behind(&mut controller, 100, None);
     // The Primary dies after its last answer: the stream breaks first, then heartbeats fail.
-    heartbeat(&mut controller, at(10_010));
-    controller.handle(
-        at(10_020),
-        Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, at(10_020))),
-    );
+    heartbeat_answered(&mut controller, 10_010);
     behind(
         &mut controller,
         12_000,
@@ -906,11 +909,7 @@ fn a_continuous_standby_already_behind_when_the_primary_last_answered_holds_the_
         Some("the replication stream is down"),
     );
     // Still answering 9 s after this node fell behind: up to 9 s of its writes are not here.
-    heartbeat(&mut controller, at(10_010));
-    controller.handle(
-        at(10_020),
-        Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, at(10_020))),
-    );
+    heartbeat_answered(&mut controller, 10_010);
     let detected = fail_three_times(&mut controller, 20_020);
     assert!(!promoted(&detected), "{detected:?}");
     let message = held(&detected).expect("the hold is notified");
@@ -954,11 +953,7 @@ fn a_standby_never_in_step_since_it_started_holds_and_a_returning_primary_clears
         message.contains("not been in step with its source since this node started"),
         "{message}"
     );
-    heartbeat(&mut controller, at(30_000));
-    controller.handle(
-        at(30_010),
-        Event::HeartbeatAnswered(peer("node-a", Mode::Primary, State::Active, 1, at(30_010))),
-    );
+    heartbeat_answered(&mut controller, 30_000);
     assert_eq!(controller.snapshot().promotion_held, None);
 }
 

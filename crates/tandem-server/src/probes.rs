@@ -8,7 +8,12 @@ use axum::response::IntoResponse;
 use tandem_ha::ProbeAnswer;
 
 fn answer(probe: ProbeAnswer) -> impl IntoResponse {
-    let status = if probe.healthy {
+    respond(probe.healthy, probe.body)
+}
+
+/// 200 when healthy, else 503, with a plain-text body no cache keeps.
+fn respond(healthy: bool, body: impl IntoResponse) -> impl IntoResponse {
+    let status = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -19,7 +24,7 @@ fn answer(probe: ProbeAnswer) -> impl IntoResponse {
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        probe.body,
+        body,
     )
 }
 
@@ -50,19 +55,7 @@ pub async fn replication(
         behind.as_deref(),
         follower.recent_lag_p99_ms,
     );
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        body,
-    )
+    respond(healthy, body)
 }
 
 /// The replication probe's answer: healthy or not, and the line to say.
