@@ -77,14 +77,14 @@ fn the_ha_configuration_page_saves_replication_settings_and_refuses_bad_input_by
     let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     eprintln!("the browser saw: {seen:#}");
 
-    // What the page saved is what the node holds; the refused saves changed nothing (the last
-    // good save left Run Every and the heartbeat count at their defaults, and replication
+    // What the page saved is what the node holds, beside the other operator's Run Every; the
+    // refused saves changed nothing (the heartbeat count is the default, and replication
     // continuous, not the synchronous the refused forms also asked for).
     let config = &node.status()["config"];
     assert_eq!(config["replication"], "continuous", "{config:#}");
     assert_eq!(config["lagBound"], "2s", "{config:#}");
     assert_eq!(config["onBehind"], "promote", "{config:#}");
-    assert_eq!(config["runEvery"], "1h", "{config:#}");
+    assert_eq!(config["runEvery"], "2h", "{config:#}");
     assert_eq!(config["heartbeatFailures"], 3, "{config:#}");
     let refusal = seen["refused_runEvery"].as_str().unwrap_or_default();
     assert!(

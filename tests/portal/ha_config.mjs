@@ -44,6 +44,18 @@ try {
   seen.initialReplication = await page.locator('select[name=replication]').inputValue();
   expect(seen.initialReplication === 'scheduled', 'a new node replicates on the schedule');
 
+  // Meanwhile another operator changes Run Every: this page, loaded before, must not put the
+  // old value back when it saves its own changes.
+  const other = await page.evaluate(async () => {
+    const answer = await fetch('/api/v1/ha/config', {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ runEvery: '2h' }),
+    });
+    return answer.status;
+  });
+  expect(other === 200, 'the other operator saved');
+
   // Save and Apply: continuous replication, its lag bound and If Behind at Failure.
   await page.locator('select[name=replication]').selectOption('continuous');
   await page.locator('input[name=lagBound]').fill('2s');
@@ -51,7 +63,10 @@ try {
   await page.getByRole('button', { name: 'Save and Apply' }).click();
   await page.locator('#result.saved').waitFor();
   seen.saved = await page.locator('#result').innerText();
-  expect(seen.saved.startsWith('Saved and applied.'), 'Save and Apply reports success');
+  expect(
+    seen.saved === 'Saved and applied: replication, lagBound, onBehind.',
+    'Save and Apply reports success and sends only the changed fields',
+  );
 
   // What the page shows after a reload is what the node stored.
   await page.reload();
@@ -59,11 +74,12 @@ try {
     replication: await page.locator('select[name=replication]').inputValue(),
     lagBound: await page.locator('input[name=lagBound]').inputValue(),
     onBehind: await page.locator('select[name=onBehind]').inputValue(),
+    runEvery: await page.locator('input[name=runEvery]').inputValue(),
   };
   expect(
     seen.reloaded.replication === 'continuous' && seen.reloaded.lagBound === '2s'
-      && seen.reloaded.onBehind === 'promote',
-    'the reloaded page shows the saved values',
+      && seen.reloaded.onBehind === 'promote' && seen.reloaded.runEvery === '2h',
+    "the reloaded page shows the saved values and the other operator's",
   );
 
   // Bad input: refused by name, with the value and the fix; nothing saved.

@@ -746,7 +746,14 @@ impl HaConfig {
                     .into(),
             });
         }
-        let detection = self.detection_time_max();
+        // The slowest detection: the interval, the re-checks, and a timeout per failed
+        // heartbeat (the runtime's is the Re-check interval); an idle stream's last "nothing
+        // more" may be a second older still.
+        let detection = Span::from_millis(
+            self.detection_time_max().as_millis()
+                + u64::from(self.heartbeat_failures) * self.recheck_interval.as_millis()
+                + 1_000,
+        );
         if self.enabled
             && self.mode == Mode::Secondary
             && self.replication == ReplicationMode::Synchronous
@@ -758,8 +765,9 @@ impl HaConfig {
             warnings.push(ConfigWarning {
                 field: "synchronousTimeout".into(),
                 message: format!(
-                    "synchronousTimeout {} is not above the failure detection time ({detection}: \
-                     Heartbeat Interval plus the re-checks): by the time this Standby detects a \
+                    "synchronousTimeout {} is not above the longest failure detection \
+                     ({detection}: Heartbeat Interval, the re-checks and their timeouts, and a \
+                     second of stream): by the time this Standby detects a \
                      failure, the Primary may have fallen back to continuous replication and \
                      acknowledged writes without it, so it holds the automatic promotion (If \
                      Behind at Failure = standby). Set --synchronous-timeout above {detection}, \

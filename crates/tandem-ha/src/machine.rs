@@ -81,6 +81,12 @@ pub struct PeerView {
     /// How the node replicates (absent from nodes that predate replication modes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationMode>,
+    /// Synchronous replication: what the node does when its Standby stops confirming, and
+    /// after how long (a Standby judges what it may lack by its Primary's policy, not its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_standby_lost: Option<OnStandbyLost>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous_timeout: Option<crate::config::Span>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,11 +231,34 @@ pub enum Event {
     /// Continuous replication connected to a source in this epoch: as after a sync, a later
     /// promotion must go above it.
     SourceEpoch(i64),
-    /// Continuous and synchronous replication: `Some(why)` when this node stopped being in step
-    /// with its source (the stream is down, silent, or lags beyond the lag bound), `None` when
-    /// it is in step again. Sent on each change; a node is taken to be behind until the first
-    /// `None`.
-    ReplicationBehind(Option<String>),
+    /// Continuous and synchronous replication: how current this node's copy of its source is.
+    /// The runtime sends it just before each heartbeat result, so a failure is judged on what
+    /// the node held when the Primary last answered (If Behind at Failure). Until the first one
+    /// a node is taken to be behind.
+    Replication(ReplicationView),
+}
+
+/// A following node's replication, as its runtime sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationView {
+    /// Wall-clock ms up to which this node is known to hold every write its source committed
+    /// (the source's last "nothing more" answer); `None`: not known since the process started.
+    pub in_step_at_ms: Option<i64>,
+    /// The stream is open, has caught up and is answering: in step as far as can be told now.
+    pub streaming: bool,
+    /// Why it is not in step, when it is not.
+    pub behind: Option<String>,
+}
+
+impl Default for ReplicationView {
+    fn default() -> Self {
+        Self {
+            in_step_at_ms: None,
+            streaming: false,
+            behind: Some("this node has not been in step with its source since it started".into()),
+        }
+    }
 }
 
 /// The operator's role commands (guide: Table 5).
@@ -275,14 +304,6 @@ pub struct HeartbeatStatus {
     pub last_error: Option<String>,
 }
 
-/// Since when, and why, this node has not been in step with the source it follows.
-#[derive(Clone, Debug)]
-struct Behind {
-    reason: String,
-    /// `None`: since before this process started (it has not been in step in this run).
-    since: Option<Now>,
-}
-
 #[derive(Clone, Debug, Default)]
 struct Heartbeat {
     in_flight: bool,
@@ -320,8 +341,12 @@ pub struct Controller {
     following: Option<String>,
     /// The peer's replication mode last warned about as different from this node's.
     replication_mismatch: Option<ReplicationMode>,
-    /// `None` while the replication stream is in step with its source.
-    behind: Option<Behind>,
+    /// The follower as the runtime last reported it, and as it was when the Primary last
+    /// answered a heartbeat.
+    replication: ReplicationView,
+    replication_at_answer: Option<ReplicationView>,
+    /// The Primary's view in its last heartbeat answer.
+    followed: Option<PeerView>,
     /// Why the automatic promotion after the current failure is held.
     promotion_held: Option<String>,
 }
@@ -358,10 +383,9 @@ impl Controller {
             last_served: None,
             following: None,
             replication_mismatch: None,
-            behind: Some(Behind {
-                reason: "it has not been in step with its source since this node started".into(),
-                since: None,
-            }),
+            replication: ReplicationView::default(),
+            replication_at_answer: None,
+            followed: None,
             promotion_held: None,
         }
     }
@@ -691,16 +715,7 @@ impl Controller {
                     self.persist(&mut commands);
                 }
             }
-            Event::ReplicationBehind(reason) => match (reason, &mut self.behind) {
-                (None, _) => self.behind = None,
-                (Some(reason), Some(behind)) => behind.reason = reason,
-                (Some(reason), None) => {
-                    self.behind = Some(Behind {
-                        reason,
-                        since: Some(now),
-                    })
-                }
-            },
+            Event::Replication(view) => self.replication = view,
         }
         self.reconcile_follow(&mut commands);
         commands
@@ -721,6 +736,16 @@ impl Controller {
             self.persist(commands);
         }
         self.started = true;
+        // A warning about failing over is worth repeating at every start, not only when saved:
+        // the configuration may predate it.
+        if let Ok(warnings) = self.durable.config.validate() {
+            for warning in warnings
+                .iter()
+                .filter(|warning| warning.field == "synchronousTimeout")
+            {
+                log(commands, Level::Warn, warning.message.clone());
+            }
+        }
         if state == State::Active && self.durable.config.enabled {
             self.checking_peers = true;
             self.serve(State::NotAvailable, commands);
@@ -821,6 +846,8 @@ impl Controller {
         self.heartbeat.last_ok_ms = Some(now.wall_ms);
         self.heartbeat.last_error = None;
         self.promotion_held = None;
+        self.replication_at_answer = Some(self.replication.clone());
+        self.followed = Some(peer.clone());
         log(
             commands,
             Level::Info,
@@ -943,57 +970,79 @@ impl Controller {
     }
 
     /// Whether this Standby may lack writes the failed Primary acknowledged, and so must not
-    /// promote itself (If Behind at Failure = standby): the reason, or `None` to promote.
+    /// promote itself (If Behind at Failure = standby): the reason, or `None` to promote. What
+    /// the Primary did decides it: its replication mode and its policy for a lost Standby, as its
+    /// last heartbeat answer told (this node's own settings until one did).
     fn promotion_hold(&self, now: Now) -> Option<String> {
         let config = &self.durable.config;
         if config.on_behind == OnBehind::Promote {
             return None;
         }
-        let behind = self.behind.as_ref()?;
-        match (config.replication, config.on_standby_lost) {
+        let followed = self.followed.as_ref();
+        let replication = followed
+            .and_then(|primary| primary.replication)
+            .unwrap_or(config.replication);
+        let on_standby_lost = followed
+            .and_then(|primary| primary.on_standby_lost)
+            .unwrap_or(config.on_standby_lost);
+        let timeout = followed
+            .and_then(|primary| primary.synchronous_timeout)
+            .unwrap_or(config.synchronous_timeout);
+        let reason = |view: &ReplicationView| {
+            view.behind
+                .clone()
+                .unwrap_or_else(|| "it was in step".into())
+        };
+        match (replication, on_standby_lost) {
             // Every write was copied by a sync, or by nothing: there is no stream to be behind.
             (ReplicationMode::Scheduled, _) => None,
             // The Primary acknowledged nothing this node did not confirm holding.
             (ReplicationMode::Synchronous, OnStandbyLost::Block) => None,
-            // The Primary goes on without this node only after a write waited
-            // `synchronous_timeout` for it; if it fell out of step less than that ago, the
-            // Primary failed before it could.
+            // The Primary goes on without this node only after a write waited the synchronous
+            // timeout for it, and no write waited before this node was last in step: if that is
+            // less than the timeout ago, the Primary failed before it could go on.
             (ReplicationMode::Synchronous, OnStandbyLost::Continuous) => {
-                let timeout = config.synchronous_timeout;
-                let out_ms = behind
-                    .since
-                    .map(|since| now.monotonic_ms.saturating_sub(since.monotonic_ms));
-                match out_ms {
-                    Some(out_ms) if out_ms < timeout.as_millis() => None,
-                    Some(out_ms) => Some(format!(
-                        "this node has not confirmed the Primary's writes for {out_ms} ms ({}), \
-                         longer than the synchronous timeout {timeout}: the Primary may have \
+                let view = &self.replication;
+                match view.in_step_at_ms {
+                    Some(at) if now.wall_ms - at < timeout.as_millis() as i64 => None,
+                    Some(at) => Some(format!(
+                        "this node holds the Primary's writes only up to {} ms ago ({}), longer \
+                         than the Primary's synchronous timeout {timeout}: the Primary may have \
                          acknowledged writes without it",
-                        behind.reason
+                        now.wall_ms - at,
+                        reason(view)
                     )),
                     None => Some(format!(
-                        "{}, so the Primary may have acknowledged writes without it",
-                        behind.reason
+                        "{}, so the Primary may have acknowledged writes without this node",
+                        reason(view)
                     )),
                 }
             }
-            // The writes this node lacks are those committed after it fell out of step; what
-            // counts is how long the Primary was known to be alive after that.
+            // The writes this node lacks are those committed after it was last in step; what
+            // counts is how far behind it was at the Primary's last sign of life: its last
+            // heartbeat answer, or a later answer of the stream (which left this node in step).
             (ReplicationMode::Continuous, _) => {
                 let bound = config.lag_bound;
-                let since = match behind.since {
-                    Some(since) => since,
-                    None => return Some(behind.reason.clone()),
-                };
-                let alive_ms = self.heartbeat.last_ok_ms.unwrap_or(since.wall_ms);
-                let lag_ms = alive_ms - since.wall_ms;
-                (lag_ms > bound.as_millis() as i64).then(|| {
-                    format!(
-                        "this node was already behind for {lag_ms} ms when the Primary last \
-                         answered ({}), more than the lag bound {bound}",
-                        behind.reason
-                    )
-                })
+                if self
+                    .replication_at_answer
+                    .as_ref()
+                    .is_some_and(|view| view.streaming)
+                {
+                    return None;
+                }
+                let view = &self.replication;
+                match (view.in_step_at_ms, self.heartbeat.last_ok_ms) {
+                    (Some(at), Some(alive_ms)) if alive_ms - at > bound.as_millis() as i64 => {
+                        Some(format!(
+                            "when the Primary last answered, this node held its writes only up to \
+                             {} ms before ({}), more than the lag bound {bound}",
+                            alive_ms - at,
+                            reason(view)
+                        ))
+                    }
+                    (Some(_), _) => None,
+                    (None, _) => Some(reason(view)),
+                }
             }
         }
     }
@@ -1005,8 +1054,8 @@ impl Controller {
             return self.promote(now, why, commands);
         };
         let message = format!(
-            "automatic promotion held (If Behind at Failure = standby): {why}, but {hold}. \
-             This node stays Standby. If the Primary returns, nothing is lost; if it does not, \
+            "automatic promotion held (If Behind at Failure = standby): {why}, but this node may \
+             lack writes the Primary acknowledged: {hold}. This node stays Standby. If the Primary returns, nothing is lost; if it does not, \
              promote this node with `tandem failover mode primary` (the writes it lacks stay on \
              the old Primary and are saved to its divergence file when it resyncs)"
         );
@@ -1153,6 +1202,22 @@ impl Controller {
                 self.checking_peers = false;
             }
             self.serve(target, &mut commands);
+        }
+        if self.promotion_held.is_some() {
+            if self.durable.config.on_failure != OnFailure::Promote {
+                self.promotion_held = None;
+            } else if self.status.state == State::Standby
+                && self.heartbeat.detected
+                && self.promotion_hold(now).is_none()
+            {
+                // E.g. If Behind at Failure changed to promote while the Primary is still gone.
+                self.promote(
+                    now,
+                    "the Primary had failed, and the saved HA configuration no longer holds the \
+                     promotion",
+                    &mut commands,
+                );
+            }
         }
         self.reconcile_follow(&mut commands);
         Ok((warnings, commands))

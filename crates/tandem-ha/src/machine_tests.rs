@@ -37,6 +37,8 @@ fn primary() -> HaConfig {
 fn peer(name: &str, mode: Mode, state: State, epoch: i64, now: Now) -> PeerView {
     PeerView {
         replication: None,
+        on_standby_lost: None,
+        synchronous_timeout: None,
         node_name: name.into(),
         node_id: format!("id-{name}"),
         ha_enabled: true,
@@ -867,8 +869,15 @@ fn held(commands: &[Command]) -> Option<String> {
     })
 }
 
-fn behind(controller: &mut Controller, ms: u64, why: Option<&str>) {
-    let commands = controller.handle(at(ms), Event::ReplicationBehind(why.map(str::to_owned)));
+/// The runtime's report of the follower at `ms`: in step up to `in_step_at` (ms of the test
+/// clock), streaming or not, and why not.
+fn replication(controller: &mut Controller, ms: u64, in_step_at: Option<u64>, why: Option<&str>) {
+    let view = ReplicationView {
+        in_step_at_ms: in_step_at.map(|at_ms| at(at_ms).wall_ms),
+        streaming: why.is_none(),
+        behind: why.map(str::to_owned),
+    };
+    let commands = controller.handle(at(ms), Event::Replication(view));
     assert_eq!(
         acts(commands),
         vec![],
@@ -879,13 +888,15 @@ fn behind(controller: &mut Controller, ms: u64, why: Option<&str>) {
 #[test]
 fn a_continuous_standby_in_step_when_the_primary_last_answered_promotes() {
     let mut controller = following(ReplicationMode::Continuous, |_| {});
-    behind(&mut controller, 100, None);
-    // The Primary dies after its last answer: the stream breaks first, then heartbeats fail.
+    // The runtime reports the follower before each heartbeat result.
+    replication(&mut controller, 10_015, Some(10_015), None);
     heartbeat_answered(&mut controller, 10_010);
-    behind(
+    // The Primary dies after its last answer: the stream breaks, then heartbeats fail.
+    replication(
         &mut controller,
         12_000,
-        Some("the replication stream is down"),
+        Some(11_990),
+        Some("the stream is down"),
     );
     let detected = fail_three_times(&mut controller, 20_020);
     assert!(promoted(&detected), "{detected:?}");
@@ -896,26 +907,16 @@ fn a_continuous_standby_in_step_when_the_primary_last_answered_promotes() {
 #[test]
 fn a_continuous_standby_already_behind_when_the_primary_last_answered_holds_the_promotion() {
     let mut controller = following(ReplicationMode::Continuous, |_| {});
-    behind(&mut controller, 100, None);
-    behind(
-        &mut controller,
-        1_000,
-        Some("the last batch arrived 9000 ms after its commit"),
-    );
-    // The reason may change; the time it fell behind does not.
-    behind(
-        &mut controller,
-        2_000,
-        Some("the replication stream is down"),
-    );
-    // Still answering 9 s after this node fell behind: up to 9 s of its writes are not here.
+    // Catching up a backlog: it holds the Primary's writes up to 1 s, while the Primary still
+    // answers at 10.02 s: up to 9 s of writes are not here.
+    replication(&mut controller, 10_015, Some(1_000), Some("catching up"));
     heartbeat_answered(&mut controller, 10_010);
     let detected = fail_three_times(&mut controller, 20_020);
     assert!(!promoted(&detected), "{detected:?}");
     let message = held(&detected).expect("the hold is notified");
     assert!(
-        message.contains("behind for 9020 ms")
-            && message.contains("the replication stream is down")
+        message.contains("this node may lack writes the Primary acknowledged")
+            && message.contains("only up to 9020 ms before (catching up)")
             && message.contains("lag bound 5s")
             && message.contains("tandem failover mode primary"),
         "{message}"
@@ -945,16 +946,60 @@ fn a_continuous_standby_already_behind_when_the_primary_last_answered_holds_the_
 }
 
 #[test]
+fn a_lag_within_the_bound_when_the_primary_last_answered_promotes() {
+    let mut controller = following(ReplicationMode::Continuous, |_| {});
+    replication(&mut controller, 10_015, Some(6_000), Some("catching up"));
+    heartbeat_answered(&mut controller, 10_010);
+    let detected = fail_three_times(&mut controller, 20_020);
+    assert!(
+        promoted(&detected),
+        "4020 ms behind, within 5 s: {detected:?}"
+    );
+}
+
+#[test]
 fn a_standby_never_in_step_since_it_started_holds_and_a_returning_primary_clears_the_hold() {
     let mut controller = following(ReplicationMode::Continuous, |_| {});
-    let detected = fail_three_times(&mut controller, 10_010);
+    controller.handle(at(10_009), Event::Replication(ReplicationView::default()));
+    heartbeat_answered(&mut controller, 10_010);
+    let detected = fail_three_times(&mut controller, 20_020);
     let message = held(&detected).expect("held");
     assert!(
-        message.contains("not been in step with its source since this node started"),
+        message.contains("this node has not been in step with its source since it started"),
         "{message}"
     );
-    heartbeat_answered(&mut controller, 30_000);
+    heartbeat_answered(&mut controller, 40_000);
     assert_eq!(controller.snapshot().promotion_held, None);
+}
+
+#[test]
+fn the_streams_own_answers_after_the_last_heartbeat_count_as_the_primarys_last_sign_of_life() {
+    // The Primary answered a heartbeat while this node was still catching up, then the stream
+    // brought it in step before the Primary died: nothing it acknowledged is missing.
+    let mut controller = following(ReplicationMode::Continuous, |_| {});
+    replication(&mut controller, 10_015, Some(1_000), Some("catching up"));
+    heartbeat_answered(&mut controller, 10_010);
+    replication(
+        &mut controller,
+        12_000,
+        Some(10_500),
+        Some("the stream is down"),
+    );
+    let detected = fail_three_times(&mut controller, 20_020);
+    assert!(promoted(&detected), "{detected:?}");
+
+    // A Primary that never answered a heartbeat in this run, with a stream that never got in
+    // step: nothing is known, so the promotion is held.
+    let mut config = secondary();
+    config.replication = ReplicationMode::Continuous;
+    let mut controller = Controller::new("id-self", Durable::new(config, 1));
+    controller.handle(at(0), Event::Started);
+    let detected = fail_three_times(&mut controller, 0);
+    let message = held(&detected).expect("held");
+    assert!(
+        message.contains("this node has not been in step with its source since it started"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -976,35 +1021,70 @@ fn if_behind_promote_and_synchronous_block_promote_a_standby_that_is_behind() {
 }
 
 #[test]
+fn a_held_promotion_goes_ahead_when_if_behind_at_failure_is_changed_to_promote() {
+    let mut controller = following(ReplicationMode::Continuous, |_| {});
+    let detected = fail_three_times(&mut controller, 10_010);
+    assert!(held(&detected).is_some());
+    let mut config = controller.durable().config.clone();
+    config.on_behind = OnBehind::Promote;
+    let (_, commands) = controller.configure(at(30_000), config).unwrap();
+    assert!(promoted(&commands), "{commands:?}");
+    assert_eq!(controller.status().state, State::Active);
+}
+
+#[test]
 fn a_synchronous_standby_holds_once_the_primary_could_have_gone_on_without_it() {
-    // Out of step for less than the synchronous timeout at detection: the Primary cannot have
-    // acknowledged a write without this node yet.
+    // Last in step less than the synchronous timeout before the detection: the Primary cannot
+    // have acknowledged a write without this node yet.
     let timeout = |config: &mut HaConfig| config.synchronous_timeout = Span::from_secs(20);
     let mut controller = following(ReplicationMode::Synchronous, timeout);
-    behind(&mut controller, 100, None);
-    behind(
+    replication(
         &mut controller,
-        10_000,
-        Some("the replication stream is down"),
+        10_015,
+        Some(10_000),
+        Some("the stream is down"),
     );
     let detected = fail_three_times(&mut controller, 10_010);
     assert!(promoted(&detected), "{detected:?}");
 
     // With a 5 s timeout the same failure is detected too late to be sure.
     let mut controller = following(ReplicationMode::Synchronous, |_| {});
-    behind(&mut controller, 100, None);
-    behind(
+    replication(
         &mut controller,
-        10_000,
-        Some("the replication stream is down"),
+        10_015,
+        Some(10_000),
+        Some("the stream is down"),
     );
     let detected = fail_three_times(&mut controller, 10_010);
     let message = held(&detected).expect("held");
     assert!(
-        message.contains("not confirmed the Primary's writes for 10025 ms")
+        message.contains("only up to 10025 ms ago (the stream is down)")
             && message.contains("synchronous timeout 5s"),
         "{message}"
     );
+}
+
+#[test]
+fn the_primarys_policy_for_a_lost_standby_decides_not_the_standbys() {
+    // This node is set to block, but its Primary falls back to continuous after 5 s: what the
+    // Primary does is what this node may lack.
+    let mut controller = following(ReplicationMode::Synchronous, |config| {
+        config.on_standby_lost = OnStandbyLost::Block
+    });
+    let mut primary = peer("node-a", Mode::Primary, State::Active, 1, at(10_020));
+    primary.replication = Some(ReplicationMode::Synchronous);
+    primary.on_standby_lost = Some(OnStandbyLost::Continuous);
+    primary.synchronous_timeout = Some(Span::from_secs(5));
+    replication(
+        &mut controller,
+        10_015,
+        Some(10_000),
+        Some("the stream is down"),
+    );
+    heartbeat(&mut controller, at(10_010));
+    controller.handle(at(10_020), Event::HeartbeatAnswered(primary));
+    let detected = fail_three_times(&mut controller, 20_020);
+    assert!(held(&detected).is_some(), "{detected:?}");
 }
 
 #[test]
@@ -1020,14 +1100,14 @@ fn a_synchronous_timeout_below_the_detection_time_is_warned_about() {
         .find(|warning| warning.field == "synchronousTimeout")
         .expect("warned");
     assert!(
-        warning.message.contains("above 20s") && warning.message.contains("--if-behind promote"),
+        warning.message.contains("above 36s") && warning.message.contains("--if-behind promote"),
         "{}",
         warning.message
     );
     let (_, warnings) = secondary()
         .with(&ConfigChange {
             replication: Some(ReplicationMode::Synchronous),
-            synchronous_timeout: Some(Span::from_secs(30)),
+            synchronous_timeout: Some(Span::from_secs(40)),
             ..Default::default()
         })
         .unwrap();

@@ -17,8 +17,9 @@
 //!   source is up and reachable, else fail, sometimes after longer than Run Every (skips).
 //! - **Streams** (continuous and synchronous replication, half the seeds, with both policies for
 //!   a lost Standby and both for If Behind at Failure): a node told to `Follow` is in step while
-//!   its source is up and reachable; each tick reports a change (`ReplicationBehind`), and a
-//!   stream that connects first reports the source's epoch (`SourceEpoch`), as the runtime does.
+//!   its source is up and reachable (checked every tick); a stream that connects reports the
+//!   source's epoch (`SourceEpoch`), and the follower's state (`Replication`) is reported before
+//!   each heartbeat result, as the runtime does.
 //! - **Witness**: `tandem lb`'s `GET /witness/primary`: the load balancer's place in the network
 //!   answers whether the node it routes to is up, reachable from it and Active (the status
 //!   probe), when the asking Secondary reaches the load balancer.
@@ -83,8 +84,8 @@ use tandem_ha::config::{
     ReplicationMode, Span, StartTime,
 };
 use tandem_ha::machine::{
-    Command, Controller, Durable, Event, Notification, Now, OperatorCommand, PeerView, SyncOutcome,
-    SyncTrigger,
+    Command, Controller, Durable, Event, Notification, Now, OperatorCommand, PeerView,
+    ReplicationView, SyncOutcome, SyncTrigger,
 };
 use tandem_ha::{Mode, State};
 
@@ -319,10 +320,11 @@ struct Node {
     /// The highest source epoch a finished sync brought while the node was not Active: the
     /// synced history carries it, so every later promotion, across restarts, goes above it.
     synced_epoch_max: i64,
-    /// Continuous replication: the node it was told to follow, and whether its runtime last
-    /// reported the stream in step (a runtime starts out reporting it behind).
+    /// Continuous replication: the node it was told to follow, whether its stream is in step
+    /// (checked every tick), and the wall-clock time it last was, in this run.
     follows: Option<usize>,
     in_step: bool,
+    in_step_at_ms: Option<i64>,
 }
 
 /// What the step's input was, as the checks need it.
@@ -647,6 +649,7 @@ impl World {
                 synced_epoch_max: 0,
                 follows: None,
                 in_step: false,
+                in_step_at_ms: None,
             });
         }
         let tally = Tally {
@@ -772,6 +775,8 @@ impl World {
             epoch: controller.epoch(),
             wall_clock_ms: self.now_of(node).wall_ms,
             replication: Some(controller.durable().config.replication),
+            on_standby_lost: Some(controller.durable().config.on_standby_lost),
+            synchronous_timeout: Some(controller.durable().config.synchronous_timeout),
         })
     }
 
@@ -861,12 +866,14 @@ impl World {
                 view,
             } => {
                 if self.alive(node, life) && self.take_heartbeat(node, id) {
+                    self.report_stream(node)?;
                     self.step(node, Input::Event(Event::HeartbeatAnswered(view)))?;
                 }
             }
             Happening::HeartbeatRefused { node, life, id } => {
                 if self.alive(node, life) && self.take_heartbeat(node, id) {
                     let reason = "connection refused".to_owned();
+                    self.report_stream(node)?;
                     self.step(node, Input::Event(Event::HeartbeatFailed { reason }))?;
                 }
             }
@@ -878,6 +885,7 @@ impl World {
             } => {
                 if self.alive(node, life) && self.take_heartbeat(node, id) {
                     let reason = format!("no answer within {timeout_ms} ms");
+                    self.report_stream(node)?;
                     self.step(node, Input::Event(Event::HeartbeatFailed { reason }))?;
                 }
             }
@@ -1004,24 +1012,30 @@ impl World {
     fn check_stream(&mut self, node: usize) -> Result<(), Violation> {
         let source = self.nodes[node].follows;
         let in_step = source.is_some_and(|source| self.up(source) && self.linked(node, source));
+        if in_step {
+            self.nodes[node].in_step_at_ms = Some(self.now_of(node).wall_ms);
+        }
         if in_step == self.nodes[node].in_step {
             return Ok(());
         }
         self.nodes[node].in_step = in_step;
-        match source {
-            Some(source) if in_step => {
-                self.tally.streams_connected += 1;
-                let epoch = self.nodes[source].disk.epoch;
-                self.step(node, Input::Event(Event::SourceEpoch(epoch)))?;
-                self.step(node, Input::Event(Event::ReplicationBehind(None)))
-            }
-            _ => self.step(
-                node,
-                Input::Event(Event::ReplicationBehind(Some(
-                    "the replication stream is down".into(),
-                ))),
-            ),
+        if let Some(source) = source.filter(|_| in_step) {
+            self.tally.streams_connected += 1;
+            let epoch = self.nodes[source].disk.epoch;
+            self.step(node, Input::Event(Event::SourceEpoch(epoch)))?;
         }
+        Ok(())
+    }
+
+    /// The follower's state, as the runtime reports it before each heartbeat result.
+    fn report_stream(&mut self, node: usize) -> Result<(), Violation> {
+        let state = &self.nodes[node];
+        let view = ReplicationView {
+            in_step_at_ms: state.in_step_at_ms,
+            streaming: state.in_step,
+            behind: (!state.in_step).then(|| "the replication stream is down".to_owned()),
+        };
+        self.step(node, Input::Event(Event::Replication(view)))
     }
 
     fn take_heartbeat(&mut self, node: usize, id: u64) -> bool {
@@ -1052,6 +1066,7 @@ impl World {
         state.shown_active_max = None;
         state.follows = None;
         state.in_step = false;
+        state.in_step_at_ms = None;
         let life = state.life;
         self.note(|| format!("{} starts (run {life})", NAMES[node]));
         self.step(node, Input::Event(Event::Started))?;

@@ -50,6 +50,14 @@ pub struct FollowStatus {
     pub last_answer_at_ms: Option<i64>,
     /// The source's last answer said nothing was left to send.
     pub caught_up: bool,
+    /// The source's last answer in this session, empty or not, left nothing more to send (false
+    /// from the session's start until its first such answer).
+    pub complete: bool,
+    /// Wall-clock ms up to which this node is known to hold every write its source committed:
+    /// set at each complete answer (its arrival when it was empty; the commit of the batch's
+    /// oldest entry otherwise, which errs early). Kept across sessions of one process (the
+    /// data did not change); `None` until the first complete answer after the process started.
+    pub in_step_at_ms: Option<i64>,
     pub last_error: Option<String>,
 }
 
@@ -162,6 +170,12 @@ async fn stream(
         status.connected_since_ms = Some(wall_clock_ms());
         status.position_seq = position.seq;
         status.last_error = None;
+        // Nothing of this session is known yet: a node that restarts with a backlog is not in
+        // step until the source says it sent everything.
+        status.complete = false;
+        status.caught_up = false;
+        status.last_lag_ms = None;
+        status.last_answer_at_ms = None;
     });
     replication
         .log(&format!(
@@ -171,12 +185,15 @@ async fn stream(
         .await;
     let no_progress: ProgressSink = Arc::new(|_| {});
     let mut saved = (Instant::now(), position.seq);
+    // The first request does not wait: whether this node is in step is known at once.
+    let mut wait_ms = 0;
     loop {
         let asked = Request::Changes {
             after_seq: position.seq,
             after_checksum: position.checksum.clone(),
-            wait_ms: FOLLOW_WAIT_MAX.as_millis() as u64,
+            wait_ms,
         };
+        wait_ms = FOLLOW_WAIT_MAX.as_millis() as u64;
         write_frame(&mut connection.stream, &asked).await?;
         // The source answers within FOLLOW_WAIT_MAX; REQUEST_TIMEOUT is far above it.
         let frame = tokio::time::timeout(
@@ -195,8 +212,11 @@ async fn stream(
             }) => {
                 if entries.is_empty() && !more {
                     status.send_modify(|status| {
-                        status.last_answer_at_ms = Some(wall_clock_ms());
+                        let now = wall_clock_ms();
+                        status.last_answer_at_ms = Some(now);
                         status.caught_up = true;
+                        status.complete = true;
+                        status.in_step_at_ms = Some(now);
                     });
                     // An idle stream still records its last batches within a long poll.
                     save_if_due(replication, row, applied, &mut saved).await?;
@@ -250,6 +270,10 @@ async fn stream(
                     status.last_applied_at_ms = Some(now);
                     status.last_answer_at_ms = Some(now);
                     status.caught_up = false;
+                    status.complete = !more;
+                    if !more {
+                        status.in_step_at_ms = Some(committed_at_ms.unwrap_or(now).min(now));
+                    }
                     if status.applied_batches % LAG_SUMMARY_EVERY_BATCHES == 1 || lags.len() < 64 {
                         let mut sorted: Vec<i64> = lags.iter().copied().collect();
                         sorted.sort_unstable();
@@ -308,13 +332,20 @@ async fn save_if_due(
         return Ok(());
     }
     *saved = (Instant::now(), applied.position_seq);
-    let (seq, entries, bytes) = (applied.position_seq, applied.entries, applied.bytes);
+    let seq = applied.position_seq;
+    let figures = history::Outcome {
+        entries: applied.entries,
+        files: applied.files,
+        bytes: applied.bytes,
+        position_seq: Some(seq),
+        ..history::Outcome::default()
+    };
     replication
         .local()
         .database()
         .write(move |conn| {
             history::set_setting(conn, crate::sync::LAST_SYNC_SEQ_SETTING, &seq.to_string())?;
-            history::progress(conn, row, entries, bytes, seq)
+            history::progress(conn, row, &figures)
         })
         .await?;
     Ok(())

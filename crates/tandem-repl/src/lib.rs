@@ -227,6 +227,8 @@ impl Replication {
             epoch: hello.epoch,
             wall_clock_ms: hello.wall_clock_ms,
             replication: None,
+            on_standby_lost: None,
+            synchronous_timeout: None,
         })
     }
 

@@ -16,9 +16,10 @@ use tokio::sync::mpsc;
 /// megabyte, far below the frame limit, and the target applies it in one step.
 pub const CHANGES_BATCH_ENTRIES_MAX: i64 = 2_000;
 /// Longest a continuous follower's request waits for a new write before an empty answer: well
-/// under the follower's request timeout, and short enough that a follower notices a source that
-/// stopped answering (or a changed configuration) within seconds.
-pub const FOLLOW_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// under the follower's request timeout, and short enough that an idle follower knows it is in
+/// step as of a second ago at worst (If Behind at Failure reads it) and notices a source that
+/// stopped answering within seconds. One small round trip a second costs nothing.
+pub const FOLLOW_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// Bytes of pages per snapshot data frame.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Snapshot chunks read ahead of the network; bounds the memory a slow peer can pin.

@@ -65,10 +65,26 @@ pub async fn status_json(
     })
 }
 
-/// Why a following Standby is behind: its stream is down, or its last lag exceeds the bound.
+/// Why a following Standby is behind: its stream is down or silent, it is still catching up,
+/// or its last lag exceeds the bound. `None` while it is in step (or follows nothing).
 pub fn behind(
     follower: &tandem_repl::follow::FollowStatus,
     bound: tandem_ha::config::Span,
+) -> Option<String> {
+    behind_at(follower, bound, wall_clock_ms())
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
+}
+
+/// [`behind`] at wall-clock `now` (ms).
+pub fn behind_at(
+    follower: &tandem_repl::follow::FollowStatus,
+    bound: tandem_ha::config::Span,
+    now: i64,
 ) -> Option<String> {
     if follower.source.is_empty() {
         return None;
@@ -85,9 +101,6 @@ pub fn behind(
         ));
     }
     let bound_ms = bound.as_millis() as i64;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64);
     // The source answers at least every FOLLOW_WAIT_MAX (a long poll that found nothing).
     let silent_ms = now
         - follower
@@ -101,6 +114,21 @@ pub fn behind(
             follower.source
         ));
     }
+    if !follower.complete {
+        // A session that has not yet been told "nothing more": after a restart or a cut, the
+        // backlog may be hours long.
+        return Some(match follower.in_step_at_ms {
+            Some(at) => format!(
+                "catching up with {}: it holds the source's writes up to {} ms ago",
+                follower.source,
+                now - at
+            ),
+            None => format!(
+                "catching up with {}: not yet in step since this node started",
+                follower.source
+            ),
+        });
+    }
     // A slow batch matters only until the stream has caught up again. Lag compares the two
     // nodes' clocks, which the guide requires to agree (a skew over 2 s is warned about).
     follower
@@ -109,6 +137,26 @@ pub fn behind(
         .map(|lag| {
             format!("the last batch arrived {lag} ms after its commit, over the {bound} bound")
         })
+}
+
+/// What the HA controller needs of the follower (If Behind at Failure), at wall-clock `now`.
+/// `following`: this node's runtime runs a follower.
+pub fn replication_view(
+    follower: &tandem_repl::follow::FollowStatus,
+    following: bool,
+    bound: tandem_ha::config::Span,
+    now: i64,
+) -> tandem_ha::machine::ReplicationView {
+    let behind = if following {
+        behind_at(follower, bound, now)
+    } else {
+        Some("this node does not follow a source".to_owned())
+    };
+    tandem_ha::machine::ReplicationView {
+        streaming: following && behind.is_none(),
+        in_step_at_ms: follower.in_step_at_ms,
+        behind,
+    }
 }
 
 impl ops::Executor for NodeExecutor {
@@ -527,4 +575,103 @@ async fn switchover(replication: &Replication, ha: &HaHandle) -> Result<Value, F
         "warning": warning,
         "message": message,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_ha::config::Span;
+    use tandem_repl::follow::FollowStatus;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn connected() -> FollowStatus {
+        FollowStatus {
+            source: "10.0.0.1:2222".into(),
+            connected: true,
+            connected_since_ms: Some(NOW - 60_000),
+            last_answer_at_ms: Some(NOW - 200),
+            complete: true,
+            caught_up: true,
+            in_step_at_ms: Some(NOW - 200),
+            ..FollowStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_stream_is_in_step_only_once_the_source_said_nothing_more_in_this_session() {
+        let bound = Span::from_secs(5);
+        let kind = |why: Option<String>| crate::probes::behind_kind(&why.unwrap_or_default());
+        let view = replication_view(&connected(), true, bound, NOW);
+        assert!(view.streaming && view.behind.is_none(), "{view:?}");
+        assert_eq!(view.in_step_at_ms, Some(NOW - 200));
+
+        // Just reconnected after a restart: no answer yet, so not in step, however fresh the
+        // session looks.
+        let restarted = FollowStatus {
+            complete: false,
+            caught_up: false,
+            last_answer_at_ms: None,
+            connected_since_ms: Some(NOW - 10),
+            in_step_at_ms: None,
+            ..connected()
+        };
+        let view = replication_view(&restarted, true, bound, NOW);
+        assert!(!view.streaming, "{view:?}");
+        assert_eq!(view.in_step_at_ms, None);
+        let why = view.behind.clone().unwrap_or_default();
+        assert!(
+            why.contains("not yet in step since this node started"),
+            "{why}"
+        );
+        assert_eq!(kind(view.behind), "catching up");
+
+        // Catching up a backlog after a cut: in step as of the last complete answer.
+        let catching_up = FollowStatus {
+            complete: false,
+            in_step_at_ms: Some(NOW - 90_000),
+            ..connected()
+        };
+        let view = replication_view(&catching_up, true, bound, NOW);
+        assert!(!view.streaming);
+        assert_eq!(view.in_step_at_ms, Some(NOW - 90_000));
+        let why = view.behind.unwrap_or_default();
+        assert!(why.contains("up to 90000 ms ago"), "{why}");
+
+        // Down, silent, or slow: behind, each with its reason and its kind.
+        let down = FollowStatus {
+            connected: false,
+            last_error: Some("connection refused".into()),
+            ..connected()
+        };
+        let why = behind_at(&down, bound, NOW);
+        assert!(
+            why.as_deref()
+                .is_some_and(|why| why.contains("is down: connection refused"))
+        );
+        assert_eq!(kind(why), "stream down");
+        let silent = FollowStatus {
+            last_answer_at_ms: Some(NOW - 7_000),
+            ..connected()
+        };
+        let why = behind_at(&silent, bound, NOW);
+        assert!(
+            why.as_deref()
+                .is_some_and(|why| why.contains("has not answered for 7000 ms"))
+        );
+        assert_eq!(kind(why), "source silent");
+        let slow = FollowStatus {
+            caught_up: false,
+            last_lag_ms: Some(6_000),
+            ..connected()
+        };
+        let why = behind_at(&slow, bound, NOW);
+        assert!(
+            why.as_deref()
+                .is_some_and(|why| why.contains("6000 ms after its commit"))
+        );
+        assert_eq!(kind(why), "lagging");
+        // A node whose runtime follows nothing is never streaming.
+        assert!(!replication_view(&connected(), false, bound, NOW).streaming);
+    }
 }

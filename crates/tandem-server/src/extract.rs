@@ -77,7 +77,7 @@ fn strip_position(message: &str) -> String {
         .fold(message.to_owned(), |message, integer| {
             message.replace(
                 &format!("expected {integer}"),
-                "expected a whole number (write it without quotes, e.g. 3)",
+                "expected a whole number, e.g. 3",
             )
         })
 }

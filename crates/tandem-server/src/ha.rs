@@ -267,9 +267,6 @@ pub struct HaRuntime {
     /// Continuous replication: the follower task, and what it reports.
     follower: Option<tokio::task::JoinHandle<()>>,
     follow_status: Arc<watch::Sender<FollowStatus>>,
-    /// Whether the controller was last told this node is behind its source (it starts out
-    /// assuming so, as the controller does).
-    behind_reported: bool,
     /// Synchronous replication on an Active node: set by the store while writes are
     /// acknowledged without the Standby's confirmation; and whether the alarm was raised.
     sync_degraded: Arc<std::sync::atomic::AtomicI64>,
@@ -309,6 +306,8 @@ impl HaRuntime {
             epoch: controller.epoch(),
             wall_clock_ms: 0,
             replication: Some(controller.durable().config.replication),
+            on_standby_lost: Some(controller.durable().config.on_standby_lost),
+            synchronous_timeout: Some(controller.durable().config.synchronous_timeout),
         }));
         let follow_status = Arc::new(watch::Sender::new(FollowStatus::default()));
         let mailer = Mailer::start(state.local.clone());
@@ -339,7 +338,6 @@ impl HaRuntime {
             follow_status,
             sync_degraded: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             sync_degraded_reported: false,
-            behind_reported: true,
             unconfirmed_since: None,
             mailer,
         };
@@ -348,6 +346,17 @@ impl HaRuntime {
 
     /// Starts the controller: what it serves is decided before the listeners accept anything.
     pub async fn start(&mut self) {
+        // Stream rows of Sync History that a stopped process left running end here, whether or
+        // not this run streams.
+        if let Err(error) = self
+            .state
+            .local
+            .database()
+            .write(history::interrupt_streams)
+            .await
+        {
+            tracing::warn!(%error, "cannot mark interrupted replication streams in Sync History");
+        }
         let now = self.clock.now();
         let commands = self.controller.handle(now, Event::Started);
         self.carry_out(commands).await;
@@ -368,7 +377,6 @@ impl HaRuntime {
                 Input::Event(Event::Tick) => {
                     self.check_hold();
                     self.check_synchronous().await;
-                    self.check_behind(now).await;
                     let commands = self.controller.handle(now, Event::Tick);
                     self.carry_out(commands).await;
                 }
@@ -383,6 +391,12 @@ impl HaRuntime {
                 }
                 Input::HoldExpired { initiator } => self.hold_expired(initiator).await,
                 Input::Event(event) => {
+                    if matches!(
+                        event,
+                        Event::HeartbeatAnswered(_) | Event::HeartbeatFailed { .. }
+                    ) {
+                        self.report_replication(now).await;
+                    }
                     let commands = self.controller.handle(now, event);
                     self.carry_out(commands).await;
                 }
@@ -601,6 +615,8 @@ impl HaRuntime {
             epoch: self.controller.epoch(),
             wall_clock_ms: self.clock.now().wall_ms,
             replication: Some(self.controller.durable().config.replication),
+            on_standby_lost: Some(self.controller.durable().config.on_standby_lost),
+            synchronous_timeout: Some(self.controller.durable().config.synchronous_timeout),
         };
         *self
             .view
@@ -824,6 +840,8 @@ impl HaRuntime {
             epoch: self.controller.epoch(),
             wall_clock_ms: self.clock.now().wall_ms,
             replication: Some(self.controller.durable().config.replication),
+            on_standby_lost: Some(self.controller.durable().config.on_standby_lost),
+            synchronous_timeout: Some(self.controller.durable().config.synchronous_timeout),
         }
     }
 
@@ -993,29 +1011,17 @@ impl HaRuntime {
         })
     }
 
-    /// Tells the controller when this node falls out of step with the source it follows, and
-    /// when it is in step again: whether a failure of the Primary may promote it depends on it
-    /// (If Behind at Failure). Checked every tick, so the time it fell behind is known to within
-    /// `TICK_INTERVAL`.
-    async fn check_behind(&mut self, now: Now) {
-        let following = self.follower.is_some();
-        let reason = {
-            let status = self.follow_status.borrow();
-            match crate::control::behind(&status, self.controller.durable().config.lag_bound) {
-                Some(reason) => Some(reason),
-                None if !following || !status.connected => {
-                    Some("this node does not follow a source".to_owned())
-                }
-                None => None,
-            }
-        };
-        if reason.is_some() == self.behind_reported {
-            return;
-        }
-        self.behind_reported = reason.is_some();
-        let commands = self
-            .controller
-            .handle(now, Event::ReplicationBehind(reason));
+    /// The follower's state for the controller, sent just before each heartbeat result: a
+    /// failure is judged on what this node held when the Primary last answered (If Behind at
+    /// Failure).
+    async fn report_replication(&mut self, now: Now) {
+        let view = crate::control::replication_view(
+            &self.follow_status.borrow(),
+            self.follower.is_some(),
+            self.controller.durable().config.lag_bound,
+            now.wall_ms,
+        );
+        let commands = self.controller.handle(now, Event::Replication(view));
         self.carry_out(commands).await;
     }
 

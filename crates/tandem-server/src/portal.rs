@@ -265,12 +265,13 @@ const STYLE: &str = "body{font-family:sans-serif;max-width:56rem;margin:1rem aut
 fieldset{margin:0 0 1rem}label{display:block;margin:.4rem 0}small{color:#555}\
 .error{color:#a00}.warning{color:#850}.saved{color:#060}";
 
-/// Save and Apply: the whole form as one change. A number field that is not a number is sent
-/// as typed, so the API refuses it by name instead of the page dropping it.
+/// Save and Apply: the fields the operator changed since the page was loaded (or last saved),
+/// as one change. Only those: a page left open must not put back values another operator (or
+/// a failover: Node Status) changed meanwhile. A number field that is not a number is sent as
+/// typed, so the API refuses it by name instead of the page dropping it.
 const SCRIPT: &str = r#"
 const form = document.getElementById('ha-config');
-form.addEventListener('submit', async (event) => {
-  event.preventDefault();
+function fields() {
   const data = new FormData(form);
   const value = (name) => (data.get(name) || '').trim();
   const list = (name) => value(name).split('\n').map((line) => line.trim()).filter(Boolean);
@@ -300,7 +301,24 @@ form.addEventListener('submit', async (event) => {
     smtpFrom: value('smtpFrom'),
     smtpCaFile: value('smtpCaFile'),
   };
+  return body;
+}
+let loaded = fields();
+form.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const current = fields();
+  const body = {};
+  for (const [name, value] of Object.entries(current)) {
+    if (JSON.stringify(value) !== JSON.stringify(loaded[name])) {
+      body[name] = value;
+    }
+  }
   const result = document.getElementById('result');
+  if (Object.keys(body).length === 0) {
+    result.className = 'saved';
+    result.textContent = 'Nothing changed; nothing to save.';
+    return;
+  }
   result.className = '';
   result.textContent = 'Saving…';
   let answer;
@@ -322,8 +340,9 @@ form.addEventListener('submit', async (event) => {
     result.textContent = 'Not saved: ' + ((json.error && json.error.message) || json.message || ('HTTP ' + answer.status));
     return;
   }
+  loaded = current;
   result.className = 'saved';
-  result.textContent = 'Saved and applied.';
+  result.textContent = 'Saved and applied: ' + Object.keys(body).join(', ') + '.';
   for (const warning of json.warnings || []) {
     const line = document.createElement('p');
     line.className = 'warning';

@@ -127,18 +127,30 @@ pub fn finish(conn: &Connection, id: i64, outcome: &Outcome) -> StoreResult<()> 
 }
 
 /// What a running stream (`Trigger::Continuous`) has applied so far.
-pub fn progress(
-    conn: &Connection,
-    id: i64,
-    entries: i64,
-    bytes: i64,
-    position_seq: i64,
-) -> StoreResult<()> {
+pub fn progress(conn: &Connection, id: i64, applied: &Outcome) -> StoreResult<()> {
     conn.prepare_cached(
-        "UPDATE sync_history SET entries = ?2, bytes = ?3, position_seq = ?4
+        "UPDATE sync_history SET entries = ?2, files = ?3, bytes = ?4, position_seq = ?5
          WHERE id = ?1 AND result = 'running'",
     )?
-    .execute(params![id, entries, bytes, position_seq])?;
+    .execute(params![
+        id,
+        applied.entries,
+        applied.files,
+        applied.bytes,
+        applied.position_seq
+    ])?;
+    Ok(())
+}
+
+/// Marks the stream rows a stopped process left running as interrupted (at start: this process
+/// runs no stream yet).
+pub fn interrupt_streams(conn: &Connection) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE sync_history SET result = 'interrupted', ended_at = ?1,
+         error = 'the process stopped while the stream ran'
+         WHERE result = 'running' AND trigger = 'continuous'",
+        [now()],
+    )?;
     Ok(())
 }
 
@@ -248,7 +260,14 @@ mod tests {
         let stream = db
             .write_blocking(|conn| start(conn, "peer:2222", Trigger::Continuous))
             .unwrap();
-        db.write_blocking(move |conn| progress(conn, stream, 40, 9_000, 140))
+        let applied = Outcome {
+            entries: 40,
+            files: 1,
+            bytes: 9_000,
+            position_seq: Some(140),
+            ..Outcome::default()
+        };
+        db.write_blocking(move |conn| progress(conn, stream, &applied))
             .unwrap();
         // A manual sync while the stream runs leaves the stream's row running, and the other way
         // round; a sync that meets a running one is recorded as skipped.
@@ -280,10 +299,25 @@ mod tests {
         let row = |id: i64| rows.iter().find(|row| row.id == id).unwrap().clone();
         // The earlier stream belonged to a process that stopped; its figures stay.
         assert_eq!(row(stream).result, "interrupted");
-        assert_eq!((row(stream).entries, row(stream).bytes), (40, 9_000));
+        assert_eq!(
+            (row(stream).entries, row(stream).files, row(stream).bytes),
+            (40, 1, 9_000)
+        );
         assert_eq!(row(stream).position_seq, Some(140));
         assert_eq!(row(again).result, "succeeded");
         assert_eq!(row(again).note.as_deref(), Some("this node was promoted"));
         assert_eq!(row(manual).result, "running");
+        // A process that starts finds no stream of its own running.
+        let left = db
+            .write_blocking(|conn| start(conn, "peer:2222", Trigger::Continuous))
+            .unwrap();
+        db.write_blocking(interrupt_streams).unwrap();
+        let rows = db.read_blocking(|conn| recent(conn, 10)).unwrap();
+        let left = rows.iter().find(|row| row.id == left).unwrap();
+        assert_eq!(left.result, "interrupted");
+        assert_eq!(
+            rows.iter().find(|row| row.id == manual).unwrap().result,
+            "running"
+        );
     }
 }
