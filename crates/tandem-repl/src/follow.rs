@@ -50,13 +50,13 @@ pub struct FollowStatus {
     pub last_answer_at_ms: Option<i64>,
     /// The source's last answer said nothing was left to send.
     pub caught_up: bool,
-    /// The source's last answer in this session, empty or not, left nothing more to send (false
-    /// from the session's start until its first such answer).
+    /// This session has had an answer, and applied it whole (false from the session's start
+    /// until then): the node holds what the source had when it asked.
     pub complete: bool,
-    /// Wall-clock ms up to which this node is known to hold every write its source committed:
-    /// set at each complete answer (its arrival when it was empty; the commit of the batch's
-    /// oldest entry otherwise, which errs early). Kept across sessions of one process (the
-    /// data did not change); `None` until the first complete answer after the process started.
+    /// Wall-clock ms (this node's clock) up to which this node is known to hold every write its
+    /// source committed: set at each answer, once applied (its arrival when it was empty; when
+    /// the request was sent otherwise, which errs early). Kept across sessions of one process
+    /// (the data did not change); `None` until the first answer after the process started.
     pub in_step_at_ms: Option<i64>,
     pub last_error: Option<String>,
 }
@@ -194,6 +194,8 @@ async fn stream(
             wait_ms,
         };
         wait_ms = FOLLOW_WAIT_MAX.as_millis() as u64;
+        // The answer holds every entry the source had committed when this request reached it.
+        let asked_at_ms = wall_clock_ms();
         write_frame(&mut connection.stream, &asked).await?;
         // The source answers within FOLLOW_WAIT_MAX; REQUEST_TIMEOUT is far above it.
         let frame = tokio::time::timeout(
@@ -270,10 +272,10 @@ async fn stream(
                     status.last_applied_at_ms = Some(now);
                     status.last_answer_at_ms = Some(now);
                     status.caught_up = false;
-                    status.complete = !more;
-                    if !more {
-                        status.in_step_at_ms = Some(committed_at_ms.unwrap_or(now).min(now));
-                    }
+                    // Every frame of the answer is applied: this node holds what the source had
+                    // when the request reached it.
+                    status.complete = true;
+                    status.in_step_at_ms = Some(asked_at_ms);
                     if status.applied_batches % LAG_SUMMARY_EVERY_BATCHES == 1 || lags.len() < 64 {
                         let mut sorted: Vec<i64> = lags.iter().copied().collect();
                         sorted.sort_unstable();
