@@ -10,6 +10,7 @@ pub const REPLICATED: Schema = Schema {
     migrations: &[
         Migration::Sql(REPLICATED_V1),
         Migration::Code(crate::changes::install_change_log),
+        Migration::Code(crate::changes::capture_changed_columns),
     ],
     change_capture: true,
 };
