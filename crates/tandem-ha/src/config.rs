@@ -747,11 +747,11 @@ impl HaConfig {
             });
         }
         // The slowest detection: the interval, the re-checks, and a timeout per failed
-        // heartbeat (the runtime's is the Re-check interval); an idle stream's last "nothing
-        // more" may be a second older still.
+        // heartbeat (the runtime's is the Re-check interval, at least 200 ms); an idle stream's
+        // knowledge may be a second older still. Witnesses, when set, add their answers.
         let detection = Span::from_millis(
             self.detection_time_max().as_millis()
-                + u64::from(self.heartbeat_failures) * self.recheck_interval.as_millis()
+                + u64::from(self.heartbeat_failures) * self.recheck_interval.as_millis().max(200)
                 + 1_000,
         );
         if self.enabled
@@ -767,7 +767,9 @@ impl HaConfig {
                 message: format!(
                     "synchronousTimeout {} is not above the longest failure detection \
                      ({detection}: Heartbeat Interval, the re-checks and their timeouts, and a \
-                     second of stream): by the time this Standby detects a \
+                     second of stream, plus any witnesses' answers; the Primary's own setting \
+                     is what counts, so set the same on both nodes): by the time this Standby \
+                     detects a \
                      failure, the Primary may have fallen back to continuous replication and \
                      acknowledged writes without it, so it holds the automatic promotion (If \
                      Behind at Failure = standby). Set --synchronous-timeout above {detection}, \

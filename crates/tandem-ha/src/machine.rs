@@ -87,6 +87,10 @@ pub struct PeerView {
     pub on_standby_lost: Option<OnStandbyLost>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synchronous_timeout: Option<crate::config::Span>,
+    /// Synchronous replication: the node acknowledges writes without its Standby at the moment
+    /// (it fell back after the timeout and has not been confirmed since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledging_without_standby: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,10 +247,13 @@ pub enum Event {
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationView {
     /// Wall-clock ms up to which this node is known to hold every write its source committed
-    /// (the source's last "nothing more" answer); `None`: not known since the process started.
+    /// (when the request of its last answer applied whole was sent; this node's clock); `None`:
+    /// not known since the process started.
     pub in_step_at_ms: Option<i64>,
     /// The stream is open, has caught up and is answering: in step as far as can be told now.
     pub streaming: bool,
+    /// When the source's last answer arrived (a sign of life of the Primary it follows).
+    pub answered_at_ms: Option<i64>,
     /// Why it is not in step, when it is not.
     pub behind: Option<String>,
 }
@@ -256,6 +263,7 @@ impl Default for ReplicationView {
         Self {
             in_step_at_ms: None,
             streaming: false,
+            answered_at_ms: None,
             behind: Some("this node has not been in step with its source since it started".into()),
         }
     }
@@ -1003,6 +1011,16 @@ impl Controller {
             // less than the timeout ago, the Primary failed before it could go on.
             (ReplicationMode::Synchronous, OnStandbyLost::Continuous) => {
                 let view = &self.replication;
+                if followed.and_then(|primary| primary.acknowledging_without_standby) == Some(true)
+                {
+                    // Even once this node is back in step, writes acknowledged meanwhile may
+                    // not be here until the Primary sees it confirm.
+                    return Some(
+                        "the Primary was acknowledging writes without this node when it last \
+                         answered (synchronous replication had fallen back to continuous)"
+                            .into(),
+                    );
+                }
                 match view.in_step_at_ms {
                     Some(at) if now.wall_ms - at < timeout.as_millis() as i64 => None,
                     Some(at) => Some(format!(
@@ -1031,7 +1049,8 @@ impl Controller {
                     return None;
                 }
                 let view = &self.replication;
-                match (view.in_step_at_ms, self.heartbeat.last_ok_ms) {
+                let alive_ms = self.heartbeat.last_ok_ms.max(view.answered_at_ms);
+                match (view.in_step_at_ms, alive_ms) {
                     (Some(at), Some(alive_ms)) if alive_ms - at > bound.as_millis() as i64 => {
                         Some(format!(
                             "when the Primary last answered, this node held its writes only up to \

@@ -39,6 +39,7 @@ fn peer(name: &str, mode: Mode, state: State, epoch: i64, now: Now) -> PeerView 
         replication: None,
         on_standby_lost: None,
         synchronous_timeout: None,
+        acknowledging_without_standby: None,
         node_name: name.into(),
         node_id: format!("id-{name}"),
         ha_enabled: true,
@@ -875,6 +876,7 @@ fn replication(controller: &mut Controller, ms: u64, in_step_at: Option<u64>, wh
     let view = ReplicationView {
         in_step_at_ms: in_step_at.map(|at_ms| at(at_ms).wall_ms),
         streaming: why.is_none(),
+        answered_at_ms: in_step_at.map(|at_ms| at(at_ms).wall_ms),
         behind: why.map(str::to_owned),
     };
     let commands = controller.handle(at(ms), Event::Replication(view));
@@ -1085,6 +1087,25 @@ fn the_primarys_policy_for_a_lost_standby_decides_not_the_standbys() {
     controller.handle(at(10_020), Event::HeartbeatAnswered(primary));
     let detected = fail_three_times(&mut controller, 20_020);
     assert!(held(&detected).is_some(), "{detected:?}");
+}
+
+#[test]
+fn a_primary_acknowledging_without_this_node_when_it_last_answered_holds_the_promotion() {
+    // Back in step after an outage, but the Primary had fallen back to continuous and had not
+    // yet seen this node confirm: writes it acknowledged meanwhile may be missing here.
+    let timeout = |config: &mut HaConfig| config.synchronous_timeout = Span::from_secs(60);
+    let mut controller = following(ReplicationMode::Synchronous, timeout);
+    let mut primary = peer("node-a", Mode::Primary, State::Active, 1, at(10_020));
+    primary.acknowledging_without_standby = Some(true);
+    replication(&mut controller, 10_015, Some(10_015), None);
+    heartbeat(&mut controller, at(10_010));
+    controller.handle(at(10_020), Event::HeartbeatAnswered(primary));
+    let detected = fail_three_times(&mut controller, 20_020);
+    let message = held(&detected).expect("held");
+    assert!(
+        message.contains("acknowledging writes without this node"),
+        "{message}"
+    );
 }
 
 #[test]

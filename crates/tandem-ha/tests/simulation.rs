@@ -777,6 +777,7 @@ impl World {
             replication: Some(controller.durable().config.replication),
             on_standby_lost: Some(controller.durable().config.on_standby_lost),
             synchronous_timeout: Some(controller.durable().config.synchronous_timeout),
+            acknowledging_without_standby: None,
         })
     }
 
@@ -1033,6 +1034,7 @@ impl World {
         let view = ReplicationView {
             in_step_at_ms: state.in_step_at_ms,
             streaming: state.in_step,
+            answered_at_ms: state.in_step_at_ms,
             behind: (!state.in_step).then(|| "the replication stream is down".to_owned()),
         };
         self.step(node, Input::Event(Event::Replication(view)))

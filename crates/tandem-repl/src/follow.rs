@@ -54,10 +54,13 @@ pub struct FollowStatus {
     /// until then): the node holds what the source had when it asked.
     pub complete: bool,
     /// Wall-clock ms (this node's clock) up to which this node is known to hold every write its
-    /// source committed: set at each answer, once applied (its arrival when it was empty; when
-    /// the request was sent otherwise, which errs early). Kept across sessions of one process
-    /// (the data did not change); `None` until the first answer after the process started.
+    /// source committed: when the request of the last answer applied whole was sent (early by
+    /// the transit, never late). Kept across sessions of one process (the data did not change);
+    /// `None` until the first answer after the process started.
     pub in_step_at_ms: Option<i64>,
+    /// Request to applied answer, for the last answer that carried entries (`None` after an
+    /// empty one, whose time includes the source's wait).
+    pub last_round_trip_ms: Option<i64>,
     pub last_error: Option<String>,
 }
 
@@ -176,6 +179,7 @@ async fn stream(
         status.caught_up = false;
         status.last_lag_ms = None;
         status.last_answer_at_ms = None;
+        status.last_round_trip_ms = None;
     });
     replication
         .log(&format!(
@@ -218,7 +222,10 @@ async fn stream(
                         status.last_answer_at_ms = Some(now);
                         status.caught_up = true;
                         status.complete = true;
-                        status.in_step_at_ms = Some(now);
+                        // Nothing was committed between the request's arrival and the answer;
+                        // when it was asked errs early by the transit, never late.
+                        status.in_step_at_ms = Some(asked_at_ms);
+                        status.last_round_trip_ms = None;
                     });
                     // An idle stream still records its last batches within a long poll.
                     save_if_due(replication, row, applied, &mut saved).await?;
@@ -276,6 +283,7 @@ async fn stream(
                     // when the request reached it.
                     status.complete = true;
                     status.in_step_at_ms = Some(asked_at_ms);
+                    status.last_round_trip_ms = Some(now - asked_at_ms);
                     if status.applied_batches % LAG_SUMMARY_EVERY_BATCHES == 1 || lags.len() < 64 {
                         let mut sorted: Vec<i64> = lags.iter().copied().collect();
                         sorted.sort_unstable();

@@ -229,6 +229,7 @@ impl Replication {
             replication: None,
             on_standby_lost: None,
             synchronous_timeout: None,
+            acknowledging_without_standby: None,
         })
     }
 

@@ -115,7 +115,7 @@ pub fn behind_at(
         ));
     }
     if !follower.complete {
-        // A session that has not yet been told "nothing more": after a restart or a cut, the
+        // A session that has not yet had an answer applied: after a restart or a cut, the
         // backlog may be hours long.
         return Some(match follower.in_step_at_ms {
             Some(at) => format!(
@@ -139,6 +139,10 @@ pub fn behind_at(
         })
 }
 
+/// How late past the long poll an answer may come and the stream still count as in step now:
+/// scheduling and a loopback or LAN round trip, far below any lag bound worth setting.
+const ANSWER_GRACE_MS: i64 = 250;
+
 /// What the HA controller needs of the follower (If Behind at Failure), at wall-clock `now`.
 /// `following`: this node's runtime runs a follower.
 pub fn replication_view(
@@ -152,9 +156,23 @@ pub fn replication_view(
     } else {
         Some("this node does not follow a source".to_owned())
     };
+    // In step now, as far as can be told: the session has had its answer, the next one is due
+    // within the long poll (and a little), and the last batch came back within the bound. The
+    // source's commit clock does not enter.
+    let expected_ms = tandem_repl::source::FOLLOW_WAIT_MAX.as_millis() as i64 + ANSWER_GRACE_MS;
+    let streaming = following
+        && follower.connected
+        && follower.complete
+        && follower
+            .last_answer_at_ms
+            .is_some_and(|at| now - at <= expected_ms)
+        && follower
+            .last_round_trip_ms
+            .is_none_or(|round_trip| round_trip <= bound.as_millis() as i64);
     tandem_ha::machine::ReplicationView {
-        streaming: following && behind.is_none(),
+        streaming,
         in_step_at_ms: follower.in_step_at_ms,
+        answered_at_ms: follower.last_answer_at_ms,
         behind,
     }
 }
@@ -671,6 +689,19 @@ mod tests {
                 .is_some_and(|why| why.contains("6000 ms after its commit"))
         );
         assert_eq!(kind(why), "lagging");
+        // Not streaming once an answer is late past the long poll, though not yet "behind"
+        // (that waits for the lag bound), nor after a batch took longer than the bound.
+        let late = FollowStatus {
+            last_answer_at_ms: Some(NOW - 2_000),
+            ..connected()
+        };
+        let view = replication_view(&late, true, bound, NOW);
+        assert!(!view.streaming && view.behind.is_none(), "{view:?}");
+        let slow_batch = FollowStatus {
+            last_round_trip_ms: Some(6_000),
+            ..connected()
+        };
+        assert!(!replication_view(&slow_batch, true, bound, NOW).streaming);
         // A node whose runtime follows nothing is never streaming.
         assert!(!replication_view(&connected(), false, bound, NOW).streaming);
     }

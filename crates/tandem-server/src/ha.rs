@@ -126,6 +126,8 @@ pub struct HaHandle {
     view: Arc<RwLock<PeerView>>,
     follower: watch::Receiver<FollowStatus>,
     standby_holds: watch::Receiver<i64>,
+    /// Nonzero while synchronous replication acknowledges writes without the Standby.
+    sync_degraded: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl HaHandle {
@@ -186,6 +188,14 @@ impl HaLink for HaHandle {
             .clone();
         // The clock is read now: peers compare it with theirs.
         view.wall_clock_ms = wall_clock_ms();
+        // Read now too: a Standby must not take over while this node goes on without it.
+        if view.replication == Some(ReplicationMode::Synchronous) {
+            view.acknowledging_without_standby = Some(
+                self.sync_degraded
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    != 0,
+            );
+        }
         view
     }
 
@@ -308,15 +318,18 @@ impl HaRuntime {
             replication: Some(controller.durable().config.replication),
             on_standby_lost: Some(controller.durable().config.on_standby_lost),
             synchronous_timeout: Some(controller.durable().config.synchronous_timeout),
+            acknowledging_without_standby: None,
         }));
         let follow_status = Arc::new(watch::Sender::new(FollowStatus::default()));
         let mailer = Mailer::start(state.local.clone());
+        let sync_degraded = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let handle = HaHandle {
             inputs: sender.clone(),
             snapshot: snapshot_receiver,
             view: view.clone(),
             follower: follow_status.subscribe(),
             standby_holds: replication.follower_acked(),
+            sync_degraded: sync_degraded.clone(),
         };
         replication.attach_ha(Arc::new(handle.clone()));
         let runtime = Self {
@@ -336,7 +349,7 @@ impl HaRuntime {
             hold: None,
             follower: None,
             follow_status,
-            sync_degraded: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            sync_degraded,
             sync_degraded_reported: false,
             unconfirmed_since: None,
             mailer,
@@ -617,6 +630,7 @@ impl HaRuntime {
             replication: Some(self.controller.durable().config.replication),
             on_standby_lost: Some(self.controller.durable().config.on_standby_lost),
             synchronous_timeout: Some(self.controller.durable().config.synchronous_timeout),
+            acknowledging_without_standby: None,
         };
         *self
             .view
@@ -842,6 +856,7 @@ impl HaRuntime {
             replication: Some(self.controller.durable().config.replication),
             on_standby_lost: Some(self.controller.durable().config.on_standby_lost),
             synchronous_timeout: Some(self.controller.durable().config.synchronous_timeout),
+            acknowledging_without_standby: None,
         }
     }
 
