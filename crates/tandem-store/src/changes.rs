@@ -667,33 +667,15 @@ fn apply_one(conn: &Connection, shape: &TableShape, entry: &ChangeEntry) -> Stor
             // of the table (a check-in touches two columns, not every index of `devices`).
             // Replaying an entry twice writes nothing, which also keeps append-only tables
             // (events) replayable.
-            let changed: Vec<usize> = (0..shape.columns.len())
-                .filter(|&index| current[index] != values[index])
-                .collect();
-            if changed.is_empty() {
-                return Ok(());
-            }
-            let sets: Vec<String> = changed
-                .iter()
-                .enumerate()
-                .map(|(position, &index)| {
-                    format!(
-                        "\"{}\" = ?{}",
-                        shape.columns[index],
-                        shape.keys.len() + position + 1
-                    )
-                })
-                .collect();
-            let parameters = new_key
-                .iter()
-                .cloned()
-                .chain(changed.iter().map(|&index| values[index].clone()));
-            conn.prepare_cached(&format!(
-                "UPDATE \"{table}\" SET {} WHERE {}",
-                sets.join(", "),
-                key_condition
-            ))?
-            .execute(rusqlite::params_from_iter(parameters))?;
+            write_changed(
+                conn,
+                shape,
+                table,
+                &new_key,
+                &shape.columns,
+                &current,
+                &values,
+            )?;
         }
     }
     Ok(())
@@ -733,6 +715,20 @@ fn update_columns(
     let Some(current) = current else {
         return Ok(());
     };
+    write_changed(conn, shape, table, old_key, &columns, &current, &values)
+}
+
+/// Writes those of `columns` whose `values` differ from the row's `current` ones, to the row
+/// `key` names.
+fn write_changed(
+    conn: &Connection,
+    shape: &TableShape,
+    table: &str,
+    key: &[rusqlite::types::Value],
+    columns: &[String],
+    current: &[rusqlite::types::Value],
+    values: &[rusqlite::types::Value],
+) -> StoreResult<()> {
     let changed: Vec<usize> = (0..columns.len())
         .filter(|&index| current[index] != values[index])
         .collect();
@@ -750,13 +746,14 @@ fn update_columns(
             )
         })
         .collect();
-    let parameters = old_key
+    let parameters = key
         .iter()
         .cloned()
         .chain(changed.iter().map(|&index| values[index].clone()));
     conn.prepare_cached(&format!(
-        "UPDATE \"{table}\" SET {} WHERE {key_condition}",
-        sets.join(", ")
+        "UPDATE \"{table}\" SET {} WHERE {}",
+        sets.join(", "),
+        key_condition(shape)
     ))?
     .execute(rusqlite::params_from_iter(parameters))?;
     Ok(())
