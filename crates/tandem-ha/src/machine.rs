@@ -349,10 +349,10 @@ pub struct Controller {
     following: Option<String>,
     /// The peer's replication mode last warned about as different from this node's.
     replication_mismatch: Option<ReplicationMode>,
-    /// The follower as the runtime last reported it, and as it was when the Primary last
-    /// answered a heartbeat.
+    /// The follower as the runtime last reported it, and whether it was streaming when the
+    /// Primary last answered a heartbeat.
     replication: ReplicationView,
-    replication_at_answer: Option<ReplicationView>,
+    streaming_at_answer: bool,
     /// The Primary's view in its last heartbeat answer.
     followed: Option<PeerView>,
     /// Why the automatic promotion after the current failure is held.
@@ -392,7 +392,7 @@ impl Controller {
             following: None,
             replication_mismatch: None,
             replication: ReplicationView::default(),
-            replication_at_answer: None,
+            streaming_at_answer: false,
             followed: None,
             promotion_held: None,
         }
@@ -854,7 +854,7 @@ impl Controller {
         self.heartbeat.last_ok_ms = Some(now.wall_ms);
         self.heartbeat.last_error = None;
         self.promotion_held = None;
-        self.replication_at_answer = Some(self.replication.clone());
+        self.streaming_at_answer = self.replication.streaming;
         self.followed = Some(peer.clone());
         log(
             commands,
@@ -1041,11 +1041,7 @@ impl Controller {
             // heartbeat answer, or a later answer of the stream (which left this node in step).
             (ReplicationMode::Continuous, _) => {
                 let bound = config.lag_bound;
-                if self
-                    .replication_at_answer
-                    .as_ref()
-                    .is_some_and(|view| view.streaming)
-                {
+                if self.streaming_at_answer {
                     return None;
                 }
                 let view = &self.replication;

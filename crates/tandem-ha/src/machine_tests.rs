@@ -208,13 +208,8 @@ fn keep_in_standby_detects_and_notifies_but_does_not_promote() {
     config.on_failure = OnFailure::Standby;
     let mut controller = Controller::new("id-self", Durable::new(config, 1));
     controller.handle(at(0), Event::Started);
-    let mut now = 0;
-    let mut last = Vec::new();
-    for _ in 0..3 {
-        heartbeat(&mut controller, at(now));
-        last = fail(&mut controller, at(now + 1));
-        now += 5_001;
-    }
+    let last = fail_three_times(&mut controller, 0);
+    let now = THREE_FAILURES_MS;
     assert_eq!(
         acts(last.clone()),
         vec![Command::Notify {
@@ -485,13 +480,8 @@ fn a_witness_that_still_reaches_the_primary_prevents_promotion() {
     config.witnesses = vec!["http://127.0.0.1:9444/witness/primary".into()];
     let mut controller = Controller::new("id-self", Durable::new(config, 1));
     controller.handle(at(0), Event::Started);
-    let mut now = 0;
-    let mut last = Vec::new();
-    for _ in 0..3 {
-        heartbeat(&mut controller, at(now));
-        last = acts(fail(&mut controller, at(now + 1)));
-        now += 5_001;
-    }
+    let last = acts(fail_three_times(&mut controller, 0));
+    let mut now = THREE_FAILURES_MS;
     assert_eq!(
         last[1],
         Command::AskWitnesses {
@@ -512,11 +502,8 @@ fn a_witness_that_still_reaches_the_primary_prevents_promotion() {
     assert!(logs(&commands)[0].contains("only the link between this node and the Primary failed"));
     assert_eq!(controller.status().state, State::Standby);
     // Three more failures ask again; this time no witness reaches the Primary.
-    for _ in 0..3 {
-        heartbeat(&mut controller, at(now));
-        fail(&mut controller, at(now + 1));
-        now += 5_001;
-    }
+    fail_three_times(&mut controller, now);
+    now += THREE_FAILURES_MS;
     let commands = acts(controller.handle(
         at(now),
         Event::WitnessesAnswered {
@@ -656,13 +643,7 @@ fn a_dr_node_does_not_promote_when_the_node_it_follows_was_only_a_standby() {
         matches!(&answered[..], [Command::Persist(durable)] if durable.followed_state == Some(State::Standby))
     );
     // node-b stops answering: detected and notified, but no promotion (node-a still serves).
-    let mut all = Vec::new();
-    let mut now = 10_001;
-    for _ in 0..3 {
-        heartbeat(&mut controller, at(now));
-        all.extend(fail(&mut controller, at(now + 1)));
-        now += 5_001;
-    }
+    let all = fail_three_times(&mut controller, 10_001);
     assert!(all.iter().any(|command| matches!(
         command,
         Command::Notify {
@@ -684,13 +665,7 @@ fn a_dr_node_does_not_promote_when_the_node_it_follows_was_only_a_standby() {
     // The same node restarted remembers it (durably) and still does not promote.
     let mut restarted = Controller::new("node-c-id", controller.durable().clone());
     restarted.handle(at(0), Event::Started);
-    let mut all = Vec::new();
-    let mut now = 1;
-    for _ in 0..3 {
-        heartbeat(&mut restarted, at(now));
-        all.extend(fail(&mut restarted, at(now + 1)));
-        now += 5_001;
-    }
+    let all = fail_three_times(&mut restarted, 1);
     assert!(all.iter().any(|command| matches!(
         command,
         Command::Notify {
@@ -836,17 +811,21 @@ fn heartbeat_answered(controller: &mut Controller, sent_ms: u64) {
     );
 }
 
-/// Three failed heartbeats from `from_ms` (one must be due then), 5 s apart; the commands of the
-/// last one (the failure detection).
+/// Three failed heartbeats from `from_ms` (one must be due then), one Re-check interval (5 s)
+/// apart; every command of the three steps (the last is the failure detection). The next
+/// heartbeat is due `THREE_FAILURES_MS` after `from_ms`.
 fn fail_three_times(controller: &mut Controller, from_ms: u64) -> Vec<Command> {
-    let mut last = Vec::new();
+    let mut all = Vec::new();
     for attempt in 0..3 {
         let sent = from_ms + attempt * 5_005;
         heartbeat(controller, at(sent));
-        last = fail(controller, at(sent + 5));
+        all.extend(fail(controller, at(sent + 5)));
     }
-    last
+    all
 }
+
+/// From the first of [`fail_three_times`]'s heartbeats to the next one due.
+const THREE_FAILURES_MS: u64 = 3 * 5_005;
 
 fn promoted(commands: &[Command]) -> bool {
     commands.iter().any(|command| {

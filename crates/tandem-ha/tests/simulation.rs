@@ -867,15 +867,13 @@ impl World {
                 view,
             } => {
                 if self.alive(node, life) && self.take_heartbeat(node, id) {
-                    self.report_stream(node)?;
-                    self.step(node, Input::Event(Event::HeartbeatAnswered(view)))?;
+                    self.heartbeat_result(node, Event::HeartbeatAnswered(view))?;
                 }
             }
             Happening::HeartbeatRefused { node, life, id } => {
                 if self.alive(node, life) && self.take_heartbeat(node, id) {
                     let reason = "connection refused".to_owned();
-                    self.report_stream(node)?;
-                    self.step(node, Input::Event(Event::HeartbeatFailed { reason }))?;
+                    self.heartbeat_result(node, Event::HeartbeatFailed { reason })?;
                 }
             }
             Happening::HeartbeatTimeout {
@@ -886,8 +884,7 @@ impl World {
             } => {
                 if self.alive(node, life) && self.take_heartbeat(node, id) {
                     let reason = format!("no answer within {timeout_ms} ms");
-                    self.report_stream(node)?;
-                    self.step(node, Input::Event(Event::HeartbeatFailed { reason }))?;
+                    self.heartbeat_result(node, Event::HeartbeatFailed { reason })?;
                 }
             }
             Happening::CheckArrives {
@@ -1028,8 +1025,8 @@ impl World {
         Ok(())
     }
 
-    /// The follower's state, as the runtime reports it before each heartbeat result.
-    fn report_stream(&mut self, node: usize) -> Result<(), Violation> {
+    /// A heartbeat's result, after the follower's state, as the runtime reports them.
+    fn heartbeat_result(&mut self, node: usize, result: Event) -> Result<(), Violation> {
         let state = &self.nodes[node];
         let view = ReplicationView {
             in_step_at_ms: state.in_step_at_ms,
@@ -1037,7 +1034,8 @@ impl World {
             answered_at_ms: state.in_step_at_ms,
             behind: (!state.in_step).then(|| "the replication stream is down".to_owned()),
         };
-        self.step(node, Input::Event(Event::Replication(view)))
+        self.step(node, Input::Event(Event::Replication(view)))?;
+        self.step(node, Input::Event(result))
     }
 
     fn take_heartbeat(&mut self, node: usize, id: u64) -> bool {

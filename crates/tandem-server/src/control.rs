@@ -71,13 +71,7 @@ pub fn behind(
     follower: &tandem_repl::follow::FollowStatus,
     bound: tandem_ha::config::Span,
 ) -> Option<String> {
-    behind_at(follower, bound, wall_clock_ms())
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
+    behind_at(follower, bound, crate::ha::wall_clock_ms())
 }
 
 /// [`behind`] at wall-clock `now` (ms).

@@ -982,6 +982,15 @@ mod tests {
         }
     }
 
+    /// The oldest entry of `op` on `table`.
+    fn first_entry(db: &Database, table: &'static str, op: &'static str) -> ChangeEntry {
+        db.read_blocking(|conn| entries_after(conn, 0, i64::MAX))
+            .unwrap()
+            .into_iter()
+            .find(|entry| entry.table_name == table && entry.op == op)
+            .unwrap_or_else(|| panic!("no {op} on {table}"))
+    }
+
     #[test]
     fn an_update_records_the_key_and_only_the_columns_that_changed() {
         let dir = tempfile::tempdir().unwrap();
@@ -997,13 +1006,7 @@ mod tests {
         input.last_name = None;
         db.write_blocking(move |conn| users::update(conn, "admin", id, &input))
             .unwrap();
-        let entries = db
-            .read_blocking(|conn| entries_after(conn, 0, i64::MAX))
-            .unwrap();
-        let update = entries
-            .iter()
-            .find(|entry| entry.table_name == "users" && entry.op == "UPDATE")
-            .unwrap();
+        let update = first_entry(&db, "users", "UPDATE");
         let row: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(update.row_data.as_deref().unwrap()).unwrap();
         // `updated_at` too, unless both writes fell in the same millisecond.
@@ -1017,10 +1020,7 @@ mod tests {
         assert_eq!(row["id"], id);
         assert!(row["last_name"].is_null());
         // An insert still carries the whole row.
-        let insert = entries
-            .iter()
-            .find(|entry| entry.table_name == "users" && entry.op == "INSERT")
-            .unwrap();
+        let insert = first_entry(&db, "users", "INSERT");
         assert!(
             insert
                 .row_data
@@ -1054,13 +1054,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let entries = db
-            .read_blocking(|conn| entries_after(conn, 0, i64::MAX))
-            .unwrap();
-        let moved = entries
-            .iter()
-            .find(|entry| entry.table_name == "labels" && entry.op == "UPDATE")
-            .unwrap();
+        let moved = first_entry(&db, "labels", "UPDATE");
         assert!(
             moved
                 .row_data
@@ -1070,6 +1064,9 @@ mod tests {
             "the whole row: {moved:?}"
         );
         let expected = db.read_blocking(table_digests).unwrap();
+        let entries = db
+            .read_blocking(|conn| entries_after(conn, 0, i64::MAX))
+            .unwrap();
         db.close_blocking();
         // Applied once, or in two parts split anywhere (as two syncs would), it gives the same
         // database. (Twice in a row it cannot: the second insert of "first" under the old key
