@@ -6,11 +6,14 @@
 //!   one entry per inserted, updated or deleted row: the table, the operation, the row's primary
 //!   key and, as JSON, the whole new row for an insert, and for an update the new key and only
 //!   the columns whose value changed (a check-in changes 2–4 of the 20 columns of `devices`, so
-//!   its entry is a fifth of the row's size). Triggers see cascaded deletes too, so the log is
-//!   complete without any cooperation from the model code.
+//!   its entry is a fifth of the row's size; the function `tandem_update_data` compares and
+//!   writes them). Triggers see cascaded deletes too, so the log is complete without any
+//!   cooperation from the model code.
 //! - Just before the writer commits a group, [`seal_pending`] stamps each new entry with the
-//!   writer's epoch and a SHA-256 checksum chained over the previous entry's checksum. Two nodes
-//!   whose logs have the same checksum at the same sequence number hold the same history.
+//!   writer's epoch and a SHA-256 checksum chained over the previous entry's checksum, in one
+//!   statement. Two nodes whose logs have the same checksum at the same sequence number hold the
+//!   same history. Until then an entry holds [`UNSEALED_CHECKSUM`], as long as a real one, so
+//!   the seal overwrites it in place.
 //! - Entries past [`CHANGE_LOG_RETAINED_MAX`] are pruned; `change_log_base` keeps the sequence and
 //!   checksum of the last pruned entry, so the retained chain still verifies from its base.
 //!
@@ -32,6 +35,24 @@ use std::cell::Cell;
 pub const CHANGE_LOG_RETAINED_MAX: i64 = 1_000_000;
 /// Pruning removes at least this many entries at once, so it runs rarely and in bulk.
 const PRUNE_CHUNK_ENTRIES: i64 = 10_000;
+/// What an entry's checksum holds from its capture until the seal at commit: as long as a real
+/// checksum but never one (not hexadecimal), so sealing overwrites the entry in place instead of
+/// growing it. A grown entry can overflow its page, and SQLite's rebalancing of such a page
+/// renumbers pages through a scratch number past the end of the file, which then makes every
+/// later commit scan the writer's whole page cache (see BENCHMARKS.md).
+macro_rules! unsealed_checksum {
+    () => {
+        "unsealed--------------------------------------------------------"
+    };
+}
+pub const UNSEALED_CHECKSUM: &str = unsealed_checksum!();
+/// The SQL condition that an entry is sealed.
+macro_rules! sealed {
+    () => {
+        concat!("checksum <> '", unsealed_checksum!(), "'")
+    };
+}
+
 /// The checksum "before" the first entry.
 pub const GENESIS_CHECKSUM: &str =
     "0000000000000000000000000000000000000000000000000000000000000000";
@@ -61,6 +82,15 @@ thread_local! {
     /// Set while a sync applies a peer's entries: the rows change, but the entries are copied
     /// from the source instead of being captured again.
     static CAPTURE_SUSPENDED: Cell<bool> = const { Cell::new(false) };
+    /// The epoch the writer seals its current group with, so an entry is captured with the
+    /// epoch it will keep (the seal then changes nothing of its size).
+    static CAPTURE_EPOCH: Cell<i64> = const { Cell::new(0) };
+}
+
+/// Tells the triggers on this thread (the writer's) which epoch the group being written will
+/// be sealed with. The seal stamps the epoch anyway; this only keeps entries from changing size.
+pub fn set_capture_epoch(epoch: i64) {
+    CAPTURE_EPOCH.with(|current| current.set(epoch));
 }
 
 /// Runs `apply` with capture suspended on this thread (the writer's).
@@ -75,7 +105,7 @@ pub fn without_capture<R>(apply: impl FnOnce() -> R) -> R {
     apply()
 }
 
-/// Registers the SQL function the triggers consult. A connection without it (an operator's
+/// Registers the SQL functions of change capture. A connection without them (an operator's
 /// `sqlite3` shell) cannot write to captured tables: an unrecorded write would silently fork
 /// this node's data from its history.
 pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
@@ -84,7 +114,221 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
         0,
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_INNOCUOUS,
         |_| Ok(!CAPTURE_SUSPENDED.with(Cell::get)),
+    )?;
+    conn.create_scalar_function(
+        "tandem_capture_epoch",
+        0,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_INNOCUOUS,
+        |_| Ok(CAPTURE_EPOCH.with(Cell::get)),
+    )?;
+    conn.create_scalar_function(
+        "tandem_update_data",
+        -1,
+        FunctionFlags::SQLITE_UTF8
+            | FunctionFlags::SQLITE_DETERMINISTIC
+            | FunctionFlags::SQLITE_INNOCUOUS,
+        update_data,
+    )?;
+    // Called only by `seal_pending`'s statement (DIRECTONLY: never from a trigger or a view).
+    conn.create_scalar_function(
+        "tandem_seal_checksum",
+        5,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY,
+        seal_checksum,
     )
+}
+
+/// `tandem_update_data(spec, old1, new1, old2, new2, ...)`: an update's entry data. `spec`
+/// names the table's columns separated by commas, the key columns first and each marked with
+/// `*`; then come each column's old and new value, in the same order. The result is a JSON object of the key columns
+/// and of every other column whose value changed, or of the whole new row when a key changed
+/// (the row moved). Values are compared by type and content, so a value that SQL would call
+/// equal but that changed type (1 and 1.0) is recorded: a column too many is harmless, one too
+/// few would lose a change.
+fn update_data(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<String> {
+    let error = |message: String| rusqlite::Error::UserFunctionError(message.into());
+    let spec = match ctx.len() {
+        0 => None,
+        _ => ctx.get_raw(0).as_str().ok(),
+    }
+    .ok_or_else(|| error("tandem_update_data: the first argument must name the columns".into()))?;
+    let arity_error = || {
+        error(format!(
+            "tandem_update_data: the columns {spec:?} need {} arguments, got {}",
+            1 + 2 * (spec.split(',').count()),
+            ctx.len()
+        ))
+    };
+    if ctx.len().is_multiple_of(2) {
+        return Err(arity_error());
+    }
+    let mut data = String::with_capacity(128);
+    data.push('{');
+    // The spec lists the keys first, so whether the row moved is known before any other
+    // column is written. A moved row is written whole. The names are found by hand rather than
+    // with `str::split`, which cost more than everything else here.
+    let mut moved = false;
+    let mut rest = spec;
+    for index in 0..(ctx.len() - 1) / 2 {
+        if rest.is_empty() {
+            return Err(arity_error());
+        }
+        let (column, after) = match rest.bytes().position(|byte| byte == b',') {
+            Some(comma) => (&rest[..comma], &rest[comma + 1..]),
+            None => (rest, ""),
+        };
+        rest = after;
+        let (old, new) = (ctx.get_raw(1 + 2 * index), ctx.get_raw(2 + 2 * index));
+        let name = match column.strip_prefix('*') {
+            Some(key) => {
+                moved |= differs(old, new);
+                key
+            }
+            None if moved || differs(old, new) => column,
+            None => continue,
+        };
+        if data.len() > 1 {
+            data.push(',');
+        }
+        data.push('"');
+        data.push_str(name);
+        data.push_str("\":");
+        push_json_value(&mut data, new)
+            .map_err(|reason| error(format!("cannot record column {name}: {reason}")))?;
+    }
+    if !rest.is_empty() {
+        return Err(arity_error());
+    }
+    data.push('}');
+    Ok(data)
+}
+
+/// Whether two values differ in type or content.
+fn differs(old: rusqlite::types::ValueRef<'_>, new: rusqlite::types::ValueRef<'_>) -> bool {
+    use rusqlite::types::ValueRef;
+    match (old, new) {
+        (ValueRef::Null, ValueRef::Null) => false,
+        (ValueRef::Integer(old), ValueRef::Integer(new)) => old != new,
+        (ValueRef::Real(old), ValueRef::Real(new)) => old.to_bits() != new.to_bits(),
+        (ValueRef::Text(old), ValueRef::Text(new)) => old != new,
+        (ValueRef::Blob(old), ValueRef::Blob(new)) => old != new,
+        _ => true,
+    }
+}
+
+/// Appends `value` as JSON, as SQLite's `json_quote` would write it.
+fn push_json_value(data: &mut String, value: rusqlite::types::ValueRef<'_>) -> Result<(), String> {
+    use rusqlite::types::ValueRef;
+    use std::fmt::Write as _;
+    match value {
+        ValueRef::Null => data.push_str("null"),
+        // Writing to a String cannot fail.
+        ValueRef::Integer(integer) => {
+            let _ = write!(data, "{integer}");
+        }
+        ValueRef::Real(real) => match serde_json::Number::from_f64(real) {
+            Some(number) => {
+                let _ = write!(data, "{number}");
+            }
+            None => return Err(format!("{real} has no JSON form")),
+        },
+        ValueRef::Text(text) => {
+            let text =
+                std::str::from_utf8(text).map_err(|_| "its text is not valid UTF-8".to_owned())?;
+            data.push('"');
+            if !text
+                .bytes()
+                .any(|byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+            {
+                data.push_str(text);
+            } else {
+                push_escaped(data, text);
+            }
+            data.push('"');
+        }
+        ValueRef::Blob(_) => return Err("JSON cannot hold BLOB values".to_owned()),
+    }
+    Ok(())
+}
+
+fn push_escaped(data: &mut String, text: &str) {
+    use std::fmt::Write as _;
+    for character in text.chars() {
+        match character {
+            '"' => data.push_str("\\\""),
+            '\\' => data.push_str("\\\\"),
+            '\n' => data.push_str("\\n"),
+            '\r' => data.push_str("\\r"),
+            '\t' => data.push_str("\\t"),
+            control if (control as u32) < 0x20 => {
+                let _ = write!(data, "\\u{:04x}", control as u32);
+            }
+            other => data.push(other),
+        }
+    }
+}
+
+/// The chain a running seal extends, one link per row of its `UPDATE`.
+struct SealChain {
+    previous: Position,
+    epoch: i64,
+    /// Why the chain broke, if it did.
+    broken: Option<String>,
+}
+
+thread_local! {
+    /// Set by [`seal_pending`] for the one statement that seals; `None` at any other time.
+    static SEAL_CHAIN: std::cell::RefCell<Option<SealChain>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `tandem_seal_checksum(seq, table_name, op, row_key, row_data)`: the checksum of the next
+/// link of the running seal's chain, which it then extends. Refuses a row that does not follow
+/// the previous one, so a seal that visited rows out of order fails instead of writing a chain
+/// that does not verify.
+fn seal_checksum(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<String> {
+    let seq: i64 = ctx.get(0)?;
+    let text = |index: usize| -> rusqlite::Result<Option<&[u8]>> {
+        Ok(match ctx.get_raw(index) {
+            rusqlite::types::ValueRef::Null => None,
+            value => Some(value.as_bytes()?),
+        })
+    };
+    let field = |index: usize| -> rusqlite::Result<&[u8]> {
+        text(index)?.ok_or_else(|| {
+            rusqlite::Error::UserFunctionError(format!("change {seq} has no field {index}").into())
+        })
+    };
+    let (table_name, op, row_key, row_data) = (field(1)?, field(2)?, field(3)?, text(4)?);
+    SEAL_CHAIN.with(|chain| {
+        let mut chain = chain.borrow_mut();
+        let Some(chain) = chain.as_mut() else {
+            return Err(rusqlite::Error::UserFunctionError(
+                "tandem_seal_checksum called outside a seal".into(),
+            ));
+        };
+        if seq != chain.previous.seq + 1 {
+            let broken = format!(
+                "change log sequence jumps from {} to {seq}",
+                chain.previous.seq
+            );
+            chain.broken = Some(broken.clone());
+            return Err(rusqlite::Error::UserFunctionError(broken.into()));
+        }
+        let checksum = entry_checksum_bytes(
+            chain.previous.checksum.as_bytes(),
+            seq,
+            chain.epoch,
+            table_name,
+            op,
+            row_key,
+            row_data,
+        );
+        chain.previous = Position {
+            seq,
+            checksum: checksum.clone(),
+        };
+        Ok(checksum)
+    })
 }
 
 /// Migration step: creates the change log and the capture triggers for every table.
@@ -114,14 +358,63 @@ pub fn capture_changed_columns(conn: &Connection) -> rusqlite::Result<()> {
     install_capture_triggers_with(conn, UpdateRows::Changed)
 }
 
+/// Migration step (replicated schema version 4): the change log's CHECK on `op` compares with
+/// `=` instead of `IN`. SQLite evaluates an `IN` list of three or more values by building a
+/// temporary B-tree, and in a trigger it does so for every row: that cost every captured write
+/// a B-tree's allocation, zeroing and teardown (about a tenth of what capture costs a check-in).
+/// SQLite cannot alter a CHECK, so the table is rebuilt; the capture triggers, which name it,
+/// are dropped first and created again after.
+pub fn change_log_check_without_in(conn: &Connection) -> rusqlite::Result<()> {
+    let triggers: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'capture\\_%' ESCAPE '\\'")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for trigger in triggers {
+        conn.execute_batch(&format!("DROP TRIGGER \"{trigger}\""))?;
+    }
+    conn.execute_batch(&format!(
+        "{}
+        INSERT INTO change_log_rebuilt (seq, epoch, table_name, op, row_key, row_data, checksum)
+            SELECT seq, epoch, table_name, op, row_key, row_data, checksum FROM change_log;
+        DROP TABLE change_log;
+        ALTER TABLE change_log_rebuilt RENAME TO change_log;",
+        change_log_table("change_log_rebuilt")
+    ))?;
+    install_capture_triggers(conn)
+}
+
+/// The change log's definition (schema version 4 on).
+fn change_log_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (
+            seq         INTEGER PRIMARY KEY,
+            epoch       INTEGER NOT NULL DEFAULT 0,
+            table_name  TEXT NOT NULL,
+            op          TEXT NOT NULL CHECK (op = 'INSERT' OR op = 'UPDATE' OR op = 'DELETE'),
+            row_key     TEXT NOT NULL,
+            row_data    TEXT,
+            checksum    TEXT
+        );"
+    )
+}
+
 /// What an update's entry holds besides its key.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum UpdateRows {
     /// The whole new row (schema version 2).
     Whole,
-    /// The new key and the columns whose value changed.
+    /// The new key and the columns whose value changed, compared and written in SQL (schema
+    /// version 3).
     Changed,
+    /// The same, compared and written by [`update_data`] (schema version 4 on): one function
+    /// call instead of a comparison, a `json_quote` and a concatenation per column, which cost
+    /// a check-in's entry most of what its trigger costs.
+    ChangedByFunction,
 }
+
+/// Arguments a SQL function may take (SQLite's SQLITE_MAX_FUNCTION_ARG as bundled): a table with
+/// more columns than fit, two per column, records its updates with the SQL form instead.
+const FUNCTION_ARGS_MAX: usize = 1_000;
 
 fn is_captured(table: &str) -> bool {
     !table.starts_with("sqlite_") && !table.starts_with("change_log")
@@ -130,7 +423,7 @@ fn is_captured(table: &str) -> bool {
 /// (Re)creates the capture triggers of every table from its current columns. A migration that
 /// adds a table or a column calls this again.
 pub fn install_capture_triggers(conn: &Connection) -> rusqlite::Result<()> {
-    install_capture_triggers_with(conn, UpdateRows::Changed)
+    install_capture_triggers_with(conn, UpdateRows::ChangedByFunction)
 }
 
 fn install_capture_triggers_with(conn: &Connection, updates: UpdateRows) -> rusqlite::Result<()> {
@@ -193,12 +486,47 @@ fn install_capture_triggers_with(conn: &Connection, updates: UpdateRows) -> rusq
             .iter()
             .map(|name| format!("NEW.\"{name}\" IS NOT OLD.\"{name}\""))
             .collect();
+        let by_sql = format!(
+            "CASE WHEN {} THEN {json_row} ELSE {json_changes} END",
+            key_changed.join(" OR ")
+        );
         let update_data = match updates {
             UpdateRows::Whole => json_row.clone(),
-            UpdateRows::Changed => format!(
-                "CASE WHEN {} THEN {json_row} ELSE {json_changes} END",
-                key_changed.join(" OR ")
-            ),
+            UpdateRows::Changed => by_sql,
+            UpdateRows::ChangedByFunction if 1 + 2 * columns.len() > FUNCTION_ARGS_MAX => by_sql,
+            UpdateRows::ChangedByFunction => {
+                if let Some((name, _)) = columns
+                    .iter()
+                    .find(|(name, _)| !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                {
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                        Some(format!(
+                            "replicated column {table}.{name} is not a plain identifier"
+                        )),
+                    ));
+                }
+                // Keys first (in key order), then the other columns in table order.
+                let ordered = key_names.iter().map(|name| (name, true)).chain(
+                    columns
+                        .iter()
+                        .filter(|(_, pk)| *pk == 0)
+                        .map(|(name, _)| (name, false)),
+                );
+                let (spec, values): (Vec<String>, Vec<String>) = ordered
+                    .map(|(name, is_key)| {
+                        (
+                            format!("{}{name}", if is_key { "*" } else { "" }),
+                            format!("OLD.\"{name}\", NEW.\"{name}\""),
+                        )
+                    })
+                    .unzip();
+                format!(
+                    "tandem_update_data('{}', {})",
+                    spec.join(","),
+                    values.join(", ")
+                )
+            }
         };
         for (op, event, key, data) in [
             ("INSERT", "AFTER INSERT", json_key("NEW"), json_row.clone()),
@@ -210,8 +538,8 @@ fn install_capture_triggers_with(conn: &Connection, updates: UpdateRows) -> rusq
                 "DROP TRIGGER IF EXISTS \"{name}\";
                  CREATE TRIGGER \"{name}\" {event} ON \"{table}\" WHEN tandem_capture_enabled()
                  BEGIN
-                     INSERT INTO change_log (table_name, op, row_key, row_data)
-                     VALUES ('{table}', '{op}', {key}, {data});
+                     INSERT INTO change_log (epoch, table_name, op, row_key, row_data, checksum)
+                     VALUES (tandem_capture_epoch(), '{table}', '{op}', {key}, {data}, '{UNSEALED_CHECKSUM}');
                  END;"
             ))?;
         }
@@ -230,19 +558,39 @@ pub fn entry_checksum(
     row_key: &str,
     row_data: Option<&str>,
 ) -> String {
+    entry_checksum_bytes(
+        previous.as_bytes(),
+        seq,
+        epoch,
+        table_name.as_bytes(),
+        op.as_bytes(),
+        row_key.as_bytes(),
+        row_data.map(str::as_bytes),
+    )
+}
+
+fn entry_checksum_bytes(
+    previous: &[u8],
+    seq: i64,
+    epoch: i64,
+    table_name: &[u8],
+    op: &[u8],
+    row_key: &[u8],
+    row_data: Option<&[u8]>,
+) -> String {
     let mut hasher = Sha256::new();
     let mut field = |bytes: &[u8]| {
         hasher.update((bytes.len() as u64).to_le_bytes());
         hasher.update(bytes);
     };
-    field(previous.as_bytes());
+    field(previous);
     field(&seq.to_le_bytes());
     field(&epoch.to_le_bytes());
-    field(table_name.as_bytes());
-    field(op.as_bytes());
-    field(row_key.as_bytes());
+    field(table_name);
+    field(op);
+    field(row_key);
     match row_data {
-        Some(data) => field(data.as_bytes()),
+        Some(data) => field(data),
         None => field(b"\xff"),
     }
     hex::encode(hasher.finalize())
@@ -273,10 +621,11 @@ fn next_link(previous: &Position, entry: &ChangeEntry) -> Result<Position, Strin
 /// The newest sealed entry, or the base when the log is empty.
 pub fn position(conn: &Connection) -> StoreResult<Position> {
     let newest = conn
-        .prepare_cached(
-            "SELECT seq, checksum FROM change_log WHERE checksum IS NOT NULL
-             ORDER BY seq DESC LIMIT 1",
-        )?
+        .prepare_cached(concat!(
+            "SELECT seq, checksum FROM change_log WHERE ",
+            sealed!(),
+            " ORDER BY seq DESC LIMIT 1"
+        ))?
         .query_row([], |row| {
             Ok(Position {
                 seq: row.get(0)?,
@@ -307,9 +656,11 @@ pub fn base(conn: &Connection) -> StoreResult<Position> {
 /// entry's is the highest; reading it is one index lookup, not a scan of the log.
 pub fn latest_epoch(conn: &Connection) -> StoreResult<i64> {
     Ok(conn
-        .prepare_cached(
-            "SELECT epoch FROM change_log WHERE checksum IS NOT NULL ORDER BY seq DESC LIMIT 1",
-        )?
+        .prepare_cached(concat!(
+            "SELECT epoch FROM change_log WHERE ",
+            sealed!(),
+            " ORDER BY seq DESC LIMIT 1"
+        ))?
         .query_row([], |row| row.get(0))
         .optional()?
         .unwrap_or(0))
@@ -318,54 +669,51 @@ pub fn latest_epoch(conn: &Connection) -> StoreResult<i64> {
 /// Stamps the entries captured in this transaction with `epoch` and their chained checksums,
 /// then prunes past the retention bound. Called by the writer just before it commits. Returns
 /// the newest sequence number it sealed, if any.
+///
+/// One `UPDATE` seals them all: SQLite walks the new entries in sequence order and
+/// `tandem_seal_checksum` chains each to the one before, so no entry is read back into Rust or
+/// written by a statement of its own.
 pub fn seal_pending(conn: &Connection, epoch: i64) -> StoreResult<Option<i64>> {
-    let mut previous = position(conn)?;
-    let pending: Vec<(i64, String, String, String, Option<String>)> = conn
+    /// Clears the chain however the seal ends, so no later statement can extend it.
+    struct Sealing;
+    impl Drop for Sealing {
+        fn drop(&mut self) {
+            SEAL_CHAIN.with(|chain| chain.borrow_mut().take());
+        }
+    }
+    let previous = position(conn)?;
+    let after_seq = previous.seq;
+    let _sealing = Sealing;
+    SEAL_CHAIN.with(|chain| {
+        *chain.borrow_mut() = Some(SealChain {
+            previous,
+            epoch,
+            broken: None,
+        })
+    });
+    let sealed = conn
         .prepare_cached(
-            "SELECT seq, table_name, op, row_key, row_data FROM change_log
-             WHERE seq > ?1 ORDER BY seq",
-        )?
-        .query_map([previous.seq], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    if pending.is_empty() {
+            "UPDATE change_log SET epoch = ?1,
+                checksum = tandem_seal_checksum(seq, table_name, op, row_key, row_data)
+             WHERE seq > ?2",
+        )
+        .and_then(|mut seal| seal.execute(params![epoch, after_seq]));
+    let chain = SEAL_CHAIN.with(|chain| chain.borrow_mut().take());
+    if let Some(broken) = chain.as_ref().and_then(|chain| chain.broken.clone()) {
+        return Err(StoreError::Corrupt(broken));
+    }
+    let sealed = sealed.map_err(StoreError::from_sqlite)?;
+    if sealed == 0 {
         return Ok(None);
     }
-    let mut seal =
-        conn.prepare_cached("UPDATE change_log SET epoch = ?2, checksum = ?3 WHERE seq = ?1")?;
-    for (seq, table_name, op, row_key, row_data) in pending {
-        if seq != previous.seq + 1 {
-            return Err(StoreError::Corrupt(format!(
-                "change log sequence jumps from {} to {seq}",
-                previous.seq
-            )));
-        }
-        let checksum = entry_checksum(
-            &previous.checksum,
-            seq,
-            epoch,
-            &table_name,
-            &op,
-            &row_key,
-            row_data.as_deref(),
-        );
-        seal.execute(params![seq, epoch, checksum])?;
-        previous = Position { seq, checksum };
+    let newest = chain.map_or(after_seq, |chain| chain.previous.seq);
+    if newest != after_seq + sealed as i64 {
+        return Err(StoreError::Corrupt(format!(
+            "sealing {sealed} change log entries after {after_seq} ended at {newest}"
+        )));
     }
-    prune(
-        conn,
-        previous.seq,
-        CHANGE_LOG_RETAINED_MAX,
-        PRUNE_CHUNK_ENTRIES,
-    )?;
-    Ok(Some(previous.seq))
+    prune(conn, newest, CHANGE_LOG_RETAINED_MAX, PRUNE_CHUNK_ENTRIES)?;
+    Ok(Some(newest))
 }
 
 fn prune(conn: &Connection, newest_seq: i64, retained: i64, chunk: i64) -> StoreResult<()> {
@@ -395,10 +743,12 @@ pub fn entries_after(
     limit: i64,
 ) -> StoreResult<Vec<ChangeEntry>> {
     Ok(conn
-        .prepare_cached(
+        .prepare_cached(concat!(
             "SELECT seq, epoch, table_name, op, row_key, row_data, checksum FROM change_log
-             WHERE seq > ?1 AND checksum IS NOT NULL ORDER BY seq LIMIT ?2",
-        )?
+                 WHERE seq > ?1 AND ",
+            sealed!(),
+            " ORDER BY seq LIMIT ?2"
+        ))?
         .query_map(params![after_seq, limit], |row| {
             Ok(ChangeEntry {
                 seq: row.get(0)?,
@@ -421,7 +771,10 @@ pub fn checksum_at(conn: &Connection, seq: i64) -> StoreResult<Option<String>> {
         return Ok(Some(base.checksum));
     }
     Ok(conn
-        .prepare_cached("SELECT checksum FROM change_log WHERE seq = ?1 AND checksum IS NOT NULL")?
+        .prepare_cached(concat!(
+            "SELECT checksum FROM change_log WHERE seq = ?1 AND ",
+            sealed!()
+        ))?
         .query_row([seq], |row| row.get(0))
         .optional()?)
 }
@@ -1212,5 +1565,151 @@ mod tests {
         assert_eq!(verified, head);
         let retained = db.read(|conn| entries_after(conn, 0, 100)).await.unwrap();
         assert_eq!(retained.len(), 10);
+    }
+
+    #[test]
+    fn the_update_function_records_what_the_sql_form_records() {
+        // The same updates captured by the SQL form (schema version 3) and by the function
+        // (version 4 on): every entry names the same columns with the same values.
+        let capture = |updates: UpdateRows| -> Vec<(String, serde_json::Value)> {
+            let conn = Connection::open_in_memory().unwrap();
+            register_functions(&conn).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT, count INTEGER,
+                    ratio REAL, note TEXT)",
+            )
+            .unwrap();
+            install_change_log(&conn).unwrap();
+            install_capture_triggers_with(&conn, updates).unwrap();
+            conn.execute("INSERT INTO things VALUES (1, 'a', 1, 0.5, NULL)", [])
+                .unwrap();
+            for update in [
+                "UPDATE things SET name = 'quote \" back\\slash' WHERE id = 1",
+                "UPDATE things SET note = 'line\nbreak\ttab\u{1}bell Zoë ✓' WHERE id = 1",
+                "UPDATE things SET count = -9223372036854775808, ratio = 2.5 WHERE id = 1",
+                "UPDATE things SET ratio = -0.75, note = NULL WHERE id = 1",
+                "UPDATE things SET name = name WHERE id = 1",
+                "UPDATE things SET id = 2, name = 'moved' WHERE id = 1",
+            ] {
+                conn.execute(update, []).unwrap();
+            }
+            conn.prepare(
+                "SELECT row_key, row_data FROM change_log WHERE op = 'UPDATE' ORDER BY seq",
+            )
+            .unwrap()
+            .query_map([], |row| {
+                let data: String = row.get(1)?;
+                Ok((row.get(0)?, serde_json::from_str(&data).unwrap()))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let by_function = capture(UpdateRows::ChangedByFunction);
+        assert_eq!(by_function, capture(UpdateRows::Changed));
+        assert_eq!(by_function[1].1["note"], "line\nbreak\ttab\u{1}bell Zoë ✓");
+        // An update that changes nothing records the key alone; a moved row, the whole row.
+        assert_eq!(by_function[4].1, serde_json::json!({"id": 1}));
+        assert_eq!(by_function[5].0, "[1]");
+        assert_eq!(
+            by_function[5].1,
+            serde_json::json!({"id": 2, "name": "moved", "count": i64::MIN, "ratio": -0.75,
+                "note": null})
+        );
+    }
+
+    #[test]
+    fn a_value_that_changes_type_is_recorded_even_when_sql_calls_it_equal() {
+        let conn = Connection::open_in_memory().unwrap();
+        register_functions(&conn).unwrap();
+        conn.execute_batch("CREATE TABLE loose (id INTEGER PRIMARY KEY, value)")
+            .unwrap();
+        install_change_log(&conn).unwrap();
+        install_capture_triggers(&conn).unwrap();
+        conn.execute("INSERT INTO loose VALUES (1, 1)", []).unwrap();
+        conn.execute("UPDATE loose SET value = 1.0 WHERE id = 1", [])
+            .unwrap();
+        let data: String = conn
+            .query_row(
+                "SELECT row_data FROM change_log WHERE op = 'UPDATE'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(data, r#"{"id":1,"value":1.0}"#);
+        // A BLOB has no JSON form: the write fails rather than go unrecorded.
+        let error = conn
+            .execute("UPDATE loose SET value = x'00' WHERE id = 1", [])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cannot record column value"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_gap_in_the_new_entries_fails_the_commit_instead_of_sealing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        db.write(|conn| users::create(conn, "admin", &user("a@example.com")))
+            .await
+            .unwrap();
+        let before = db.read(position).await.unwrap();
+        let gap = before.seq + 1;
+        let error = db
+            .write(move |conn| {
+                users::create(conn, "admin", &user("b@example.com"))?;
+                conn.execute("DELETE FROM change_log WHERE seq = ?1", [gap])
+                    .map_err(StoreError::from_sqlite)?;
+                Ok(())
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sequence jumps"), "{error}");
+        // Nothing of the failed group committed, and the next write chains on.
+        assert_eq!(db.read(position).await.unwrap(), before);
+        db.write(|conn| users::create(conn, "admin", &user("c@example.com")))
+            .await
+            .unwrap();
+        let head = db.read(verify_chain).await.unwrap();
+        assert_eq!(head, db.read(position).await.unwrap());
+        assert!(head.seq > before.seq);
+    }
+
+    #[tokio::test]
+    async fn schema_version_4_rebuilds_the_change_log_and_keeps_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let version_3 = crate::db::Schema {
+            migrations: &crate::schema::REPLICATED.migrations[..3],
+            ..crate::schema::REPLICATED
+        };
+        let db = Database::open(&path, version_3, OpenMode::Create).unwrap();
+        for principal in ["a@example.com", "b@example.com"] {
+            db.write(move |conn| users::create(conn, "admin", &user(principal)))
+                .await
+                .unwrap();
+        }
+        let history = db.read(|conn| entries_after(conn, 0, 100)).await.unwrap();
+        db.close().await;
+
+        let db = crate::open_replicated(&path, OpenMode::Existing).unwrap();
+        let (definition, migrated) = db
+            .read(|conn| {
+                let definition: String = conn.query_row(
+                    "SELECT sql FROM sqlite_schema WHERE name = 'change_log'",
+                    [],
+                    |row| row.get(0),
+                )?;
+                Ok((definition, entries_after(conn, 0, 100)?))
+            })
+            .await
+            .unwrap();
+        assert!(definition.contains("op = 'INSERT' OR"), "{definition}");
+        assert_eq!(migrated, history);
+        db.write(|conn| users::create(conn, "admin", &user("c@example.com")))
+            .await
+            .unwrap();
+        let head = db.read(verify_chain).await.unwrap();
+        assert!(head.seq > history.last().unwrap().seq);
     }
 }

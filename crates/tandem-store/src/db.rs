@@ -887,6 +887,9 @@ fn commit_batch(
         }
         return false;
     }
+    if let Some(epoch) = epoch {
+        crate::changes::set_capture_epoch(epoch);
+    }
     for job in jobs {
         let savepoint = conn.execute_batch("SAVEPOINT job");
         let (succeeded, completion) = job(Some(conn));
@@ -996,14 +999,18 @@ mod tests {
             let db = db.clone();
             async move { label(&db, "confirmed").await }
         });
-        // Committed (the head moved past what the Standby holds), but not answered.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Committed (the head moves past what the Standby holds), but not answered. Waits for
+        // the commit rather than for a fixed time, which a loaded machine can overrun.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while db.head_seq() <= *acked.borrow() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the waiting write never committed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         assert!(!write.is_finished());
         let head = db.head_seq();
-        assert!(
-            head > *acked.borrow(),
-            "the head includes the waiting write"
-        );
         acked.send_replace(head - 1);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!write.is_finished(), "one entry short is not enough");

@@ -11,6 +11,7 @@ pub const REPLICATED: Schema = Schema {
         Migration::Sql(REPLICATED_V1),
         Migration::Code(crate::changes::install_change_log),
         Migration::Code(crate::changes::capture_changed_columns),
+        Migration::Code(crate::changes::change_log_check_without_in),
     ],
     change_capture: true,
 };

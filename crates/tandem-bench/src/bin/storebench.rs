@@ -4,7 +4,8 @@
 //!   every row is captured and sealed like a real write), for the sync benchmarks.
 //! - `touch`: commits N device changes on a stopped node, the load of an incremental sync.
 //! - `capture`: the check-in write workload with change capture on and off, same process, same
-//!   database, alternating runs; prints both throughputs and their ratio.
+//!   database, in pairs of runs (on, then off); prints every throughput, the ratio of each pair
+//!   and their median. `--only on|off` runs one side, for profiling it.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -59,6 +60,13 @@ enum Command {
         /// Concurrent writers (as concurrent check-ins would be).
         #[arg(long, default_value_t = 32)]
         writers: usize,
+        /// Pairs of runs (one on, one off). This VM's disk varies by a factor of two from one
+        /// minute to the next, so the ratio is taken within each pair and the median reported.
+        #[arg(long, default_value_t = 2)]
+        pairs: usize,
+        /// Run only one side (for profiling it alone): `on` or `off`.
+        #[arg(long, value_parser = ["on", "off"])]
+        only: Option<String>,
     },
 }
 
@@ -83,7 +91,23 @@ fn main() -> Result<()> {
                 devices,
                 seconds,
                 writers,
-            } => capture(devices, Duration::from_secs(seconds), writers).await?,
+                pairs,
+                only,
+            } => {
+                let sides = match only.as_deref() {
+                    Some("on") => vec![true],
+                    Some("off") => vec![false],
+                    _ => vec![true, false],
+                };
+                capture(
+                    devices,
+                    Duration::from_secs(seconds),
+                    writers,
+                    pairs,
+                    &sides,
+                )
+                .await?
+            }
         }
         Ok(())
     })
@@ -271,25 +295,38 @@ async fn run_writes(
     counted as f64 / elapsed
 }
 
-async fn capture(devices: usize, duration: Duration, writers: usize) -> Result<()> {
+async fn capture(
+    devices: usize,
+    duration: Duration,
+    writers: usize,
+    pairs: usize,
+    sides: &[bool],
+) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = tandem_store::open_replicated(&dir.path().join("replicated.db"), OpenMode::Create)?;
     fill(&db, devices).await?;
-    let (mut on, mut off) = (Vec::new(), Vec::new());
-    for round in 0..4 {
-        let capture = round % 2 == 0;
-        let rate = run_writes(&db, devices, duration, writers, capture).await;
-        eprintln!(
-            "capture {}: {rate:.0} writes/s",
-            if capture { "on" } else { "off" }
-        );
-        if capture {
-            on.push(rate)
-        } else {
-            off.push(rate)
+    let (mut on, mut off, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..pairs {
+        let mut pair = Vec::new();
+        for &capture in sides {
+            let rate = run_writes(&db, devices, duration, writers, capture).await;
+            eprintln!(
+                "capture {}: {rate:.0} writes/s",
+                if capture { "on" } else { "off" }
+            );
+            if capture { &mut on } else { &mut off }.push(rate);
+            pair.push(rate);
+        }
+        if let [rate_on, rate_off] = pair[..] {
+            ratios.push(rate_on / rate_off);
         }
     }
-    let mean = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len() as f64;
+    ratios.sort_by(f64::total_cmp);
+    let median = match ratios.len() {
+        0 => None,
+        count if count % 2 == 1 => Some(ratios[count / 2]),
+        count => Some((ratios[count / 2 - 1] + ratios[count / 2]) / 2.0),
+    };
     println!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
@@ -298,7 +335,8 @@ async fn capture(devices: usize, duration: Duration, writers: usize) -> Result<(
             "secondsPerRun": duration.as_secs(),
             "captureOnWritesPerSecond": on,
             "captureOffWritesPerSecond": off,
-            "ratioOnToOff": mean(&on) / mean(&off),
+            "ratioOnToOffPerPair": ratios,
+            "ratioOnToOffMedian": median,
         }))?
     );
     db.close().await;
