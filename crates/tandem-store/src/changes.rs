@@ -216,7 +216,10 @@ fn differs(old: rusqlite::types::ValueRef<'_>, new: rusqlite::types::ValueRef<'_
     }
 }
 
-/// Appends `value` as JSON, as SQLite's `json_quote` would write it.
+/// Appends `value` as JSON: the value SQLite's `json_quote` would write, though a real number
+/// may be written shorter (`0.1` where SQLite writes `0.10000000000000001`; both read back as
+/// the same number). A number with no JSON form (an infinity) is refused: the replica could not
+/// read it back.
 fn push_json_value(data: &mut String, value: rusqlite::types::ValueRef<'_>) -> Result<(), String> {
     use rusqlite::types::ValueRef;
     use std::fmt::Write as _;
@@ -293,12 +296,17 @@ fn seal_checksum(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<Str
             value => Some(value.as_bytes()?),
         })
     };
-    let field = |index: usize| -> rusqlite::Result<&[u8]> {
+    let field = |index: usize, name: &str| -> rusqlite::Result<&[u8]> {
         text(index)?.ok_or_else(|| {
-            rusqlite::Error::UserFunctionError(format!("change {seq} has no field {index}").into())
+            rusqlite::Error::UserFunctionError(format!("change {seq} has no {name}").into())
         })
     };
-    let (table_name, op, row_key, row_data) = (field(1)?, field(2)?, field(3)?, text(4)?);
+    let (table_name, op, row_key, row_data) = (
+        field(1, "table_name")?,
+        field(2, "op")?,
+        field(3, "row_key")?,
+        text(4)?,
+    );
     SEAL_CHAIN.with(|chain| {
         let mut chain = chain.borrow_mut();
         let Some(chain) = chain.as_mut() else {
@@ -350,12 +358,12 @@ pub fn install_change_log(conn: &Connection) -> rusqlite::Result<()> {
         );
         INSERT INTO change_log_base (singleton, seq, checksum) VALUES (1, 0, '{GENESIS_CHECKSUM}');"
     ))?;
-    install_capture_triggers_with(conn, UpdateRows::Whole)
+    install_capture_triggers_with(conn, TriggerForm::Whole)
 }
 
 /// Migration step (replicated schema version 3): update entries carry only the changed columns.
 pub fn capture_changed_columns(conn: &Connection) -> rusqlite::Result<()> {
-    install_capture_triggers_with(conn, UpdateRows::Changed)
+    install_capture_triggers_with(conn, TriggerForm::Changed)
 }
 
 /// Migration step (replicated schema version 4): the change log's CHECK on `op` compares with
@@ -363,8 +371,15 @@ pub fn capture_changed_columns(conn: &Connection) -> rusqlite::Result<()> {
 /// temporary B-tree, and in a trigger it does so for every row: that cost every captured write
 /// a B-tree's allocation, zeroing and teardown (about a tenth of what capture costs a check-in).
 /// SQLite cannot alter a CHECK, so the table is rebuilt; the capture triggers, which name it,
-/// are dropped first and created again after.
+/// are dropped first and created again after. This copies the whole log once, at the first
+/// start of the release that brings it (with a full log of 1,000,000 entries: a few hundred
+/// megabytes, and the WAL grows by as much until the copy commits; the freed pages are reused).
 pub fn change_log_check_without_in(conn: &Connection) -> rusqlite::Result<()> {
+    let entries: i64 = conn.query_row("SELECT count(*) FROM change_log", [], |row| row.get(0))?;
+    tracing::info!(
+        entries,
+        "rebuilding the change log for replicated schema version 4; this copies every entry once"
+    );
     let triggers: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'capture\\_%' ESCAPE '\\'")?
         .query_map([], |row| row.get(0))?
@@ -380,7 +395,12 @@ pub fn change_log_check_without_in(conn: &Connection) -> rusqlite::Result<()> {
         ALTER TABLE change_log_rebuilt RENAME TO change_log;",
         change_log_table("change_log_rebuilt")
     ))?;
-    install_capture_triggers(conn)
+    install_capture_triggers_with(conn, TriggerForm::ChangedByFunction)?;
+    tracing::info!(
+        entries,
+        "rebuilt the change log (replicated schema version 4)"
+    );
+    Ok(())
 }
 
 /// The change log's definition (schema version 4 on).
@@ -398,17 +418,20 @@ fn change_log_table(name: &str) -> String {
     )
 }
 
-/// What an update's entry holds besides its key.
+/// The capture triggers as each schema version created them. A released form never changes:
+/// a migration creates what it created when it was released.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum UpdateRows {
-    /// The whole new row (schema version 2).
+enum TriggerForm {
+    /// An update's entry holds the whole new row; an entry is captured without an epoch or a
+    /// checksum, which the seal adds (schema version 2).
     Whole,
-    /// The new key and the columns whose value changed, compared and written in SQL (schema
-    /// version 3).
+    /// An update's entry holds the new key and the columns whose value changed, compared and
+    /// written in SQL (schema version 3).
     Changed,
-    /// The same, compared and written by [`update_data`] (schema version 4 on): one function
-    /// call instead of a comparison, a `json_quote` and a concatenation per column, which cost
-    /// a check-in's entry most of what its trigger costs.
+    /// The same columns, compared and written by [`update_data`]: one function call instead of
+    /// a comparison, a `json_quote` and a concatenation per column, which cost a check-in's
+    /// entry most of what its trigger costs. An entry is captured with its epoch and
+    /// [`UNSEALED_CHECKSUM`], so the seal does not change its size (schema version 4).
     ChangedByFunction,
 }
 
@@ -420,13 +443,14 @@ fn is_captured(table: &str) -> bool {
     !table.starts_with("sqlite_") && !table.starts_with("change_log")
 }
 
-/// (Re)creates the capture triggers of every table from its current columns. A migration that
-/// adds a table or a column calls this again.
+/// (Re)creates the capture triggers of every table from its current columns, in the current
+/// form. A migration that adds a table or a column calls this again (a migration that changes
+/// the form adds a `TriggerForm` and names it, so earlier migrations keep theirs).
 pub fn install_capture_triggers(conn: &Connection) -> rusqlite::Result<()> {
-    install_capture_triggers_with(conn, UpdateRows::ChangedByFunction)
+    install_capture_triggers_with(conn, TriggerForm::ChangedByFunction)
 }
 
-fn install_capture_triggers_with(conn: &Connection, updates: UpdateRows) -> rusqlite::Result<()> {
+fn install_capture_triggers_with(conn: &Connection, form: TriggerForm) -> rusqlite::Result<()> {
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")?
         .query_map([], |row| row.get(0))?
@@ -490,11 +514,11 @@ fn install_capture_triggers_with(conn: &Connection, updates: UpdateRows) -> rusq
             "CASE WHEN {} THEN {json_row} ELSE {json_changes} END",
             key_changed.join(" OR ")
         );
-        let update_data = match updates {
-            UpdateRows::Whole => json_row.clone(),
-            UpdateRows::Changed => by_sql,
-            UpdateRows::ChangedByFunction if 1 + 2 * columns.len() > FUNCTION_ARGS_MAX => by_sql,
-            UpdateRows::ChangedByFunction => {
+        let update_data = match form {
+            TriggerForm::Whole => json_row.clone(),
+            TriggerForm::Changed => by_sql,
+            TriggerForm::ChangedByFunction if 1 + 2 * columns.len() > FUNCTION_ARGS_MAX => by_sql,
+            TriggerForm::ChangedByFunction => {
                 if let Some((name, _)) = columns
                     .iter()
                     .find(|(name, _)| !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
@@ -534,12 +558,22 @@ fn install_capture_triggers_with(conn: &Connection, updates: UpdateRows) -> rusq
             ("DELETE", "AFTER DELETE", json_key("OLD"), "NULL".to_owned()),
         ] {
             let name = format!("capture_{table}_{}", op.to_lowercase());
+            let insert = match form {
+                TriggerForm::Whole | TriggerForm::Changed => format!(
+                    "INSERT INTO change_log (table_name, op, row_key, row_data)
+                     VALUES ('{table}', '{op}', {key}, {data});"
+                ),
+                TriggerForm::ChangedByFunction => format!(
+                    "INSERT INTO change_log (epoch, table_name, op, row_key, row_data, checksum)
+                     VALUES (tandem_capture_epoch(), '{table}', '{op}', {key}, {data},
+                         '{UNSEALED_CHECKSUM}');"
+                ),
+            };
             conn.execute_batch(&format!(
                 "DROP TRIGGER IF EXISTS \"{name}\";
                  CREATE TRIGGER \"{name}\" {event} ON \"{table}\" WHEN tandem_capture_enabled()
                  BEGIN
-                     INSERT INTO change_log (epoch, table_name, op, row_key, row_data, checksum)
-                     VALUES (tandem_capture_epoch(), '{table}', '{op}', {key}, {data}, '{UNSEALED_CHECKSUM}');
+                     {insert}
                  END;"
             ))?;
         }
@@ -593,7 +627,15 @@ fn entry_checksum_bytes(
         Some(data) => field(data),
         None => field(b"\xff"),
     }
-    hex::encode(hasher.finalize())
+    // By hand: `hex::encode` collects an iterator of chars, which cost the seal about as much
+    // as the hash itself.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(64);
+    for byte in hasher.finalize() {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 /// The position after `entry`, if it is the link that follows `previous` in a chain; otherwise
@@ -702,7 +744,7 @@ pub fn seal_pending(conn: &Connection, epoch: i64) -> StoreResult<Option<i64>> {
     if let Some(broken) = chain.as_ref().and_then(|chain| chain.broken.clone()) {
         return Err(StoreError::Corrupt(broken));
     }
-    let sealed = sealed.map_err(StoreError::from_sqlite)?;
+    let sealed = sealed?;
     if sealed == 0 {
         return Ok(None);
     }
@@ -1571,7 +1613,7 @@ mod tests {
     fn the_update_function_records_what_the_sql_form_records() {
         // The same updates captured by the SQL form (schema version 3) and by the function
         // (version 4 on): every entry names the same columns with the same values.
-        let capture = |updates: UpdateRows| -> Vec<(String, serde_json::Value)> {
+        let capture = |updates: TriggerForm| -> Vec<(String, serde_json::Value)> {
             let conn = Connection::open_in_memory().unwrap();
             register_functions(&conn).unwrap();
             conn.execute_batch(
@@ -1605,8 +1647,8 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap()
         };
-        let by_function = capture(UpdateRows::ChangedByFunction);
-        assert_eq!(by_function, capture(UpdateRows::Changed));
+        let by_function = capture(TriggerForm::ChangedByFunction);
+        assert_eq!(by_function, capture(TriggerForm::Changed));
         assert_eq!(by_function[1].1["note"], "line\nbreak\ttab\u{1}bell Zoë ✓");
         // An update that changes nothing records the key alone; a moved row, the whole row.
         assert_eq!(by_function[4].1, serde_json::json!({"id": 1}));
@@ -1711,5 +1753,27 @@ mod tests {
             .unwrap();
         let head = db.read(verify_chain).await.unwrap();
         assert!(head.seq > history.last().unwrap().seq);
+    }
+
+    #[test]
+    fn a_checksum_is_the_same_text_as_in_every_released_history() {
+        // Computed outside Tandem (Python's hashlib over the same length-prefixed fields): the
+        // chain must never change form, or no node could prove it holds its peer's history.
+        assert_eq!(
+            entry_checksum(
+                GENESIS_CHECKSUM,
+                1,
+                7,
+                "users",
+                "INSERT",
+                "[1]",
+                Some(r#"{"id":1}"#)
+            ),
+            "f0c234f927b5f0b5922806e1fbf4b5540d18bea245f5c5a2160efacf5249302d"
+        );
+        assert_eq!(
+            entry_checksum(GENESIS_CHECKSUM, 2, 7, "users", "DELETE", "[1]", None),
+            "4e68161abc95e44f8113a54bdbca713a18b5b4eb0f753076fe8cea1006c30466"
+        );
     }
 }

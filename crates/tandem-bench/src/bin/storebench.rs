@@ -4,8 +4,8 @@
 //!   every row is captured and sealed like a real write), for the sync benchmarks.
 //! - `touch`: commits N device changes on a stopped node, the load of an incremental sync.
 //! - `capture`: the check-in write workload with change capture on and off, same process, same
-//!   database, in pairs of runs (on, then off); prints every throughput, the ratio of each pair
-//!   and their median. `--only on|off` runs one side, for profiling it.
+//!   database, in pairs of runs (on then off, then off then on, ...); prints every throughput,
+//!   the ratio of each pair and their median. `--only on|off` runs one side, for profiling it.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -21,6 +21,12 @@ use tandem_store::{Database, OpenMode, StoreError, changes};
 const FILL_BATCH_ROWS: usize = 20_000;
 /// Devices per user in a filled fleet.
 const DEVICES_PER_USER: usize = 4;
+/// Idle time before each timed run of `capture`: the writer checkpoints the WAL when its queue
+/// empties, so one run's WAL is not copied during the next.
+const CAPTURE_SETTLE: Duration = Duration::from_secs(1);
+/// Writes before each timed run of `capture` that are not counted: the writers and the page
+/// cache reach their pace first.
+const CAPTURE_WARMUP: Duration = Duration::from_secs(1);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,15 +60,16 @@ enum Command {
         /// Devices in the scratch database.
         #[arg(long, default_value_t = 100_000)]
         devices: usize,
-        /// Seconds per run; runs alternate on, off, on, off.
-        #[arg(long, default_value_t = 10)]
+        /// Seconds per timed run (after a second of warm-up).
+        #[arg(long, default_value_t = 5)]
         seconds: u64,
         /// Concurrent writers (as concurrent check-ins would be).
         #[arg(long, default_value_t = 32)]
         writers: usize,
-        /// Pairs of runs (one on, one off). This VM's disk varies by a factor of two from one
-        /// minute to the next, so the ratio is taken within each pair and the median reported.
-        #[arg(long, default_value_t = 2)]
+        /// Pairs of runs (one on, one off, the order alternating). This VM's disk varies by a
+        /// factor of two from one minute to the next, so the ratio is taken within each pair and
+        /// the median reported.
+        #[arg(long, default_value_t = 8)]
         pairs: usize,
         /// Run only one side (for profiling it alone): `on` or `off`.
         #[arg(long, value_parser = ["on", "off"])]
@@ -284,10 +291,11 @@ async fn run_writes(
             }
         }));
     }
-    let started = Instant::now();
+    tokio::time::sleep(CAPTURE_WARMUP).await;
+    let (started, warm) = (Instant::now(), done.load(Ordering::Relaxed));
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
-    let counted = done.load(Ordering::Relaxed);
+    let counted = done.load(Ordering::Relaxed) - warm;
     let elapsed = started.elapsed().as_secs_f64();
     for task in tasks {
         let _ = task.await;
@@ -306,18 +314,25 @@ async fn capture(
     let db = tandem_store::open_replicated(&dir.path().join("replicated.db"), OpenMode::Create)?;
     fill(&db, devices).await?;
     let (mut on, mut off, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..pairs {
-        let mut pair = Vec::new();
-        for &capture in sides {
+    for index in 0..pairs {
+        // Every other pair runs its sides in the other order, so what one run leaves behind
+        // (WAL, dirty pages) falls on each side as often.
+        let mut order = sides.to_vec();
+        if index % 2 == 1 {
+            order.reverse();
+        }
+        let mut pair = [None, None];
+        for capture in order {
+            tokio::time::sleep(CAPTURE_SETTLE).await;
             let rate = run_writes(&db, devices, duration, writers, capture).await;
             eprintln!(
                 "capture {}: {rate:.0} writes/s",
                 if capture { "on" } else { "off" }
             );
             if capture { &mut on } else { &mut off }.push(rate);
-            pair.push(rate);
+            pair[usize::from(!capture)] = Some(rate);
         }
-        if let [rate_on, rate_off] = pair[..] {
+        if let [Some(rate_on), Some(rate_off)] = pair {
             ratios.push(rate_on / rate_off);
         }
     }
