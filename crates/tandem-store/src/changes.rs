@@ -13,7 +13,8 @@
 //!   writer's epoch and a SHA-256 checksum chained over the previous entry's checksum, in one
 //!   statement. Two nodes whose logs have the same checksum at the same sequence number hold the
 //!   same history. Until then an entry holds [`UNSEALED_CHECKSUM`], as long as a real one, so
-//!   the seal overwrites it in place.
+//!   the seal overwrites it in place (or NULL, from the triggers of schema versions 2 and 3,
+//!   which run only until migration 4 replaces them; `<>` counts NULL as unsealed too).
 //! - Entries past [`CHANGE_LOG_RETAINED_MAX`] are pruned; `change_log_base` keeps the sequence and
 //!   checksum of the last pruned entry, so the retained chain still verifies from its base.
 //!
@@ -140,9 +141,9 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 
 /// `tandem_update_data(spec, old1, new1, old2, new2, ...)`: an update's entry data. `spec`
 /// names the table's columns separated by commas, the key columns first and each marked with
-/// `*`; then come each column's old and new value, in the same order. The result is a JSON object of the key columns
-/// and of every other column whose value changed, or of the whole new row when a key changed
-/// (the row moved). Values are compared by type and content, so a value that SQL would call
+/// `*`; then come each column's old and new value, in the same order. The result is a JSON
+/// object of the key columns and of every other column whose value changed, or of the whole new
+/// row when a key changed (the row moved). Values are compared by type and content, so a value that SQL would call
 /// equal but that changed type (1 and 1.0) is recorded: a column too many is harmless, one too
 /// few would lose a change.
 fn update_data(ctx: &rusqlite::functions::Context<'_>) -> rusqlite::Result<String> {
@@ -369,19 +370,27 @@ pub fn capture_changed_columns(conn: &Connection) -> rusqlite::Result<()> {
 /// Migration step (replicated schema version 4): the change log's CHECK on `op` compares with
 /// `=` instead of `IN`. SQLite evaluates an `IN` list of three or more values by building a
 /// temporary B-tree, and in a trigger it does so for every row: that cost every captured write
-/// a B-tree's allocation, zeroing and teardown (about a tenth of what capture costs a check-in).
+/// a B-tree's allocation, zeroing and teardown (about a third of the instructions capture added
+/// to a check-in's write, see BENCHMARKS.md).
 /// SQLite cannot alter a CHECK, so the table is rebuilt; the capture triggers, which name it,
 /// are dropped first and created again after. This copies the whole log once, at the first
-/// start of the release that brings it (with a full log of 1,000,000 entries: a few hundred
-/// megabytes, and the WAL grows by as much until the copy commits; the freed pages are reused).
+/// start of the release that brings it. With a full log of 1,000,000 entries (a few hundred
+/// megabytes) that needs about twice the log's size in free disk: the file grows by it (the old
+/// table's pages are then free and reused by later writes) and the WAL by as much until the
+/// node next closes.
 pub fn change_log_check_without_in(conn: &Connection) -> rusqlite::Result<()> {
     let entries: i64 = conn.query_row("SELECT count(*) FROM change_log", [], |row| row.get(0))?;
-    tracing::info!(
-        entries,
-        "rebuilding the change log for replicated schema version 4; this copies every entry once"
-    );
+    if entries > 0 {
+        tracing::info!(
+            entries,
+            "rebuilding the change log for replicated schema version 4; this copies every entry once"
+        );
+    }
     let triggers: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'capture\\_%' ESCAPE '\\'")?
+        .prepare(
+            "SELECT name FROM sqlite_schema
+             WHERE type = 'trigger' AND name LIKE 'capture\\_%' ESCAPE '\\'",
+        )?
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     for trigger in triggers {
@@ -396,10 +405,12 @@ pub fn change_log_check_without_in(conn: &Connection) -> rusqlite::Result<()> {
         change_log_table("change_log_rebuilt")
     ))?;
     install_capture_triggers_with(conn, TriggerForm::ChangedByFunction)?;
-    tracing::info!(
-        entries,
-        "rebuilt the change log (replicated schema version 4)"
-    );
+    if entries > 0 {
+        tracing::info!(
+            entries,
+            "rebuilt the change log (replicated schema version 4)"
+        );
+    }
     Ok(())
 }
 
@@ -712,9 +723,9 @@ pub fn latest_epoch(conn: &Connection) -> StoreResult<i64> {
 /// then prunes past the retention bound. Called by the writer just before it commits. Returns
 /// the newest sequence number it sealed, if any.
 ///
-/// One `UPDATE` seals them all: SQLite walks the new entries in sequence order and
-/// `tandem_seal_checksum` chains each to the one before, so no entry is read back into Rust or
-/// written by a statement of its own.
+/// One `UPDATE` seals them all: SQLite walks the new entries in sequence order (a range scan of
+/// the rowid; `tandem_seal_checksum` fails the seal on any other order) and chains each to the
+/// one before, so no entry is read back into Rust or written by a statement of its own.
 pub fn seal_pending(conn: &Connection, epoch: i64) -> StoreResult<Option<i64>> {
     /// Clears the chain however the seal ends, so no later statement can extend it.
     struct Sealing;
@@ -1719,19 +1730,58 @@ mod tests {
 
     #[tokio::test]
     async fn schema_version_4_rebuilds_the_change_log_and_keeps_its_history() {
+        for released in [2, 3] {
+            upgrade_to_version_4_from(released).await;
+        }
+    }
+
+    /// A database written by the triggers of schema version `released` (inserts and an update,
+    /// sealed by the current writer), then opened at the current version.
+    async fn upgrade_to_version_4_from(released: usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
-        let version_3 = crate::db::Schema {
-            migrations: &crate::schema::REPLICATED.migrations[..3],
+        let old = crate::db::Schema {
+            migrations: &crate::schema::REPLICATED.migrations[..released],
             ..crate::schema::REPLICATED
         };
-        let db = Database::open(&path, version_3, OpenMode::Create).unwrap();
+        let db = Database::open(&path, old, OpenMode::Create).unwrap();
+        // The released triggers, as released: no epoch, no placeholder.
+        let trigger: String = db
+            .read(|conn| {
+                Ok(conn.query_row(
+                    "SELECT sql FROM sqlite_schema WHERE name = 'capture_users_update'",
+                    [],
+                    |row| row.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert!(
+            trigger.contains("INSERT INTO change_log (table_name, op, row_key, row_data)")
+                && !trigger.contains("tandem_capture_epoch")
+                && !trigger.contains(UNSEALED_CHECKSUM),
+            "{trigger}"
+        );
+        let mut ids = Vec::new();
         for principal in ["a@example.com", "b@example.com"] {
-            db.write(move |conn| users::create(conn, "admin", &user(principal)))
+            let created = db
+                .write(move |conn| users::create(conn, "admin", &user(principal)))
                 .await
                 .unwrap();
+            ids.push(created.id);
         }
+        let mut renamed = user("a@example.com");
+        renamed.last_name = Some("Lovelace".into());
+        let id = ids[0];
+        db.write(move |conn| users::update(conn, "admin", id, &renamed))
+            .await
+            .unwrap();
         let history = db.read(|conn| entries_after(conn, 0, 100)).await.unwrap();
+        assert!(history.iter().any(|entry| entry.op == "UPDATE"));
+        assert_eq!(
+            db.read(verify_chain).await.unwrap().seq,
+            history.last().unwrap().seq
+        );
         db.close().await;
 
         let db = crate::open_replicated(&path, OpenMode::Existing).unwrap();

@@ -66,9 +66,9 @@ enum Command {
         /// Concurrent writers (as concurrent check-ins would be).
         #[arg(long, default_value_t = 32)]
         writers: usize,
-        /// Pairs of runs (one on, one off, the order alternating). This VM's disk varies by a
-        /// factor of two from one minute to the next, so the ratio is taken within each pair and
-        /// the median reported.
+        /// Pairs of runs (one on, one off, the order alternating; with `--only`, single runs).
+        /// This VM's disk changes speed several-fold from one minute to the next, so the ratio
+        /// is taken within each pair and the median reported.
         #[arg(long, default_value_t = 8)]
         pairs: usize,
         /// Run only one side (for profiling it alone): `on` or `off`.
@@ -336,11 +336,13 @@ async fn capture(
             ratios.push(rate_on / rate_off);
         }
     }
-    ratios.sort_by(f64::total_cmp);
-    let median = match ratios.len() {
+    // Printed in pair order, beside the rates; the median comes from a sorted copy.
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = match sorted.len() {
         0 => None,
-        count if count % 2 == 1 => Some(ratios[count / 2]),
-        count => Some((ratios[count / 2 - 1] + ratios[count / 2]) / 2.0),
+        count if count % 2 == 1 => Some(sorted[count / 2]),
+        count => Some((sorted[count / 2 - 1] + sorted[count / 2]) / 2.0),
     };
     println!(
         "{}",
