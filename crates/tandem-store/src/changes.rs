@@ -359,12 +359,12 @@ pub fn install_change_log(conn: &Connection) -> rusqlite::Result<()> {
         );
         INSERT INTO change_log_base (singleton, seq, checksum) VALUES (1, 0, '{GENESIS_CHECKSUM}');"
     ))?;
-    install_capture_triggers_with(conn, TriggerForm::Whole)
+    install_capture_triggers(conn, TriggerForm::Whole)
 }
 
 /// Migration step (replicated schema version 3): update entries carry only the changed columns.
 pub fn capture_changed_columns(conn: &Connection) -> rusqlite::Result<()> {
-    install_capture_triggers_with(conn, TriggerForm::Changed)
+    install_capture_triggers(conn, TriggerForm::Changed)
 }
 
 /// Migration step (replicated schema version 4): the change log's CHECK on `op` compares with
@@ -404,7 +404,7 @@ pub fn change_log_check_without_in(conn: &Connection) -> rusqlite::Result<()> {
         ALTER TABLE change_log_rebuilt RENAME TO change_log;",
         change_log_table("change_log_rebuilt")
     ))?;
-    install_capture_triggers_with(conn, TriggerForm::ChangedByFunction)?;
+    install_capture_triggers(conn, TriggerForm::ChangedByFunction)?;
     if entries > 0 {
         tracing::info!(
             entries,
@@ -454,14 +454,10 @@ fn is_captured(table: &str) -> bool {
     !table.starts_with("sqlite_") && !table.starts_with("change_log")
 }
 
-/// (Re)creates the capture triggers of every table from its current columns, in the current
-/// form. A migration that adds a table or a column calls this again (a migration that changes
-/// the form adds a `TriggerForm` and names it, so earlier migrations keep theirs).
-pub fn install_capture_triggers(conn: &Connection) -> rusqlite::Result<()> {
-    install_capture_triggers_with(conn, TriggerForm::ChangedByFunction)
-}
-
-fn install_capture_triggers_with(conn: &Connection, form: TriggerForm) -> rusqlite::Result<()> {
+/// (Re)creates the capture triggers of every table from its current columns, in `form`. A
+/// migration that adds a table or a column calls this again with the current form; one that
+/// changes the form adds a `TriggerForm`, so earlier migrations keep creating theirs.
+fn install_capture_triggers(conn: &Connection, form: TriggerForm) -> rusqlite::Result<()> {
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")?
         .query_map([], |row| row.get(0))?
@@ -1256,6 +1252,26 @@ mod tests {
         crate::open_replicated(&dir.path().join("r.db"), OpenMode::Create).unwrap()
     }
 
+    /// A new database whose history holds one user, a@example.com.
+    async fn open_with_one_user(dir: &tempfile::TempDir) -> Database {
+        let db = open(dir);
+        db.write(|conn| users::create(conn, "admin", &user("a@example.com")))
+            .await
+            .unwrap();
+        db
+    }
+
+    /// An in-memory database holding `table` (its SQL) and captured in `form`, for looking at
+    /// what the triggers record without a writer.
+    fn captured_in_memory(table: &str, form: TriggerForm) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        register_functions(&conn).unwrap();
+        conn.execute_batch(table).unwrap();
+        install_change_log(&conn).unwrap();
+        install_capture_triggers(&conn, form).unwrap();
+        conn
+    }
+
     /// A tiny deterministic generator: each failing case is replayed from its seed.
     struct Lcg(u64);
 
@@ -1487,10 +1503,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_are_captured_sealed_and_chained() {
         let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir);
-        db.write(|conn| users::create(conn, "admin", &user("a@example.com")))
-            .await
-            .unwrap();
+        let db = open_with_one_user(&dir).await;
         db.set_epoch(7);
         let created = db
             .write(|conn| users::create(conn, "admin", &user("b@example.com")))
@@ -1550,10 +1563,8 @@ mod tests {
     #[tokio::test]
     async fn a_connection_without_tandem_cannot_write_unrecorded_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir);
-        db.write(|conn| users::create(conn, "admin", &user("a@example.com")))
-            .await
-            .unwrap();
+        // Kept open while another connection tries to write, as a running node would be.
+        let _db = open_with_one_user(&dir).await;
         let raw = rusqlite::Connection::open(dir.path().join("r.db")).unwrap();
         let error = raw
             .execute("UPDATE users SET email = 'x@example.com'", [])
@@ -1625,15 +1636,11 @@ mod tests {
         // The same updates captured by the SQL form (schema version 3) and by the function
         // (version 4 on): every entry names the same columns with the same values.
         let capture = |updates: TriggerForm| -> Vec<(String, serde_json::Value)> {
-            let conn = Connection::open_in_memory().unwrap();
-            register_functions(&conn).unwrap();
-            conn.execute_batch(
+            let conn = captured_in_memory(
                 "CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT, count INTEGER,
                     ratio REAL, note TEXT)",
-            )
-            .unwrap();
-            install_change_log(&conn).unwrap();
-            install_capture_triggers_with(&conn, updates).unwrap();
+                updates,
+            );
             conn.execute("INSERT INTO things VALUES (1, 'a', 1, 0.5, NULL)", [])
                 .unwrap();
             for update in [
@@ -1673,12 +1680,10 @@ mod tests {
 
     #[test]
     fn a_value_that_changes_type_is_recorded_even_when_sql_calls_it_equal() {
-        let conn = Connection::open_in_memory().unwrap();
-        register_functions(&conn).unwrap();
-        conn.execute_batch("CREATE TABLE loose (id INTEGER PRIMARY KEY, value)")
-            .unwrap();
-        install_change_log(&conn).unwrap();
-        install_capture_triggers(&conn).unwrap();
+        let conn = captured_in_memory(
+            "CREATE TABLE loose (id INTEGER PRIMARY KEY, value)",
+            TriggerForm::ChangedByFunction,
+        );
         conn.execute("INSERT INTO loose VALUES (1, 1)", []).unwrap();
         conn.execute("UPDATE loose SET value = 1.0 WHERE id = 1", [])
             .unwrap();
@@ -1701,10 +1706,7 @@ mod tests {
     #[tokio::test]
     async fn a_gap_in_the_new_entries_fails_the_commit_instead_of_sealing_it() {
         let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir);
-        db.write(|conn| users::create(conn, "admin", &user("a@example.com")))
-            .await
-            .unwrap();
+        let db = open_with_one_user(&dir).await;
         let before = db.read(position).await.unwrap();
         let gap = before.seq + 1;
         let error = db
