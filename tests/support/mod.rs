@@ -9,12 +9,31 @@ pub mod smtp;
 
 use std::process::Child;
 
-/// A loopback port nothing listens on right now.
+/// Ports tests listen on come from below the kernel's ephemeral range (32768–60999 here): a
+/// port the kernel chose would also be the kernel's to hand to any outgoing connection of a
+/// test running beside it, and a node that later listened on it could then fail with "address
+/// already in use".
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port nothing listens on right now, never handed out before by this process.
+/// Each test binary starts at a random place in `TEST_PORTS` and walks on from there, so two
+/// binaries running at once rarely try the same port, and a port found busy is skipped.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: std::sync::OnceLock<AtomicU32> = std::sync::OnceLock::new();
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let next = NEXT.get_or_init(|| {
+        // RandomState is seeded per process: a random start without another dependency.
+        AtomicU32::new((RandomState::new().hash_one(std::process::id()) % u64::from(span)) as u32)
+    });
+    for _ in 0..span {
+        let port = TEST_PORTS.start + (next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {TEST_PORTS:?}");
 }
 
 /// Prints why a test that needs `tool` is skipped (the caller then returns, and passes); panics
@@ -180,16 +199,7 @@ impl Drop for LinkProxy {
     }
 }
 
-/// `N` distinct loopback ports nothing listens on right now (held together while chosen, so
-/// the OS cannot hand out one twice).
+/// `N` distinct loopback ports nothing listens on right now (see [`free_port`]).
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
-        .collect();
-    std::array::from_fn(|index| {
-        listeners[index]
-            .local_addr()
-            .map(|addr| addr.port())
-            .expect("a bound port")
-    })
+    std::array::from_fn(|_| free_port())
 }
