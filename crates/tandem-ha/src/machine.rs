@@ -410,6 +410,23 @@ impl Controller {
         &self.durable
     }
 
+    /// What this node's probes say about its ballot (the `Tandem-Ballot` header).
+    pub fn probe_ballot(&self) -> crate::ballot::ProbeBallot {
+        crate::ballot::ProbeBallot {
+            own: crate::ballot::Ballot::new(self.durable.epoch, self.node_id.clone()),
+            state: self.status.state,
+            ha_enabled: self.status.ha_enabled,
+            newest: self.newest_claim(),
+        }
+    }
+
+    /// The newest ballot this node knows an Active node of the HA group to hold: its own while
+    /// it is Active with HA enabled.
+    pub fn newest_claim(&self) -> Option<crate::ballot::Ballot> {
+        (self.status.state == State::Active && self.status.ha_enabled)
+            .then(|| crate::ballot::Ballot::new(self.durable.epoch, self.node_id.clone()))
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             status: self.status,

@@ -619,6 +619,7 @@ impl HaRuntime {
 
     fn publish(&self) {
         let status = self.controller.status();
+        self.state.set_ballot(&self.controller.probe_ballot());
         let view = PeerView {
             node_name: self.state.node_name.clone(),
             node_id: self.node_id.clone(),

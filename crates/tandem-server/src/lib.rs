@@ -159,6 +159,9 @@ impl Server {
             elsewhere: std::sync::RwLock::new(Some("the node is starting".into())),
             device_gate: device_gate.clone(),
             auth_cache: auth::AuthCache::default(),
+            ballot_header: std::sync::RwLock::new(axum::http::HeaderValue::from_static(
+                "state=not-available",
+            )),
         }));
         let (mut ha, ha_handle) = ha::HaRuntime::new(
             durable,

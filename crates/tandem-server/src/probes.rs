@@ -7,12 +7,17 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use tandem_ha::ProbeAnswer;
 
-fn answer(probe: ProbeAnswer) -> impl IntoResponse {
-    respond(probe.healthy, probe.body)
+/// A guide probe's answer, with the node's ballot in the `Tandem-Ballot` header (the body
+/// stays the guide's, byte for byte).
+fn answer(state: &AppState, probe: ProbeAnswer) -> impl IntoResponse + use<> {
+    (
+        [(tandem_ha::ballot::BALLOT_HEADER, state.ballot_header())],
+        respond(probe.healthy, probe.body),
+    )
 }
 
 /// 200 when healthy, else 503, with a plain-text body no cache keeps.
-fn respond(healthy: bool, body: impl IntoResponse) -> impl IntoResponse {
+fn respond<B: IntoResponse>(healthy: bool, body: B) -> impl IntoResponse + use<B> {
     let status = if healthy {
         StatusCode::OK
     } else {
@@ -30,12 +35,12 @@ fn respond(healthy: bool, body: impl IntoResponse) -> impl IntoResponse {
 
 /// `GET /status/status.html`
 pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
-    answer(tandem_ha::status_probe(state.node_status()))
+    answer(&state, tandem_ha::status_probe(state.node_status()))
 }
 
 /// `GET /hastatus.html`
 pub async fn ha_status(State(state): State<AppState>) -> impl IntoResponse {
-    answer(tandem_ha::ha_status_probe(state.node_status()))
+    answer(&state, tandem_ha::ha_status_probe(state.node_status()))
 }
 
 /// `GET /status/replication.html` (beyond the guide, beside `/hastatus.html`): whether this node

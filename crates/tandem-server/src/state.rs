@@ -143,6 +143,9 @@ pub struct Shared {
     pub elsewhere: RwLock<Option<String>>,
     pub device_gate: Arc<DeviceGate>,
     pub auth_cache: AuthCache,
+    /// The `Tandem-Ballot` header value the probes send (set by the HA runtime whenever what it
+    /// says changes), so a probe formats nothing and reads no database.
+    pub ballot_header: RwLock<axum::http::HeaderValue>,
 }
 
 #[derive(Clone)]
@@ -171,5 +174,19 @@ impl AppState {
 
     pub fn set_elsewhere(&self, hint: Option<String>) {
         replace(&self.elsewhere, hint);
+    }
+
+    pub fn ballot_header(&self) -> axum::http::HeaderValue {
+        read(&self.ballot_header)
+    }
+
+    /// Sets what the probes' `Tandem-Ballot` header says.
+    pub fn set_ballot(&self, ballot: &tandem_ha::ballot::ProbeBallot) {
+        // The value holds digits, ids of letters, digits and '-', '=', ';' and spaces only
+        // (`ProbeBallot::header_value`), all valid in a header; a failure would be a bug there.
+        match axum::http::HeaderValue::from_str(&ballot.header_value()) {
+            Ok(value) => replace(&self.ballot_header, value),
+            Err(error) => tracing::error!(%error, "the ballot header is not a valid header value"),
+        }
     }
 }
