@@ -107,10 +107,15 @@ If this node holds changes the source does not (a former Primary that kept writi
         long_about = "failover mode primary: make this node the Active Primary, exactly as an \
 automatic failover does — it takes a new epoch above every epoch it has seen (so a returning old \
 Primary is fenced) and opens device endpoints and admin writes. Repeatable: on an Active node it \
-changes nothing.\n\n\
+changes nothing. Refused while another node of the HA group is Active (seen directly or through \
+another node recently): two Active nodes would take writes one of them later loses to a \
+divergence export. For a failback with nothing lost, make this node the Active node's Standby and \
+run `tandem ha switchover` here; --force promotes anyway. With HA disabled it only sets the mode \
+(no epoch is taken: the node is outside the HA group).\n\n\
 failover mode secondary: make this node a Secondary in Standby that heartbeats and syncs from its \
 configured Primary (set with `tandem ha configure --primary`). The sync schedule is not \
-re-anchored. Use it for upgrades, troubleshooting and the second half of a failback.",
+re-anchored. Refused on the only Active node of the HA group (the fleet would have none); \
+--force does it anyway. Use it for upgrades, troubleshooting and a fenced node's return.",
         after_help = crate::ha::FAILOVER_EXIT_STATUS_HELP
     )]
     Mode(ModeArgs),
@@ -129,6 +134,11 @@ enable: accept them again. Probes and the admin API are not affected.",
 struct ModeArgs {
     #[arg(value_enum)]
     mode: crate::ha::ModeArg,
+    /// Carry it out even when it would break "one Active node" (refused otherwise, with why
+    /// and what to do instead): `primary` while another node is Active, `secondary` on the
+    /// only Active node.
+    #[arg(long)]
+    force: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -197,7 +207,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ha(command) => crate::ha::run_ha(&data_dir, command),
         Command::Failover(FailoverCommand::Sync(args)) => crate::ha::run_sync(&data_dir, args),
         Command::Failover(FailoverCommand::Mode(args)) => {
-            crate::ha::run_failover_mode(&data_dir, args.mode, args.json)
+            crate::ha::run_failover_mode(&data_dir, args.mode, args.force, args.json)
         }
         Command::Failover(FailoverCommand::ClientConnection(args)) => {
             crate::ha::run_client_connection(&data_dir, matches!(args.action, Switch::Enable))

@@ -255,6 +255,12 @@ pub struct ConfigureArgs {
     /// returns to the public roots.
     #[arg(long, value_name = "FILE")]
     smtp_ca_file: Option<String>,
+    /// Carry out a role change even when the running node refuses it because it would break
+    /// "one Active node": entering Active while another node is Active (promote a DR node while
+    /// the main data center still serves), or leaving Active while no other node is. Without
+    /// it the refusal says why and what to do instead.
+    #[arg(long)]
+    force: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -322,6 +328,7 @@ impl ConfigureArgs {
             }),
             smtp_from: self.smtp_from,
             smtp_ca_file: self.smtp_ca_file,
+            force: self.force,
         };
         (change, self.json)
     }
@@ -442,11 +449,19 @@ pub fn run_ha(data_dir: &Path, command: HaCommand) -> Result<ExitCode> {
     perform(data_dir, operation, json)
 }
 
-/// `tandem failover mode primary|secondary`.
-pub fn run_failover_mode(data_dir: &Path, mode: ModeArg, json: bool) -> Result<ExitCode> {
+/// `tandem failover mode primary|secondary [--force]`.
+pub fn run_failover_mode(
+    data_dir: &Path,
+    mode: ModeArg,
+    force: bool,
+    json: bool,
+) -> Result<ExitCode> {
     perform(
         data_dir,
-        Operation::FailoverMode { mode: mode.into() },
+        Operation::FailoverMode {
+            mode: mode.into(),
+            force,
+        },
         json,
     )
 }
@@ -803,11 +818,11 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
 }
 
 /// What an operator does with a fenced (Not Available) node.
-const FENCED_ADVICE: &str = "  This node does not serve. To return it to service: \
-`tandem failover sync <Active node>` here (writes only this node has are saved under \
-divergence/), then either swap roles back (`tandem failover mode primary` here, \
-`tandem failover mode secondary` on the other node) or keep it as a Standby \
-(`tandem failover mode secondary` here).";
+const FENCED_ADVICE: &str = "  This node does not serve. To return it to service with nothing \
+lost: make it the Active node's Standby (`tandem ha configure --mode secondary --primary \
+<Active node>`, or `tandem failover mode secondary` if its Primary is set); it syncs (writes \
+only this node has are saved under divergence/). To give it the Primary role back, run \
+`tandem ha switchover` here once it is in step.";
 
 /// Milliseconds since the Unix epoch as an RFC 3339 UTC time.
 fn at(value: &serde_json::Value) -> String {
@@ -994,6 +1009,82 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
                 .unwrap_or_default(),
             at(&snapshot["peerSeenMs"])
         );
+    }
+    print_cluster(snapshot);
+}
+
+/// The cluster view: every other node known, directly or by gossip, and the alarms on it.
+fn print_cluster(snapshot: &serde_json::Value) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0);
+    let members = snapshot["cluster"].as_array().cloned().unwrap_or_default();
+    let silent = snapshot["silentPeers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !members.is_empty() || !silent.is_empty() {
+        println!("Cluster (every other node this node knows of):");
+    }
+    for member in &members {
+        let ago = member["seenAtMs"]
+            .as_i64()
+            .map(|seen| format!("{:.1} s ago", (now_ms - seen).max(0) as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        let how = match member["source"]["via"].as_str() {
+            Some(via) => format!("through {via}"),
+            None => "direct".into(),
+        };
+        let reach = match member["reachable"].as_bool() {
+            Some(true) => "reachable".to_owned(),
+            Some(false) => format!(
+                "UNREACHABLE ({})",
+                member["unreachableReason"].as_str().unwrap_or("-")
+            ),
+            None => "not checked by this node".into(),
+        };
+        println!(
+            "  {} {}: {}{} {}, epoch {}; seen {ago}, {how}; {reach}",
+            text(member, "nodeName"),
+            text(member, "address"),
+            if member["haEnabled"] == false {
+                "HA disabled, "
+            } else {
+                ""
+            },
+            text(member, "mode"),
+            text(member, "state"),
+            text(member, "epoch"),
+        );
+    }
+    for peer in &silent {
+        println!(
+            "  {}: NO ANSWER ({})",
+            text(peer, "address"),
+            text(peer, "reason")
+        );
+    }
+    if let Some(claim) = snapshot["newestClaim"].as_object() {
+        println!(
+            "Newest claim to serve: epoch {} of {}",
+            claim
+                .get("epoch")
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            claim
+                .get("nodeName")
+                .and_then(|v| v.as_str())
+                .unwrap_or("-")
+        );
+    }
+    if let Some(who) = snapshot["dualActive"].as_str() {
+        println!("DUAL ACTIVE: two nodes of the HA group are Active at once: {who}");
+    }
+    for warning in snapshot["trustWarnings"].as_array().into_iter().flatten() {
+        if let Some(warning) = warning.as_str() {
+            println!("TRUST INCOMPLETE: {warning}");
+        }
     }
 }
 

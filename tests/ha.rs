@@ -156,11 +156,33 @@ fn kill_9_of_the_primary_promotes_the_secondary_and_the_old_primary_returns_not_
     );
     assert_eq!(code, 503, "{body}");
 
-    // The guide's failback: sync the old Primary from the Active node, then swap roles.
+    // The guide's failback: sync the old Primary from the Active node, then swap roles. Making
+    // it Primary while node-b still serves is refused (two Active nodes would take writes one of
+    // them then loses to a divergence export); the refusal says what to do instead.
     a.ok(&["failover", "sync", &b.endpoint()]);
-    let promoted = a.ok(&["failover", "mode", "primary"]);
-    assert!(promoted.contains("Active (Primary), epoch 3"), "{promoted}");
-    b.ok(&["failover", "mode", "secondary"]);
+    let refused = a.cli(&["failover", "mode", "primary"]);
+    assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("node-b is Active in epoch 2")
+            && stderr.contains("tandem ha switchover")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(a.state(), "Not Available");
+    // As the refusal says: a Standby of node-b first, then a switchover (nothing lost).
+    a.ok(&[
+        "ha",
+        "configure",
+        "--mode",
+        "secondary",
+        "--primary",
+        &b.endpoint(),
+    ]);
+    a.wait_for_state("Standby");
+    let switched = a.ok(&["ha", "switchover", "--json"]);
+    let switched: Value = serde_json::from_str(&switched).unwrap();
+    assert_eq!(switched["epoch"], 3, "{switched:#}");
     b.wait_for_state("Standby");
     a.wait_for_state("Active");
     let (code, body) = a.get("/api/v2/labels?query=after-failover");

@@ -446,6 +446,10 @@ pub struct ConfigChange {
     pub smtp_from: Option<String>,
     /// `Some("")` returns to the public roots.
     pub smtp_ca_file: Option<String>,
+    /// Not stored: carry out a role change the controller would refuse because it breaks "one
+    /// Active node" (`--force`; `"force": true` in the API).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// A value that cannot be saved: which field, what was given, and how to fix it.

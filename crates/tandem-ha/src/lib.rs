@@ -5,12 +5,14 @@
 //! from them. It performs no I/O, reads no clock and knows nothing of SSH, SQLite or tokio.
 //!
 //! - [`ballot`]: ballots (epoch and node) and the `Tandem-Ballot` probe header.
+//! - [`cluster`]: the cluster view, every node known directly or by gossip.
 //! - [`config`]: the HA Configuration window's fields, defaults and validation.
 //! - [`schedule`]: StartTime / Run Every arithmetic.
 //! - [`machine`]: the HA controller — heartbeats, failure detection, promotion with epochs,
 //!   fencing, the schedule — as events in, commands out.
 
 pub mod ballot;
+pub mod cluster;
 pub mod config;
 pub mod machine;
 pub mod schedule;

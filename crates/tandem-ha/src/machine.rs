@@ -15,6 +15,8 @@
 //!   until they answered or the runtime gave up on them.
 //! - Syncs never overlap: a sync due while one runs is skipped and recorded.
 
+use crate::ballot::Ballot;
+use crate::cluster::{Cluster, KnownNode, Member};
 use crate::config::{
     ConfigError, ConfigWarning, HaConfig, NodeStatusSetting, OnBehind, OnFailure, OnStandbyLost,
     ReplicationMode,
@@ -29,6 +31,15 @@ use serde::{Deserialize, Serialize};
 pub struct Now {
     pub monotonic_ms: u64,
     pub wall_ms: i64,
+}
+
+impl From<Now> for crate::cluster::At {
+    fn from(now: Now) -> Self {
+        Self {
+            monotonic_ms: now.monotonic_ms,
+            wall_ms: now.wall_ms,
+        }
+    }
 }
 
 /// Clocks further apart than this are a warning and a notification (the guide requires equal
@@ -91,6 +102,10 @@ pub struct PeerView {
     /// (it fell back after the timeout and has not been confirmed since).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledging_without_standby: Option<bool>,
+    /// Every other node the sender knows of (gossip), so ballots reach every node
+    /// transitively (see [`crate::cluster`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known: Vec<KnownNode>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +147,8 @@ pub enum Notification {
     /// The Primary failed while this Standby may lack writes it acknowledged (If Behind at
     /// Failure = standby): the automatic promotion is held for an operator.
     PromotionHeld,
+    /// Two nodes of the HA group are Active at once (seen directly or by gossip).
+    DualActive,
     /// The operator's Test action (guide: Notification Settings, Test).
     Test,
 }
@@ -150,6 +167,7 @@ impl Notification {
             Notification::ReplicationMismatch => "the nodes replicate differently",
             Notification::ReplicationDegraded => "synchronous replication degraded",
             Notification::PromotionHeld => "automatic promotion held: this node may lack writes",
+            Notification::DualActive => "two nodes are Active",
             Notification::Test => "test notification",
         }
     }
@@ -170,9 +188,13 @@ pub enum Command {
         epoch: i64,
         primary: Option<String>,
     },
-    /// Ask every trusted peer how it stands (startup fencing); answer with `PeerSeen` events and
-    /// then `PeersChecked`.
+    /// Ask every trusted peer how it stands (at start, after a freeze, and every heartbeat
+    /// interval); answer with a `PeerAnswered` or `PeerUnreachable` event per peer, then
+    /// `PeersChecked`.
     CheckPeers,
+    /// Writes may be acknowledged again: the freeze this node noticed (`Event::Frozen`) has been
+    /// dealt with (it was not Active, or its peers showed no newer ballot).
+    ClearFrozen,
     /// One heartbeat to the Primary; answer with `HeartbeatAnswered` or `HeartbeatFailed`.
     SendHeartbeat { to: String },
     /// Start a sync; answer with `SyncFinished`.
@@ -219,8 +241,24 @@ pub enum Event {
     HeartbeatFailed {
         reason: String,
     },
-    /// A peer told us how it stands: its heartbeat to us, or its answer to `CheckPeers`.
+    /// A peer told us how it stands: its heartbeat to us.
     PeerSeen(PeerView),
+    /// A trusted peer answered `CheckPeers` at `address`.
+    PeerAnswered {
+        address: String,
+        view: PeerView,
+    },
+    /// A trusted peer did not answer `CheckPeers` at `address`.
+    PeerUnreachable {
+        address: String,
+        reason: String,
+    },
+    /// This process was frozen (SIGSTOP, a suspended VM, a stall) for `gap_ms`, long enough
+    /// for a peer to have taken over meanwhile; timeouts that elapsed during it say nothing
+    /// about the peers.
+    Frozen {
+        gap_ms: u64,
+    },
     /// Every peer asked by `CheckPeers` answered or was given up on.
     PeersChecked,
     SyncFinished {
@@ -281,6 +319,32 @@ pub enum OperatorCommand {
     ModeSecondary,
 }
 
+/// Whether an operator's action that would break "one Active node" is refused with the reason
+/// and the fix (the default), or carried out anyway (`--force`; `"force": true` in the APIs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Guard {
+    #[default]
+    Checked,
+    Forced,
+}
+
+/// The newest claim to serve this node knows of, and who holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimView {
+    #[serde(flatten)]
+    pub ballot: Ballot,
+    pub node_name: String,
+}
+
+/// A trusted address that has not answered a peer check yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SilentPeer {
+    pub address: String,
+    pub reason: String,
+}
+
 /// The controller's view for `tandem ha status` and the System Manager.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -299,6 +363,16 @@ pub struct Snapshot {
     pub peer_seen_ms: Option<i64>,
     /// Why the automatic promotion after a detected failure is held (If Behind at Failure).
     pub promotion_held: Option<String>,
+    /// Every other node this node knows of, directly or by gossip.
+    pub cluster: Vec<Member>,
+    /// Trusted addresses that have not answered a peer check (which node is there is unknown).
+    pub silent_peers: Vec<SilentPeer>,
+    /// The newest claim to serve known anywhere, this node's own included.
+    pub newest_claim: Option<ClaimView>,
+    /// Set while two nodes of the HA group are Active at once: who they are.
+    pub dual_active: Option<String>,
+    /// Nodes known only through gossip that this node cannot reach, each with the fix.
+    pub trust_warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -315,6 +389,8 @@ pub struct HeartbeatStatus {
 #[derive(Clone, Debug, Default)]
 struct Heartbeat {
     in_flight: bool,
+    /// Monotonic ms the heartbeat in flight was sent at.
+    sent_at_ms: u64,
     next_at_ms: u64,
     failures: u32,
     detected: bool,
@@ -357,6 +433,25 @@ pub struct Controller {
     followed: Option<PeerView>,
     /// Why the automatic promotion after the current failure is held.
     promotion_held: Option<String>,
+    /// Every other node known, directly or by gossip.
+    cluster: Cluster,
+    /// The periodic check of every trusted peer.
+    peer_check: PeerCheck,
+    /// The dual-Active alarm while raised: who.
+    dual_active: Option<String>,
+    /// Node ids already warned about as known only by gossip.
+    trust_warned: std::collections::BTreeSet<String>,
+    /// Monotonic ms at which this node last noticed it had been frozen.
+    frozen_at_ms: Option<u64>,
+    /// Writes wait for `ClearFrozen`: a freeze is being dealt with.
+    frozen_pending: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PeerCheck {
+    in_flight: bool,
+    started_at_ms: u64,
+    next_at_ms: u64,
 }
 
 fn log(commands: &mut Vec<Command>, level: Level, message: impl Into<String>) {
@@ -395,6 +490,12 @@ impl Controller {
             streaming_at_answer: false,
             followed: None,
             promotion_held: None,
+            cluster: Cluster::default(),
+            peer_check: PeerCheck::default(),
+            dual_active: None,
+            trust_warned: Default::default(),
+            frozen_at_ms: None,
+            frozen_pending: false,
         }
     }
 
@@ -421,10 +522,14 @@ impl Controller {
     }
 
     /// The newest ballot this node knows an Active node of the HA group to hold: its own while
-    /// it is Active with HA enabled.
-    pub fn newest_claim(&self) -> Option<crate::ballot::Ballot> {
-        (self.status.state == State::Active && self.status.ha_enabled)
-            .then(|| crate::ballot::Ballot::new(self.durable.epoch, self.node_id.clone()))
+    /// it is Active with HA enabled, or one learned from its peers.
+    pub fn newest_claim(&self) -> Option<Ballot> {
+        self.newest_known_claim().map(|(ballot, _)| ballot)
+    }
+
+    /// What this node tells its peers about the others (gossip), at `now`.
+    pub fn known(&self, now: Now) -> Vec<KnownNode> {
+        self.cluster.known(now.into())
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -454,6 +559,20 @@ impl Controller {
             peer: self.peer.clone(),
             peer_seen_ms: self.peer_seen_ms,
             promotion_held: self.promotion_held.clone(),
+            cluster: self.cluster.members().cloned().collect(),
+            silent_peers: self
+                .cluster
+                .silent()
+                .map(|(address, reason)| SilentPeer {
+                    address: address.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+            newest_claim: self
+                .newest_known_claim()
+                .map(|(ballot, node_name)| ClaimView { ballot, node_name }),
+            dual_active: self.dual_active.clone(),
+            trust_warnings: self.trust_warnings(),
         }
     }
 
@@ -483,6 +602,12 @@ impl Controller {
 
     /// Emits `Serve` when what is served changed (state, epoch, or where devices should go).
     fn serve(&mut self, state: State, commands: &mut Vec<Command>) {
+        if self.frozen_pending && !self.checking_peers {
+            // The freeze is dealt with: the peer check after it ended (or was overtaken by a
+            // fence or an operator), so whatever is served next stands on current knowledge.
+            self.frozen_pending = false;
+            commands.push(Command::ClearFrozen);
+        }
         let config = &self.durable.config;
         self.status = NodeStatus {
             ha_enabled: config.enabled,
@@ -560,7 +685,12 @@ impl Controller {
 
     /// Takes a fresh epoch above everything seen, durably, then serves Active.
     fn promote(&mut self, now: Now, why: &str, commands: &mut Vec<Command>) {
-        let epoch = self.durable.epoch.max(self.peer_epoch_max) + 1;
+        let epoch = self
+            .durable
+            .epoch
+            .max(self.peer_epoch_max)
+            .max(self.cluster.epoch_max())
+            + 1;
         self.durable.epoch = epoch;
         self.durable.fenced = None;
         self.promotion_held = None;
@@ -584,27 +714,38 @@ impl Controller {
         });
     }
 
-    fn fence(&mut self, peer: &PeerView, commands: &mut Vec<Command>) {
-        let reason = if peer.epoch == self.durable.epoch {
+    /// Steps down for good: `holder` is Active with `newer`, a ballot above this node's own.
+    fn fence(
+        &mut self,
+        newer: &Ballot,
+        holder: &str,
+        via: Option<&str>,
+        commands: &mut Vec<Command>,
+    ) {
+        let learned = via
+            .map(|via| format!(" (learned through {via})"))
+            .unwrap_or_default();
+        let reason = if newer.epoch == self.durable.epoch {
             format!(
-                "{} is also Active in epoch {}, and wins the tie (epochs are ordered by their \
-                 counter, then by node id)",
-                peer.node_name, peer.epoch
+                "{holder} is also Active in epoch {}{learned}, and wins the tie (epochs are \
+                 ordered by their counter, then by node id)",
+                newer.epoch
             )
         } else {
             format!(
-                "{} is Active in epoch {}, newer than this node's epoch {}",
-                peer.node_name, peer.epoch, self.durable.epoch
+                "{holder} is Active in epoch {}{learned}, newer than this node's epoch {}",
+                newer.epoch, self.durable.epoch
             )
         };
         self.durable.fenced = Some(reason.clone());
+        self.checking_peers = false;
         self.persist(commands);
         self.serve(State::NotAvailable, commands);
         let advice = format!(
-            "{reason}; this node stopped serving (Not Available). To return it to service, sync it \
-             from the Active node (`tandem failover sync HOST`), then swap roles with \
-             `tandem failover mode primary` here and `tandem failover mode secondary` there, or \
-             make it a Standby with `tandem failover mode secondary`"
+            "{reason}; this node stopped serving (Not Available). To return it to service with \
+             nothing lost, make it a Standby of the Active node (`tandem ha configure --mode \
+             secondary --primary HOST` or `tandem failover mode secondary`); once it is in step, \
+             `tandem ha switchover` here gives it the Primary role back"
         );
         log(commands, Level::Error, advice.clone());
         commands.push(Command::Notify {
@@ -613,9 +754,65 @@ impl Controller {
         });
     }
 
-    fn observe_peer(&mut self, now: Now, peer: PeerView, commands: &mut Vec<Command>) {
+    /// A peer's view arrived. `contact` says how: it decides whether the clock comparison means
+    /// anything and which address the peer was reached at.
+    fn observe_peer(
+        &mut self,
+        now: Now,
+        peer: PeerView,
+        contact: Contact,
+        commands: &mut Vec<Command>,
+    ) {
         self.peer_epoch_max = self.peer_epoch_max.max(peer.epoch);
         self.peer_seen_ms = Some(now.wall_ms);
+        if let Some(sent_at_ms) = contact.sent_at_ms()
+            && self.frozen_at_ms.is_none_or(|frozen| frozen < sent_at_ms)
+        {
+            // Only an answer to this node's own request, with no freeze of this node in between,
+            // says how the clocks compare (a queued message or a pause would look like skew).
+            self.compare_clocks(now, &peer, commands);
+        }
+        if peer.node_id != self.node_id {
+            let node = KnownNode {
+                node_id: peer.node_id.clone(),
+                node_name: peer.node_name.clone(),
+                address: None,
+                ha_enabled: peer.ha_enabled,
+                mode: peer.mode,
+                state: peer.state,
+                epoch: peer.epoch,
+                age_ms: 0,
+            };
+            let at = now.into();
+            self.cluster
+                .direct(node, contact.address().map(str::to_owned), at);
+            // Every epoch shown counts for a later promotion, even one a fresher entry replaces.
+            for node in &peer.known {
+                self.peer_epoch_max = self.peer_epoch_max.max(node.epoch);
+            }
+            let learned = self
+                .cluster
+                .gossip(&self.node_id, &peer.node_name, at, &peer.known);
+            for node in learned {
+                log(
+                    commands,
+                    Level::Info,
+                    format!(
+                        "learned of {} ({} {} in epoch {}) through {}",
+                        node.node_name, node.mode, node.state, node.epoch, peer.node_name
+                    ),
+                );
+            }
+        }
+        self.check_claims(now, commands);
+        if !matches!(contact, Contact::Check { .. }) {
+            // The node it heartbeats, or that heartbeats it: its pair.
+            self.check_replication_mode(&peer, commands);
+            self.peer = Some(peer);
+        }
+    }
+
+    fn compare_clocks(&mut self, now: Now, peer: &PeerView, commands: &mut Vec<Command>) {
         let skew = peer.wall_clock_ms - now.wall_ms;
         self.clock_skew_ms = Some(skew);
         if skew.abs() > CLOCK_SKEW_WARN_MS {
@@ -643,17 +840,6 @@ impl Controller {
                 ),
             );
         }
-        let newer = peer.state == State::Active
-            && peer.node_id != self.node_id
-            && (peer.epoch, peer.node_id.as_str()) > (self.durable.epoch, self.node_id.as_str());
-        // A node still checking its peers at startup is not serving yet but would be Active.
-        let serving = (self.status.state == State::Active && self.durable.config.enabled)
-            || self.checking_peers;
-        if newer && serving {
-            self.fence(&peer, commands);
-        }
-        self.check_replication_mode(&peer, commands);
-        self.peer = Some(peer);
     }
 
     /// Both nodes of a pair must replicate the same way: a synchronous Primary whose Secondary
@@ -711,23 +897,20 @@ impl Controller {
             Event::Tick => self.tick(now, &mut commands),
             Event::HeartbeatAnswered(peer) => self.heartbeat_answered(now, peer, &mut commands),
             Event::HeartbeatFailed { reason } => self.heartbeat_failed(now, reason, &mut commands),
-            Event::PeerSeen(peer) => self.observe_peer(now, peer, &mut commands),
-            Event::PeersChecked => {
-                if self.checking_peers {
-                    self.checking_peers = false;
-                    if self.durable.fenced.is_none() {
-                        log(
-                            &mut commands,
-                            Level::Info,
-                            format!(
-                                "no peer is Active in a newer epoch; serving as Active in epoch {}",
-                                self.durable.epoch
-                            ),
-                        );
-                        self.serve(State::Active, &mut commands);
-                    }
-                }
+            Event::PeerSeen(peer) => self.observe_peer(now, peer, Contact::Inbound, &mut commands),
+            Event::PeerAnswered { address, view } => {
+                let sent_at_ms = self.peer_check.started_at_ms;
+                let contact = Contact::Check {
+                    address,
+                    sent_at_ms,
+                };
+                self.observe_peer(now, view, contact, &mut commands)
             }
+            Event::PeerUnreachable { address, reason } => {
+                self.cluster.unreachable(&address, &reason)
+            }
+            Event::PeersChecked => self.peers_checked(now, &mut commands),
+            Event::Frozen { gap_ms } => self.frozen(now, gap_ms, &mut commands),
             Event::SyncFinished { trigger, outcome } => {
                 self.sync_finished(trigger, outcome, &mut commands)
             }
@@ -774,6 +957,11 @@ impl Controller {
         if state == State::Active && self.durable.config.enabled {
             self.checking_peers = true;
             self.serve(State::NotAvailable, commands);
+            self.peer_check = PeerCheck {
+                in_flight: true,
+                started_at_ms: now.monotonic_ms,
+                ..PeerCheck::default()
+            };
             log(
                 commands,
                 Level::Info,
@@ -809,8 +997,11 @@ impl Controller {
             && let Some(primary) = self.durable.config.primary.clone()
         {
             self.heartbeat.in_flight = true;
+            self.heartbeat.sent_at_ms = now.monotonic_ms;
             commands.push(Command::SendHeartbeat { to: primary });
         }
+        self.check_peers_when_due(now, commands);
+        self.check_dual_active(now, commands);
         if !self.schedule_wanted() {
             return;
         }
@@ -903,7 +1094,11 @@ impl Controller {
             self.durable.followed_state = Some(peer.state);
             self.persist(commands);
         }
-        self.observe_peer(now, peer, commands);
+        let contact = Contact::Heartbeat {
+            address: self.durable.config.primary.clone(),
+            sent_at_ms: self.heartbeat.sent_at_ms,
+        };
+        self.observe_peer(now, peer, contact, commands);
     }
 
     fn heartbeat_failed(&mut self, now: Now, reason: String, commands: &mut Vec<Command>) {
@@ -913,6 +1108,24 @@ impl Controller {
         let config = self.durable.config.clone();
         let primary = config.primary.clone().unwrap_or_default();
         self.heartbeat.in_flight = false;
+        if self
+            .frozen_at_ms
+            .is_some_and(|frozen| frozen >= self.heartbeat.sent_at_ms)
+        {
+            // Its timeout ran out while this node itself was frozen: it says nothing of the
+            // Primary. Ask again at once.
+            self.heartbeat.next_at_ms = now.monotonic_ms;
+            log(
+                commands,
+                Level::Info,
+                format!(
+                    "heartbeat to {primary} failed across this node's own freeze ({reason}); not \
+                     counted"
+                ),
+            );
+            return;
+        }
+        self.cluster.unreachable(&primary, &reason);
         self.heartbeat.failures = self.heartbeat.failures.saturating_add(1);
         self.heartbeat.next_at_ms = now.monotonic_ms + config.recheck_interval.as_millis();
         self.heartbeat.last_error = Some(reason.clone());
@@ -1181,12 +1394,31 @@ impl Controller {
         now: Now,
         config: HaConfig,
     ) -> Result<(Vec<ConfigWarning>, Vec<Command>), ConfigError> {
+        self.configure_with(now, config, Guard::Checked)
+    }
+
+    /// [`Self::configure`], where `guard` says whether a role change that would break "one
+    /// Active node" is refused (with the reason and the fix) or carried out anyway.
+    pub fn configure_with(
+        &mut self,
+        now: Now,
+        config: HaConfig,
+        guard: Guard,
+    ) -> Result<(Vec<ConfigWarning>, Vec<Command>), ConfigError> {
         let warnings = config.validate()?;
         let mut commands = Vec::new();
         let before = self.durable.config.clone();
         let role_changed = before.mode != config.mode
             || before.node_status != config.node_status
             || before.enabled != config.enabled;
+        if self.started
+            && role_changed
+            && guard == Guard::Checked
+            && let Some(refusal) = self.refuse_role(now, &before, &config)
+        {
+            return Err(refusal);
+        }
+        let active_in_group = self.status.state == State::Active && self.status.ha_enabled;
         self.durable.config = config;
         self.durable.schedule_anchor_ms =
             Some(next_start_time(now.wall_ms, self.durable.config.start_time));
@@ -1222,12 +1454,33 @@ impl Controller {
         } else {
             self.configured_state()
         };
-        if target == State::Active && self.status.state != State::Active {
-            // Entering Active from anything else takes a fresh epoch: HA disabled on a Standby,
-            // a Secondary set to Active or made Primary.
+        if target == State::Active && self.durable.config.enabled && !active_in_group {
+            // Entering Active in the HA group from anything else takes a fresh ballot: a
+            // Secondary set to Active or made Primary, HA enabled on a standalone node.
             let why = "the HA configuration was changed by an operator".to_owned();
             self.checking_peers = false;
             self.promote(now, &why, &mut commands);
+        } else if target == State::Active && !self.durable.config.enabled {
+            // HA disabled: the node leaves the HA group and serves standalone in the epoch it
+            // has. It takes no ballot, so it fences no one and no peer counts it as Active.
+            self.checking_peers = false;
+            self.persist(&mut commands);
+            let was = self.status;
+            self.serve(State::Active, &mut commands);
+            if was.ha_enabled {
+                log(
+                    &mut commands,
+                    Level::Warn,
+                    format!(
+                        "HA disabled: this node left the HA group and serves standalone (it was \
+                         {}); it takes no ballot, fences no node, and the traffic controller \
+                         does not fail over to it. Writes made here do not replicate: when HA \
+                         is enabled again, a sync from the Primary saves them to a divergence \
+                         export",
+                        was.state
+                    ),
+                );
+            }
         } else {
             self.persist(&mut commands);
             if target != State::Active {
@@ -1257,11 +1510,52 @@ impl Controller {
 
     /// `tandem failover mode primary|secondary` (guide: Table 5).
     pub fn operator(&mut self, now: Now, command: OperatorCommand) -> Result<Vec<Command>, String> {
+        self.operator_with(now, command, Guard::Checked)
+    }
+
+    /// [`Self::operator`], where `guard` says whether a command that would break "one Active
+    /// node" is refused (with the reason and the fix) or carried out anyway.
+    pub fn operator_with(
+        &mut self,
+        now: Now,
+        command: OperatorCommand,
+        guard: Guard,
+    ) -> Result<Vec<Command>, String> {
         if !self.started {
             return Err("the HA controller has not started yet; try again in a moment".into());
         }
+        if guard == Guard::Checked && self.durable.config.enabled {
+            let active_in_group = self.status.state == State::Active && self.status.ha_enabled;
+            let refusal = match command {
+                OperatorCommand::ModePrimary if !active_in_group => {
+                    self.refuse_entering_active(now)
+                }
+                OperatorCommand::ModeSecondary => self.refuse_leaving_active(now),
+                OperatorCommand::ModePrimary => None,
+            };
+            if let Some(refusal) = refusal {
+                return Err(format!("refused: {refusal}"));
+            }
+        }
         let mut commands = Vec::new();
         match command {
+            OperatorCommand::ModePrimary if !self.durable.config.enabled => {
+                // Outside the HA group a mode is only a setting (the guide's upgrade makes the
+                // Secondary Primary for a while): no ballot is taken.
+                self.durable.config.mode = Mode::Primary;
+                self.durable.config.node_status = NodeStatusSetting::Standby;
+                self.persist(&mut commands);
+                self.serve(State::Active, &mut commands);
+                log(
+                    &mut commands,
+                    Level::Info,
+                    format!(
+                        "failover mode primary with HA disabled: mode is Primary; this node \
+                         serves standalone in epoch {} and takes no ballot",
+                        self.durable.epoch
+                    ),
+                );
+            }
             OperatorCommand::ModePrimary => {
                 let was = self.status;
                 self.durable.config.mode = Mode::Primary;
@@ -1329,6 +1623,41 @@ impl Controller {
         Ok(commands)
     }
 }
+
+/// How a peer's view reached this node.
+enum Contact {
+    /// Its heartbeat to this node (a message that may have waited in a queue).
+    Inbound,
+    /// The answer to this node's heartbeat, sent at monotonic `sent_at_ms`.
+    Heartbeat {
+        address: Option<String>,
+        sent_at_ms: u64,
+    },
+    /// The answer to this node's peer check at `address`, started at `sent_at_ms`.
+    Check { address: String, sent_at_ms: u64 },
+}
+
+impl Contact {
+    fn sent_at_ms(&self) -> Option<u64> {
+        match self {
+            Contact::Inbound => None,
+            Contact::Heartbeat { sent_at_ms, .. } | Contact::Check { sent_at_ms, .. } => {
+                Some(*sent_at_ms)
+            }
+        }
+    }
+
+    fn address(&self) -> Option<&str> {
+        match self {
+            Contact::Inbound => None,
+            Contact::Heartbeat { address, .. } => address.as_deref(),
+            Contact::Check { address, .. } => Some(address),
+        }
+    }
+}
+
+#[path = "machine_cluster.rs"]
+mod cluster_rules;
 
 #[cfg(test)]
 #[path = "machine_tests.rs"]

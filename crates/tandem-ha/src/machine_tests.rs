@@ -40,6 +40,7 @@ fn peer(name: &str, mode: Mode, state: State, epoch: i64, now: Now) -> PeerView 
         on_standby_lost: None,
         synchronous_timeout: None,
         acknowledging_without_standby: None,
+        known: Vec::new(),
         node_name: name.into(),
         node_id: format!("id-{name}"),
         ha_enabled: true,
@@ -62,8 +63,18 @@ fn serve(state: State, mode: Mode, epoch: i64, primary: Option<&str>) -> Command
     }
 }
 
-/// The commands without log lines (the tests that care about logs look at them directly).
+/// The commands without log lines and peer checks (the tests that care about logs look at them
+/// directly; those about peer checks use [`acts_and_checks`]): every HA node checks its peers
+/// each heartbeat interval, which would fill every other test's expectations.
 fn acts(commands: Vec<Command>) -> Vec<Command> {
+    acts_and_checks(commands)
+        .into_iter()
+        .filter(|command| !matches!(command, Command::CheckPeers))
+        .collect()
+}
+
+/// The commands without log lines.
+fn acts_and_checks(commands: Vec<Command>) -> Vec<Command> {
     commands
         .into_iter()
         .filter(|command| !matches!(command, Command::Log { .. }))
@@ -235,7 +246,7 @@ fn keep_in_standby_detects_and_notifies_but_does_not_promote() {
 #[test]
 fn a_restarted_primary_asks_its_peers_and_is_fenced_by_a_newer_epoch_table_1_row_3() {
     let mut controller = Controller::new("id-self", Durable::new(primary(), 1));
-    let commands = acts(controller.handle(at(0), Event::Started));
+    let commands = acts_and_checks(controller.handle(at(0), Event::Started));
     assert_eq!(
         commands,
         vec![
@@ -303,14 +314,17 @@ fn an_active_node_steps_down_when_an_active_peer_has_a_newer_epoch() {
     // A Standby with a newer epoch does not fence, nor does an Active peer that loses the tie.
     let quiet = controller.handle(
         at(2),
-        Event::PeerSeen(peer("node-b", Mode::Secondary, State::Standby, 5, at(2))),
+        Event::PeerSeen(peer("node-s", Mode::Secondary, State::Standby, 5, at(2))),
     );
     assert_eq!(acts(quiet), vec![]);
     let mut lower = peer("node-0", Mode::Secondary, State::Active, 1, at(2));
     lower.node_id = "id-a".into();
-    assert_eq!(
-        acts(controller.handle(at(2), Event::PeerSeen(lower))),
-        vec![]
+    // It loses the tie and will step down itself; meanwhile two nodes are Active: the alarm.
+    let alarm = acts(controller.handle(at(2), Event::PeerSeen(lower)));
+    assert!(
+        matches!(&alarm[..], [Command::Notify { notification: Notification::DualActive, message }]
+            if message.contains("this node (epoch 1) and node-0 (epoch 1)")),
+        "{alarm:?}"
     );
     assert_eq!(controller.status().state, State::Active);
     let commands = acts(controller.handle(
@@ -330,9 +344,20 @@ fn failover_mode_primary_takes_an_epoch_above_every_epoch_seen_and_is_repeatable
         Event::PeerSeen(peer("node-b", Mode::Secondary, State::Active, 4, at(1))),
     );
     assert_eq!(controller.status().state, State::NotAvailable);
+    // node-b was Active a moment ago: refused with the reason and the fix, unless forced.
+    let refusal = controller
+        .operator(at(2), OperatorCommand::ModePrimary)
+        .unwrap_err();
+    assert!(
+        refusal.starts_with("refused: node-b is Active in epoch 4 (seen 1 ms ago)")
+            && refusal.contains("tandem ha switchover")
+            && refusal.contains("--force"),
+        "{refusal}"
+    );
+    assert_eq!(controller.status().state, State::NotAvailable);
     let commands = acts(
         controller
-            .operator(at(2), OperatorCommand::ModePrimary)
+            .operator_with(at(2), OperatorCommand::ModePrimary, Guard::Forced)
             .unwrap(),
     );
     assert!(
@@ -357,9 +382,17 @@ fn failover_mode_secondary_returns_to_standby_without_re_anchoring_the_schedule(
         .operator(at(1), OperatorCommand::ModePrimary)
         .unwrap();
     assert_eq!(controller.status().state, State::Active);
+    // The only Active node: refused, unless forced.
+    let refusal = controller
+        .operator(at(2), OperatorCommand::ModeSecondary)
+        .unwrap_err();
+    assert!(
+        refusal.contains("the only Active node of the HA group"),
+        "{refusal}"
+    );
     let commands = acts(
         controller
-            .operator(at(2), OperatorCommand::ModeSecondary)
+            .operator_with(at(2), OperatorCommand::ModeSecondary, Guard::Forced)
             .unwrap(),
     );
     assert_eq!(
@@ -579,13 +612,21 @@ fn an_active_secondary_is_fenced_by_its_primary_after_failback() {
 }
 
 #[test]
-fn disabling_ha_on_a_standby_takes_a_fresh_epoch() {
+fn disabling_ha_on_a_standby_leaves_the_group_without_taking_a_ballot() {
+    // The guide's upgrade, step 1: the Secondary leaves the HA group and serves standalone in the
+    // epoch it has, so it fences no one and no peer counts it as Active.
     let mut controller = started_standby();
     let mut config = secondary();
     config.enabled = false;
     let (_, commands) = controller.configure(at(1), config).unwrap();
+    assert!(
+        logs(&commands)
+            .iter()
+            .any(|line| line.starts_with("HA disabled: this node left the HA group")),
+        "{commands:?}"
+    );
     let commands = acts(commands);
-    assert!(matches!(&commands[0], Command::Persist(durable) if durable.epoch == 2));
+    assert!(matches!(&commands[0], Command::Persist(durable) if durable.epoch == 1));
     assert_eq!(
         commands[1],
         Command::Serve {
@@ -594,10 +635,22 @@ fn disabling_ha_on_a_standby_takes_a_fresh_epoch() {
                 mode: Mode::Secondary,
                 state: State::Active
             },
-            epoch: 2,
+            epoch: 1,
             primary: None
         }
     );
+    assert_eq!(controller.probe_ballot().claim(), None);
+    // Made Primary while out of the group (the guide's upgrade, step 4): still no ballot.
+    controller
+        .operator(at(2), OperatorCommand::ModePrimary)
+        .unwrap();
+    assert_eq!(controller.epoch(), 1);
+    // Back in the group as a Secondary: a Standby again, in the same epoch.
+    let mut config = secondary();
+    config.enabled = true;
+    controller.configure(at(3), config).unwrap();
+    assert_eq!(controller.status().state, State::Standby);
+    assert_eq!(controller.epoch(), 1);
 }
 
 #[test]
@@ -735,10 +788,11 @@ fn continuous_replication_follows_while_standby_and_replaces_the_schedule() {
     // The source's epoch is remembered durably, as after a sync.
     let epoch = acts(controller.handle(at(1), Event::SourceEpoch(4)));
     assert!(matches!(&epoch[..], [Command::Persist(durable)] if durable.epoch == 4));
-    // Promotion stops following, before anything else happens on the next step.
+    // Promotion stops following, before anything else happens on the next step (forced: the
+    // Primary answered a moment ago).
     let promoted = acts(
         controller
-            .operator(at(2), OperatorCommand::ModePrimary)
+            .operator_with(at(2), OperatorCommand::ModePrimary, Guard::Forced)
             .unwrap(),
     );
     assert_eq!(promoted.last(), Some(&Command::Follow { from: None }));

@@ -84,7 +84,7 @@ use tandem_ha::config::{
     ReplicationMode, Span, StartTime,
 };
 use tandem_ha::machine::{
-    Command, Controller, Durable, Event, Notification, Now, OperatorCommand, PeerView,
+    Command, Controller, Durable, Event, Guard, Notification, Now, OperatorCommand, PeerView,
     ReplicationView, SyncOutcome, SyncTrigger,
 };
 use tandem_ha::{Mode, State};
@@ -338,7 +338,7 @@ enum StepKind {
 
 enum Input {
     Event(Event),
-    Operator(OperatorCommand),
+    Operator(OperatorCommand, Guard),
 }
 
 enum Happening {
@@ -381,6 +381,8 @@ enum Happening {
         node: usize,
         life: u32,
         id: u64,
+        /// The node asked.
+        peer: usize,
         view: Option<PeerView>,
     },
     CheckTimeout {
@@ -555,6 +557,32 @@ struct World {
     two_active_seen: bool,
 }
 
+/// Every ballot a view shows `receiver`: `(epoch, node id, Active in the HA group)` of its
+/// sender and of each node it gossips about, except the receiver itself (which knows itself
+/// better than any gossip).
+fn shown(view: &PeerView, receiver: &str) -> Vec<(i64, String, bool)> {
+    let sender = (
+        view.epoch,
+        view.node_id.clone(),
+        view.state == State::Active && view.ha_enabled,
+    );
+    let gossip = view
+        .known
+        .iter()
+        .filter(|node| node.node_id != receiver)
+        .map(|node| (node.epoch, node.node_id.clone(), node.claim().is_some()));
+    std::iter::once(sender).chain(gossip).collect()
+}
+
+/// Whether `view` shows an Active ballot above `(epoch, id)` held by another node.
+fn shows_higher_claim(view: &PeerView, epoch: i64, id: &str) -> bool {
+    shown(view, id)
+        .into_iter()
+        .any(|(shown_epoch, shown_id, active)| {
+            active && shown_id != id && (shown_epoch, shown_id.as_str()) > (epoch, id)
+        })
+}
+
 fn view_text(view: &PeerView) -> String {
     format!(
         "{} {} {} e{}",
@@ -564,7 +592,7 @@ fn view_text(view: &PeerView) -> String {
 
 fn input_text(input: &Input) -> String {
     match input {
-        Input::Operator(command) => format!("operator {command:?}"),
+        Input::Operator(command, guard) => format!("operator {command:?} ({guard:?})"),
         Input::Event(Event::HeartbeatAnswered(view)) => {
             format!("HeartbeatAnswered({})", view_text(view))
         }
@@ -778,6 +806,7 @@ impl World {
             on_standby_lost: Some(controller.durable().config.on_standby_lost),
             synchronous_timeout: Some(controller.durable().config.synchronous_timeout),
             acknowledging_without_standby: None,
+            known: controller.known(self.now_of(node)),
         })
     }
 
@@ -904,6 +933,7 @@ impl World {
                                 node: from,
                                 life,
                                 id,
+                                peer: to,
                                 view: Some(answer),
                             },
                         );
@@ -914,6 +944,7 @@ impl World {
                 node,
                 life,
                 id,
+                peer,
                 view,
             } => {
                 if !self.alive(node, life) {
@@ -928,8 +959,18 @@ impl World {
                 };
                 check.outstanding = check.outstanding.saturating_sub(1);
                 let done = check.outstanding == 0;
-                if let Some(view) = view {
-                    self.step(node, Input::Event(Event::PeerSeen(view)))?;
+                let address = ADDRESSES[peer].to_owned();
+                match view {
+                    Some(view) => {
+                        self.step(node, Input::Event(Event::PeerAnswered { address, view }))?
+                    }
+                    None => {
+                        let reason = "connection refused".to_owned();
+                        self.step(
+                            node,
+                            Input::Event(Event::PeerUnreachable { address, reason }),
+                        )?
+                    }
                 }
                 if done && self.alive(node, life) {
                     self.finish_check(node)?;
@@ -1230,10 +1271,17 @@ impl World {
                 self.manual_sync(returned, active)?;
                 // The operator goes on only while `ha status` shows each step done.
                 if self.up(returned) {
-                    self.step(returned, Input::Operator(OperatorCommand::ModePrimary))?;
+                    // The guide's swap while the other node still serves: refused unless forced.
+                    self.step(
+                        returned,
+                        Input::Operator(OperatorCommand::ModePrimary, Guard::Forced),
+                    )?;
                 }
                 if self.up(returned) && self.nodes[returned].served.state == State::Active {
-                    self.step(active, Input::Operator(OperatorCommand::ModeSecondary))?;
+                    self.step(
+                        active,
+                        Input::Operator(OperatorCommand::ModeSecondary, Guard::Checked),
+                    )?;
                 }
             }
             Action::MakeStandby { fenced } => {
@@ -1250,7 +1298,10 @@ impl World {
                     self.manual_sync(fenced, source)?;
                 }
                 if self.up(fenced) {
-                    self.step(fenced, Input::Operator(OperatorCommand::ModeSecondary))?;
+                    self.step(
+                        fenced,
+                        Input::Operator(OperatorCommand::ModeSecondary, Guard::Checked),
+                    )?;
                 }
             }
             Action::SyncNow { standby, source } => {
@@ -1261,7 +1312,10 @@ impl World {
             Action::Promote { standby } => {
                 self.tally.manual_promotions += 1;
                 self.note(|| format!("operator: promote {} by hand", NAMES[standby]));
-                self.step(standby, Input::Operator(OperatorCommand::ModePrimary))?;
+                self.step(
+                    standby,
+                    Input::Operator(OperatorCommand::ModePrimary, Guard::Checked),
+                )?;
             }
         }
         Ok(())
@@ -1292,11 +1346,13 @@ impl World {
     fn step(&mut self, node: usize, input: Input) -> Result<(), Violation> {
         let now = self.now_of(node);
         let kind = match &input {
-            Input::Operator(_) => StepKind::Operator,
+            Input::Operator(..) => StepKind::Operator,
             Input::Event(Event::PeersChecked) => StepKind::PeersChecked,
-            Input::Event(Event::PeerSeen(view) | Event::HeartbeatAnswered(view)) => {
-                StepKind::PeerView(view.clone())
-            }
+            Input::Event(
+                Event::PeerSeen(view)
+                | Event::HeartbeatAnswered(view)
+                | Event::PeerAnswered { view, .. },
+            ) => StepKind::PeerView(view.clone()),
             Input::Event(Event::SyncFinished {
                 outcome: SyncOutcome::Succeeded { source_epoch, .. },
                 ..
@@ -1307,15 +1363,18 @@ impl World {
         };
         if let StepKind::PeerView(view) = &kind {
             let state = &mut self.nodes[node];
-            state.shown_epoch_max = state.shown_epoch_max.max(view.epoch);
-            let ballot = (view.epoch, view.node_id.clone());
-            if view.state == State::Active
-                && state
-                    .shown_active_max
-                    .as_ref()
-                    .is_none_or(|max| ballot > *max)
-            {
-                state.shown_active_max = Some(ballot);
+            // What the view shows: the sender itself and everything it gossips.
+            for (epoch, id, active) in shown(view, IDS[node]) {
+                state.shown_epoch_max = state.shown_epoch_max.max(epoch);
+                let ballot = (epoch, id);
+                if active
+                    && state
+                        .shown_active_max
+                        .as_ref()
+                        .is_none_or(|max| ballot > *max)
+                {
+                    state.shown_active_max = Some(ballot);
+                }
             }
         }
         let described = self.trace.is_some().then(|| input_text(&input));
@@ -1325,13 +1384,15 @@ impl World {
         };
         let commands = match input {
             Input::Event(event) => controller.handle(now, event),
-            Input::Operator(command) => match controller.operator(now, command) {
-                Ok(commands) => commands,
-                Err(refusal) => {
-                    self.note(|| format!("{}: operator refused: {refusal}", NAMES[node]));
-                    return Ok(());
+            Input::Operator(command, guard) => {
+                match controller.operator_with(now, command, guard) {
+                    Ok(commands) => commands,
+                    Err(refusal) => {
+                        self.note(|| format!("{}: operator refused: {refusal}", NAMES[node]));
+                        return Ok(());
+                    }
                 }
-            },
+            }
         };
         self.tally.steps += 1;
         if let Some(described) = described {
@@ -1357,12 +1418,11 @@ impl World {
             let synced = &mut self.nodes[node].synced_epoch_max;
             *synced = (*synced).max(source_epoch);
         }
-        // Invariant 2: an Active node shown a higher Active ballot ends the step Not Available.
+        // Invariant 2: an Active node shown a higher Active ballot (by its sender or in the
+        // sender's gossip) ends the step Not Available.
         if let StepKind::PeerView(view) = &kind
             && was.state == State::Active
-            && view.state == State::Active
-            && view.node_id != IDS[node]
-            && (view.epoch, view.node_id.as_str()) > (was.epoch, IDS[node])
+            && shows_higher_claim(view, was.epoch, IDS[node])
             && self.nodes[node].served.state != State::NotAvailable
         {
             return Err(self.violation(
@@ -1429,6 +1489,7 @@ impl World {
                         from.as_deref().and_then(|from| self.node_by_address(from));
                 }
                 Command::SkipSync { .. } => self.tally.skipped_syncs += 1,
+                Command::ClearFrozen => {}
                 Command::Notify { notification, .. } => match notification {
                     Notification::BecamePrimary => self.tally.promotions += 1,
                     Notification::Fenced => self.tally.fences += 1,
@@ -1529,8 +1590,7 @@ impl World {
             }
         } else if was.state == State::Active {
             let fenced_by_peer = matches!(kind, StepKind::PeerView(view)
-                if view.state == State::Active
-                    && (view.epoch, view.node_id.as_str()) > (was.epoch, IDS[node]));
+                if shows_higher_claim(view, was.epoch, IDS[node]));
             let allowed = matches!(kind, StepKind::Operator)
                 || (fenced_by_peer && current.disk.fenced.is_some());
             if !allowed {
@@ -1681,6 +1741,7 @@ impl World {
                         node,
                         life,
                         id,
+                        peer,
                         view: None,
                     },
                 );

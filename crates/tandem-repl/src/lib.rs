@@ -230,6 +230,7 @@ impl Replication {
             on_standby_lost: None,
             synchronous_timeout: None,
             acknowledging_without_standby: None,
+            known: Vec::new(),
         })
     }
 

@@ -57,9 +57,12 @@ pub enum Operation {
     HaConfigure {
         change: tandem_ha::config::ConfigChange,
     },
-    /// `tandem failover mode primary|secondary`.
+    /// `tandem failover mode primary|secondary [--force]`.
     FailoverMode {
         mode: tandem_ha::Mode,
+        /// Carry it out even when it breaks "one Active node" (refused otherwise).
+        #[serde(default)]
+        force: bool,
     },
     /// `tandem failover client-connection enable|disable`.
     ClientConnection {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tandem_ha::Mode;
 use tandem_ha::config::ConfigChange;
-use tandem_ha::machine::{Controller, OperatorCommand, SyncOutcome};
+use tandem_ha::machine::{Controller, Guard, OperatorCommand, SyncOutcome};
 use tandem_repl::Replication;
 use tandem_repl::ops::{self, Event, FailureKind, Operation, Reporter};
 use tandem_repl::protocol::{Request, Response, SwitchoverStep};
@@ -207,14 +207,19 @@ impl ops::Executor for NodeExecutor {
                     Ok(configured) => Event::Done {
                         result: serde_json::to_value(configured).unwrap_or_default(),
                     },
+                    // A role change refused for "one Active node" is not a usage error.
+                    Err(message) if message.contains("refused: ") => {
+                        failed(FailureKind::Refused, message)
+                    }
                     Err(message) => failed(FailureKind::Usage, message),
                 },
-                Operation::FailoverMode { mode } => {
+                Operation::FailoverMode { mode, force } => {
                     let command = match mode {
                         Mode::Primary => OperatorCommand::ModePrimary,
                         Mode::Secondary => OperatorCommand::ModeSecondary,
                     };
-                    match ha.operator(command).await {
+                    let guard = if force { Guard::Forced } else { Guard::Checked };
+                    match ha.operator(command, guard).await {
                         Ok(snapshot) => Event::Done {
                             result: serde_json::to_value(snapshot).unwrap_or_default(),
                         },
@@ -547,9 +552,13 @@ async fn switchover(replication: &Replication, ha: &HaHandle) -> Result<Value, F
         summary: "switchover final sync".into(),
         source_epoch: epoch,
     });
+    // The old Primary is still Active, but its writes and device connections are closed and
+    // everything it acknowledged is here: the one case where entering Active beside it is safe,
+    // so the "one Active node" refusal is overridden.
     let promoted = ha
         .configure(ConfigChange {
             mode: Some(Mode::Primary),
+            force: true,
             ..ConfigChange::default()
         })
         .await;

@@ -15,8 +15,8 @@ use tandem_ha::config::{
     ConfigChange, ConfigError, ConfigWarning, HaConfig, OnStandbyLost, ReplicationMode,
 };
 use tandem_ha::machine::{
-    Command, Controller, Durable, Event, Level, Notification, Now, OperatorCommand, PeerView,
-    Snapshot, SyncOutcome, SyncTrigger,
+    Command, Controller, Durable, Event, Guard, Level, Notification, Now, OperatorCommand,
+    PeerView, Snapshot, SyncOutcome, SyncTrigger,
 };
 use tandem_ha::{NodeStatus, State};
 use tandem_repl::follow::{self, FollowEnd, FollowStatus};
@@ -114,6 +114,7 @@ enum Input {
     },
     Operator {
         command: OperatorCommand,
+        guard: Guard,
         reply: oneshot::Sender<Result<Snapshot, String>>,
     },
 }
@@ -158,10 +159,18 @@ impl HaHandle {
         }
     }
 
-    pub async fn operator(&self, command: OperatorCommand) -> Result<Snapshot, String> {
+    pub async fn operator(
+        &self,
+        command: OperatorCommand,
+        guard: Guard,
+    ) -> Result<Snapshot, String> {
         let (reply, answer) = oneshot::channel();
         self.inputs
-            .send(Input::Operator { command, reply })
+            .send(Input::Operator {
+                command,
+                guard,
+                reply,
+            })
             .await
             .map_err(|_| "the HA controller has stopped".to_owned())?;
         answer
@@ -244,6 +253,14 @@ struct Clock {
     origin: Instant,
 }
 
+fn lock_sessions(
+    sessions: &std::sync::Mutex<std::collections::HashMap<String, Session>>,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Session>> {
+    sessions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub(crate) fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -285,6 +302,11 @@ pub struct HaRuntime {
     unconfirmed_since: Option<(Instant, i64)>,
     /// Sends the notifications Notify On selects, off the controller's path.
     mailer: Mailer,
+    /// A freeze of this process was reported to the controller and not cleared yet.
+    frozen_reported: bool,
+    /// Open sessions of the periodic peer checks, by address (each used by one check at a time:
+    /// checks never overlap).
+    peer_sessions: Arc<std::sync::Mutex<std::collections::HashMap<String, Session>>>,
 }
 
 impl Drop for HaRuntime {
@@ -319,6 +341,7 @@ impl HaRuntime {
             on_standby_lost: Some(controller.durable().config.on_standby_lost),
             synchronous_timeout: Some(controller.durable().config.synchronous_timeout),
             acknowledging_without_standby: None,
+            known: Vec::new(),
         }));
         let follow_status = Arc::new(watch::Sender::new(FollowStatus::default()));
         let mailer = Mailer::start(state.local.clone());
@@ -353,6 +376,8 @@ impl HaRuntime {
             sync_degraded_reported: false,
             unconfirmed_since: None,
             mailer,
+            frozen_reported: false,
+            peer_sessions: Arc::default(),
         };
         (runtime, handle)
     }
@@ -385,6 +410,7 @@ impl HaRuntime {
                 _ = ticks.tick() => Input::Event(Event::Tick),
                 Some(input) = self.inputs.recv() => input,
             };
+            self.check_frozen().await;
             let now = self.clock.now();
             match input {
                 Input::Event(Event::Tick) => {
@@ -414,12 +440,17 @@ impl HaRuntime {
                     self.carry_out(commands).await;
                 }
                 Input::Configure { change, reply } => {
+                    let guard = if change.force {
+                        Guard::Forced
+                    } else {
+                        Guard::Checked
+                    };
                     let result = self
                         .controller
                         .durable()
                         .config
                         .with(&change)
-                        .and_then(|(config, _)| self.controller.configure(now, config));
+                        .and_then(|(config, _)| self.controller.configure_with(now, config, guard));
                     match result {
                         Ok((warnings, commands)) => {
                             self.carry_out(commands).await;
@@ -437,17 +468,19 @@ impl HaRuntime {
                         }
                     }
                 }
-                Input::Operator { command, reply } => {
-                    match self.controller.operator(now, command) {
-                        Ok(commands) => {
-                            self.carry_out(commands).await;
-                            let _ = reply.send(Ok(self.controller.snapshot()));
-                        }
-                        Err(error) => {
-                            let _ = reply.send(Err(error));
-                        }
+                Input::Operator {
+                    command,
+                    guard,
+                    reply,
+                } => match self.controller.operator_with(now, command, guard) {
+                    Ok(commands) => {
+                        self.carry_out(commands).await;
+                        let _ = reply.send(Ok(self.controller.snapshot()));
                     }
-                }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                },
             }
         }
     }
@@ -527,12 +560,16 @@ impl HaRuntime {
                     ..ConfigChange::default()
                 };
                 let now = self.clock.now();
+                // The initiator is Active in a newer epoch by now, though this node may not
+                // have heard of it yet: leaving Active here never leaves the fleet without one.
                 let (_, commands) = self
                     .controller
                     .durable()
                     .config
                     .with(&change)
-                    .and_then(|(config, _)| self.controller.configure(now, config))
+                    .and_then(|(config, _)| {
+                        self.controller.configure_with(now, config, Guard::Forced)
+                    })
                     .map_err(|error| error.to_string())?;
                 self.carry_out(commands).await;
                 if let Some(hold) = self.hold.take() {
@@ -620,6 +657,11 @@ impl HaRuntime {
     fn publish(&self) {
         let status = self.controller.status();
         self.state.set_ballot(&self.controller.probe_ballot());
+        self.state.db.set_freeze_threshold(
+            self.controller
+                .freeze_threshold_ms()
+                .map(Duration::from_millis),
+        );
         let view = PeerView {
             node_name: self.state.node_name.clone(),
             node_id: self.node_id.clone(),
@@ -632,6 +674,7 @@ impl HaRuntime {
             on_standby_lost: Some(self.controller.durable().config.on_standby_lost),
             synchronous_timeout: Some(self.controller.durable().config.synchronous_timeout),
             acknowledging_without_standby: None,
+            known: self.controller.known(self.clock.now()),
         };
         *self
             .view
@@ -672,6 +715,11 @@ impl HaRuntime {
             } => self.serve(status, epoch, primary).await,
             Command::CheckPeers => {
                 self.check_peers();
+                Ok(())
+            }
+            Command::ClearFrozen => {
+                self.frozen_reported = false;
+                self.state.db.clear_frozen();
                 Ok(())
             }
             Command::SendHeartbeat { to } => {
@@ -858,6 +906,7 @@ impl HaRuntime {
             on_standby_lost: Some(self.controller.durable().config.on_standby_lost),
             synchronous_timeout: Some(self.controller.durable().config.synchronous_timeout),
             acknowledging_without_standby: None,
+            known: self.controller.known(self.clock.now()),
         }
     }
 
@@ -931,38 +980,80 @@ impl HaRuntime {
         });
     }
 
-    /// Startup fencing: asks every trusted peer how it stands, in parallel, each within
-    /// [`PEER_CHECK_TIMEOUT`].
+    /// Asks every trusted peer how it stands, in parallel, each within [`PEER_CHECK_TIMEOUT`]
+    /// (at start, after a freeze, and every heartbeat interval: a newer ballot reaches this node
+    /// through any peer). Sessions are kept open between checks.
     fn check_peers(&self) {
         let replication = self.replication.clone();
         let inputs = self.sender.clone();
         let ours = self.our_view();
         let local = self.state.local.clone();
+        let sessions = self.peer_sessions.clone();
         tokio::spawn(async move {
             let hosts = local.database().read(trust::list).await.unwrap_or_default();
             let mut asks = tokio::task::JoinSet::new();
             for host in hosts {
                 let replication = replication.clone();
                 let ours = ours.clone();
+                let sessions = sessions.clone();
                 asks.spawn(async move {
+                    let endpoint = host.endpoint();
+                    let address = endpoint.to_string();
+                    let taken = lock_sessions(&sessions).remove(&address);
                     let ask = async {
-                        let endpoint = host.endpoint();
-                        let mut session = replication.open_ha_session(&endpoint).await.ok()?;
-                        replication.heartbeat(&mut session, &ours).await.ok()
+                        let mut session = match taken {
+                            Some(session) => session,
+                            None => replication
+                                .open_ha_session(&endpoint)
+                                .await
+                                .map_err(|error| error.to_string())?,
+                        };
+                        let view = replication
+                            .heartbeat(&mut session, &ours)
+                            .await
+                            .map_err(|error| error.to_string())?;
+                        Ok::<_, String>((session, view))
                     };
-                    tokio::time::timeout(PEER_CHECK_TIMEOUT, ask)
-                        .await
-                        .ok()
-                        .flatten()
+                    match tokio::time::timeout(PEER_CHECK_TIMEOUT, ask).await {
+                        Ok(Ok((session, view))) => {
+                            lock_sessions(&sessions).insert(address.clone(), session);
+                            Event::PeerAnswered { address, view }
+                        }
+                        Ok(Err(reason)) => Event::PeerUnreachable { address, reason },
+                        Err(_) => Event::PeerUnreachable {
+                            address,
+                            reason: format!(
+                                "no answer within {} ms",
+                                PEER_CHECK_TIMEOUT.as_millis()
+                            ),
+                        },
+                    }
                 });
             }
             while let Some(answer) = asks.join_next().await {
-                if let Ok(Some(peer)) = answer {
-                    let _ = inputs.send(Input::Event(Event::PeerSeen(peer))).await;
+                if let Ok(event) = answer {
+                    let _ = inputs.send(Input::Event(event)).await;
                 }
             }
             let _ = inputs.send(Input::Event(Event::PeersChecked)).await;
         });
+    }
+
+    /// Tells the controller, once, that this process was frozen (see `tandem_store::freeze`);
+    /// checked before every input, so a heartbeat result that timed out during the freeze is
+    /// judged knowing it.
+    async fn check_frozen(&mut self) {
+        if self.frozen_reported {
+            return;
+        }
+        let Some(gap_ms) = self.state.db.frozen_ms() else {
+            return;
+        };
+        self.frozen_reported = true;
+        let commands = self
+            .controller
+            .handle(self.clock.now(), Event::Frozen { gap_ms });
+        self.carry_out(commands).await;
     }
 
     fn start_sync(&self, from: String, trigger: SyncTrigger) {
@@ -1065,6 +1156,7 @@ impl HaRuntime {
         };
         if let (Some((since, target)), Some(limit)) = (self.unconfirmed_since, gate.wait_max)
             && since.elapsed() >= limit
+            && self.state.db.frozen_ms().is_none()
         {
             let _ = gate
                 .degraded

@@ -33,14 +33,30 @@ fn respond<B: IntoResponse>(healthy: bool, body: B) -> impl IntoResponse + use<B
     )
 }
 
+/// The state the probes report: the node's, except that an Active node that was just frozen
+/// (see `tandem_store::freeze`) is Not Available until its HA controller has dealt with it. This
+/// is read here, not only from the controller, because a resumed process may answer a probe
+/// before the controller has run at all.
+fn probed_status(state: &AppState) -> tandem_ha::NodeStatus {
+    let status = state.node_status();
+    if status.state == tandem_ha::State::Active && state.db.frozen_ms().is_some() {
+        tandem_ha::NodeStatus {
+            state: tandem_ha::State::NotAvailable,
+            ..status
+        }
+    } else {
+        status
+    }
+}
+
 /// `GET /status/status.html`
 pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
-    answer(&state, tandem_ha::status_probe(state.node_status()))
+    answer(&state, tandem_ha::status_probe(probed_status(&state)))
 }
 
 /// `GET /hastatus.html`
 pub async fn ha_status(State(state): State<AppState>) -> impl IntoResponse {
-    answer(&state, tandem_ha::ha_status_probe(state.node_status()))
+    answer(&state, tandem_ha::ha_status_probe(probed_status(&state)))
 }
 
 /// `GET /status/replication.html` (beyond the guide, beside `/hastatus.html`): whether this node

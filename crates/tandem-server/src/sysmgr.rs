@@ -82,6 +82,36 @@ async fn metrics(
         "Heartbeats to the Primary that failed in a row.",
         &one(snapshot.heartbeat.consecutive_failures.to_string()),
     );
+    gauge(
+        "tandem_ha_dual_active",
+        "1 while this node sees two nodes of the HA group Active at once (directly or by gossip).",
+        &one(u8::from(snapshot.dual_active.is_some()).to_string()),
+    );
+    gauge(
+        "tandem_ha_trust_incomplete",
+        "Nodes known only through another node's gossip, which this node cannot check itself.",
+        &one(snapshot.trust_warnings.len().to_string()),
+    );
+    let members: Vec<(String, String)> = snapshot
+        .cluster
+        .iter()
+        .map(|member| {
+            (
+                format!(
+                    "{{node=\"{}\",state=\"{}\",source=\"{}\"}}",
+                    label_value(&member.node_name),
+                    member.state,
+                    if member.direct { "direct" } else { "gossip" }
+                ),
+                member.epoch.to_string(),
+            )
+        })
+        .collect();
+    gauge(
+        "tandem_ha_cluster_node_epoch",
+        "The epoch of every other node this node knows of, with its state and how it is known.",
+        &members,
+    );
     let head = state.db.head_seq();
     let holds = *ha.standby_holds().borrow();
     gauge(
@@ -141,6 +171,15 @@ async fn metrics(
         )],
         out,
     )
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped (node names are an
+/// operator's text).
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// `GET /api/v1/ha/status`: the HA controller's view (state, epoch, heartbeats, schedule).

@@ -121,6 +121,8 @@ struct Shared {
     /// Changes whenever the gate is replaced, so writes waiting under the old rule re-check
     /// (a demoted node's waiting writes must not wait for ever).
     ack_gate_changes: watch::Sender<u64>,
+    /// Whether this process was frozen long enough for a peer to take over (see `freeze`).
+    freeze: Arc<crate::freeze::FreezeMark>,
 }
 
 /// Synchronous replication's rule for [`Database::write`]: a write that committed is answered
@@ -246,6 +248,7 @@ impl Database {
                 head_seq,
                 ack_gate: Mutex::new(None),
                 ack_gate_changes: watch::Sender::new(0),
+                freeze: Arc::default(),
             }),
         })
     }
@@ -301,8 +304,32 @@ impl Database {
         let result = answer.await.map_err(|_| StoreError::WriterStopped)?;
         if result.is_ok() {
             self.await_ack().await?;
+            if let Some(gap_ms) = self.frozen_ms() {
+                return Err(StoreError::WritesClosed(format!(
+                    "this write was committed on this node, but the node was frozen for {gap_ms} \
+                     ms before it could be acknowledged, long enough for another node to have \
+                     taken over; it is not acknowledged (it is kept here, and saved to the \
+                     divergence export if the Active node lacks it); check before retrying"
+                )));
+            }
         }
         result
+    }
+
+    /// Watches for freezes of this process of at least `threshold` (`None`: not at all, e.g.
+    /// HA disabled): while one is not dealt with, writes are not acknowledged.
+    pub fn set_freeze_threshold(&self, threshold: Option<std::time::Duration>) {
+        self.shared.freeze.set_threshold(threshold);
+    }
+
+    /// The gap (ms) of a freeze of this process not dealt with yet, or of one in progress.
+    pub fn frozen_ms(&self) -> Option<u64> {
+        self.shared.freeze.frozen_ms()
+    }
+
+    /// The freeze was dealt with (the HA controller checked its peers, or is not Active).
+    pub fn clear_frozen(&self) {
+        self.shared.freeze.clear();
     }
 
     /// Synchronous replication: installs (or removes) the rule that writes wait for a Standby.
@@ -355,6 +382,16 @@ impl Database {
                 // The rule changed (a role or configuration change): apply the new one.
                 _ = changes.changed() => continue,
                 () = gave_up => {
+                    if let Some(gap_ms) = self.frozen_ms() {
+                        // The wait ran out while the process was frozen: that says nothing
+                        // of the Standby, and another node may have taken over meanwhile.
+                        return Err(StoreError::WritesClosed(format!(
+                            "this write was committed on this node but not confirmed by its \
+                             Standby before the node was frozen for {gap_ms} ms; it is not \
+                             acknowledged (it is kept here, and saved to the divergence export \
+                             if the Active node lacks it); check before retrying"
+                        )));
+                    }
                     let _ = gate.degraded.compare_exchange(0, head, Ordering::AcqRel, Ordering::Acquire);
                     tracing::error!(
                         head,

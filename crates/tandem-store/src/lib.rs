@@ -21,6 +21,7 @@ pub mod devices;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod freeze;
 pub mod history;
 pub mod labels;
 pub mod node_local;
