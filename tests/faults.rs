@@ -11,6 +11,7 @@ mod support;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+use support::check::{divergence_entries, in_exported};
 use support::lb::Lb;
 use support::load::Writers;
 use support::node::{FAST, Links, Node, raw, start_pair, wait_until};
@@ -22,24 +23,6 @@ fn runs() -> usize {
         .ok()
         .and_then(|runs| runs.parse().ok())
         .unwrap_or(1)
-}
-
-/// The entries a node saved before a sync replaced them (`divergence/*.jsonl`).
-fn divergence_entries(node: &Node) -> Vec<Value> {
-    let Ok(dir) = std::fs::read_dir(node.dir.join("divergence")) else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .flat_map(|file| {
-            std::fs::read_to_string(file.path())
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                // The first line describes the export; the others are change-log entries.
-                .filter(|entry| entry.get("seq").is_some())
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// A Primary and its Secondary replicating as `replication` (fast Fail Over Controls), behind a
@@ -88,14 +71,6 @@ fn pair_behind_lb_with(
     }
     lb.wait_until_active("main-primary");
     (a, b, lb, link)
-}
-
-/// Whether an exported divergence entry (serialized) holds the label `name`.
-fn in_exported(exported: &[String], name: &str) -> bool {
-    exported.iter().any(|entry| {
-        // The row is JSON inside the entry: its quotes are escaped once serialized again.
-        entry.contains(&format!("\\\"{name}\\\"")) || entry.contains(&format!("\"{name}\""))
-    })
 }
 
 /// The acknowledged writes whose label `labels` lacks.

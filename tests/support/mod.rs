@@ -2,6 +2,7 @@
 //! `tests/ha.rs`, `tests/haproxy.rs`, `tests/lb.rs`). Each binary uses a part of them.
 #![allow(dead_code)]
 
+pub mod check;
 pub mod lb;
 pub mod load;
 pub mod node;

@@ -1,0 +1,448 @@
+//! One Active node, whatever the operator or the network does (issue 15), with real processes:
+//! the seed's three servers in two data centers when data center 1 comes back in every order,
+//! a paused (SIGSTOP) Active node resumed beside its successor, and the operator actions the
+//! nodes refuse. Each test checks, from probes taken all along, that two nodes never answered
+//! `/status/status.html` OK at once for longer than the stated bound, and that every write
+//! acknowledged to a client is on the final Active node or in a divergence export.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use support::check::{StatusWatch, divergence_entries, in_exported};
+use support::lb::Lb;
+use support::load::Writers;
+use support::node::{FAST, Links, Node, describe, start_pair, wait_until};
+
+/// The longest two nodes may both answer the status probe OK: one heartbeat interval (FAST: 1 s)
+/// for the stale node to hear of the newer ballot, one probe interval of the watch, and the
+/// scheduling slack of a loaded 2-core machine.
+const DUAL_ACTIVE_BOUND: Duration = Duration::from_millis(1_000 + 500 + 500);
+
+/// Which nodes of data center 1 come back first.
+#[derive(Clone, Copy, Debug)]
+enum Return {
+    PrimaryFirst,
+    SecondaryFirst,
+    Together,
+}
+
+/// Main Primary A, main Secondary B (continuous, following A), DR Secondary C following B on
+/// Keep in Standby; every node trusts its neighbours, and A and C each other when `a_trusts_c`.
+fn three_servers(a_trusts_c: bool) -> (Node, Node, Node) {
+    let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+    let links = Links {
+        primary_at: &a.endpoint(),
+        secondary_at: &b.endpoint(),
+    };
+    let mut secondary = vec!["--replication", "continuous"];
+    secondary.extend_from_slice(FAST);
+    let mut primary = vec!["--replication", "continuous"];
+    primary.extend_from_slice(FAST);
+    start_pair(&mut a, &mut b, &links, &primary, &secondary);
+    wait_until(
+        || format!("{:#}", b.status()),
+        || b.status()["follower"]["connected"] == true,
+    );
+    let mut c = Node::init("node-c");
+    b.trust(&c);
+    c.trust(&b);
+    if a_trusts_c {
+        a.trust(&c);
+        c.trust(&a);
+    }
+    let mut dr = vec![
+        "ha",
+        "configure",
+        "--enable",
+        "--mode",
+        "secondary",
+        "--primary",
+    ];
+    let b_endpoint = b.endpoint();
+    dr.push(&b_endpoint);
+    dr.extend_from_slice(&["--replication", "continuous", "--on-failure", "standby"]);
+    dr.extend_from_slice(FAST);
+    c.ok(&dr);
+    c.serve();
+    c.wait_for_state("Standby");
+    wait_until(
+        || format!("{:#}", c.status()),
+        || c.status()["follower"]["connected"] == true,
+    );
+    (a, b, c)
+}
+
+/// The operator brings the DR node online as the guide has it: by hand, once it is clear the
+/// main data center is gone. While the main nodes were seen Active moments ago the node refuses
+/// (with the reason); the operator reads it and tries again, as one would.
+fn promote_dr_by_hand(c: &Node) {
+    wait_until(
+        || format!("C never allowed its promotion: {:?}", c.ha_log()),
+        || {
+            let output = c.cli(&["failover", "mode", "primary"]);
+            if !output.status.success() {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                assert!(
+                    stderr.contains("refused:") && stderr.contains("--force"),
+                    "{}",
+                    describe(&output)
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            output.status.success()
+        },
+    );
+    c.wait_for_state("Active");
+}
+
+/// `tandem failover sync` from `source`, again while the node's own replication stream holds
+/// the sync lock (syncs never overlap).
+fn sync_when_free(node: &Node, source: &Node) {
+    wait_until(
+        || format!("{} never got to sync", node.dir.display()),
+        || {
+            let output = node.cli(&["failover", "sync", &source.endpoint()]);
+            let busy = String::from_utf8_lossy(&output.stderr).contains("another sync is running");
+            assert!(output.status.success() || busy, "{}", describe(&output));
+            output.status.success()
+        },
+    );
+}
+
+fn dual_active_longest(overlaps: &[(String, String, Instant, Instant)]) -> Duration {
+    overlaps
+        .iter()
+        .map(|(_, _, from, until)| *until - *from)
+        .max()
+        .unwrap_or_default()
+}
+
+/// The seed's scenario: data center 1 (A and B) is lost under load, the DR node C is promoted
+/// by hand, then A and B are restarted (not resynced first, as an operator in a hurry would) in
+/// the given order. Neither may serve beside C beyond the bound, devices stay on C, and every
+/// acknowledged write is on C.
+fn data_center_1_returns(order: Return, a_trusts_c: bool) {
+    let (mut a, mut b, c) = three_servers(a_trusts_c);
+    let lb = Lb::start(&[
+        ("main-primary", &a, "main"),
+        ("main-secondary", &b, "main"),
+        ("dr-secondary", &c, "dr"),
+    ]);
+    lb.wait_until_active("main-primary");
+    let workload = Writers::start(lb.device_port, 3, &format!("{order:?}-{a_trusts_c}"));
+    workload.wait_for_more(40, "at the start");
+    a.kill_9();
+    b.kill_9();
+    promote_dr_by_hand(&c);
+    lb.wait_until_active("dr-secondary");
+    workload.wait_for_more(20, "on the DR node");
+
+    let watch = StatusWatch::start(&[
+        ("node-a", a.service_port),
+        ("node-b", b.service_port),
+        ("node-c", c.service_port),
+    ]);
+    // When A could first learn of C's ballot: at once with trust, otherwise once B is back.
+    let news_from;
+    match order {
+        Return::PrimaryFirst => {
+            a.serve();
+            if a_trusts_c {
+                a.wait_until_fenced();
+                news_from = Instant::now();
+            } else {
+                // Nothing A can reach knows of C: it serves in its old epoch (the traffic
+                // controller keeps devices on C) until B is back and tells it.
+                a.wait_for_state("Active");
+                b.serve();
+                news_from = Instant::now();
+            }
+        }
+        Return::SecondaryFirst => {
+            b.serve();
+            news_from = Instant::now();
+            // B hears of C's ballot from C (it checks every trusted peer) before A returns.
+            wait_until(
+                || format!("B never learned of C: {:#}", b.status()),
+                || b.status()["controller"]["newestClaim"]["nodeName"] == "node-c",
+            );
+            a.serve();
+        }
+        Return::Together => {
+            a.serve();
+            b.serve();
+            news_from = Instant::now();
+        }
+    }
+    let fenced = a.wait_until_fenced();
+    let reason = fenced["controller"]["fenced"].as_str().unwrap_or_default();
+    assert!(reason.contains("node-c is Active in epoch"), "{reason}");
+    if !a_trusts_c {
+        assert!(reason.contains("learned through node-b"), "{reason}");
+        // A knows C only through B, and says how to fix that.
+        let warnings = fenced["controller"]["trustWarnings"].to_string();
+        assert!(
+            warnings.contains("node-c") && warnings.contains("trusted-hosts add"),
+            "{fenced:#}"
+        );
+    }
+    workload.wait_for_more(20, "after data center 1 returned");
+    let overlaps = watch.stop();
+    let acknowledged = workload.stop();
+
+    // Two nodes answered OK at once only until A could have learned of C, plus the bound.
+    for (first, second, from, until) in &overlaps {
+        let after_news = until.saturating_duration_since((*from).max(news_from));
+        assert!(
+            after_news <= DUAL_ACTIVE_BOUND,
+            "{first} and {second} both answered OK for {after_news:?} after the news was \
+             reachable ({:?} in all): {overlaps:?}",
+            *until - *from
+        );
+    }
+    assert_eq!(c.state(), "Active");
+    assert_eq!(lb.active().as_deref(), Some("dr-secondary"));
+    // The operator then brings A and B back into step from C; what only they held (writes A
+    // acknowledged that had not reached the DR node when data center 1 was lost: continuous
+    // replication's lag) is exported, the rest is on C.
+    if !a_trusts_c {
+        // As A's trust warning says.
+        a.trust(&c);
+        c.trust(&a);
+    }
+    for node in [&a, &b] {
+        sync_when_free(node, &c);
+    }
+    let exported: Vec<String> = [&a, &b]
+        .iter()
+        .flat_map(|node| divergence_entries(node))
+        .map(|entry| entry.to_string())
+        .collect();
+    let on_c = c.labels();
+    let after_promotion: Vec<&String> = acknowledged
+        .iter()
+        .filter(|(name, _)| !on_c.contains(name))
+        .map(|(name, _)| name)
+        .collect();
+    let lost: Vec<&&String> = after_promotion
+        .iter()
+        .filter(|name| !in_exported(&exported, name))
+        .collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    eprintln!(
+        "data center 1 returns ({order:?}, A trusts C: {a_trusts_c}): {} acknowledged, {} only in \
+         the main data center's divergence exports, 0 lost; longest dual OK {:?} in all",
+        acknowledged.len(),
+        after_promotion.len(),
+        dual_active_longest(&overlaps)
+    );
+}
+
+#[test]
+fn data_center_1_returns_primary_first_trusting_the_dr_node() {
+    data_center_1_returns(Return::PrimaryFirst, true);
+}
+
+#[test]
+fn data_center_1_returns_primary_first_knowing_the_dr_node_only_through_the_secondary() {
+    data_center_1_returns(Return::PrimaryFirst, false);
+}
+
+#[test]
+fn data_center_1_returns_secondary_first() {
+    data_center_1_returns(Return::SecondaryFirst, false);
+}
+
+#[test]
+fn data_center_1_returns_both_together() {
+    data_center_1_returns(Return::Together, false);
+}
+
+#[test]
+fn data_center_1_returns_both_together_trusting_the_dr_node() {
+    data_center_1_returns(Return::Together, true);
+}
+
+/// The Active node is stopped (SIGSTOP) longer than failure detection, under load, its
+/// Secondary promotes, and the old one is resumed while the new one serves. Clients keep
+/// writing straight to the paused node (connections a load balancer would still hold) and
+/// through nothing else. Afterwards: no moment in which both answered the status probe OK,
+/// and every write acknowledged by anyone is on the final Active node or in a divergence export.
+fn paused_active_node_resumes_beside_its_successor(replication: &[&str]) {
+    let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+    let links = Links {
+        primary_at: &a.endpoint(),
+        secondary_at: &b.endpoint(),
+    };
+    let mut options = replication.to_vec();
+    options.extend_from_slice(FAST);
+    let mut secondary = options.clone();
+    secondary.extend_from_slice(&["--if-behind", "promote"]);
+    start_pair(&mut a, &mut b, &links, &options, &secondary);
+    if replication.contains(&"scheduled") {
+        b.ok(&["failover", "sync", &a.endpoint()]);
+    } else {
+        wait_until(
+            || format!("{:#}", b.status()),
+            || b.status()["follower"]["connected"] == true,
+        );
+    }
+    let on_a = Writers::start(a.service_port, 3, "to-a");
+    let on_b = Writers::start(b.service_port, 2, "to-b");
+    on_a.wait_for_more(40, "before the pause");
+    let watch = StatusWatch::start(&[("node-a", a.service_port), ("node-b", b.service_port)]);
+    let synchronous = replication.contains(&"synchronous");
+    a.signal("STOP");
+    b.wait_for_state("Active");
+    if !synchronous {
+        // (Synchronous with `block`: the promoted node takes writes once a Standby follows it.)
+        on_b.wait_for_more(20, "on the promoted node");
+    }
+    a.signal("CONT");
+    a.wait_until_fenced();
+    if !synchronous {
+        on_b.wait_for_more(20, "after the old Primary resumed");
+    }
+    let overlaps = watch.stop();
+    let mut acknowledged = on_a.stop();
+    acknowledged.extend(on_b.stop());
+    assert!(
+        overlaps.is_empty(),
+        "both answered OK at once ({:?} at most): {overlaps:?}",
+        dual_active_longest(&overlaps)
+    );
+    // A's writes that B lacks are exported when A resyncs from B.
+    a.kill_9();
+    a.ok(&["failover", "sync", &b.endpoint()]);
+    let exported: Vec<String> = divergence_entries(&a)
+        .iter()
+        .map(|entry| entry.to_string())
+        .collect();
+    let on_b_labels: HashSet<String> = b.labels();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| !on_b_labels.contains(*name))
+        .collect();
+    let lost_outright: Vec<&&String> = lost
+        .iter()
+        .filter(|name| !in_exported(&exported, name))
+        .collect();
+    assert!(lost_outright.is_empty(), "lost: {lost_outright:?}");
+    if synchronous {
+        // Synchronous: nothing acknowledged may be missing from the Active node at all.
+        assert!(
+            lost.is_empty(),
+            "acknowledged but not on the Active node: {lost:?}"
+        );
+    }
+    let log = a.ha_log();
+    assert!(
+        log.iter()
+            .any(|(_, _, message)| message.starts_with("this node was frozen for")),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|(_, _, message)| message.contains("differs from this node's by")),
+        "a pause is not clock skew: {log:?}"
+    );
+    eprintln!(
+        "paused Active node ({replication:?}): {} acknowledged, {} of them only in the old \
+         Primary's divergence export, none lost; no dual OK",
+        acknowledged.len(),
+        lost.len()
+    );
+}
+
+#[test]
+fn a_paused_active_node_resumes_fenced_scheduled() {
+    paused_active_node_resumes_beside_its_successor(&["--replication", "scheduled"]);
+}
+
+#[test]
+fn a_paused_active_node_resumes_fenced_continuous() {
+    paused_active_node_resumes_beside_its_successor(&["--replication", "continuous"]);
+}
+
+#[test]
+fn a_paused_active_node_resumes_fenced_synchronous() {
+    paused_active_node_resumes_beside_its_successor(&[
+        "--replication",
+        "synchronous",
+        "--if-standby-lost",
+        "block",
+    ]);
+}
+
+/// The operator actions that would break "one Active node" are refused with the reason and
+/// the fix, and carried out with --force; disabling HA on the Standby (the guide's upgrade,
+/// step 1) leaves the group without touching the Primary.
+#[test]
+fn operator_actions_that_would_break_one_active_node_are_refused_unless_forced() {
+    let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+    let links = Links {
+        primary_at: &a.endpoint(),
+        secondary_at: &b.endpoint(),
+    };
+    start_pair(&mut a, &mut b, &links, FAST, FAST);
+    wait_until(
+        || format!("{:#}", a.status()),
+        || a.status()["controller"]["cluster"][0]["nodeName"] == "node-b",
+    );
+    // Making the only Active node a Secondary would leave the fleet with none.
+    let b_endpoint = b.endpoint();
+    let refused = a.cli(&[
+        "ha",
+        "configure",
+        "--mode",
+        "secondary",
+        "--primary",
+        &b_endpoint,
+    ]);
+    assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("only Active node") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let refused = a.cli(&["failover", "mode", "secondary"]);
+    assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
+    assert_eq!(a.state(), "Active");
+    // Promoting the Standby while the Primary serves would make two Active nodes.
+    let refused = b.cli(&["failover", "mode", "primary"]);
+    assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("node-a is Active in epoch 1") && stderr.contains("switchover"),
+        "{stderr}"
+    );
+    let refused = b.cli(&["ha", "configure", "--node-status", "active"]);
+    assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
+    assert_eq!(b.state(), "Standby");
+    // The guide's upgrade, step 1: HA disabled on the Secondary. It leaves the group in its
+    // epoch; the Primary is not fenced and stays the only Active node of the group.
+    b.ok(&["ha", "configure", "--disable"]);
+    let status = b.status();
+    assert_eq!(
+        status["controller"]["status"]["haEnabled"], false,
+        "{status:#}"
+    );
+    assert_eq!(status["controller"]["epoch"], 1, "{status:#}");
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(a.state(), "Active");
+    assert!(a.status()["controller"]["fenced"].is_null());
+    assert!(a.status()["controller"]["dualActive"].is_null());
+    let (_, headers_b) = (0, b.get("/hastatus.html"));
+    assert_eq!(headers_b.0, 200);
+    // Back in the group as a Standby: nothing to export, nothing fenced.
+    b.ok(&["ha", "configure", "--enable"]);
+    b.wait_for_state("Standby");
+    assert_eq!(a.state(), "Active");
+    // Forced, the promotion happens, and the older ballot steps down within a heartbeat.
+    let forced = b.ok(&["failover", "mode", "primary", "--force"]);
+    assert!(forced.contains("epoch 2"), "{forced}");
+    a.wait_until_fenced();
+    assert!(!b.dir.join("divergence").exists());
+}
