@@ -92,6 +92,9 @@ pub struct Configured {
 /// became Active in a newer epoch (in which case it is fenced).
 pub const SWITCHOVER_HOLD_MAX: Duration = Duration::from_secs(60);
 
+// One input at a time waits in a bounded queue; boxing the configuration change (the largest
+// variant) would save nothing that matters.
+#[allow(clippy::large_enum_variant)]
 enum Input {
     Event(Event),
     Switchover {
