@@ -230,6 +230,19 @@ pub struct ConfigureArgs {
     /// Remove every witness.
     #[arg(long, conflicts_with = "witness")]
     no_witnesses: bool,
+    /// https:// witnesses: a PEM file of the CA certificates that signed their certificates
+    /// (absolute path; the name is checked against the URL's host). "" clears it. One of
+    /// --witness-ca-file, --witness-pin and --witness-insecure, as `tandem lb`'s [probe_tls].
+    #[arg(long, value_name = "FILE")]
+    witness_ca_file: Option<String>,
+    /// https:// witnesses: the SHA-256 fingerprint of a witness's certificate (repeatable;
+    /// replaces the list; colons allowed). "" clears the list.
+    #[arg(long, value_name = "SHA256")]
+    witness_pin: Vec<String>,
+    /// https:// witnesses: accept any certificate (labs only: the answer could come from
+    /// anyone on the path). `--witness-insecure false` turns it off.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    witness_insecure: Option<bool>,
     /// Notification e-mail address (repeatable; replaces the list).
     #[arg(long, value_name = "ADDR")]
     notify_email: Vec<String>,
@@ -317,6 +330,14 @@ impl ConfigureArgs {
             } else {
                 (!self.witness.is_empty()).then_some(self.witness)
             },
+            witness_ca_file: self.witness_ca_file,
+            witness_pinned_sha256: (!self.witness_pin.is_empty()).then(|| {
+                self.witness_pin
+                    .into_iter()
+                    .filter(|pin| !pin.trim().is_empty())
+                    .collect()
+            }),
+            witness_insecure: self.witness_insecure,
             notify_email: (!self.notify_email.is_empty()).then_some(self.notify_email),
             notify_on_sync_completion: self.notify_on_sync_completion,
             notify_on_failure: self.notify_on_failure,
@@ -960,6 +981,17 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
     {
         let list: Vec<&str> = witnesses.iter().filter_map(|w| w.as_str()).collect();
         println!("Witnesses: {}", list.join(", "));
+        if let Some(ca_file) = config["witnessCaFile"].as_str() {
+            println!("Witness certificates: signed by the CA in {ca_file}");
+        } else if let Some(pins) = config["witnessPinnedSha256"]
+            .as_array()
+            .filter(|pins| !pins.is_empty())
+        {
+            let pins: Vec<&str> = pins.iter().filter_map(|pin| pin.as_str()).collect();
+            println!("Witness certificates: pinned SHA-256 {}", pins.join(", "));
+        } else if config["witnessInsecure"] == true {
+            println!("Witness certificates: NOT CHECKED (--witness-insecure)");
+        }
     }
     if let Some(addresses) = config["notifyEmail"]
         .as_array()

@@ -10,6 +10,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
+use support::lb::Lb;
 use support::load::Writers;
 use support::node::{FAST, Links, Node, start_pair, wait_until};
 
@@ -18,6 +19,26 @@ use support::node::{FAST, Links, Node, start_pair, wait_until};
 fn pair_with(replication: &str, options: &[&str]) -> (Node, Node) {
     let mut a = Node::init("node-a");
     let mut b = Node::init("node-b");
+    start_streaming(&mut a, &mut b, replication, options);
+    (a, b)
+}
+
+/// As [`pair_with`], with the traffic controller in front of the pair as both nodes' witness:
+/// synchronous replication that falls back to continuous, with automatic promotion, is refused
+/// without such a third party (it tells a cut link from a dead Primary).
+fn pair_with_witness(replication: &str, options: &[&str]) -> (Node, Node, Lb) {
+    let mut a = Node::init("node-a");
+    let mut b = Node::init("node-b");
+    let lb = Lb::start(&[("main-primary", &a, "main"), ("main-secondary", &b, "main")]);
+    let witness = format!("http://{}/witness/primary", lb.admin);
+    let mut options = options.to_vec();
+    options.extend(["--witness", &witness]);
+    start_streaming(&mut a, &mut b, replication, &options);
+    (a, b, lb)
+}
+
+/// Starts `a` as the Primary and `b` as its following Secondary.
+fn start_streaming(a: &mut Node, b: &mut Node, replication: &str, options: &[&str]) {
     let links = Links {
         primary_at: &a.endpoint(),
         secondary_at: &b.endpoint(),
@@ -26,12 +47,11 @@ fn pair_with(replication: &str, options: &[&str]) -> (Node, Node) {
     primary.extend_from_slice(options);
     let mut secondary = primary.clone();
     secondary.extend_from_slice(FAST);
-    start_pair(&mut a, &mut b, &links, &primary, &secondary);
+    start_pair(a, b, &links, &primary, &secondary);
     wait_until(
         || format!("the follower never connected: {:#}", b.status()),
         || b.status()["follower"]["connected"] == true,
     );
-    (a, b)
 }
 
 fn pair() -> (Node, Node) {
@@ -171,7 +191,9 @@ fn synchronous_replication_loses_no_acknowledged_write_over_repeated_kill_9() {
     const RUNS: usize = 3;
     let mut total = 0;
     for run in 0..RUNS {
-        let (mut a, b) = pair_with("synchronous", &[]);
+        // The default policy (the continuous fallback, automatic promotion) with the
+        // controller as witness: it no longer reaches the killed Primary, so B promotes.
+        let (mut a, b, _lb) = pair_with_witness("synchronous", &[]);
         let load = Writers::start(a.service_port, 4, &format!("sync-{run}"));
         wait_until(
             || "the load never started".into(),
@@ -250,6 +272,10 @@ fn synchronous_continuous_policy_goes_on_without_the_standby_and_raises_the_alar
             "continuous",
             "--synchronous-timeout",
             "500ms",
+            // The Primary's fallback is under test; without a witness the configuration needs
+            // Keep in Standby for the continuous fallback (B is killed and never promotes).
+            "--on-failure",
+            "standby",
         ],
     );
     b.kill_9();
@@ -363,7 +389,18 @@ fn three_servers_the_dr_node_streams_from_the_main_secondary_in_synchronous_mode
 
 /// Main data center: A (Primary) and B (its Secondary); DR: C follows B. All in `replication`.
 fn three_servers_stream(replication: &str) {
-    let (mut a, b) = pair_with(replication, &[]);
+    // Synchronous with the default policy needs a third party: the controller as witness, for
+    // C as well.
+    let (mut a, b, lb) = if replication == "synchronous" {
+        let (a, b, lb) = pair_with_witness(replication, &[]);
+        (a, b, Some(lb))
+    } else {
+        let (a, b) = pair_with(replication, &[]);
+        (a, b, None)
+    };
+    let witness = lb
+        .as_ref()
+        .map(|lb| format!("http://{}/witness/primary", lb.admin));
     let mut c = Node::init("node-c");
     c.trust(&b);
     b.trust(&c);
@@ -380,6 +417,9 @@ fn three_servers_stream(replication: &str) {
     let b_endpoint = b.endpoint();
     configure.push(&b_endpoint);
     configure.extend_from_slice(FAST);
+    if let Some(witness) = &witness {
+        configure.extend(["--witness", witness]);
+    }
     c.ok(&configure);
     c.serve();
     c.wait_for_state("Standby");

@@ -52,15 +52,16 @@ fn pair_behind_lb_with(
         primary_at: &a.endpoint(),
         secondary_at: &b.endpoint(),
     };
-    let mut secondary = vec!["--replication", replication];
+    let mut primary = vec!["--replication", replication];
+    // Synchronous with the continuous fallback and automatic promotion needs a third party:
+    // the controller is both nodes' witness (it reaches the Primary until it dies).
+    let witness = format!("http://{}/witness/primary", lb.admin);
+    if replication == "synchronous" {
+        primary.extend(["--witness", &witness]);
+    }
+    let mut secondary = primary.clone();
     secondary.extend_from_slice(FAST);
-    start_pair(
-        &mut a,
-        &mut b,
-        &links,
-        &["--replication", replication],
-        &secondary,
-    );
+    start_pair(&mut a, &mut b, &links, &primary, &secondary);
     if replication == "scheduled" {
         b.ok(&["failover", "sync", &a.endpoint()]);
     } else {

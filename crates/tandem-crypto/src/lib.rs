@@ -8,6 +8,7 @@
 mod password;
 mod pki;
 mod ssh;
+pub mod tls;
 
 pub use password::{PasswordError, hash_password, random_secret, verify_password};
 pub use pki::{

@@ -6,6 +6,8 @@
 //! System Manager API's JSON) to the current one and validating the result.
 
 use crate::Mode;
+use crate::address::PeerAddress;
+use crate::witness::{WitnessScheme, WitnessTls, WitnessUrl, normalize_sha256};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -321,8 +323,9 @@ pub struct HaConfig {
     pub mode: Mode,
     /// Secondary mode only: Standby, or Active after a promotion.
     pub node_status: NodeStatusSetting,
-    /// Secondary mode: the Primary's replication address, `HOST[:PORT]`, a Trusted Host.
-    pub primary: Option<String>,
+    /// Secondary mode: the Primary's replication address, a Trusted Host (stored as the
+    /// canonical `host:port`; `HOST` alone means port 22).
+    pub primary: Option<PeerAddress>,
     /// Scheduled (the guide) or continuous. Absent in configurations saved before it existed.
     #[serde(default)]
     pub replication: ReplicationMode,
@@ -355,7 +358,17 @@ pub struct HaConfig {
     pub on_failure: OnFailure,
     /// Witness URLs consulted before promoting (beyond the guide): each answers whether it can
     /// still reach the Primary. Empty: promote on heartbeat failures alone, as the guide does.
-    pub witnesses: Vec<String>,
+    pub witnesses: Vec<WitnessUrl>,
+    /// `https://` witnesses: a PEM file of the CA certificates that signed their certificates
+    /// (absolute path). One of this, `witness_pinned_sha256` and `witness_insecure`.
+    #[serde(default)]
+    pub witness_ca_file: Option<String>,
+    /// `https://` witnesses: SHA-256 fingerprints of their certificates (lowercase hex).
+    #[serde(default)]
+    pub witness_pinned_sha256: Vec<String>,
+    /// `https://` witnesses: accept any certificate (labs only).
+    #[serde(default)]
+    pub witness_insecure: bool,
     /// Notification Settings.
     pub notify_email: Vec<String>,
     pub notify_on_sync_completion: bool,
@@ -396,6 +409,9 @@ impl Default for HaConfig {
             recheck_interval: Span::from_secs(5),
             on_failure: OnFailure::Promote,
             witnesses: Vec::new(),
+            witness_ca_file: None,
+            witness_pinned_sha256: Vec::new(),
+            witness_insecure: false,
             notify_email: Vec::new(),
             notify_on_sync_completion: false,
             notify_on_failure: true,
@@ -436,6 +452,11 @@ pub struct ConfigChange {
     pub recheck_interval: Option<Span>,
     pub on_failure: Option<OnFailure>,
     pub witnesses: Option<Vec<String>>,
+    /// `Some("")` clears the CA file.
+    pub witness_ca_file: Option<String>,
+    /// `Some([])` clears the pins.
+    pub witness_pinned_sha256: Option<Vec<String>>,
+    pub witness_insecure: Option<bool>,
     pub notify_email: Option<Vec<String>>,
     pub notify_on_sync_completion: Option<bool>,
     pub notify_on_failure: Option<bool>,
@@ -452,14 +473,50 @@ pub struct ConfigChange {
     pub force: bool,
 }
 
-/// A value that cannot be saved: which field, what was given, and how to fix it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+/// One value that cannot be saved: which field, what was given, and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-#[error("{field} = {value}: {problem}")]
-pub struct ConfigError {
+pub struct FieldError {
     pub field: &'static str,
     pub value: String,
     pub problem: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {}: {}", self.field, self.value, self.problem)
+    }
+}
+
+/// A configuration that cannot be saved: every problem with it, not just the first, so an
+/// operator fixes them in one go (as `tandem.toml` is checked).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigError {
+    /// Never empty.
+    pub problems: Vec<FieldError>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problems.as_slice() {
+            [one] => write!(f, "{one}"),
+            problems => {
+                write!(f, "{} problems:", problems.len())?;
+                for problem in problems {
+                    write!(f, "\n  - {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ConfigError {
+    /// The fields refused, in the order found.
+    pub fn fields(&self) -> Vec<&'static str> {
+        self.problems.iter().map(|problem| problem.field).collect()
+    }
 }
 
 /// A legal choice the guide advises against, with the trade-off explained.
@@ -470,61 +527,39 @@ pub struct ConfigWarning {
     pub message: String,
 }
 
-fn invalid(
-    field: &'static str,
-    value: impl fmt::Display,
-    problem: impl Into<String>,
-) -> ConfigError {
-    ConfigError {
-        field,
-        value: value.to_string(),
-        problem: problem.into(),
+/// Collects every problem of a configuration.
+#[derive(Default)]
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn push(&mut self, field: &'static str, value: impl fmt::Display, problem: impl Into<String>) {
+        self.0.push(FieldError {
+            field,
+            value: value.to_string(),
+            problem: problem.into(),
+        });
+    }
+
+    fn has(&self, field: &str) -> bool {
+        self.0.iter().any(|problem| problem.field == field)
+    }
+
+    fn into_result(self) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems: self.0 })
+        }
     }
 }
 
-fn check_span(field: &'static str, value: Span, min: Span, max: Span) -> Result<(), ConfigError> {
+fn check_span(problems: &mut Problems, field: &'static str, value: Span, min: Span, max: Span) {
     if value < min || value > max {
-        return Err(invalid(
-            field,
-            value,
-            format!("must be between {min} and {max}"),
-        ));
+        problems.push(field, value, format!("must be between {min} and {max}"));
     }
-    Ok(())
 }
 
-/// Checks `HOST[:PORT]` the way Trusted Hosts stores it: a host name or IP address, optionally
-/// a port from 1 to 65535.
-pub fn check_endpoint(field: &'static str, text: &str) -> Result<(), ConfigError> {
-    let usage = if field == "smtpRelay" {
-        "write HOST or HOST:PORT (the SMTP relay), e.g. mail.example.com:25"
-    } else {
-        "write HOST or HOST:PORT (the peer's replication listener), e.g. 10.0.0.1:2222"
-    };
-    let (host, port) = match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') || host.starts_with('[') => (host, Some(port)),
-        _ => (text, None),
-    };
-    if host.is_empty()
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || c == '/' || c == '@' || c.is_control())
-    {
-        return Err(invalid(field, text, usage));
-    }
-    if let Some(port) = port
-        && !matches!(port.parse::<u16>(), Ok(1..))
-    {
-        return Err(invalid(
-            field,
-            text,
-            format!("the port must be 1 to 65535; {usage}"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_email(field: &'static str, address: &str) -> Result<(), ConfigError> {
+fn check_email(problems: &mut Problems, field: &'static str, address: &str) {
     let valid = match address.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
@@ -540,32 +575,76 @@ fn check_email(field: &'static str, address: &str) -> Result<(), ConfigError> {
         None => false,
     };
     if !valid {
-        return Err(invalid(
+        problems.push(
             field,
             address,
             "not an e-mail address; write one address per value, e.g. ops@example.com",
-        ));
+        );
     }
-    Ok(())
 }
 
-fn check_witness(url: &str) -> Result<(), ConfigError> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(' ') => Ok(()),
-        _ => Err(invalid(
-            "witnesses",
-            url,
-            "a witness is a URL that answers whether it can reach the Primary, e.g. \
-             http://10.0.0.9:9444/witness/primary (a traffic controller's witness endpoint)",
-        )),
+/// The change's text fields parsed into the configuration's types; every value that does not
+/// parse is a problem, and the field keeps its current value.
+fn take_parsed(next: &mut HaConfig, change: &ConfigChange, problems: &mut Problems) {
+    let optional = |text: &String| {
+        let text = text.trim();
+        (!text.is_empty()).then(|| text.to_owned())
+    };
+    if let Some(primary) = &change.primary {
+        match optional(primary).map(|text| PeerAddress::parse(&text)) {
+            None => next.primary = None,
+            Some(Ok(address)) => next.primary = Some(address),
+            Some(Err(error)) => problems.push(
+                "primary",
+                &error.value,
+                format!(
+                    "{} (the Primary's replication listener, a Trusted Host)",
+                    error.problem
+                ),
+            ),
+        }
+    }
+    if let Some(witnesses) = &change.witnesses {
+        let mut parsed = Vec::new();
+        for witness in witnesses {
+            match WitnessUrl::parse(witness) {
+                Ok(url) => parsed.push(url),
+                Err(problem) => problems.push("witnesses", witness, problem),
+            }
+        }
+        if !problems.has("witnesses") {
+            next.witnesses = parsed;
+        }
+    }
+    if let Some(pins) = &change.witness_pinned_sha256 {
+        let mut normalized = Vec::new();
+        for pin in pins {
+            match normalize_sha256(pin) {
+                Ok(pin) => normalized.push(pin),
+                Err(problem) => problems.push("witnessPinnedSha256", pin, problem),
+            }
+        }
+        if !problems.has("witnessPinnedSha256") {
+            next.witness_pinned_sha256 = normalized;
+        }
+    }
+    if let Some(relay) = &change.smtp_relay {
+        next.smtp_relay = optional(relay);
+    }
+    if let Some(from) = &change.smtp_from {
+        next.smtp_from = optional(from);
+    }
+    if let Some(ca_file) = &change.smtp_ca_file {
+        next.smtp_ca_file = optional(ca_file);
+    }
+    if let Some(ca_file) = &change.witness_ca_file {
+        next.witness_ca_file = optional(ca_file);
     }
 }
 
 impl HaConfig {
-    /// `self` with `change` applied, validated.
+    /// `self` with `change` applied, validated: every problem of the change and of the
+    /// resulting configuration at once.
     pub fn with(
         &self,
         change: &ConfigChange,
@@ -592,119 +671,262 @@ impl HaConfig {
         take!(heartbeat_failures);
         take!(recheck_interval);
         take!(on_failure);
-        take!(witnesses);
+        take!(witness_insecure);
         take!(notify_email);
         take!(notify_on_sync_completion);
         take!(notify_on_failure);
         take!(smtp_security);
-        let optional = |text: &String| {
-            let text = text.trim();
-            (!text.is_empty()).then(|| text.to_owned())
-        };
-        if let Some(relay) = &change.smtp_relay {
-            next.smtp_relay = optional(relay);
-        }
-        if let Some(from) = &change.smtp_from {
-            next.smtp_from = optional(from);
-        }
-        if let Some(ca_file) = &change.smtp_ca_file {
-            next.smtp_ca_file = optional(ca_file);
-        }
-        if let Some(primary) = &change.primary {
-            let primary = primary.trim();
-            next.primary = (!primary.is_empty()).then(|| primary.to_owned());
-        }
+        let mut problems = Problems::default();
+        take_parsed(&mut next, change, &mut problems);
         // A node made Primary has no Node Status; keep the setting neutral for a later switch.
         if change.mode == Some(Mode::Primary) && change.node_status.is_none() {
             next.node_status = NodeStatusSetting::Standby;
         }
-        let warnings = next.validate()?;
-        Ok((next, warnings))
+        match next.validate() {
+            Ok(warnings) => problems.into_result().map(|()| (next, warnings)),
+            Err(error) => {
+                // A field whose value did not parse kept its old value: what the rest of the
+                // configuration says about it would only mislead.
+                for problem in error.problems {
+                    if !problems.has(problem.field) {
+                        problems.0.push(problem);
+                    }
+                }
+                Err(ConfigError {
+                    problems: problems.0,
+                })
+            }
+        }
     }
 
-    /// Every field's bounds, and the combinations that cannot work.
+    /// Every field's bounds, and the combinations that cannot work: every problem, not just the
+    /// first; warnings for the legal but unwise choices.
     pub fn validate(&self) -> Result<Vec<ConfigWarning>, ConfigError> {
-        check_span("runEvery", self.run_every, RUN_EVERY_MIN, RUN_EVERY_MAX)?;
+        let mut problems = Problems::default();
+        self.check_bounds(&mut problems);
+        self.check_roles(&mut problems);
+        self.check_witnesses(&mut problems);
+        self.check_synchronous_without_a_third_party(&mut problems);
+        self.check_notifications(&mut problems);
+        problems.into_result()?;
+        Ok(self.warnings())
+    }
+
+    fn check_bounds(&self, problems: &mut Problems) {
         check_span(
+            problems,
+            "runEvery",
+            self.run_every,
+            RUN_EVERY_MIN,
+            RUN_EVERY_MAX,
+        );
+        check_span(
+            problems,
             "synchronousTimeout",
             self.synchronous_timeout,
             SYNCHRONOUS_TIMEOUT_MIN,
             SYNCHRONOUS_TIMEOUT_MAX,
-        )?;
-        check_span("lagBound", self.lag_bound, LAG_BOUND_MIN, LAG_BOUND_MAX)?;
+        );
         check_span(
+            problems,
+            "lagBound",
+            self.lag_bound,
+            LAG_BOUND_MIN,
+            LAG_BOUND_MAX,
+        );
+        check_span(
+            problems,
             "heartbeatInterval",
             self.heartbeat_interval,
             HEARTBEAT_INTERVAL_MIN,
             HEARTBEAT_INTERVAL_MAX,
-        )?;
+        );
         check_span(
+            problems,
             "recheckInterval",
             self.recheck_interval,
             RECHECK_INTERVAL_MIN,
             RECHECK_INTERVAL_MAX,
-        )?;
+        );
         if !(1..=HEARTBEAT_FAILURES_MAX).contains(&self.heartbeat_failures) {
-            return Err(invalid(
+            problems.push(
                 "heartbeatFailures",
                 self.heartbeat_failures,
                 format!("must be between 1 and {HEARTBEAT_FAILURES_MAX}"),
-            ));
+            );
         }
-        if let Some(primary) = &self.primary {
-            check_endpoint("primary", primary)?;
-        }
+    }
+
+    fn check_roles(&self, problems: &mut Problems) {
         if self.enabled && self.mode == Mode::Secondary && self.primary.is_none() {
-            return Err(invalid(
+            problems.push(
                 "primary",
                 "(none)",
                 "a Secondary with HA enabled needs its Primary: add --primary HOST[:PORT] \
                  (a Trusted Host's replication address)",
-            ));
+            );
         }
         if self.mode == Mode::Primary && self.node_status == NodeStatusSetting::Active {
-            return Err(invalid(
+            problems.push(
                 "nodeStatus",
                 "Active",
                 "Node Status applies to Secondary mode only; a Primary is Active by its mode",
-            ));
+            );
         }
+    }
+
+    /// The witnesses, and for `https://` ones exactly one way to check their certificates.
+    fn check_witnesses(&self, problems: &mut Problems) {
         if self.witnesses.len() > WITNESSES_MAX {
-            return Err(invalid(
+            problems.push(
                 "witnesses",
                 self.witnesses.len(),
                 format!("at most {WITNESSES_MAX} witnesses"),
+            );
+        }
+        if let Some(ca_file) = &self.witness_ca_file
+            && !ca_file.starts_with('/')
+        {
+            problems.push(
+                "witnessCaFile",
+                ca_file,
+                "write the absolute path of a PEM file of the CA certificates that signed the \
+                 witnesses' certificates, e.g. /etc/tandem/witness-ca.pem",
+            );
+        }
+        let choices = [
+            self.witness_ca_file.is_some(),
+            !self.witness_pinned_sha256.is_empty(),
+            self.witness_insecure,
+        ];
+        let chosen = choices.iter().filter(|chosen| **chosen).count();
+        if chosen > 1 {
+            problems.push(
+                "witnessTls",
+                self.witness_tls_shown(),
+                "set only one of --witness-ca-file, --witness-pin and --witness-insecure \
+                 (clear the others with --witness-ca-file '', --witness-pin '' or \
+                 --witness-insecure false)",
+            );
+        }
+        let https = self
+            .witnesses
+            .iter()
+            .find(|url| url.scheme() == WitnessScheme::Https);
+        if let Some(url) = https
+            && chosen == 0
+        {
+            problems.push(
+                "witnessTls",
+                url,
+                "say how this node checks an https:// witness's certificate: \
+                 --witness-ca-file /path/ca.pem (the CA that signed it), --witness-pin SHA256 \
+                 (the certificate's fingerprint, as the traffic controller's pinned_sha256) or \
+                 --witness-insecure (labs only)",
+            );
+        }
+    }
+
+    fn witness_tls_shown(&self) -> String {
+        let mut shown = Vec::new();
+        if let Some(ca_file) = &self.witness_ca_file {
+            shown.push(format!("witnessCaFile {ca_file}"));
+        }
+        if !self.witness_pinned_sha256.is_empty() {
+            shown.push(format!(
+                "witnessPinnedSha256 {}",
+                self.witness_pinned_sha256.join(",")
             ));
         }
-        for witness in &self.witnesses {
-            check_witness(witness)?;
+        if self.witness_insecure {
+            shown.push("witnessInsecure true".into());
         }
+        shown.join(", ")
+    }
+
+    /// The Primary's address as the controller's commands carry it: the canonical
+    /// `host:port`, which parses back to the same address.
+    pub fn primary_text(&self) -> Option<String> {
+        self.primary.as_ref().map(ToString::to_string)
+    }
+
+    /// How `https://` witnesses' certificates are checked; `None` when nothing is chosen (only
+    /// `http://` witnesses, which validation ensures).
+    pub fn witness_tls(&self) -> Option<WitnessTls> {
+        if let Some(ca_file) = &self.witness_ca_file {
+            Some(WitnessTls::CaFile(ca_file.clone()))
+        } else if !self.witness_pinned_sha256.is_empty() {
+            Some(WitnessTls::Pinned(self.witness_pinned_sha256.clone()))
+        } else {
+            self.witness_insecure.then_some(WitnessTls::Insecure)
+        }
+    }
+
+    /// Synchronous replication that falls back to continuous, with automatic promotion and no
+    /// third party, can lose acknowledged writes: with the link between the nodes cut, after
+    /// the timeout the Primary acknowledges without its Standby, while the Standby, not knowing,
+    /// promotes itself. Refused on both nodes (roles swap in a switchover).
+    fn check_synchronous_without_a_third_party(&self, problems: &mut Problems) {
+        if self.replication == ReplicationMode::Synchronous
+            && self.on_standby_lost == OnStandbyLost::Continuous
+            && self.on_failure == OnFailure::Promote
+            && self.witnesses.is_empty()
+        {
+            problems.push(
+                "onStandbyLost",
+                OnStandbyLost::Continuous,
+                "synchronous replication that goes on without the Standby (onStandbyLost = \
+                 continuous), with Promote to Primary and no witness, can lose acknowledged \
+                 writes: when only the link between the nodes fails, after synchronousTimeout \
+                 the Primary acknowledges writes without its Standby, while the Standby, not \
+                 knowing, promotes itself, and those writes are lost. Choose one: \
+                 --if-standby-lost block (writes wait for the Standby; nothing acknowledged is \
+                 lost), --on-failure standby (Keep in Standby: an operator promotes), or a \
+                 witness (--witness URL) that tells a cut link from a dead Primary",
+            );
+        }
+    }
+
+    fn check_notifications(&self, problems: &mut Problems) {
         if self.notify_email.len() > NOTIFY_EMAILS_MAX {
-            return Err(invalid(
+            problems.push(
                 "notifyEmail",
                 self.notify_email.len(),
                 format!("at most {NOTIFY_EMAILS_MAX} addresses"),
-            ));
+            );
         }
         for address in &self.notify_email {
-            check_email("notifyEmail", address)?;
+            check_email(problems, "notifyEmail", address);
         }
-        if let Some(relay) = &self.smtp_relay {
-            check_endpoint("smtpRelay", relay)?;
+        if let Some(relay) = &self.smtp_relay
+            && let Err(error) = PeerAddress::parse(relay)
+        {
+            problems.push(
+                "smtpRelay",
+                &error.value,
+                format!(
+                    "{} (the SMTP relay; port 25 when omitted, 465 with --smtp-security tls)",
+                    error.problem
+                ),
+            );
         }
         if let Some(from) = &self.smtp_from {
-            check_email("smtpFrom", from)?;
+            check_email(problems, "smtpFrom", from);
         }
         if let Some(ca_file) = &self.smtp_ca_file
             && !ca_file.starts_with('/')
         {
-            return Err(invalid(
+            problems.push(
                 "smtpCaFile",
                 ca_file,
                 "write the absolute path of a PEM file of CA certificates, e.g. \
                  /etc/ssl/certs/relay-ca.pem (the node reads it when it sends)",
-            ));
+            );
         }
+    }
+
+    /// The legal but unwise choices, each with its trade-off.
+    fn warnings(&self) -> Vec<ConfigWarning> {
         let mut warnings = Vec::new();
         if !self.notify_email.is_empty() && self.smtp_relay.is_none() {
             warnings.push(ConfigWarning {
@@ -792,7 +1014,7 @@ impl HaConfig {
                 ),
             });
         }
-        Ok(warnings)
+        warnings
     }
 
     /// Whether `notification` is e-mailed under Notify On: Sync Completion for completed syncs,
@@ -949,7 +1171,9 @@ mod tests {
             ),
         ] {
             let error = config.with(&change).unwrap_err();
-            assert_eq!((error.field, error.value.as_str()), (field, value));
+            assert_eq!(error.problems.len(), 1, "{error}");
+            let problem = &error.problems[0];
+            assert_eq!((problem.field, problem.value.as_str()), (field, value));
         }
     }
 
@@ -975,9 +1199,9 @@ mod tests {
                 ..Default::default()
             })
             .unwrap_err();
-        assert_eq!(error.field, "heartbeatFailures");
-        assert_eq!(error.value, "0");
-        assert!(error.problem.contains("between 1 and 100"));
+        assert_eq!(error.fields(), ["heartbeatFailures"]);
+        assert_eq!(error.problems[0].value, "0");
+        assert!(error.problems[0].problem.contains("between 1 and 100"));
 
         let error = config
             .with(&ConfigChange {
@@ -986,8 +1210,8 @@ mod tests {
                 ..Default::default()
             })
             .unwrap_err();
-        assert_eq!(error.field, "primary");
-        assert!(error.problem.contains("--primary"));
+        assert_eq!(error.fields(), ["primary"]);
+        assert!(error.problems[0].problem.contains("--primary"));
 
         let error = config
             .with(&ConfigChange {
@@ -1003,7 +1227,7 @@ mod tests {
                 ..Default::default()
             })
             .unwrap_err();
-        assert_eq!(error.field, "notifyEmail");
+        assert_eq!(error.fields(), ["notifyEmail"]);
     }
 
     #[test]
@@ -1034,17 +1258,200 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_are_host_and_optional_port() {
-        for good in [
-            "10.0.0.1",
-            "10.0.0.1:2222",
-            "primary.example.com:22",
-            "[::1]:2222",
+    fn a_configuration_stored_before_addresses_were_typed_still_loads() {
+        // What a Secondary saved before: the Primary as typed (no port), an http witness, and
+        // no witness certificate fields.
+        let stored = r#"{"enabled":true,"mode":"Secondary","nodeStatus":"Standby",
+            "primary":"10.0.0.1","replication":"continuous","onStandbyLost":"continuous",
+            "synchronousTimeout":"5s","lagBound":"5s","onBehind":"standby",
+            "startTime":"00:00","runEvery":"1h","heartbeatInterval":"10s",
+            "heartbeatFailures":3,"recheckInterval":"5s","onFailure":"promote",
+            "witnesses":["http://10.0.0.9:9444/witness/primary"],"notifyEmail":[],
+            "notifyOnSyncCompletion":false,"notifyOnFailure":true,"smtpRelay":null,
+            "smtpSecurity":"starttls","smtpFrom":null,"smtpCaFile":null}"#;
+        let config: HaConfig = serde_json::from_str(stored).unwrap();
+        assert_eq!(config.primary_text().as_deref(), Some("10.0.0.1:22"));
+        assert_eq!(
+            config.witnesses[0].to_string(),
+            "http://10.0.0.9:9444/witness/primary"
+        );
+        assert_eq!(config.witness_tls(), None);
+        assert_eq!(config.validate().unwrap(), vec![]);
+        // Saved again, it loads to the same configuration.
+        let saved = serde_json::to_string(&config).unwrap();
+        assert!(saved.contains(r#""primary":"10.0.0.1:22""#), "{saved}");
+        assert_eq!(serde_json::from_str::<HaConfig>(&saved).unwrap(), config);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_naming_field_value_and_fix() {
+        let error = HaConfig::default()
+            .with(&ConfigChange {
+                primary: Some("10.0.0.1:99999".into()),
+                heartbeat_failures: Some(0),
+                run_every: Some(Span::from_secs(1)),
+                witnesses: Some(vec!["ftp://lb/witness".into()]),
+                witness_pinned_sha256: Some(vec!["abcd".into()]),
+                notify_email: Some(vec!["ops at example".into()]),
+                smtp_relay: Some("mail example".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(
+            error.fields(),
+            [
+                "primary",
+                "witnesses",
+                "witnessPinnedSha256",
+                "runEvery",
+                "heartbeatFailures",
+                "notifyEmail",
+                "smtpRelay"
+            ],
+            "{error}"
+        );
+        let text = error.to_string();
+        assert!(text.starts_with("7 problems:"), "{text}");
+        for shown in [
+            "primary = 10.0.0.1:99999",
+            "1 to 65535",
+            "witnesses = ftp://lb/witness",
+            "witnessPinnedSha256 = abcd",
+            "notifyEmail = ops at example",
+            "smtpRelay = mail example",
         ] {
-            check_endpoint("primary", good).unwrap();
+            assert!(text.contains(shown), "{shown}: {text}");
         }
-        for bad in ["", "a b", "host:0", "host:http", "user@host", "http://host"] {
-            assert!(check_endpoint("primary", bad).is_err(), "{bad}");
+    }
+
+    #[test]
+    fn a_primary_that_does_not_parse_is_not_also_reported_missing() {
+        let error = HaConfig::default()
+            .with(&ConfigChange {
+                enabled: Some(true),
+                mode: Some(Mode::Secondary),
+                primary: Some("primary host".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(error.fields(), ["primary"], "{error}");
+        assert!(error.problems[0].problem.contains("spaces"), "{error}");
+    }
+
+    fn synchronous(change: ConfigChange) -> Result<HaConfig, ConfigError> {
+        HaConfig::default()
+            .with(&ConfigChange {
+                replication: Some(ReplicationMode::Synchronous),
+                ..change
+            })
+            .map(|(config, _)| config)
+    }
+
+    #[test]
+    fn synchronous_with_the_continuous_fallback_and_promotion_needs_a_third_party() {
+        let error = synchronous(ConfigChange::default()).unwrap_err();
+        assert_eq!(error.fields(), ["onStandbyLost"], "{error}");
+        let problem = &error.problems[0].problem;
+        for part in [
+            "acknowledges writes without its Standby",
+            "--if-standby-lost block",
+            "--on-failure standby",
+            "--witness URL",
+        ] {
+            assert!(problem.contains(part), "{part}: {problem}");
         }
+        // The safe alternatives are accepted.
+        for safe in [
+            ConfigChange {
+                on_standby_lost: Some(OnStandbyLost::Block),
+                ..Default::default()
+            },
+            ConfigChange {
+                on_failure: Some(OnFailure::Standby),
+                ..Default::default()
+            },
+            ConfigChange {
+                witnesses: Some(vec!["http://10.0.0.9:9444/witness/primary".into()]),
+                ..Default::default()
+            },
+        ] {
+            synchronous(safe.clone()).unwrap_or_else(|error| panic!("{safe:?}: {error}"));
+        }
+        // Continuous replication has no fallback to guard.
+        HaConfig::default()
+            .with(&ConfigChange {
+                replication: Some(ReplicationMode::Continuous),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn https_witnesses_need_one_way_to_check_their_certificate() {
+        let https = || Some(vec!["https://lb.example:9444/witness/primary".into()]);
+        let error = HaConfig::default()
+            .with(&ConfigChange {
+                witnesses: https(),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(error.fields(), ["witnessTls"], "{error}");
+        assert!(
+            error.problems[0].problem.contains("--witness-pin"),
+            "{error}"
+        );
+        let pin = "AB:".repeat(31) + "AB";
+        let (config, _) = HaConfig::default()
+            .with(&ConfigChange {
+                witnesses: https(),
+                witness_pinned_sha256: Some(vec![pin]),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            config.witness_tls(),
+            Some(WitnessTls::Pinned(vec!["ab".repeat(32)]))
+        );
+        let error = config
+            .with(&ConfigChange {
+                witness_insecure: Some(true),
+                witness_ca_file: Some("ca.pem".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(error.fields(), ["witnessCaFile", "witnessTls"], "{error}");
+        let (config, _) = config
+            .with(&ConfigChange {
+                witness_pinned_sha256: Some(Vec::new()),
+                witness_ca_file: Some("/etc/tandem/witness-ca.pem".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            config.witness_tls(),
+            Some(WitnessTls::CaFile("/etc/tandem/witness-ca.pem".into()))
+        );
+    }
+
+    #[test]
+    fn witnesses_are_parsed_and_bounded() {
+        let error = HaConfig::default()
+            .with(&ConfigChange {
+                witnesses: Some(vec![
+                    "http://user@lb/witness".into(),
+                    "http://lb/witness#x".into(),
+                ]),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(error.fields(), ["witnesses", "witnesses"], "{error}");
+        let many = vec!["http://lb/witness".to_owned(); WITNESSES_MAX + 1];
+        let error = HaConfig::default()
+            .with(&ConfigChange {
+                witnesses: Some(many),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(error.to_string().contains("at most 8 witnesses"), "{error}");
     }
 }

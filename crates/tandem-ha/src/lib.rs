@@ -4,18 +4,22 @@
 //! Secondary) and its current **State** (Active, Standby, Not Available) — and the decisions made
 //! from them. It performs no I/O, reads no clock and knows nothing of SSH, SQLite or tokio.
 //!
+//! - [`address`]: `HOST[:PORT]`, the one parser of peer addresses.
 //! - [`ballot`]: ballots (epoch and node) and the `Tandem-Ballot` probe header.
 //! - [`cluster`]: the cluster view, every node known directly or by gossip.
 //! - [`config`]: the HA Configuration window's fields, defaults and validation.
 //! - [`schedule`]: StartTime / Run Every arithmetic.
+//! - [`witness`]: witness URLs and how an `https://` witness's certificate is checked.
 //! - [`machine`]: the HA controller — heartbeats, failure detection, promotion with epochs,
 //!   fencing, the schedule — as events in, commands out.
 
+pub mod address;
 pub mod ballot;
 pub mod cluster;
 pub mod config;
 pub mod machine;
 pub mod schedule;
+pub mod witness;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

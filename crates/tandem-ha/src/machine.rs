@@ -596,7 +596,7 @@ impl Controller {
             (None, _) if self.checking_peers => {
                 Some("this node is asking its trusted peers before it serves".into())
             }
-            (None, _) => self.durable.config.primary.clone(),
+            (None, _) => self.durable.config.primary_text(),
         }
     }
 
@@ -662,7 +662,7 @@ impl Controller {
             && config.mode == Mode::Secondary
             && config.replication != ReplicationMode::Scheduled
             && self.status.state == State::Standby)
-            .then(|| config.primary.clone())
+            .then(|| config.primary_text())
             .flatten()
     }
 
@@ -994,7 +994,7 @@ impl Controller {
             && !self.heartbeat.in_flight
             && !self.heartbeat.awaiting_witnesses
             && now.monotonic_ms >= self.heartbeat.next_at_ms
-            && let Some(primary) = self.durable.config.primary.clone()
+            && let Some(primary) = self.durable.config.primary_text()
         {
             self.heartbeat.in_flight = true;
             self.heartbeat.sent_at_ms = now.monotonic_ms;
@@ -1019,7 +1019,7 @@ impl Controller {
         if now.wall_ms < due {
             return;
         }
-        let Some(primary) = self.durable.config.primary.clone() else {
+        let Some(primary) = self.durable.config.primary_text() else {
             return;
         };
         if self.sync_running {
@@ -1095,7 +1095,7 @@ impl Controller {
             self.persist(commands);
         }
         let contact = Contact::Heartbeat {
-            address: self.durable.config.primary.clone(),
+            address: self.durable.config.primary_text(),
             sent_at_ms: self.heartbeat.sent_at_ms,
         };
         self.observe_peer(now, peer, contact, commands);
@@ -1106,7 +1106,7 @@ impl Controller {
             return;
         }
         let config = self.durable.config.clone();
-        let primary = config.primary.clone().unwrap_or_default();
+        let primary = config.primary_text().unwrap_or_default();
         self.heartbeat.in_flight = false;
         if self
             .frozen_at_ms
@@ -1325,7 +1325,7 @@ impl Controller {
         if self.status.state != State::Standby {
             return;
         }
-        let primary = self.durable.config.primary.clone().unwrap_or_default();
+        let primary = self.durable.config.primary_text().unwrap_or_default();
         match reaching_primary {
             Some(witness) => {
                 log(
@@ -1609,7 +1609,7 @@ impl Controller {
                     format!(
                         "failover mode secondary: Standby, following {}; the sync schedule was \
                          not re-anchored",
-                        self.durable.config.primary.as_deref().unwrap_or_default()
+                        self.durable.config.primary_text().unwrap_or_default()
                     ),
                 );
                 // The schedule keeps its anchor (the guide: this command does not restart the

@@ -345,9 +345,11 @@ impl Controller {
             ("nodeStatus", format!("{:?}", next.node_status))
         };
         Some(ConfigError {
-            field,
-            value,
-            problem: format!("refused: {problem}"),
+            problems: vec![crate::config::FieldError {
+                field,
+                value,
+                problem: format!("refused: {problem}"),
+            }],
         })
     }
 }

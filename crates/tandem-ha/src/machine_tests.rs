@@ -510,7 +510,7 @@ fn an_active_node_does_not_sync_on_the_schedule() {
 #[test]
 fn a_witness_that_still_reaches_the_primary_prevents_promotion() {
     let mut config = secondary();
-    config.witnesses = vec!["http://127.0.0.1:9444/witness/primary".into()];
+    config.witnesses = vec!["http://127.0.0.1:9444/witness/primary".parse().unwrap()];
     let mut controller = Controller::new("id-self", Durable::new(config, 1));
     controller.handle(at(0), Event::Started);
     let last = acts(fail_three_times(&mut controller, 0));
@@ -1143,9 +1143,12 @@ fn a_primary_acknowledging_without_this_node_when_it_last_answered_holds_the_pro
 
 #[test]
 fn a_synchronous_timeout_below_the_detection_time_is_warned_about() {
+    // A witness: without a third party this combination is refused outright.
+    let witnesses = || Some(vec!["http://127.0.0.1:9444/witness/primary".to_owned()]);
     let (_, warnings) = secondary()
         .with(&ConfigChange {
             replication: Some(ReplicationMode::Synchronous),
+            witnesses: witnesses(),
             ..Default::default()
         })
         .unwrap();
@@ -1162,6 +1165,7 @@ fn a_synchronous_timeout_below_the_detection_time_is_warned_about() {
         .with(&ConfigChange {
             replication: Some(ReplicationMode::Synchronous),
             synchronous_timeout: Some(Span::from_secs(40)),
+            witnesses: witnesses(),
             ..Default::default()
         })
         .unwrap();

@@ -257,12 +257,21 @@ impl Scenario {
         }
     }
 
+    /// Synchronous replication with the continuous fallback and automatic promotion is refused
+    /// without a third party (`HaConfig::validate`), so every node of such a world has the
+    /// witness.
+    fn witness_required(&self) -> bool {
+        self.replication == ReplicationMode::Synchronous
+            && self.on_standby_lost == OnStandbyLost::Continuous
+            && self.on_failure == OnFailure::Promote
+    }
+
     fn config(&self, mode: Mode, primary: Option<usize>, witnesses: bool) -> HaConfig {
         let config = HaConfig {
             enabled: true,
             mode,
             node_status: NodeStatusSetting::Standby,
-            primary: primary.map(|node| ADDRESSES[node].to_owned()),
+            primary: primary.map(|node| ADDRESSES[node].parse().unwrap()),
             replication: self.replication,
             on_standby_lost: self.on_standby_lost,
             on_behind: self.on_behind,
@@ -274,8 +283,8 @@ impl Scenario {
             heartbeat_failures: self.heartbeat_failures,
             recheck_interval: Span::from_millis(self.recheck_interval_ms),
             on_failure: self.on_failure,
-            witnesses: if witnesses {
-                vec![WITNESS_URL.to_owned()]
+            witnesses: if witnesses || self.witness_required() {
+                vec![WITNESS_URL.parse().unwrap()]
             } else {
                 Vec::new()
             },
@@ -1209,7 +1218,7 @@ impl World {
         for (returned, &returned_address) in ADDRESSES[..count].iter().enumerate() {
             for active in 0..count {
                 let follows_returned = self.nodes[active].controller.as_ref().is_some_and(|c| {
-                    c.durable().config.primary.as_deref() == Some(returned_address)
+                    c.durable().config.primary_text().as_deref() == Some(returned_address)
                 });
                 // A sensible operator never leaves two nodes in Primary mode (e.g. making the
                 // DR node's source Primary while the main Primary still runs).
@@ -1240,9 +1249,8 @@ impl World {
                 }
                 let source = durable
                     .config
-                    .primary
-                    .as_deref()
-                    .and_then(|address| self.node_by_address(address));
+                    .primary_text()
+                    .and_then(|address| self.node_by_address(&address));
                 if let Some(source) = source
                     && controller.status().state == State::Standby
                     && self.up(source)
@@ -1290,7 +1298,7 @@ impl World {
                 let source = self.nodes[fenced]
                     .controller
                     .as_ref()
-                    .and_then(|c| c.durable().config.primary.clone())
+                    .and_then(|c| c.durable().config.primary_text())
                     .and_then(|address| self.node_by_address(&address));
                 if let Some(source) =
                     source.filter(|&source| self.up(source) && self.linked(fenced, source))

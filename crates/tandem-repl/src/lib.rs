@@ -93,6 +93,13 @@ pub enum ReplicationError {
     Ssh(#[from] russh::Error),
 }
 
+/// A peer address that does not parse is bad input (the store's `host` field error).
+impl From<tandem_store::trust::AddressError> for ReplicationError {
+    fn from(error: tandem_store::trust::AddressError) -> Self {
+        ReplicationError::Store(error.into())
+    }
+}
+
 /// What Test Connection found.
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -26,6 +26,9 @@ pub const PROGRESS_EVENTS_QUEUED_MAX: usize = 64;
 /// Sync History rows one `history` operation returns at most.
 pub const HISTORY_ROWS_MAX: i64 = 1_000;
 
+// One operation is built per command and sent once; boxing the configuration change (the
+// largest variant) would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Operation {

@@ -257,7 +257,7 @@ pub async fn connect(
         nodelay: true,
         ..Default::default()
     });
-    let address = (endpoint.host.clone(), endpoint.port);
+    let address = (endpoint.host().to_owned(), endpoint.port());
     let connected = tokio::time::timeout(
         CONNECT_TIMEOUT,
         russh::client::connect(config, address, check),

@@ -14,7 +14,6 @@ use tandem_repl::ops::{self, Event, FailureKind, Operation, Reporter};
 use tandem_repl::protocol::{Request, Response, SwitchoverStep};
 use tandem_repl::sync::SyncOptions;
 use tandem_store::history::{self, Trigger};
-use tandem_store::trust::Endpoint;
 
 /// The running node's executor.
 pub struct NodeExecutor {
@@ -203,7 +202,7 @@ impl ops::Executor for NodeExecutor {
                         .await,
                     }
                 }
-                Operation::HaConfigure { change } => match ha.configure(change).await {
+                Operation::HaConfigure { change } => match checked_configure(&ha, change).await {
                     Ok(configured) => Event::Done {
                         result: serde_json::to_value(configured).unwrap_or_default(),
                     },
@@ -335,6 +334,11 @@ pub async fn execute_offline(
                     .map(|elapsed| elapsed.as_millis() as i64)
                     .unwrap_or(0),
             };
+            if let Err(error) =
+                crate::witness::check_change(&controller.durable().config, &change).await
+            {
+                return report(failed(FailureKind::Usage, error.to_string()));
+            }
             let configured = controller
                 .durable()
                 .config
@@ -431,6 +435,18 @@ pub async fn test_notification(
 
 type Failure = (FailureKind, String);
 
+/// Save and Apply on the running node, after the checks the pure configuration cannot make
+/// (files it names): `tandem ha configure`, the API and the portal all come through here.
+pub(crate) async fn checked_configure(
+    ha: &HaHandle,
+    change: ConfigChange,
+) -> Result<ha::Configured, String> {
+    crate::witness::check_change(&ha.snapshot().config, &change)
+        .await
+        .map_err(|error| error.to_string())?;
+    ha.configure(change).await
+}
+
 fn refused(message: impl Into<String>) -> Failure {
     (FailureKind::Refused, message.into())
 }
@@ -487,10 +503,11 @@ async fn switchover(replication: &Replication, ha: &HaHandle) -> Result<Value, F
             }
         )));
     }
-    let Some(primary) = config.primary.clone() else {
+    // The configuration holds the parsed address: the one the heartbeats use.
+    let Some(endpoint) = config.primary.clone() else {
         return Err(refused("this node has no Primary configured"));
     };
-    let endpoint = Endpoint::parse(&primary).map_err(|error| refused(error.to_string()))?;
+    let primary = endpoint.to_string();
     let mut session = replication
         .open_session(&endpoint)
         .await

@@ -36,10 +36,6 @@ pub const TICK_INTERVAL: Duration = Duration::from_millis(50);
 pub const INPUTS_QUEUED_MAX: usize = 256;
 /// Time a peer gets to answer the startup check before the node serves without its answer.
 pub const PEER_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
-/// Time a witness gets to answer before it counts as unreachable.
-pub const WITNESS_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bytes of a witness's answer read at most.
-const WITNESS_ANSWER_BYTES_MAX: u64 = 16 * 1024;
 /// Bounds on one heartbeat's round trip: the Re-check interval, within these limits (a dead
 /// process fails at once; a hung one takes the timeout).
 const HEARTBEAT_TIMEOUT_MIN: Duration = Duration::from_millis(200);
@@ -96,6 +92,9 @@ pub struct Configured {
 /// became Active in a newer epoch (in which case it is fenced).
 pub const SWITCHOVER_HOLD_MAX: Duration = Duration::from_secs(60);
 
+// One input at a time waits in a bounded queue; boxing the configuration change (the largest
+// variant) would save nothing that matters.
+#[allow(clippy::large_enum_variant)]
 enum Input {
     Event(Event),
     Switchover {
@@ -1306,28 +1305,13 @@ impl HaRuntime {
         }));
     }
 
-    /// Asks every witness whether it still reaches the Primary. A witness answers HTTP 200
-    /// with JSON `{"reachable": true|false}`; no answer counts as unreachable.
+    /// Asks every witness at once whether it still reaches the Primary
+    /// ([`crate::witness::ask_witnesses`]); no answer counts as unreachable.
     fn ask_witnesses(&self, primary: String) {
-        let witnesses = self.controller.durable().config.witnesses.clone();
+        let config = self.controller.durable().config.clone();
         let inputs = self.sender.clone();
         tokio::spawn(async move {
-            let mut reaching = None;
-            for witness in witnesses {
-                match tokio::time::timeout(WITNESS_TIMEOUT, ask_witness(&witness)).await {
-                    Ok(Ok(true)) => {
-                        reaching = Some(witness);
-                        break;
-                    }
-                    Ok(Ok(false)) => {
-                        tracing::info!(%witness, %primary, "witness cannot reach the Primary")
-                    }
-                    Ok(Err(error)) => {
-                        tracing::warn!(%witness, %error, "witness did not answer")
-                    }
-                    Err(_) => tracing::warn!(%witness, "witness did not answer in time"),
-                }
-            }
+            let reaching = crate::witness::ask_witnesses(&config, &primary).await;
             let _ = inputs
                 .send(Input::Event(Event::WitnessesAnswered {
                     reaching_primary: reaching,
@@ -1335,48 +1319,4 @@ impl HaRuntime {
                 .await;
         });
     }
-}
-
-/// One witness question over plain HTTP/1.1 (witnesses sit on the operator's network, e.g.
-/// the traffic controller's admin listener).
-async fn ask_witness(url: &str) -> Result<bool, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// witnesses are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(index) => rest.split_at(index),
-        None => (rest, "/"),
-    };
-    let mut stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|error| format!("{url}: {error}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|error| error.to_string())?;
-    let mut answer = Vec::new();
-    stream
-        .take(WITNESS_ANSWER_BYTES_MAX)
-        .read_to_end(&mut answer)
-        .await
-        .map_err(|error| error.to_string())?;
-    let answer = String::from_utf8_lossy(&answer);
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{url}: not an HTTP answer"))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!(
-            "{url}: answered {}",
-            head.lines().next().unwrap_or_default()
-        ));
-    }
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        reachable: bool,
-    }
-    let parsed: Answer = serde_json::from_str(body.trim())
-        .map_err(|error| format!("{url}: the answer is not {{\"reachable\": bool}}: {error}"))?;
-    Ok(parsed.reachable)
 }

@@ -22,6 +22,7 @@ mod probes;
 pub mod state;
 mod sysmgr;
 pub mod tls;
+pub mod witness;
 
 use axum::Router;
 use axum::http::Uri;

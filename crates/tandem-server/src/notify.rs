@@ -133,15 +133,11 @@ fn relay_endpoint(relay: &str, security: SmtpSecurity) -> (String, u16) {
         SmtpSecurity::Tls => SMTPS_PORT_DEFAULT,
         SmtpSecurity::Starttls | SmtpSecurity::None => SMTP_PORT_DEFAULT,
     };
-    // Validated by the configuration (`check_endpoint`): HOST, HOST:PORT or [V6]:PORT.
-    match relay.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') || host.starts_with('[') => (
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port.parse().unwrap_or(port_default),
-        ),
-        _ => (relay.to_owned(), port_default),
+    // The configuration refused a relay this parser refuses (the one HOST[:PORT] parser); a
+    // stored value that no longer parses is handed to the SMTP client as it is, which reports it.
+    match tandem_ha::address::PeerAddress::parse_with_default_port(relay, port_default) {
+        Ok(address) => (address.host().to_owned(), address.port()),
+        Err(_) => (relay.to_owned(), port_default),
     }
 }
 

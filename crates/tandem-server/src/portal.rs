@@ -100,7 +100,7 @@ pub fn ha_configuration(node_name: &str, snapshot: &Snapshot) -> String {
         text(
             "primary",
             "Primary",
-            config.primary.as_deref().unwrap_or_default(),
+            &config.primary_text().unwrap_or_default(),
             "HOST[:PORT] of a Trusted Host; empty for a Primary",
         ),
         "</fieldset><fieldset><legend>Replication</legend>".to_owned(),
@@ -196,8 +196,29 @@ pub fn ha_configuration(node_name: &str, snapshot: &Snapshot) -> String {
         lines(
             "witnesses",
             "Witnesses",
-            &config.witnesses,
+            &config
+                .witnesses
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
             "one URL per line, e.g. http://10.0.0.9:9444/witness/primary",
+        ),
+        text(
+            "witnessCaFile",
+            "Witness CA file (https witnesses)",
+            config.witness_ca_file.as_deref().unwrap_or_default(),
+            "absolute path of a PEM file of the CA that signed the witnesses' certificates",
+        ),
+        lines(
+            "witnessPinnedSha256",
+            "Witness certificate SHA-256 (https witnesses)",
+            &config.witness_pinned_sha256,
+            "one fingerprint per line, instead of a CA file",
+        ),
+        checkbox(
+            "witnessInsecure",
+            "Accept any witness certificate (labs only)",
+            config.witness_insecure,
         ),
         "</fieldset><fieldset><legend>Notification Settings</legend>".to_owned(),
         lines(
@@ -293,6 +314,9 @@ function fields() {
     recheckInterval: value('recheckInterval'),
     onFailure: value('onFailure'),
     witnesses: list('witnesses'),
+    witnessCaFile: value('witnessCaFile'),
+    witnessPinnedSha256: list('witnessPinnedSha256'),
+    witnessInsecure: data.get('witnessInsecure') === 'on',
     notifyEmail: list('notifyEmail'),
     notifyOnSyncCompletion: data.get('notifyOnSyncCompletion') === 'on',
     notifyOnFailure: data.get('notifyOnFailure') === 'on',
@@ -360,7 +384,7 @@ form.addEventListener('submit', async (event) => {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tandem_ha::config::{ConfigChange, ReplicationMode};
+    use tandem_ha::config::{ConfigChange, OnStandbyLost, ReplicationMode};
     use tandem_ha::machine::{Controller, Durable};
 
     #[test]
@@ -368,6 +392,8 @@ mod tests {
         let (config, _) = HaConfig::default()
             .with(&ConfigChange {
                 replication: Some(ReplicationMode::Synchronous),
+                // Without a third party, synchronous needs a safe policy for a lost Standby.
+                on_standby_lost: Some(OnStandbyLost::Block),
                 smtp_ca_file: Some("/etc/ssl/a\"b<c>.pem".into()),
                 ..Default::default()
             })

@@ -198,13 +198,16 @@ async fn ha_configure(
     Extension(ha): Extension<HaHandle>,
     ApiJson(change): ApiJson<ConfigChange>,
 ) -> ApiResult<Json<Configured>> {
-    ha.configure(change).await.map(Json).map_err(|message| {
-        ApiError::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_input",
-            message,
-        )
-    })
+    crate::control::checked_configure(&ha, change)
+        .await
+        .map(Json)
+        .map_err(|message| {
+            ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                message,
+            )
+        })
 }
 
 /// `POST /api/v1/ha/notifications/test`: Notification Settings, Test. 200 with the addresses

@@ -200,3 +200,10 @@ pub(crate) fn camel_case(snake: &str) -> String {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A peer address that does not parse is bad input in the `host` field.
+impl From<tandem_ha::address::AddressError> for StoreError {
+    fn from(error: tandem_ha::address::AddressError) -> Self {
+        StoreError::Invalid(InvalidInput::single("host", &error.value, error.problem))
+    }
+}

@@ -1,81 +1,14 @@
 //! Trusted Hosts (node-local): the peers allowed to open the replication channel, each with the
 //! host key it must present. Keyed by the `HOST:PORT` an operator types.
 
-use crate::common::{Check, now};
+use crate::common::now;
 use crate::error::{StoreError, StoreResult};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-use std::fmt;
 
-/// The replication port when `HOST` is given without one (the guide's SSH port).
-pub const DEFAULT_REPLICATION_PORT: u16 = 22;
-
-/// `HOST[:PORT]` as typed on the command line.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-}
-
-impl Endpoint {
-    /// Parses `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
-    pub fn parse(text: &str) -> StoreResult<Self> {
-        let text = text.trim();
-        let invalid = |problem: &str| {
-            StoreError::Invalid(crate::error::InvalidInput::single(
-                "host",
-                text,
-                format!(
-                    "{problem}; write HOST or HOST:PORT, e.g. 10.0.0.2:2222 or mdm-b.example.com"
-                ),
-            ))
-        };
-        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-            let (host, after) = rest.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
-            match after.strip_prefix(':') {
-                Some(port) => (host, Some(port)),
-                None if after.is_empty() => (host, None),
-                None => return Err(invalid("unexpected text after ]")),
-            }
-        } else if text.matches(':').count() == 1 {
-            let (host, port) = text.split_once(':').unwrap_or((text, ""));
-            (host, Some(port))
-        } else {
-            (text, None)
-        };
-        let port = match port {
-            None => DEFAULT_REPLICATION_PORT,
-            Some(port) => port
-                .parse::<u16>()
-                .ok()
-                .filter(|port| *port > 0)
-                .ok_or_else(|| invalid("the port must be a number from 1 to 65535"))?,
-        };
-        let mut check = Check::new();
-        check.token(
-            "host",
-            host,
-            253,
-            |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '_'),
-            "letters, digits and - . : _ (a host name or IP address)",
-        );
-        check.finish()?;
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
+/// `HOST[:PORT]` of a peer: the one parser, shared with the HA configuration's Primary, so an
+/// address one accepts is never refused by the other (which failed every heartbeat).
+pub use tandem_ha::address::{AddressError, DEFAULT_REPLICATION_PORT, PeerAddress as Endpoint};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -85,24 +18,31 @@ pub struct TrustedHost {
     pub public_key: String,
     pub fingerprint: String,
     pub added_at: String,
+    /// `host` and `port`, parsed when the row was read.
+    #[serde(skip)]
+    address: Endpoint,
 }
 
 impl TrustedHost {
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            host: self.host.clone(),
-            port: self.port,
-        }
+        self.address.clone()
     }
 }
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TrustedHost> {
+    let host: String = row.get(0)?;
+    let port: u16 = row.get(1)?;
+    // Rows were written from a parsed address; one that no longer parses was edited by hand.
+    let address = Endpoint::from_parts(&host, port).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
+    })?;
     Ok(TrustedHost {
-        host: row.get(0)?,
-        port: row.get(1)?,
+        host,
+        port,
         public_key: row.get(2)?,
         fingerprint: row.get(3)?,
         added_at: row.get(4)?,
+        address,
     })
 }
 
@@ -123,8 +63,8 @@ pub fn add(conn: &Connection, endpoint: &Endpoint, key_text: &str) -> StoreResul
          ON CONFLICT (host, port) DO UPDATE SET public_key = excluded.public_key,
              fingerprint = excluded.fingerprint, added_at = excluded.added_at",
         params![
-            endpoint.host,
-            endpoint.port,
+            endpoint.host(),
+            endpoint.port(),
             key.openssh,
             key.fingerprint,
             now()
@@ -136,7 +76,7 @@ pub fn add(conn: &Connection, endpoint: &Endpoint, key_text: &str) -> StoreResul
 pub fn remove(conn: &Connection, endpoint: &Endpoint) -> StoreResult<()> {
     let removed = conn.execute(
         "DELETE FROM trusted_hosts WHERE host = ?1 AND port = ?2",
-        params![endpoint.host, endpoint.port],
+        params![endpoint.host(), endpoint.port()],
     )?;
     if removed == 0 {
         return Err(StoreError::not_found("trusted host", endpoint));
@@ -154,7 +94,7 @@ pub fn list(conn: &Connection) -> StoreResult<Vec<TrustedHost>> {
 pub fn get(conn: &Connection, endpoint: &Endpoint) -> StoreResult<Option<TrustedHost>> {
     Ok(conn
         .prepare_cached(&format!("{SELECT} WHERE host = ?1 AND port = ?2"))?
-        .query_row(params![endpoint.host, endpoint.port], from_row)
+        .query_row(params![endpoint.host(), endpoint.port()], from_row)
         .optional()?)
 }
 
@@ -178,8 +118,43 @@ mod tests {
         assert_eq!(parse("[::1]:2222").unwrap(), "[::1]:2222");
         assert_eq!(parse("::1").unwrap(), "[::1]:22");
         for bad in ["host:0", "host:99999", "host:x", "", "a b", "[::1"] {
-            let error = parse(bad).unwrap_err().to_string();
+            let error = StoreError::from(Endpoint::parse(bad).unwrap_err()).to_string();
             assert!(error.contains("host"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn rows_stored_before_the_shared_parser_still_load() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE trusted_hosts (host TEXT NOT NULL, port INTEGER NOT NULL,
+                 public_key TEXT NOT NULL, fingerprint TEXT NOT NULL, added_at TEXT NOT NULL,
+                 PRIMARY KEY (host, port));
+             INSERT INTO trusted_hosts VALUES
+                 ('mdm-b.example.com', 22, 'ssh-ed25519 AAAA', 'SHA256:b', '2026-01-01T00:00:00Z'),
+                 ('node_c.lan', 2222, 'ssh-ed25519 AAAA', 'SHA256:c', '2026-01-01T00:00:00Z'),
+                 ('::1', 2222, 'ssh-ed25519 AAAA', 'SHA256:v6', '2026-01-01T00:00:00Z');",
+        )
+        .unwrap();
+        let shown: Vec<String> = list(&conn)
+            .unwrap()
+            .iter()
+            .map(|host| host.endpoint().to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            ["[::1]:2222", "mdm-b.example.com:22", "node_c.lan:2222"]
+        );
+        // The HA configuration's Primary, typed as before, finds the same row.
+        let primary: tandem_ha::config::HaConfig = serde_json::from_value(serde_json::json!({
+            "enabled": true, "mode": "Secondary", "nodeStatus": "Standby",
+            "primary": "mdm-b.example.com", "startTime": "00:00", "runEvery": "1h",
+            "heartbeatInterval": "10s", "heartbeatFailures": 3, "recheckInterval": "5s",
+            "onFailure": "promote", "witnesses": [], "notifyEmail": [],
+            "notifyOnSyncCompletion": false, "notifyOnFailure": true
+        }))
+        .unwrap();
+        let address = primary.primary.unwrap();
+        assert!(get(&conn, &address).unwrap().is_some(), "{address}");
     }
 }

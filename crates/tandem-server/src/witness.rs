@@ -1,0 +1,298 @@
+//! Asking the witnesses before an automatic promotion: every witness at once, within one
+//! [`WITNESS_TIMEOUT`], over HTTP/1.1 on hyper (plain or through tokio-rustls on ring, the one
+//! TLS stack), with the certificate choice of the HA configuration for `https://` witnesses.
+//!
+//! A witness answers HTTP 200 with JSON `{"reachable": true|false}`. Any witness that still
+//! reaches the Primary holds the promotion (only the link between the nodes failed); no answer,
+//! a refusal, or a malformed answer holds nothing, and each is logged for what it was.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::StatusCode;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_ha::config::{ConfigChange, ConfigError, FieldError, HaConfig};
+use tandem_ha::witness::{WitnessScheme, WitnessTls, WitnessUrl};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinSet;
+
+/// Time every witness together gets to answer; one that has not answered by then counts as
+/// unreachable. Short: the promotion waits for it, and a witness on the operator's network
+/// answers in milliseconds.
+pub const WITNESS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes of a witness's answer body read at most: the answer is a dozen bytes of JSON, and a
+/// server that sends more is not a witness.
+const WITNESS_ANSWER_BYTES_MAX: usize = 16 * 1024;
+/// Bytes of a witness CA file read at most: a bundle of a few hundred CA certificates fits.
+const WITNESS_CA_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// What one witness said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// It still reaches the Primary: the promotion is held.
+    Reaches,
+    CannotReach,
+    /// It answered, but not `200 {"reachable": bool}`.
+    Malformed(String),
+    /// No answer: connection, TLS or transport failure.
+    Failed(String),
+}
+
+/// Asks every witness of `config` at once whether it still reaches `primary`; the first that
+/// does (its URL), or `None` when none does within [`WITNESS_TIMEOUT`]. Logs every answer.
+pub async fn ask_witnesses(config: &HaConfig, primary: &str) -> Option<String> {
+    let tls = match config.witness_tls() {
+        Some(choice) => match client_config(&choice).await {
+            Ok(tls) => Some(tls),
+            Err(error) => {
+                tracing::warn!(%error, "cannot set up TLS for the https:// witnesses");
+                None
+            }
+        },
+        None => None,
+    };
+    let deadline = tokio::time::Instant::now() + WITNESS_TIMEOUT;
+    let mut asks = JoinSet::new();
+    for (index, url) in config.witnesses.iter().enumerate() {
+        let (url, tls) = (url.clone(), tls.clone());
+        asks.spawn(async move { (index, ask_witness(&url, tls).await) });
+    }
+    let mut answered = vec![false; config.witnesses.len()];
+    loop {
+        let (index, answer) = match tokio::time::timeout_at(deadline, asks.join_next()).await {
+            Ok(Some(Ok(answered))) => answered,
+            Ok(Some(Err(error))) => {
+                tracing::error!(%error, "a witness question stopped");
+                continue;
+            }
+            Ok(None) => return None,
+            Err(_) => break,
+        };
+        answered[index] = true;
+        let witness = &config.witnesses[index];
+        match answer {
+            // The rest are not needed: dropping the set stops them.
+            Answer::Reaches => return Some(witness.to_string()),
+            Answer::CannotReach => {
+                tracing::info!(%witness, %primary, "witness cannot reach the Primary")
+            }
+            Answer::Malformed(what) => {
+                tracing::warn!(%witness, %what, "witness answered something malformed")
+            }
+            Answer::Failed(error) => tracing::warn!(%witness, %error, "witness did not answer"),
+        }
+    }
+    for (witness, _) in config
+        .witnesses
+        .iter()
+        .zip(answered)
+        .filter(|(_, done)| !done)
+    {
+        tracing::warn!(%witness, timeout_ms = WITNESS_TIMEOUT.as_millis() as u64,
+            "witness did not answer in time");
+    }
+    None
+}
+
+/// One witness question (no timeout of its own: [`ask_witnesses`] bounds them all).
+pub async fn ask_witness(url: &WitnessUrl, tls: Option<Arc<ClientConfig>>) -> Answer {
+    let address = url.address();
+    let tcp = match tokio::net::TcpStream::connect((address.host(), address.port())).await {
+        Ok(tcp) => tcp,
+        Err(error) => return Answer::Failed(format!("connect to {address}: {error}")),
+    };
+    let _ = tcp.set_nodelay(true);
+    match url.scheme() {
+        WitnessScheme::Http => exchange(tcp, url).await,
+        WitnessScheme::Https => {
+            let Some(tls) = tls else {
+                return Answer::Failed(
+                    "no certificate check is configured for https:// witnesses".into(),
+                );
+            };
+            let name = match ServerName::try_from(address.host().to_owned()) {
+                Ok(name) => name,
+                Err(error) => return Answer::Failed(format!("TLS name {address}: {error}")),
+            };
+            match tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+            {
+                Ok(stream) => exchange(stream, url).await,
+                Err(error) => Answer::Failed(format!("TLS: {error}")),
+            }
+        }
+    }
+}
+
+/// `GET` the witness's target over `io` and judge the answer.
+async fn exchange<S>(io: S, url: &WitnessUrl) -> Answer
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = match http1::handshake(TokioIo::new(io)).await {
+        Ok(handshake) => handshake,
+        Err(error) => return Answer::Failed(format!("HTTP: {error}")),
+    };
+    let request = hyper::Request::get(url.target())
+        .header(hyper::header::HOST, url.authority())
+        .header(hyper::header::USER_AGENT, "tandem")
+        .header(hyper::header::ACCEPT, "application/json")
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new());
+    let request = match request {
+        Ok(request) => request,
+        Err(error) => return Answer::Failed(format!("request: {error}")),
+    };
+    let answer = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| Answer::Failed(format!("HTTP: {error}")))?;
+        let status = response.status();
+        // Chunked or with a length, hyper decodes it; the limit bounds what is kept.
+        let body = Limited::new(response.into_body(), WITNESS_ANSWER_BYTES_MAX)
+            .collect()
+            .await
+            .map_err(|error| {
+                Answer::Malformed(format!(
+                    "reading the answer (at most {WITNESS_ANSWER_BYTES_MAX} bytes): {error}"
+                ))
+            })?
+            .to_bytes();
+        Ok::<_, Answer>((status, body))
+    };
+    tokio::pin!(answer, connection);
+    let answered = tokio::select! {
+        answered = &mut answer => answered,
+        ended = &mut connection => match ended {
+            Err(error) => Err(Answer::Failed(format!("HTTP: {error}"))),
+            Ok(()) => answer.await,
+        },
+    };
+    match answered {
+        Ok((status, body)) => judge(status, &body),
+        Err(failure) => failure,
+    }
+}
+
+fn judge(status: StatusCode, body: &[u8]) -> Answer {
+    #[derive(serde::Deserialize)]
+    struct Reachable {
+        reachable: bool,
+    }
+    let shown = || {
+        let text = String::from_utf8_lossy(body);
+        text.chars().take(80).collect::<String>()
+    };
+    if status != StatusCode::OK {
+        return Answer::Malformed(format!("HTTP {status}: {:?}", shown()));
+    }
+    match serde_json::from_slice::<Reachable>(body) {
+        Ok(Reachable { reachable: true }) => Answer::Reaches,
+        Ok(Reachable { reachable: false }) => Answer::CannotReach,
+        Err(error) => Answer::Malformed(format!(
+            "not {{\"reachable\": true|false}}: {error}: {:?}",
+            shown()
+        )),
+    }
+}
+
+/// The TLS client configuration for `https://` witnesses.
+pub async fn client_config(choice: &WitnessTls) -> Result<Arc<ClientConfig>, String> {
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| error.to_string())?;
+    let mut config = match choice {
+        WitnessTls::CaFile(path) => builder
+            .with_root_certificates(load_ca_file(path).await?)
+            .with_no_client_auth(),
+        WitnessTls::Pinned(pins) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(tandem_crypto::tls::PinnedCertificate::new(
+                pins.clone(),
+            )))
+            .with_no_client_auth(),
+        WitnessTls::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(
+                Arc::new(tandem_crypto::tls::PinnedCertificate::any()),
+            )
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The CA certificates of a PEM file, bounded by [`WITNESS_CA_FILE_BYTES_MAX`]; the error says
+/// what is wrong with the file.
+async fn load_ca_file(path: &str) -> Result<RootCertStore, String> {
+    let metadata = tokio::fs::metadata(path)
+        .await
+        .map_err(|error| format!("cannot read {path}: {error}"))?;
+    if !metadata.is_file() || metadata.len() > WITNESS_CA_FILE_BYTES_MAX {
+        return Err(format!(
+            "{path} is not a PEM file of CA certificates (a regular file of at most \
+             {WITNESS_CA_FILE_BYTES_MAX} bytes)"
+        ));
+    }
+    let pem = tokio::fs::read(path)
+        .await
+        .map_err(|error| format!("cannot read {path}: {error}"))?;
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+        let certificate = certificate.map_err(|error| format!("{path}: {error}"))?;
+        roots
+            .add(certificate)
+            .map_err(|error| format!("{path}: {error}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    Ok(roots)
+}
+
+/// What the pure configuration cannot check, checked before a change is saved: that the witness
+/// CA file the resulting configuration uses exists and holds certificates. Every problem of the
+/// change at once: the configuration's own and this one.
+pub async fn check_change(current: &HaConfig, change: &ConfigChange) -> Result<(), ConfigError> {
+    let (ca_file, mut problems) = match current.with(change) {
+        Ok((next, _)) => {
+            let https = next
+                .witnesses
+                .iter()
+                .any(|url| url.scheme() == WitnessScheme::Https);
+            (next.witness_ca_file.filter(|_| https), Vec::new())
+        }
+        Err(error) => {
+            let asked = change.witness_ca_file.as_deref().map(str::trim);
+            let ca_file = asked
+                .filter(|path| path.starts_with('/'))
+                .map(str::to_owned);
+            (ca_file, error.problems)
+        }
+    };
+    if let Some(path) = ca_file
+        && let Err(problem) = load_ca_file(&path).await
+    {
+        problems.push(FieldError {
+            field: "witnessCaFile",
+            value: path,
+            problem: format!(
+                "{problem}; give the PEM file of the CA certificates that signed the \
+                 witnesses' certificates, or pin the certificate with --witness-pin"
+            ),
+        });
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { problems })
+    }
+}
