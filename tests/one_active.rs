@@ -19,6 +19,15 @@ use support::node::{FAST, Links, Node, describe, start_pair, wait_until};
 /// scheduling slack of a loaded 2-core machine.
 const DUAL_ACTIVE_BOUND: Duration = Duration::from_millis(1_000 + 500 + 500);
 
+/// Runs per test (`TANDEM_FAULT_RUNS`, default 1): `TANDEM_FAULT_RUNS=5 cargo nextest run
+/// --test one_active --no-capture` gives RELIABILITY.md its figures.
+fn runs() -> usize {
+    std::env::var("TANDEM_FAULT_RUNS")
+        .ok()
+        .and_then(|runs| runs.parse().ok())
+        .unwrap_or(1)
+}
+
 /// Which nodes of data center 1 come back first.
 #[derive(Clone, Copy, Debug)]
 enum Return {
@@ -123,6 +132,12 @@ fn dual_active_longest(overlaps: &[(String, String, Instant, Instant)]) -> Durat
 /// the given order. Neither may serve beside C beyond the bound, devices stay on C, and every
 /// acknowledged write is on C.
 fn data_center_1_returns(order: Return, a_trusts_c: bool) {
+    for run in 0..runs() {
+        data_center_1_returns_once(order, a_trusts_c, run);
+    }
+}
+
+fn data_center_1_returns_once(order: Return, a_trusts_c: bool, run: usize) {
     let (mut a, mut b, c) = three_servers(a_trusts_c);
     let lb = Lb::start(&[
         ("main-primary", &a, "main"),
@@ -130,7 +145,7 @@ fn data_center_1_returns(order: Return, a_trusts_c: bool) {
         ("dr-secondary", &c, "dr"),
     ]);
     lb.wait_until_active("main-primary");
-    let workload = Writers::start(lb.device_port, 3, &format!("{order:?}-{a_trusts_c}"));
+    let workload = Writers::start(lb.device_port, 3, &format!("{order:?}-{a_trusts_c}-{run}"));
     workload.wait_for_more(40, "at the start");
     a.kill_9();
     b.kill_9();
@@ -231,7 +246,7 @@ fn data_center_1_returns(order: Return, a_trusts_c: bool) {
         .collect();
     assert!(lost.is_empty(), "lost: {lost:?}");
     eprintln!(
-        "data center 1 returns ({order:?}, A trusts C: {a_trusts_c}): {} acknowledged, {} only in \
+        "data center 1 returns ({order:?}, A trusts C: {a_trusts_c}) run {run}: {} acknowledged, {} only in \
          the main data center's divergence exports, 0 lost; longest dual OK {:?} in all",
         acknowledged.len(),
         after_promotion.len(),
@@ -270,6 +285,12 @@ fn data_center_1_returns_both_together_trusting_the_dr_node() {
 /// through nothing else. Afterwards: no moment in which both answered the status probe OK,
 /// and every write acknowledged by anyone is on the final Active node or in a divergence export.
 fn paused_active_node_resumes_beside_its_successor(replication: &[&str]) {
+    for run in 0..runs() {
+        paused_active_node_resumes_once(replication, run);
+    }
+}
+
+fn paused_active_node_resumes_once(replication: &[&str], run: usize) {
     let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
     let links = Links {
         primary_at: &a.endpoint(),
@@ -288,8 +309,8 @@ fn paused_active_node_resumes_beside_its_successor(replication: &[&str]) {
             || b.status()["follower"]["connected"] == true,
         );
     }
-    let on_a = Writers::start(a.service_port, 3, "to-a");
-    let on_b = Writers::start(b.service_port, 2, "to-b");
+    let on_a = Writers::start(a.service_port, 3, &format!("to-a-{run}"));
+    let on_b = Writers::start(b.service_port, 2, &format!("to-b-{run}"));
     on_a.wait_for_more(40, "before the pause");
     let watch = StatusWatch::start(&[("node-a", a.service_port), ("node-b", b.service_port)]);
     let synchronous = replication.contains(&"synchronous");
@@ -349,7 +370,7 @@ fn paused_active_node_resumes_beside_its_successor(replication: &[&str]) {
         "a pause is not clock skew: {log:?}"
     );
     eprintln!(
-        "paused Active node ({replication:?}): {} acknowledged, {} of them only in the old \
+        "paused Active node ({replication:?}) run {run}: {} acknowledged, {} of them only in the old \
          Primary's divergence export, none lost; no dual OK",
         acknowledged.len(),
         lost.len()

@@ -89,7 +89,7 @@ use tandem_ha::machine::{
 };
 use tandem_ha::{Mode, State};
 
-/// Seeds run when `TANDEM_SIM_SEEDS` is not set; sized to stay well under 20 s in a debug build.
+/// Seeds run when `TANDEM_SIM_SEEDS` is not set; sized to stay around 30 s in a debug build.
 const SEEDS_DEFAULT: u64 = 10_000;
 /// Steps of the trace printed with a failure.
 const TRACE_LINES_MAX: usize = 200;
@@ -115,6 +115,9 @@ const HEARTBEAT_TIMEOUT_MIN_MS: u64 = 200;
 const HEARTBEAT_TIMEOUT_MAX_MS: u64 = 10_000;
 /// Time between two faults (or operator actions).
 const CHAOS_GAP_MIN_MS: u64 = 300;
+/// How long an operator keeps HA disabled on a Secondary to upgrade it.
+const UPGRADE_WINDOW_MIN_MS: u64 = 1_000;
+const UPGRADE_WINDOW_MAX_MS: u64 = 6_000;
 const CHAOS_GAP_MAX_MS: u64 = 4_000;
 const DOWNTIME_MIN_MS: u64 = 100;
 const DOWNTIME_MAX_MS: u64 = 12_000;
@@ -348,6 +351,8 @@ enum StepKind {
 enum Input {
     Event(Event),
     Operator(OperatorCommand, Guard),
+    /// `tandem ha configure --enable|--disable` (the guide's upgrade, steps 1 and 6).
+    HaEnabled(bool),
 }
 
 enum Happening {
@@ -415,6 +420,10 @@ enum Happening {
         partition: u64,
     },
     Restart {
+        node: usize,
+    },
+    /// The operator enables HA again on a node it disabled it on (the upgrade window ends).
+    EnableHa {
         node: usize,
     },
     Stabilize,
@@ -503,6 +512,7 @@ struct Tally {
     fences: u64,
     failbacks: u64,
     fenced_made_standby: u64,
+    upgrade_windows: u64,
     syncs_now: u64,
     manual_promotions: u64,
     crashes: u64,
@@ -526,6 +536,7 @@ impl Tally {
         self.promotions += other.promotions;
         self.fences += other.fences;
         self.failbacks += other.failbacks;
+        self.upgrade_windows += other.upgrade_windows;
         self.fenced_made_standby += other.fenced_made_standby;
         self.syncs_now += other.syncs_now;
         self.manual_promotions += other.manual_promotions;
@@ -602,6 +613,7 @@ fn view_text(view: &PeerView) -> String {
 fn input_text(input: &Input) -> String {
     match input {
         Input::Operator(command, guard) => format!("operator {command:?} ({guard:?})"),
+        Input::HaEnabled(enabled) => format!("operator: ha configure enabled={enabled}"),
         Input::Event(Event::HeartbeatAnswered(view)) => {
             format!("HeartbeatAnswered({})", view_text(view))
         }
@@ -1018,6 +1030,14 @@ impl World {
                     )?;
                 }
             }
+            Happening::EnableHa { node } => {
+                if self.up(node) {
+                    self.step(node, Input::HaEnabled(true))?;
+                } else {
+                    // The operator waits for the node to be back.
+                    self.at(UPGRADE_WINDOW_MIN_MS, Happening::EnableHa { node });
+                }
+            }
             Happening::Chaos => {
                 if self.faults_on {
                     self.chaos()?;
@@ -1212,6 +1232,8 @@ impl World {
             Promote { standby: usize },
             /// `failover sync <its primary>` on a Standby (Run Sync Now).
             SyncNow { standby: usize, source: usize },
+            /// The guide's upgrade window: HA disabled on a Standby, enabled again later.
+            UpgradeWindow { standby: usize },
         }
         let count = self.nodes.len();
         let mut actions = Vec::new();
@@ -1260,6 +1282,9 @@ impl World {
                         standby: returned,
                         source,
                     });
+                }
+                if controller.status().state == State::Standby {
+                    actions.push(Action::UpgradeWindow { standby: returned });
                 }
                 if self.scenario.operator_promotes_on_failure
                     && controller.status().state == State::Standby
@@ -1317,6 +1342,15 @@ impl World {
                 self.note(|| format!("operator: sync {} now", NAMES[standby]));
                 self.manual_sync(standby, source)?;
             }
+            Action::UpgradeWindow { standby } => {
+                self.tally.upgrade_windows += 1;
+                self.note(|| format!("operator: HA disabled on {} to upgrade it", NAMES[standby]));
+                self.step(standby, Input::HaEnabled(false))?;
+                let window = self
+                    .rng
+                    .between(UPGRADE_WINDOW_MIN_MS, UPGRADE_WINDOW_MAX_MS);
+                self.at(window, Happening::EnableHa { node: standby });
+            }
             Action::Promote { standby } => {
                 self.tally.manual_promotions += 1;
                 self.note(|| format!("operator: promote {} by hand", NAMES[standby]));
@@ -1354,7 +1388,7 @@ impl World {
     fn step(&mut self, node: usize, input: Input) -> Result<(), Violation> {
         let now = self.now_of(node);
         let kind = match &input {
-            Input::Operator(..) => StepKind::Operator,
+            Input::Operator(..) | Input::HaEnabled(_) => StepKind::Operator,
             Input::Event(Event::PeersChecked) => StepKind::PeersChecked,
             Input::Event(
                 Event::PeerSeen(view)
@@ -1401,6 +1435,17 @@ impl World {
                     }
                 }
             }
+            Input::HaEnabled(enabled) => {
+                let mut config = controller.durable().config.clone();
+                config.enabled = enabled;
+                match controller.configure_with(now, config, Guard::Checked) {
+                    Ok((_, commands)) => commands,
+                    Err(refusal) => {
+                        self.note(|| format!("{}: operator refused: {refusal}", NAMES[node]));
+                        return Ok(());
+                    }
+                }
+            }
         };
         self.tally.steps += 1;
         if let Some(described) = described {
@@ -1426,10 +1471,16 @@ impl World {
             let synced = &mut self.nodes[node].synced_epoch_max;
             *synced = (*synced).max(source_epoch);
         }
-        // Invariant 2: an Active node shown a higher Active ballot (by its sender or in the
-        // sender's gossip) ends the step Not Available.
+        // Invariant 2: an Active node of the HA group shown a higher Active ballot (by its
+        // sender or in the sender's gossip) ends the step Not Available. (A node with HA
+        // disabled has left the group: it serves standalone and fences on nothing.)
+        let in_group = self.nodes[node]
+            .controller
+            .as_ref()
+            .is_some_and(|c| c.status().ha_enabled);
         if let StepKind::PeerView(view) = &kind
             && was.state == State::Active
+            && in_group
             && shows_higher_claim(view, was.epoch, IDS[node])
             && self.nodes[node].served.state != State::NotAvailable
         {
@@ -1486,7 +1537,7 @@ impl World {
             match command {
                 Command::Persist(durable) => self.persist(node, kind, durable)?,
                 Command::Serve { status, epoch, .. } => {
-                    self.serve(node, kind, status.state, epoch, persisted_before)?
+                    self.serve(node, kind, status, epoch, persisted_before)?
                 }
                 Command::CheckPeers => self.check_peers(node),
                 Command::SendHeartbeat { to } => self.send_heartbeat(node, &to),
@@ -1544,10 +1595,11 @@ impl World {
         &mut self,
         node: usize,
         kind: &StepKind,
-        state: State,
+        status: tandem_ha::NodeStatus,
         epoch: i64,
         persisted_before: i64,
     ) -> Result<(), Violation> {
+        let state = status.state;
         let current = &self.nodes[node];
         let was = current.served;
         let name = NAMES[node];
@@ -1571,7 +1623,8 @@ impl World {
                     format!("{name} serves Active in e{epoch} while fenced"),
                 ));
             }
-            if was.state != State::Active || was.epoch != epoch {
+            // A node with HA disabled serves standalone, outside the group: it takes no ballot.
+            if status.ha_enabled && (was.state != State::Active || was.epoch != epoch) {
                 let floor = persisted_before
                     .max(current.shown_epoch_max)
                     .max(current.synced_epoch_max);
@@ -1911,7 +1964,16 @@ impl World {
         if self.lb.failed_probes[pinned] < LB_FALL_PROBES {
             return Ok(());
         }
-        let Some(target) = (0..self.nodes.len()).find(|&node| node != pinned && passes[node])
+        // A node with HA disabled is outside the group: never a candidate (its probes say so in
+        // the `Tandem-Ballot` header).
+        let in_group = |node: usize| {
+            self.nodes[node]
+                .controller
+                .as_ref()
+                .is_some_and(|c| c.status().ha_enabled)
+        };
+        let Some(target) =
+            (0..self.nodes.len()).find(|&node| node != pinned && passes[node] && in_group(node))
         else {
             return Ok(());
         };
