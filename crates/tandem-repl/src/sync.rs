@@ -522,7 +522,14 @@ async fn why_not_incremental<S: AsyncRead + AsyncWrite + Unpin>(
             position.seq
         )
     } else if first_sync {
-        "first sync: this node's own initial data is replaced by the source's".to_owned()
+        // Nothing was written here but what `tandem init` wrote (its own admin user, keys and
+        // certificates): a node that never served has nothing of anyone's to save, and its
+        // secrets must not be written out to a file.
+        return Ok(
+            "first sync: this node's own initial data (from `tandem init`) is replaced by the \
+             source's; nothing else was written here, so nothing is exported"
+                .to_owned(),
+        );
     } else {
         format!("this node's history diverged from {source_node}'s after change {fork_seq}")
     };
