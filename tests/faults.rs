@@ -615,6 +615,12 @@ fn a_clock_step_on_either_node_under_load_moves_nothing_and_loses_nothing() {
 /// the Primary through a link proxy (the network between the nodes, which the test can cut or
 /// degrade); with `witness`, the controller is the Secondary's witness.
 fn pair_over_link(witness: bool) -> (Node, Node, Lb, LinkProxy) {
+    pair_over_link_with(witness, &["--replication", "continuous"])
+}
+
+/// [`pair_over_link`] with `replication` (options for both nodes); with `witness` the
+/// controller is both nodes' witness (roles swap).
+fn pair_over_link_with(witness: bool, replication: &[&str]) -> (Node, Node, Lb, LinkProxy) {
     let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
     let link = LinkProxy::start(a.ssh_port);
     let lb = Lb::start(&[("main-primary", &a, "main"), ("main-secondary", &b, "main")]);
@@ -624,18 +630,14 @@ fn pair_over_link(witness: bool) -> (Node, Node, Lb, LinkProxy) {
         secondary_at: &b.endpoint(),
     };
     let witness_url = format!("http://{}/witness/primary", lb.admin);
-    let mut secondary = vec!["--replication", "continuous"];
+    let mut primary = replication.to_vec();
+    let mut secondary = replication.to_vec();
     secondary.extend_from_slice(FAST);
     if witness {
+        primary.extend(["--witness", &witness_url]);
         secondary.extend(["--witness", &witness_url]);
     }
-    start_pair(
-        &mut a,
-        &mut b,
-        &links,
-        &["--replication", "continuous"],
-        &secondary,
-    );
+    start_pair(&mut a, &mut b, &links, &primary, &secondary);
     wait_until(
         || format!("{:#}", b.status()),
         || b.status()["follower"]["connected"] == true,
@@ -669,6 +671,70 @@ fn a_cut_between_the_nodes_under_load_with_the_controller_as_witness_loses_nothi
         eprintln!(
             "node link cut run {run}: {} acknowledged, all on the Primary and, after the cut, \
              the Secondary; no promotion, no switch",
+            acknowledged.len()
+        );
+    }
+}
+
+/// Synchronous replication through a cut link between the nodes, under load, with the
+/// controller as witness: the Standby does not promote (the witness still reaches the Primary),
+/// the Primary falls back to acknowledging without it after the synchronous timeout, and once
+/// the link returns the Standby catches up. Nothing acknowledged is missing from the Primary,
+/// the one Active node.
+#[test]
+fn a_cut_between_synchronous_nodes_with_the_controller_as_witness_loses_nothing() {
+    for run in 0..runs() {
+        let (a, b, lb, link) = pair_over_link_with(
+            true,
+            &[
+                "--replication",
+                "synchronous",
+                "--synchronous-timeout",
+                "2s",
+            ],
+        );
+        let workload = Writers::start(lb.device_port, 3, &format!("sync-cut-{run}"));
+        workload.wait_for_more(30, "at the start");
+        link.cut();
+        assert_roles_hold(&a, &b, Duration::from_secs(6), &format!("run {run}"));
+        // The Primary went on without its Standby (the alarm), and devices were served.
+        workload.wait_for_more(20, "with the link cut");
+        link.restore();
+        let acknowledged = workload.stop();
+        assert_nothing_moved_or_lost(&a, &b, &lb, &acknowledged);
+        eprintln!(
+            "synchronous node link cut with a witness, run {run}: {} acknowledged, all on the \
+             Primary and, after the cut, the Standby; no promotion, no switch",
+            acknowledged.len()
+        );
+    }
+}
+
+/// Synchronous replication through a cut link between the nodes, under load, without a
+/// witness: the configuration allows automatic promotion only with `--if-standby-lost block`,
+/// so the Primary acknowledges nothing it cannot confirm. The Standby promotes; when the link
+/// returns the old Primary is fenced and the controller follows the new one. Every
+/// acknowledged write is on the promoted node: none is even in a divergence export.
+#[test]
+fn a_cut_between_synchronous_nodes_without_a_witness_loses_nothing() {
+    for run in 0..runs() {
+        let (a, b, lb, link) = pair_over_link_with(
+            false,
+            &["--replication", "synchronous", "--if-standby-lost", "block"],
+        );
+        let workload = Writers::start(lb.device_port, 3, &format!("sync-cut-bare-{run}"));
+        workload.wait_for_more(30, "at the start");
+        link.cut();
+        b.wait_for_state("Active");
+        link.restore();
+        a.wait_until_fenced();
+        lb.wait_until_active("main-secondary");
+        let acknowledged = workload.stop();
+        let lost = missing(&acknowledged, &b.labels());
+        assert!(lost.is_empty(), "run {run}: {lost:?}");
+        eprintln!(
+            "synchronous node link cut without a witness (block), run {run}: {} acknowledged, \
+             all on the promoted node",
             acknowledged.len()
         );
     }
