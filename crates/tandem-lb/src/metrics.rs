@@ -25,6 +25,8 @@ pub struct Metrics {
     pub switches: AtomicU64,
     /// New connections closed at once: no backend could take traffic, or the connection limit.
     pub refused: AtomicU64,
+    /// State-file writes that failed (the memory was not saved).
+    pub state_write_failures: AtomicU64,
 }
 
 fn slot(page: Page) -> usize {
@@ -40,6 +42,7 @@ impl Metrics {
             backends: (0..backends).map(|_| BackendMetrics::default()).collect(),
             switches: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            state_write_failures: AtomicU64::new(0),
         }
     }
 
@@ -105,6 +108,44 @@ pub fn render(metrics: &Metrics, config: &LbConfig, policy: &Policy) -> String {
             };
             u8::from(health.state == HealthState::Up).to_string()
         }),
+    );
+    family(
+        "tandem_lb_routing",
+        "gauge",
+        "1 while new connections are passed to the active backend; 0 while they are refused.",
+        vec![(String::new(), u8::from(policy.passing()).to_string())],
+    );
+    family(
+        "tandem_lb_dual_active",
+        "gauge",
+        "1 while two or more backends of the HA group pass /status/status.html at once.",
+        vec![(
+            String::new(),
+            u8::from(policy.dual_active().is_some()).to_string(),
+        )],
+    );
+    family(
+        "tandem_lb_held",
+        "gauge",
+        "1 while the maintenance hold is on (no automatic switch until tandem lb release).",
+        vec![(String::new(), u8::from(policy.held().is_some()).to_string())],
+    );
+    family(
+        "tandem_lb_backend_claim_epoch",
+        "gauge",
+        "Epoch of the backend's current claim (Active with HA enabled); -1 when it claims none.",
+        per_backend(&|index| {
+            policy.backends()[index]
+                .claim()
+                .map_or(-1, |claim| claim.epoch)
+                .to_string()
+        }),
+    );
+    family(
+        "tandem_lb_state_write_failures_total",
+        "counter",
+        "Writes of the state file that failed (the memory was not saved; see the log).",
+        vec![(String::new(), load(&metrics.state_write_failures))],
     );
     family(
         "tandem_lb_switches_total",
