@@ -893,14 +893,7 @@ impl Policy {
         let failed = &self.backends[active];
         let to = &self.backends[candidate];
         let why = if stale {
-            format!(
-                "{} claims {}, below the newest claim seen ({})",
-                failed.name,
-                failed.claim().map_or_else(String::new, Ballot::to_string),
-                self.highest_claim
-                    .as_ref()
-                    .map_or_else(String::new, Ballot::to_string)
-            )
+            self.stale_claim(active)
         } else {
             format!(
                 "{} failed {} status probes in a row (last: {})",
@@ -916,17 +909,25 @@ impl Policy {
         )
     }
 
+    /// Why a backend's claim no longer counts, with its latest status probe (a node that went
+    /// silent keeps the claim it last stated, so its probe says whether it is also gone).
+    fn stale_claim(&self, index: usize) -> String {
+        let backend = &self.backends[index];
+        format!(
+            "{}'s claim, {}, is below the newest claim seen ({}) (its latest status probe: {})",
+            backend.name,
+            backend.claim().map_or_else(String::new, Ballot::to_string),
+            self.highest_claim
+                .as_ref()
+                .map_or_else(String::new, Ballot::to_string),
+            backend.status.last_detail
+        )
+    }
+
     fn waiting_reason(&self, active: usize, stale: bool) -> String {
         let backend = &self.backends[active];
         let what = if stale {
-            format!(
-                "{} claims {}, below the newest claim seen ({})",
-                backend.name,
-                backend.claim().map_or_else(String::new, Ballot::to_string),
-                self.highest_claim
-                    .as_ref()
-                    .map_or_else(String::new, Ballot::to_string)
-            )
+            self.stale_claim(active)
         } else {
             format!("{} is down", backend.name)
         };

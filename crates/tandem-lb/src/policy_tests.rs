@@ -594,7 +594,10 @@ fn when_two_backends_pass_traffic_follows_the_higher_claim() {
     );
     let reason = &switches(&commands)[0].reason;
     assert!(
-        reason.contains("main-primary claims epoch 1 of node node-a, below the newest claim seen"),
+        reason.contains(
+            "main-primary's claim, epoch 1 of node node-a, is below the newest claim seen \
+             (epoch 2 of node node-b) (its latest status probe: MOBILEIRON-STATUS: OK)"
+        ),
         "{reason}"
     );
     // It stays there: the old Primary's claim is stale for good.

@@ -134,6 +134,9 @@ pub struct Lb {
 
 impl Lb {
     pub async fn bind(config: LbConfig) -> Result<Self, LbError> {
+        // Read before anything listens: a controller that cannot trust its memory must not
+        // start routing.
+        let remembered = crate::state_file::load(&config.state_file)?;
         let tls = client_config(&config.probe_tls)?;
         if config.probe_tls == crate::config::ProbeTls::Insecure {
             tracing::warn!("probe_tls.insecure = true: probes accept any certificate (labs only)");
@@ -181,7 +184,7 @@ impl Lb {
                 rise: config.rise,
             },
         );
-        let restored = match crate::state_file::load(&config.state_file)? {
+        let restored = match remembered {
             Some(memory) => policy.restore(memory),
             None => {
                 tracing::info!(state_file = %config.state_file.display(), "no state file yet: nothing remembered (first start)");
