@@ -5,7 +5,7 @@
 
 use crate::config::LbConfig;
 use crate::metrics::{Metrics, render};
-use crate::policy::{Command, Level, Page, Policy, Refused};
+use crate::policy::{Command, Level, Memory, Page, Policy, Refused};
 use crate::probe::{ProbeSetupError, Prober, client_config};
 use crate::state_file::StateFileError;
 use serde_json::{Value, json};
@@ -173,24 +173,7 @@ impl Lb {
                 addr: config.admin,
                 source,
             })?;
-        let mut policy = Policy::new(
-            config
-                .backends
-                .iter()
-                .map(|backend| (backend.name.clone(), backend.group.clone()))
-                .collect(),
-            crate::policy::Limits {
-                fall: config.fall,
-                rise: config.rise,
-            },
-        );
-        let restored = match remembered {
-            Some(memory) => policy.restore(memory),
-            None => {
-                tracing::info!(state_file = %config.state_file.display(), "no state file yet: nothing remembered (first start)");
-                Vec::new()
-            }
-        };
+        let (policy, restored) = policy_for(&config, remembered);
         let shared = Arc::new(Shared {
             down: config
                 .backends
@@ -242,6 +225,29 @@ impl Lb {
         tasks.shutdown().await;
         Ok(())
     }
+}
+
+/// The policy for `config`, with what the state file remembered; the commands are its logs.
+fn policy_for(config: &LbConfig, remembered: Option<Memory>) -> (Policy, Vec<Command>) {
+    let mut policy = Policy::new(
+        config
+            .backends
+            .iter()
+            .map(|backend| (backend.name.clone(), backend.group.clone()))
+            .collect(),
+        crate::policy::Limits {
+            fall: config.fall,
+            rise: config.rise,
+        },
+    );
+    let restored = match remembered {
+        Some(memory) => policy.restore(memory),
+        None => {
+            tracing::info!(state_file = %config.state_file.display(), "no state file yet: nothing remembered (first start)");
+            Vec::new()
+        }
+    };
+    (policy, restored)
 }
 
 fn now_ms() -> i64 {
