@@ -84,9 +84,19 @@ backend while its /status/status.html probe passes; when it fails `fall` probes 
 moves to the next backend (its data-center group first) whose /hastatus.html is up and which \
 passes /status/status.html, i.e. has promoted itself to Active. It never moves back by itself: \
 `tandem lb resume` does (Manual Resume = Yes). Needs no --data-dir.\n\n\
+Ballots: nodes state their epoch in a tandem-ballot header on both probes. The controller never \
+routes to a node whose claim (its epoch while Active with HA enabled) is below the newest claim \
+it has seen, follows the newer Active when two pass, never fails over to a node with HA \
+disabled, and raises a DUAL ACTIVE alarm (log, status, tandem_lb_dual_active) while two nodes of \
+the HA group pass at once. `tandem lb hold` stops automatic switches for maintenance until \
+`tandem lb release`.\n\n\
+State file (state_file in lb.toml; default lb-state.json beside the configuration file): the \
+active backend, the newest claims seen and the hold, written atomically whenever they change \
+and read at start. A corrupt file stops the start with the file's name and the fix.\n\n\
 The admin listener (plain HTTP, keep it on a management network) answers GET /status, \
-POST /resume[?to=NAME], GET /metrics (Prometheus) and GET /witness/primary ({\"reachable\": \
-bool}, for the Secondary's --witness).",
+POST /resume[?to=NAME], POST /hold[?reason=TEXT], POST /release, GET /metrics (Prometheus) and \
+GET /witness/primary ({\"reachable\": bool, ...}, for the Secondary's --witness: false only once \
+the controller itself has marked the active node down and stopped routing to it).",
         after_help = crate::lb::LB_EXIT_STATUS_HELP
     )]
     Lb(crate::lb::LbArgs),

@@ -1,4 +1,5 @@
-//! `tandem lb`: run the traffic controller, show its status, resume traffic.
+//! `tandem lb`: run the traffic controller, show its status, resume traffic, hold and release
+//! the maintenance hold.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -10,8 +11,11 @@ use std::process::ExitCode;
 pub const LB_EXIT_STATUS_HELP: &str = "\
 EXIT STATUS:
     0  success (status: a backend takes traffic)
-    1  the command failed (cannot bind, cannot reach the admin listener; the message says why)
-    2  invalid command line or configuration file (the message names the field and the fix)
+    1  the command failed: cannot bind, cannot reach the admin listener, the state file is
+       unreadable or corrupt at start, or a hold, release or resume could not be written to it
+       (the message says why, names the file and the fix)
+    2  invalid command line or configuration file, or an invalid hold --reason (the message names
+       the field, the value and the fix)
     3  status: no backend can take traffic now; resume: refused (the message says why)";
 
 /// Exit code: no backend can take traffic (status), or the resume was refused.
@@ -23,7 +27,9 @@ const ADMIN_DEFAULT: &str = "127.0.0.1:9444";
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct LbArgs {
-    /// Run the traffic controller with this configuration file (TOML).
+    /// Run the traffic controller with this configuration file (TOML). Its memory (the active
+    /// backend, the newest ballots seen, the maintenance hold) is kept in `state_file`, by
+    /// default lb-state.json in the configuration file's directory.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -60,6 +66,34 @@ Connections already open finish where they are.",
         #[arg(long)]
         json: bool,
     },
+    /// Maintenance hold: no automatic switch until `tandem lb release` (the guide's upgrade step
+    /// "disable the load balancer from failing over").
+    #[command(
+        long_about = "Maintenance hold (the guide's upgrade procedure: disable the load balancer from failing over). While held, traffic stays on the backend it is on, whatever the probes say: no failover, no move to a newer Active node. New connections are still refused while that backend is marked down or holds a stale ballot, since forwarding them would gain nothing. `tandem lb resume` still moves traffic by hand (the hold remains). The hold is kept in the state file, so it survives a restart of the controller; `tandem lb status` and the tandem_lb_held metric show it until `tandem lb release`. Holding again replaces the reason.",
+        after_help = LB_EXIT_STATUS_HELP
+    )]
+    Hold {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Why, shown in `tandem lb status` and the log (one line, at most 200 characters).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the maintenance hold: the rule applies again at once (traffic may move now).
+    #[command(
+        long_about = "End the maintenance hold set by `tandem lb hold`. The rule applies again at once: if the active backend is down, or another backend holds a newer ballot, traffic moves now. Releasing when nothing is held changes nothing and succeeds.",
+        after_help = LB_EXIT_STATUS_HELP
+    )]
+    Release {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -76,11 +110,28 @@ pub fn run(args: LbArgs) -> Result<ExitCode> {
     match (args.command, args.config) {
         (Some(LbCommand::Status { admin, json }), _) => status(admin, json),
         (Some(LbCommand::Resume { admin, to, json }), _) => resume(admin, to, json),
+        (
+            Some(LbCommand::Hold {
+                admin,
+                reason,
+                json,
+            }),
+            _,
+        ) => {
+            let path = match &reason {
+                Some(reason) => format!("/hold?reason={}", form_encode(reason)),
+                None => "/hold".into(),
+            };
+            operate(admin, &path, "hold", json)
+        }
+        (Some(LbCommand::Release { admin, json }), _) => {
+            operate(admin, "/release", "release", json)
+        }
         (None, Some(config)) => serve(config),
         (None, None) => {
             eprintln!(
                 "tandem: error: tandem lb needs --config FILE to run the controller, or a \
-                 subcommand (status, resume); see tandem lb --help"
+                 subcommand (status, resume, hold, release); see tandem lb --help"
             );
             Ok(ExitCode::from(crate::cli::EXIT_USAGE))
         }
@@ -186,6 +237,31 @@ fn render_status(addr: SocketAddr, status: &Value) -> String {
     if let Some(waiting) = status["waiting"].as_str() {
         out += &format!("Waiting:          {waiting}\n");
     }
+    let hold = &status["hold"];
+    if hold.is_object() {
+        out += &format!(
+            "HELD:             since {} ({}): no automatic switch until `tandem lb release`\n",
+            text(&hold["since"]),
+            text(&hold["reason"])
+        );
+    }
+    let dual = &status["dualActive"];
+    if dual.is_object() {
+        out += &format!(
+            "DUAL ACTIVE:      since {}: {}\n",
+            text(&dual["since"]),
+            text(&dual["detail"])
+        );
+    }
+    let newest = &status["highestClaim"];
+    if newest.is_object() {
+        out += &format!(
+            "Newest claim:     epoch {} of node {}   (state file {})\n",
+            newest["epoch"],
+            text(&newest["nodeId"]),
+            text(&status["stateFile"])
+        );
+    }
     let switch = &status["lastSwitch"];
     if switch.is_object() {
         out += &format!(
@@ -205,8 +281,8 @@ fn render_status(addr: SocketAddr, status: &Value) -> String {
         status["rise"]
     );
     out += &format!(
-        "{:<18} {:<6} {:<22} {:<7} {:<9} {:<5} {}\n",
-        "BACKEND", "GROUP", "ADDRESS", "STATUS", "HASTATUS", "OPEN", "LAST STATUS PROBE"
+        "{:<18} {:<6} {:<22} {:<7} {:<9} {:<5} {:<14} {}\n",
+        "BACKEND", "GROUP", "ADDRESS", "STATUS", "HASTATUS", "OPEN", "CLAIM", "LAST STATUS PROBE"
     );
     for backend in status["backends"].as_array().into_iter().flatten() {
         let marker = if backend["active"].as_bool() == Some(true) {
@@ -215,17 +291,72 @@ fn render_status(addr: SocketAddr, status: &Value) -> String {
             " "
         };
         out += &format!(
-            "{marker}{:<17} {:<6} {:<22} {:<7} {:<9} {:<5} {}\n",
+            "{marker}{:<17} {:<6} {:<22} {:<7} {:<9} {:<5} {:<14} {}\n",
             text(&backend["name"]),
             text(&backend["group"]),
             text(&backend["address"]),
             text(&backend["status"]["state"]),
             text(&backend["hastatus"]["state"]),
             backend["openConnections"].to_string(),
+            claim_column(backend),
             text(&backend["status"]["lastDetail"])
         );
     }
     out
+}
+
+/// `epoch N` of the backend's claim, marked when stale; why it claims nothing otherwise.
+fn claim_column(backend: &Value) -> String {
+    let claim = &backend["claim"];
+    if claim.is_object() {
+        let stale = if backend["claimStale"].as_bool() == Some(true) {
+            " STALE"
+        } else {
+            ""
+        };
+        format!("epoch {}{stale}", claim["epoch"])
+    } else if backend["haDisabled"].as_bool() == Some(true) {
+        "HA disabled".into()
+    } else if backend["ballot"]
+        .as_str()
+        .is_some_and(|ballot| ballot.starts_with("epoch="))
+    {
+        "none".into()
+    } else {
+        "no ballot".into()
+    }
+}
+
+/// `tandem lb hold|release`: POST `path`; exit 0 when done, 2 on bad input, 1 otherwise.
+fn operate(admin: AdminArgs, path: &str, what: &str, json: bool) -> Result<ExitCode> {
+    let addr = match admin_addr(admin)? {
+        Ok(addr) => addr,
+        Err(code) => return Ok(code),
+    };
+    let (code, answer) = request(addr, "POST", path)?;
+    if json {
+        println!("{answer:#}");
+    }
+    match code {
+        200 => {
+            if !json {
+                println!("{}", text(&answer["message"]));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        400 => {
+            if !json {
+                eprintln!("tandem: error: {what}: {}", text(&answer["error"]));
+            }
+            Ok(ExitCode::from(crate::cli::EXIT_USAGE))
+        }
+        _ => {
+            if !json {
+                eprintln!("tandem: error: {what}: {}", text(&answer["error"]));
+            }
+            Ok(ExitCode::from(crate::cli::EXIT_FAILURE))
+        }
+    }
 }
 
 fn resume(admin: AdminArgs, to: Option<String>, json: bool) -> Result<ExitCode> {
@@ -246,6 +377,11 @@ fn resume(admin: AdminArgs, to: Option<String>, json: bool) -> Result<ExitCode> 
             println!("{}", text(&answer["message"]));
         }
         Ok(ExitCode::SUCCESS)
+    } else if code == 500 {
+        if !json {
+            eprintln!("tandem: error: resume: {}", text(&answer["error"]));
+        }
+        Ok(ExitCode::from(crate::cli::EXIT_FAILURE))
     } else {
         if !json {
             eprintln!("tandem: resume refused: {}", text(&answer["error"]));

@@ -490,7 +490,8 @@ fn the_guides_upgrade_procedure_runs_with_no_failover_and_nothing_lost() {
     let last = &b.history()[0];
     assert_eq!(last["result"], "succeeded", "{last:#}");
     // 3. Hold the traffic controller where it is.
-    lb.cli(&["hold", "--reason", "upgrade"]);
+    let held = lb.cli(&["hold", "--reason", "upgrade"]);
+    assert!(held.status.success(), "{}", describe(&held));
     workload.wait_for_more(30, "with HA disabled on the Secondary");
     assert_eq!(a.state(), "Active");
     // 4. Upgrade the Secondary; make it Primary for a while (the guide: to fetch the upgrade),
@@ -512,7 +513,10 @@ fn the_guides_upgrade_procedure_runs_with_no_failover_and_nothing_lost() {
     // 7. Validate: the same content on both; 9. release the traffic controller.
     let verify = b.ok(&["ha", "verify", &a.endpoint()]);
     assert!(verify.starts_with("identical"), "{verify}");
-    lb.cli(&["release"]);
+    assert_eq!(lb.active().as_deref(), Some("main-primary"));
+    assert_eq!(lb.status()["switches"], 0, "{:#}", lb.status());
+    let released = lb.cli(&["release"]);
+    assert!(released.status.success(), "{}", describe(&released));
     assert_eq!(lb.active().as_deref(), Some("main-primary"));
     for node in [&a, &b] {
         let status = node.status();

@@ -14,7 +14,7 @@ const PROBES: &str = "probe_interval = \"400ms\"\nprobe_timeout = \"350ms\"\nfal
 
 /// A running `tandem lb`.
 pub struct Lb {
-    _temp: tempfile::TempDir,
+    temp: tempfile::TempDir,
     child: Child,
     pub device_port: u16,
     pub admin: String,
@@ -85,7 +85,7 @@ impl Lb {
         let log = temp.path().join("lb.log");
         let child = spawn(&config, &log, &admin);
         Self {
-            _temp: temp,
+            temp,
             child,
             config,
             device_port,
@@ -96,9 +96,35 @@ impl Lb {
 
     /// `kill -9` of the controller, then a new one with the same configuration (same ports).
     pub fn kill_9_and_restart(&mut self, down_for: Duration) {
-        kill_9(&mut self.child);
+        self.kill_9();
         std::thread::sleep(down_for);
+        self.restart();
+    }
+
+    /// `kill -9` of the controller (its state file stays, as after a crash).
+    pub fn kill_9(&mut self) {
+        kill_9(&mut self.child);
+    }
+
+    /// Starts the controller again with the same configuration, ports and state file.
+    pub fn restart(&mut self) {
         self.child = spawn(&self.config, &self.log, &self.admin);
+    }
+
+    /// The state file: the default one, beside the configuration.
+    pub fn state_file(&self) -> PathBuf {
+        self.temp.path().join("lb-state.json")
+    }
+
+    /// The value of an unlabelled metric in `GET /metrics`.
+    pub fn metric(&self, name: &str) -> String {
+        let (code, metrics) = admin_get(&self.admin, "/metrics");
+        assert_eq!(code, 200, "{metrics}");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .to_owned()
     }
 
     pub fn log(&self) -> String {

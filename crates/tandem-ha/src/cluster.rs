@@ -79,6 +79,10 @@ pub struct Member {
     pub reachable: Option<bool>,
     /// Why the last attempt to reach it failed.
     pub unreachable_reason: Option<String>,
+    /// When (monotonic) this node last failed to reach it: a sighting before that is no sign
+    /// that it is still there.
+    #[serde(skip)]
+    pub unreachable_at_monotonic_ms: Option<u64>,
 }
 
 impl Member {
@@ -86,6 +90,12 @@ impl Member {
     pub fn claim(&self) -> Option<Ballot> {
         (self.state == State::Active && self.ha_enabled)
             .then(|| Ballot::new(self.epoch, self.node_id.clone()))
+    }
+
+    /// Whether it was seen after this node last failed to reach it.
+    pub fn seen_since_unreachable(&self) -> bool {
+        self.unreachable_at_monotonic_ms
+            .is_none_or(|at| self.seen_at_monotonic_ms > at)
     }
 
     /// Whether this knowledge is newer than `other`'s about the same node: a node's epoch never
@@ -151,6 +161,9 @@ impl Cluster {
             } else {
                 previous.and_then(|member| member.unreachable_reason.clone())
             },
+            unreachable_at_monotonic_ms: previous
+                .and_then(|member| member.unreachable_at_monotonic_ms)
+                .filter(|_| !reached),
             epoch: node.epoch,
             node_id: node.node_id,
             node_name: node.node_name,
@@ -165,8 +178,8 @@ impl Cluster {
         self.insert(member);
     }
 
-    /// This node could not reach `address`.
-    pub fn unreachable(&mut self, address: &str, reason: &str) {
+    /// This node could not reach `address` at `at`.
+    pub fn unreachable(&mut self, address: &str, reason: &str, at: At) {
         let member = self
             .members
             .values_mut()
@@ -175,6 +188,7 @@ impl Cluster {
             Some(member) => {
                 member.reachable = Some(false);
                 member.unreachable_reason = Some(reason.to_owned());
+                member.unreachable_at_monotonic_ms = Some(at.monotonic_ms);
             }
             None if self.silent.len() < KNOWN_NODES_MAX || self.silent.contains_key(address) => {
                 self.silent.insert(address.to_owned(), reason.to_owned());
@@ -218,6 +232,8 @@ impl Cluster {
                 direct: previous.is_some_and(|member| member.direct),
                 reachable: previous.and_then(|member| member.reachable),
                 unreachable_reason: previous.and_then(|member| member.unreachable_reason.clone()),
+                unreachable_at_monotonic_ms: previous
+                    .and_then(|member| member.unreachable_at_monotonic_ms),
             };
             match previous {
                 Some(previous) if !member.newer_than(previous) => continue,
@@ -384,7 +400,7 @@ mod tests {
     #[test]
     fn a_direct_contact_marks_the_node_reachable_at_its_address() {
         let mut cluster = Cluster::default();
-        cluster.unreachable("b.example:22", "connection refused");
+        cluster.unreachable("b.example:22", "connection refused", at(1_000));
         assert_eq!(cluster.silent().count(), 1);
         cluster.direct(
             node("b", State::Standby, 3, 0),
@@ -395,7 +411,7 @@ mod tests {
         assert_eq!(member.reachable, Some(true));
         assert!(member.direct);
         assert_eq!(cluster.silent().count(), 0);
-        cluster.unreachable("b.example:22", "timed out");
+        cluster.unreachable("b.example:22", "timed out", at(5_500));
         assert_eq!(cluster.get("b").unwrap().reachable, Some(false));
         // A queued message with a lower epoch is stale: it changes nothing.
         cluster.direct(node("b", State::Active, 2, 0), None, at(6_000));

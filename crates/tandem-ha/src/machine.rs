@@ -907,7 +907,7 @@ impl Controller {
                 self.observe_peer(now, view, contact, &mut commands)
             }
             Event::PeerUnreachable { address, reason } => {
-                self.cluster.unreachable(&address, &reason)
+                self.cluster.unreachable(&address, &reason, now.into())
             }
             Event::PeersChecked => self.peers_checked(now, &mut commands),
             Event::Frozen { gap_ms } => self.frozen(now, gap_ms, &mut commands),
@@ -1125,7 +1125,7 @@ impl Controller {
             );
             return;
         }
-        self.cluster.unreachable(&primary, &reason);
+        self.cluster.unreachable(&primary, &reason, now.into());
         self.heartbeat.failures = self.heartbeat.failures.saturating_add(1);
         self.heartbeat.next_at_ms = now.monotonic_ms + config.recheck_interval.as_millis();
         self.heartbeat.last_error = Some(reason.clone());

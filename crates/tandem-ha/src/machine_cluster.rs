@@ -59,12 +59,12 @@ impl Controller {
         config.detection_time_max().as_millis() + config.heartbeat_interval.as_millis()
     }
 
-    /// Members Active in the HA group seen within `window_ms`, and not found unreachable by
-    /// this node since.
+    /// Members Active in the HA group seen within `window_ms`, and since this node last failed
+    /// to reach them.
     fn live_active_members(&self, now: Now, window_ms: u64) -> Vec<&Member> {
         self.cluster
             .live_active(now.monotonic_ms.saturating_sub(window_ms))
-            .filter(|member| member.reachable != Some(false))
+            .filter(|member| member.seen_since_unreachable())
             .collect()
     }
 

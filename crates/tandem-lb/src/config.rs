@@ -37,6 +37,7 @@ struct File {
     rise: u32,
     #[serde(default)]
     probe_tls: ProbeTlsFile,
+    state_file: Option<PathBuf>,
     #[serde(default)]
     backend: Vec<BackendFile>,
 }
@@ -115,6 +116,10 @@ pub struct LbConfig {
     pub fall: u32,
     pub rise: u32,
     pub probe_tls: ProbeTls,
+    /// Where the controller keeps its memory across restarts (`state_file`; by default
+    /// `lb-state.json` beside the configuration file). Relative paths are resolved against the
+    /// configuration file's directory, so the value is the one the runtime opens.
+    pub state_file: PathBuf,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -135,14 +140,24 @@ impl LbConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        Self::parse_in(&text, directory).map_err(|message| ConfigError::Invalid {
             path: path.display().to_string(),
             message,
         })
     }
 
-    /// Parses and validates; the error names the field, the value and the fix.
+    /// Parses and validates a configuration read from the current directory.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_in(text, Path::new("."))
+    }
+
+    /// Parses and validates a configuration file found in `directory` (relative paths in it
+    /// are resolved against it); the error names the field, the value and the fix.
+    pub fn parse_in(text: &str, directory: &Path) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|error| error.to_string())?;
         let listen_text = match file.listen {
             Listen::One(one) => vec![one],
@@ -228,6 +243,7 @@ impl LbConfig {
                 );
             }
         };
+        let state_file = state_file(file.state_file.as_deref(), directory)?;
         if file.backend.is_empty() {
             return Err(
                 "[[backend]]: none configured; add the Primary and the Secondary, each \
@@ -290,9 +306,47 @@ impl LbConfig {
             fall: file.fall,
             rise: file.rise,
             probe_tls,
+            state_file,
             backends,
         })
     }
+}
+
+/// The state file's path: the value given (relative to the configuration's directory) or the
+/// default beside the configuration. Its directory must exist: the controller writes there
+/// whenever its memory changes and must not discover a typo after a failover.
+fn state_file(given: Option<&Path>, directory: &Path) -> Result<PathBuf, String> {
+    let path = match given {
+        None => directory.join(crate::state_file::STATE_FILE_NAME_DEFAULT),
+        Some(given) => {
+            let shown = given.display();
+            let text = given.as_os_str().to_string_lossy();
+            if text.is_empty() || text.ends_with('/') || given.file_name().is_none() {
+                return Err(format!(
+                    "state_file = {:?}: name a file, e.g. state_file = \"/var/lib/tandem/lb-state.json\"",
+                    shown.to_string()
+                ));
+            }
+            directory.join(given)
+        }
+    };
+    let shown = path.display().to_string();
+    if path.is_dir() {
+        return Err(format!(
+            "state_file = {shown:?}: is a directory; name a file in it, e.g. \"{}\"",
+            path.join(crate::state_file::STATE_FILE_NAME_DEFAULT)
+                .display()
+        ));
+    }
+    let parent = path.parent().unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(format!(
+            "state_file = {shown:?}: the directory {} does not exist; create it (writable by the \
+             user tandem lb runs as) or name another file",
+            parent.display()
+        ));
+    }
+    Ok(path)
 }
 
 fn socket_addr(field: &str, text: &str) -> Result<SocketAddr, String> {
@@ -346,6 +400,32 @@ mod tests {
         assert_eq!(config.backends[0].server_name, "10.0.0.1");
         assert_eq!(config.backends[1].server_name, "fd00::2");
         assert_eq!(config.backends[1].group, "dr");
+        assert_eq!(config.state_file, Path::new("./lb-state.json"));
+    }
+
+    #[test]
+    fn the_state_file_is_resolved_beside_the_configuration_and_its_directory_must_exist() {
+        let temp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(temp.path().join("sub")).unwrap();
+        let config = LbConfig::parse_in(GOOD, temp.path()).unwrap();
+        assert_eq!(config.state_file, temp.path().join("lb-state.json"));
+        let given = GOOD.replace("fall = 3", "state_file = \"memory.json\"\nfall = 3");
+        let config = LbConfig::parse_in(&given, temp.path()).unwrap();
+        assert_eq!(config.state_file, temp.path().join("memory.json"));
+        let cases = [
+            ("\"nowhere/memory.json\"", "the directory"),
+            ("\"sub\"", "is a directory"),
+            ("\"\"", "state_file = \"\": name a file"),
+        ];
+        for (value, expected) in cases {
+            let text = GOOD.replace("fall = 3", &format!("state_file = {value}\nfall = 3"));
+            let error = LbConfig::parse_in(&text, temp.path()).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in: {error}"
+            );
+            assert!(error.contains("state_file = "), "{error}");
+        }
     }
 
     #[test]

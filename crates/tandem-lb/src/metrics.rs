@@ -25,6 +25,8 @@ pub struct Metrics {
     pub switches: AtomicU64,
     /// New connections closed at once: no backend could take traffic, or the connection limit.
     pub refused: AtomicU64,
+    /// State-file writes that failed (the memory was not saved).
+    pub state_write_failures: AtomicU64,
 }
 
 fn slot(page: Page) -> usize {
@@ -40,6 +42,7 @@ impl Metrics {
             backends: (0..backends).map(|_| BackendMetrics::default()).collect(),
             switches: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            state_write_failures: AtomicU64::new(0),
         }
     }
 
@@ -59,12 +62,9 @@ impl Metrics {
 
 /// The exposition text. `fmt::Write` into a `String` cannot fail, so its results are ignored.
 pub fn render(metrics: &Metrics, config: &LbConfig, policy: &Policy) -> String {
-    let mut out = String::new();
+    let mut out = render_ballots(config, policy);
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
+        write_family(&mut out, name, kind, help, rows);
     };
     let per_backend = |value: &dyn Fn(usize) -> String| -> Vec<(String, String)> {
         config
@@ -105,6 +105,12 @@ pub fn render(metrics: &Metrics, config: &LbConfig, policy: &Policy) -> String {
             };
             u8::from(health.state == HealthState::Up).to_string()
         }),
+    );
+    family(
+        "tandem_lb_state_write_failures_total",
+        "counter",
+        "Writes of the state file that failed (the memory was not saved; see the log).",
+        vec![(String::new(), load(&metrics.state_write_failures))],
     );
     family(
         "tandem_lb_switches_total",
@@ -179,6 +185,64 @@ pub fn render(metrics: &Metrics, config: &LbConfig, policy: &Policy) -> String {
             let micros = metrics.backends[index].probe_micros[slot(page)].load(Ordering::Relaxed);
             format!("{:.6}", micros as f64 / 1e6)
         }),
+    );
+    out
+}
+
+/// One metric family: its help, its type and its rows. `fmt::Write` into a `String` cannot
+/// fail, so its results are ignored.
+fn write_family(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in rows {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// The routing, ballot and hold gauges (`render`'s part that reads only the policy).
+fn render_ballots(config: &LbConfig, policy: &Policy) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+        write_family(&mut out, name, kind, help, rows);
+    };
+    family(
+        "tandem_lb_routing",
+        "gauge",
+        "1 while new connections are passed to the active backend; 0 while they are refused.",
+        vec![(String::new(), u8::from(policy.passing()).to_string())],
+    );
+    family(
+        "tandem_lb_dual_active",
+        "gauge",
+        "1 while two or more backends of the HA group pass /status/status.html at once.",
+        vec![(
+            String::new(),
+            u8::from(policy.dual_active().is_some()).to_string(),
+        )],
+    );
+    family(
+        "tandem_lb_held",
+        "gauge",
+        "1 while the maintenance hold is on (no automatic switch until tandem lb release).",
+        vec![(String::new(), u8::from(policy.held().is_some()).to_string())],
+    );
+    family(
+        "tandem_lb_backend_claim_epoch",
+        "gauge",
+        "Epoch of the backend's current claim (Active with HA enabled); -1 when it claims none.",
+        config
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(index, backend)| {
+                let epoch = policy.backends()[index]
+                    .claim()
+                    .map_or(-1, |claim| claim.epoch);
+                (
+                    format!("{{backend=\"{}\"}}", backend.name),
+                    epoch.to_string(),
+                )
+            })
+            .collect(),
     );
     out
 }

@@ -1,6 +1,7 @@
 //! The rule, one behaviour per test, checked by the commands the policy emits.
 
 use super::*;
+use tandem_ha::State;
 
 const LIMITS: Limits = Limits { fall: 3, rise: 2 };
 const PRIMARY: usize = 0;
@@ -14,11 +15,24 @@ fn failed(text: &str) -> ProbeResult {
     ProbeResult::Failed(text.into())
 }
 
-/// A scripted world: each backend's two pages answer as set, one probe round at a time.
+/// A scripted world: each backend's two pages answer as set, with the ballot set (none by
+/// default: a backend without the header), one probe round at a time.
 struct World {
     policy: Policy,
     now_ms: i64,
     answers: Vec<[ProbeResult; 2]>,
+    ballots: Vec<BallotSeen>,
+}
+
+const NO_HEADER: &str = "no tandem-ballot header (an older or non-Tandem server)";
+
+fn ballot(epoch: i64, node_id: &str, state: State, ha_enabled: bool) -> ProbeBallot {
+    ProbeBallot {
+        own: Ballot::new(epoch, node_id),
+        state,
+        ha_enabled,
+        newest: (state == State::Active && ha_enabled).then(|| Ballot::new(epoch, node_id)),
+    }
 }
 
 impl World {
@@ -36,7 +50,21 @@ impl World {
                 [failed("connection refused"), failed("connection refused")];
                 backends.len()
             ],
+            ballots: vec![BallotSeen::Unusable(NO_HEADER.into()); backends.len()],
         }
+    }
+
+    /// The pair, each node stating its ballot: the Primary Active in epoch 1, the Secondary
+    /// Standby.
+    fn pair_with_ballots() -> Self {
+        let mut world = Self::pair();
+        world.state(PRIMARY, ballot(1, "node-a", State::Active, true));
+        world.state(SECONDARY, ballot(1, "node-b", State::Standby, true));
+        world
+    }
+
+    fn state(&mut self, backend: usize, ballot: ProbeBallot) {
+        self.ballots[backend] = BallotSeen::Stated(ballot);
     }
 
     fn pair() -> Self {
@@ -87,7 +115,17 @@ impl World {
                     Page::HaStatus => 1,
                 };
                 let answer = self.answers[backend][index].clone();
-                commands.extend(self.policy.probe(self.now_ms, backend, page, answer));
+                let refused =
+                    matches!(&answer, ProbeResult::Failed(why) if why == "connection refused");
+                let ballot = if refused {
+                    BallotSeen::NoAnswer
+                } else {
+                    self.ballots[backend].clone()
+                };
+                commands.extend(
+                    self.policy
+                        .probe(self.now_ms, backend, page, answer, ballot),
+                );
             }
         }
         commands
@@ -117,7 +155,12 @@ enum Node {
 fn routing(commands: &[Command]) -> Vec<Command> {
     commands
         .iter()
-        .filter(|command| matches!(command, Command::Route(_) | Command::CloseConnections(_)))
+        .filter(|command| {
+            matches!(
+                command,
+                Command::Route(_) | Command::StopRouting | Command::CloseConnections(_)
+            )
+        })
         .cloned()
         .collect()
 }
@@ -136,7 +179,9 @@ fn switches(commands: &[Command]) -> Vec<&Switch> {
 fn traffic_starts_on_the_first_backend_that_serves_once_every_backend_answered() {
     let mut world = World::pair();
     // The Secondary answers first: nothing is routed until the Primary has answered too.
-    let early = world.policy.probe(1, SECONDARY, Page::Status, ok(""));
+    let early = world
+        .policy
+        .probe(1, SECONDARY, Page::Status, ok(""), BallotSeen::NoAnswer);
     assert_eq!(routing(&early), vec![]);
     let commands = world.round();
     assert_eq!(routing(&commands), vec![Command::Route(PRIMARY)]);
@@ -173,8 +218,8 @@ fn a_dead_primary_with_an_active_secondary_fails_over_after_fall_probes() {
     assert_eq!(
         routing(&commands),
         vec![
-            Command::CloseConnections(PRIMARY),
-            Command::Route(SECONDARY)
+            Command::Route(SECONDARY),
+            Command::CloseConnections(PRIMARY)
         ]
     );
     let switch = switches(&commands)[0];
@@ -198,9 +243,13 @@ fn the_switch_waits_for_the_standby_to_promote_itself() {
     let mut world = World::pair();
     world.round();
     world.set(PRIMARY, Node::Dead);
-    // Down, connections closed, but the Secondary is still a Standby: traffic does not move.
+    // Down, new connections refused and open ones closed, but the Secondary is still a
+    // Standby: traffic does not move.
     let commands = world.rounds(3);
-    assert_eq!(routing(&commands), vec![Command::CloseConnections(PRIMARY)]);
+    assert_eq!(
+        routing(&commands),
+        vec![Command::StopRouting, Command::CloseConnections(PRIMARY)]
+    );
     assert_eq!(world.active_name(), Some("main-primary"));
     let waiting = world.policy.waiting.clone().unwrap_or_default();
     assert!(waiting.contains("main-secondary"), "{waiting}");
@@ -246,7 +295,10 @@ fn a_candidate_that_is_down_or_says_something_else_is_not_used() {
         world.set(PRIMARY, Node::Dead);
         world.set(SECONDARY, candidate);
         let commands = world.rounds(6);
-        assert_eq!(routing(&commands), vec![Command::CloseConnections(PRIMARY)]);
+        assert_eq!(
+            routing(&commands),
+            vec![Command::StopRouting, Command::CloseConnections(PRIMARY)]
+        );
         assert_eq!(world.active_name(), Some("main-primary"));
     }
 }
@@ -265,8 +317,8 @@ fn a_candidate_must_have_passed_hastatus_rise_times_after_failing_it() {
     assert_eq!(
         routing(&world.round()),
         vec![
-            Command::CloseConnections(PRIMARY),
-            Command::Route(SECONDARY)
+            Command::Route(SECONDARY),
+            Command::CloseConnections(PRIMARY)
         ]
     );
 }
@@ -292,8 +344,8 @@ fn the_guides_failback_follows_the_nodes_role_swap() {
     assert_eq!(
         routing(&commands),
         vec![
-            Command::CloseConnections(SECONDARY),
-            Command::Route(PRIMARY)
+            Command::Route(PRIMARY),
+            Command::CloseConnections(SECONDARY)
         ]
     );
 }
@@ -390,13 +442,402 @@ fn nothing_is_routed_while_no_backend_serves_and_the_first_to_serve_gets_it() {
 }
 
 #[test]
-fn the_witness_answers_from_the_latest_status_probe_of_the_active_backend() {
+fn the_witness_says_cannot_reach_only_once_the_active_backend_is_down_and_no_longer_routed() {
     let mut world = World::pair();
     world.round();
     assert!(world.policy.reaches_active());
     world.set(PRIMARY, Node::Dead);
+    // Fewer failures than fall = 3: devices still reach it through the controller, so the
+    // witness must not let the Secondary promote yet.
+    for _ in 0..2 {
+        assert_eq!(routing(&world.round()), vec![]);
+        assert!(world.policy.reaches_active());
+    }
+    // Down: new connections are refused in the same step, and only now the witness says so.
+    let commands = world.round();
+    assert_eq!(
+        routing(&commands),
+        vec![Command::StopRouting, Command::CloseConnections(PRIMARY)]
+    );
+    assert!(!world.policy.reaches_active());
+    // It recovers (rise = 2): routed again, reachable again.
+    world.set(PRIMARY, Node::Active);
+    assert_eq!(routing(&world.round()), vec![]);
+    assert!(!world.policy.reaches_active());
+    assert_eq!(routing(&world.round()), vec![Command::Route(PRIMARY)]);
+    assert!(world.policy.reaches_active());
+}
+
+// Ballots (rules 4 to 7).
+
+fn logs(commands: &[Command], level: Level) -> Vec<&str> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Log { level: at, message } if *at == level => Some(message.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn remembered(commands: &[Command]) -> Vec<&Memory> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Remember(memory) => Some(memory),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The Primary killed, the Secondary promoted in epoch 2: traffic on the Secondary.
+fn failed_over_with_ballots() -> World {
+    let mut world = World::pair_with_ballots();
     world.round();
-    // One failure: not yet down, but the witness already says it cannot reach it.
+    world.set(PRIMARY, Node::Dead);
+    world.set(SECONDARY, Node::Active);
+    world.state(SECONDARY, ballot(2, "node-b", State::Active, true));
+    world.rounds(3);
+    assert_eq!(world.active_name(), Some("main-secondary"));
+    world
+}
+
+#[test]
+fn a_restart_that_remembers_a_higher_ballot_refuses_the_old_primary() {
+    let before = failed_over_with_ballots();
+    let memory = before.policy.memory();
+    assert_eq!(memory.highest_claim, Some(Ballot::new(2, "node-b")));
+    assert_eq!(memory.active.as_deref(), Some("main-secondary"));
+
+    // The controller restarts while the Secondary is unreachable and the old Primary, behind a
+    // partition, still believes it is Active in epoch 1.
+    let mut world = World::pair_with_ballots();
+    world.policy.restore(memory);
+    world.set(SECONDARY, Node::Dead);
+    let commands = world.rounds(10);
+    assert_eq!(routing(&commands), vec![]);
+    assert!(!world.policy.passing());
+    let waiting = world.policy.waiting.clone().unwrap_or_default();
+    assert!(
+        waiting.contains("claim epoch 1 of node node-a is stale"),
+        "{waiting}"
+    );
+    assert!(
+        world
+            .policy
+            .resume(world.now_ms, Some("main-primary"))
+            .is_err()
+    );
+    assert!(world.policy.resume(world.now_ms, None).is_err());
+
+    // The Secondary is back as the Active node of epoch 2: traffic goes there once its status
+    // page is up (rise = 2 after its first failure).
+    world.set(SECONDARY, Node::Active);
+    world.state(SECONDARY, ballot(2, "node-b", State::Active, true));
+    assert_eq!(routing(&world.round()), vec![]);
+    assert_eq!(routing(&world.round()), vec![Command::Route(SECONDARY)]);
+    assert_eq!(
+        world.policy.switches(),
+        0,
+        "where traffic was before the restart"
+    );
+}
+
+#[test]
+fn a_resume_to_a_backend_with_a_stale_claim_is_refused_with_the_way_out() {
+    let mut world = failed_over_with_ballots();
+    world.set(PRIMARY, Node::Active);
+    world.rounds(2);
+    let refused = world
+        .policy
+        .resume(world.now_ms, Some("main-primary"))
+        .unwrap_err();
+    assert!(
+        refused.0.contains(
+            "claims epoch 1 of node node-a, below the newest claim seen (epoch 2 of node node-b)"
+        ),
+        "{refused}"
+    );
+    assert!(refused.0.contains("remove its state file"), "{refused}");
+    assert_eq!(world.active_name(), Some("main-secondary"));
+}
+
+#[test]
+fn after_a_restart_the_first_routing_follows_the_higher_claim_not_the_order() {
+    let mut world = World::pair_with_ballots();
+    world.set(SECONDARY, Node::Active);
+    world.state(SECONDARY, ballot(2, "node-b", State::Active, true));
+    let commands = world.round();
+    assert_eq!(routing(&commands), vec![Command::Route(SECONDARY)]);
+    let reason = &switches(&commands)[0].reason;
+    assert!(
+        reason.contains("holds the newest claim (epoch 2 of node node-b)"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn when_two_backends_pass_traffic_follows_the_higher_claim() {
+    let mut world = World::pair_with_ballots();
+    world.round();
+    assert_eq!(world.active_name(), Some("main-primary"));
+    // The Secondary promoted itself (epoch 2) while the Primary still answers as Active.
+    world.set(SECONDARY, Node::Active);
+    world.state(SECONDARY, ballot(2, "node-b", State::Active, true));
+    let commands = world.round();
+    assert_eq!(
+        routing(&commands),
+        vec![
+            Command::Route(SECONDARY),
+            Command::CloseConnections(PRIMARY)
+        ]
+    );
+    let reason = &switches(&commands)[0].reason;
+    assert!(
+        reason.contains(
+            "main-primary's claim, epoch 1 of node node-a, is below the newest claim seen \
+             (epoch 2 of node node-b) (its latest status probe: MOBILEIRON-STATUS: OK)"
+        ),
+        "{reason}"
+    );
+    // It stays there: the old Primary's claim is stale for good.
+    assert_eq!(routing(&world.rounds(10)), vec![]);
+    assert_eq!(world.active_name(), Some("main-secondary"));
+}
+
+#[test]
+fn a_newer_claim_learnt_from_a_standby_stops_routing_to_the_stale_active_backend() {
+    let mut world = World::pair_with_ballots();
+    world.round();
+    // The Standby knows of a DR node that promoted itself in epoch 3: the Primary is stale,
+    // and no configured backend holds the newest claim.
+    let mut standby = ballot(1, "node-b", State::Standby, true);
+    standby.newest = Some(Ballot::new(3, "node-dr"));
+    world.state(SECONDARY, standby);
+    let commands = world.round();
+    assert_eq!(
+        routing(&commands),
+        vec![Command::StopRouting, Command::CloseConnections(PRIMARY)]
+    );
+    assert_eq!(world.active_name(), Some("main-primary"));
+    // Its status page still passes: the witness still reaches it.
+    assert!(world.policy.reaches_active());
+}
+
+#[test]
+fn a_backend_with_ha_disabled_is_never_a_failover_candidate() {
+    let mut world = World::pair_with_ballots();
+    world.round();
+    world.set(PRIMARY, Node::Dead);
+    world.set(SECONDARY, Node::Active);
+    world.state(SECONDARY, ballot(1, "node-b", State::Active, false));
+    let commands = world.rounds(6);
+    assert_eq!(
+        routing(&commands),
+        vec![Command::StopRouting, Command::CloseConnections(PRIMARY)]
+    );
+    let waiting = world.policy.waiting.clone().unwrap_or_default();
+    assert!(
+        waiting.contains("HA disabled (never a failover candidate)"),
+        "{waiting}"
+    );
+}
+
+#[test]
+fn traffic_stays_on_an_active_backend_that_left_the_ha_group_with_one_warning() {
+    let mut world = World::pair_with_ballots();
+    world.state(PRIMARY, ballot(1, "node-a", State::Active, false));
+    let mut commands = world.rounds(5);
+    // Even a backend of the group that claims a newer ballot does not take it from there.
+    world.set(SECONDARY, Node::Active);
+    world.state(SECONDARY, ballot(2, "node-b", State::Active, true));
+    commands.extend(world.rounds(5));
+    assert_eq!(routing(&commands), vec![Command::Route(PRIMARY)]);
+    let warnings: Vec<&str> = logs(&commands, Level::Warn)
+        .into_iter()
+        .filter(|message| message.contains("HA disabled"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+}
+
+#[test]
+fn the_maintenance_hold_blocks_every_automatic_switch_until_released() {
+    let mut world = World::pair_with_ballots();
+    world.round();
+    let commands = world
+        .policy
+        .hold(world.now_ms, Some("upgrade to 2.4"))
+        .unwrap();
+    assert_eq!(
+        remembered(&commands)[0]
+            .hold
+            .as_ref()
+            .map(|hold| hold.reason.as_str()),
+        Some("upgrade to 2.4")
+    );
+    // The Primary goes down for its upgrade and the Secondary even promotes: traffic stays.
+    world.set(PRIMARY, Node::Dead);
+    world.set(SECONDARY, Node::Active);
+    world.state(SECONDARY, ballot(2, "node-b", State::Active, true));
+    let commands = world.rounds(6);
+    assert_eq!(
+        routing(&commands),
+        vec![Command::StopRouting, Command::CloseConnections(PRIMARY)]
+    );
+    assert!(switches(&commands).is_empty());
+    assert_eq!(world.active_name(), Some("main-primary"));
+    let waiting = world.policy.waiting.clone().unwrap_or_default();
+    assert!(
+        waiting.contains("maintenance hold (upgrade to 2.4)"),
+        "{waiting}"
+    );
+
+    // Release: the rule applies at once.
+    let commands = world.policy.release(world.now_ms);
+    assert_eq!(routing(&commands), vec![Command::Route(SECONDARY)]);
+    assert_eq!(remembered(&commands)[0].hold, None);
+    assert_eq!(
+        remembered(&commands)[0].active.as_deref(),
+        Some("main-secondary")
+    );
+}
+
+#[test]
+fn a_resume_under_the_hold_moves_traffic_and_the_hold_remains() {
+    let mut world = failed_over_with_ballots();
+    world.policy.hold(world.now_ms, None).unwrap();
+    // The guide's failback: the old Primary is made Primary in epoch 3.
+    world.set(PRIMARY, Node::Active);
+    world.state(PRIMARY, ballot(3, "node-a", State::Active, true));
+    let commands = world.rounds(3);
+    assert_eq!(
+        routing(&commands),
+        vec![Command::StopRouting, Command::CloseConnections(SECONDARY)],
+        "the Secondary's claim is stale: no new connection, but no switch under the hold"
+    );
+    let commands = world.policy.resume(world.now_ms, None).unwrap();
+    assert_eq!(routing(&commands), vec![Command::Route(PRIMARY)]);
+    assert!(logs(&commands, Level::Warn)[0].contains("hold (maintenance) remains"));
+    assert_eq!(
+        world.policy.held().map(|hold| hold.reason.as_str()),
+        Some("maintenance")
+    );
+}
+
+#[test]
+fn a_hold_survives_a_restart_and_the_first_routing_keeps_the_remembered_backend() {
+    let mut before = World::pair_with_ballots();
+    before.round();
+    before.policy.hold(before.now_ms, Some("upgrade")).unwrap();
+    let memory = before.policy.memory();
+
+    let mut world = World::pair_with_ballots();
+    world.policy.restore(memory.clone());
+    assert_eq!(world.policy.held(), memory.hold.as_ref());
+    // The Primary is down for its upgrade, the Secondary Active: nothing is routed anywhere.
+    world.set(PRIMARY, Node::Dead);
+    world.set(SECONDARY, Node::Active);
+    world.state(SECONDARY, ballot(2, "node-b", State::Active, true));
+    assert_eq!(routing(&world.rounds(5)), vec![]);
     assert_eq!(world.active_name(), Some("main-primary"));
     assert!(!world.policy.reaches_active());
+}
+
+#[test]
+fn a_bad_hold_reason_names_the_value_and_the_fix() {
+    let mut world = World::pair();
+    let error = world.policy.hold(0, Some("two\nlines")).unwrap_err();
+    assert!(error.0.contains("reason = \"two\\nlines\""), "{error}");
+    assert!(error.0.contains("--reason"), "{error}");
+    let long = "x".repeat(HOLD_REASON_CHARS_MAX + 1);
+    assert!(world.policy.hold(0, Some(&long)).is_err());
+    assert_eq!(world.policy.held(), None);
+}
+
+#[test]
+fn two_active_backends_raise_one_alarm_per_episode_until_it_clears() {
+    let mut world = World::pair_with_ballots();
+    world.round();
+    world.set(SECONDARY, Node::Active);
+    world.state(SECONDARY, ballot(2, "node-b", State::Active, true));
+    let commands = world.rounds(5);
+    let errors = logs(&commands, Level::Error);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("main-primary [epoch=1; node-id=node-a; state=active"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains("main-secondary [epoch=2; node-id=node-b"),
+        "{}",
+        errors[0]
+    );
+    let episode = world.policy.dual_active().cloned().unwrap();
+    assert_eq!(episode.backends, vec!["main-primary", "main-secondary"]);
+
+    // The old Primary fences itself: the alarm clears, once.
+    world.set(PRIMARY, Node::NotAvailable);
+    world.state(PRIMARY, ballot(1, "node-a", State::NotAvailable, true));
+    let commands = world.rounds(3);
+    let cleared = logs(&commands, Level::Info)
+        .into_iter()
+        .filter(|message| message.contains("dual Active resolved"))
+        .count();
+    assert_eq!(cleared, 1);
+    assert_eq!(world.policy.dual_active(), None);
+}
+
+#[test]
+fn a_standalone_node_and_an_active_node_are_no_dual_active() {
+    let mut world = World::pair_with_ballots();
+    world.set(SECONDARY, Node::Active);
+    world.state(SECONDARY, ballot(1, "node-b", State::Active, false));
+    let commands = world.rounds(3);
+    assert!(logs(&commands, Level::Error).is_empty());
+    assert_eq!(world.policy.dual_active(), None);
+}
+
+#[test]
+fn the_memory_is_emitted_first_and_only_when_it_changes() {
+    let mut world = World::pair_with_ballots();
+    let commands = world.round();
+    assert!(matches!(commands[0], Command::Remember(_)), "{commands:?}");
+    // The memory naming the active backend comes before the route to it.
+    let position = |wanted: fn(&Command) -> bool| commands.iter().rposition(wanted).unwrap();
+    assert!(
+        position(|command| matches!(command, Command::Remember(_)))
+            < position(|command| matches!(command, Command::Route(_))),
+        "{commands:?}"
+    );
+    let memory = *remembered(&commands).last().unwrap();
+    assert_eq!(memory.active.as_deref(), Some("main-primary"));
+    assert_eq!(memory.highest_claim, Some(Ballot::new(1, "node-a")));
+    assert_eq!(
+        memory.backend_claims.get("main-primary"),
+        Some(&Ballot::new(1, "node-a"))
+    );
+    assert!(remembered(&world.rounds(5)).is_empty());
+}
+
+#[test]
+fn an_unparsable_ballot_header_is_recorded_once_and_the_backend_keeps_the_old_rule() {
+    let mut world = World::pair();
+    world.ballots[SECONDARY] =
+        BallotSeen::Unusable("tandem-ballot \"x\": `x` is not key=value".into());
+    world.round();
+    world.set(PRIMARY, Node::Dead);
+    world.set(SECONDARY, Node::Active);
+    let commands = world.rounds(3);
+    assert_eq!(world.active_name(), Some("main-secondary"));
+    assert!(
+        logs(&commands, Level::Info)
+            .iter()
+            .all(|message| !message.contains("states no usable ballot"))
+    );
+    assert!(
+        world.policy.backends()[SECONDARY]
+            .ballot_detail
+            .contains("is not key=value")
+    );
 }

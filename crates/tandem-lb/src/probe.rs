@@ -3,7 +3,7 @@
 //! identity that changed).
 
 use crate::config::ProbeTls;
-use crate::policy::{Page, ProbeResult};
+use crate::policy::{BallotSeen, Page, ProbeResult};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -12,6 +12,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
+use tandem_ha::ballot::{BALLOT_HEADER, ProbeBallot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
@@ -109,19 +110,23 @@ impl Prober {
         })
     }
 
-    /// Probes `page`; never takes longer than the probe timeout.
-    pub async fn probe(&self, page: Page) -> ProbeResult {
+    /// Probes `page`; never takes longer than the probe timeout. Returns the page's result and
+    /// the ballot the answer's `tandem-ballot` header stated.
+    pub async fn probe(&self, page: Page) -> (ProbeResult, BallotSeen) {
         match tokio::time::timeout(self.timeout, self.fetch(page.path())).await {
-            Ok(Ok((code, body))) => judge(code, &body),
-            Ok(Err(error)) => ProbeResult::Failed(error),
-            Err(_) => ProbeResult::Failed(format!(
-                "no answer within the probe timeout ({} ms)",
-                self.timeout.as_millis()
-            )),
+            Ok(Ok(answer)) => (judge(answer.code, &answer.body), read_ballot(&answer)),
+            Ok(Err(error)) => (ProbeResult::Failed(error), BallotSeen::NoAnswer),
+            Err(_) => (
+                ProbeResult::Failed(format!(
+                    "no answer within the probe timeout ({} ms)",
+                    self.timeout.as_millis()
+                )),
+                BallotSeen::NoAnswer,
+            ),
         }
     }
 
-    async fn fetch(&self, path: &str) -> Result<(u16, String), String> {
+    async fn fetch(&self, path: &str) -> Result<Answer, String> {
         let tcp = tokio::net::TcpStream::connect(&self.address)
             .await
             .map_err(|error| format!("connect: {error}"))?;
@@ -152,7 +157,30 @@ impl Prober {
     }
 }
 
-fn parse_answer(answer: &[u8]) -> Result<(u16, String), String> {
+/// An HTTP answer to a probe: what the policy needs of it.
+#[derive(Debug)]
+struct Answer {
+    code: u16,
+    /// The `tandem-ballot` header's value, when there is one.
+    ballot: Option<String>,
+    body: String,
+}
+
+/// The ballot of an answer. A missing or unparsable header is recorded with the reason (an
+/// older or non-Tandem backend), never an error: such a backend keeps the rule without ballots.
+fn read_ballot(answer: &Answer) -> BallotSeen {
+    match &answer.ballot {
+        None => BallotSeen::Unusable(format!(
+            "no {BALLOT_HEADER} header (an older or non-Tandem server)"
+        )),
+        Some(value) => match ProbeBallot::parse(value) {
+            Ok(ballot) => BallotSeen::Stated(ballot),
+            Err(error) => BallotSeen::Unusable(format!("{BALLOT_HEADER} {value:?}: {error}")),
+        },
+    }
+}
+
+fn parse_answer(answer: &[u8]) -> Result<Answer, String> {
     let text = String::from_utf8_lossy(answer);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -162,7 +190,17 @@ fn parse_answer(answer: &[u8]) -> Result<(u16, String), String> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| format!("not an HTTP status line: {:?}", first_line(head)))?;
-    Ok((code, body.to_owned()))
+    let ballot = head.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case(BALLOT_HEADER)
+            .then(|| value.trim().to_owned())
+    });
+    Ok(Answer {
+        code,
+        ballot,
+        body: body.to_owned(),
+    })
 }
 
 fn first_line(text: &str) -> &str {
@@ -240,25 +278,57 @@ impl ServerCertVerifier for Pinned {
 mod tests {
     use super::*;
 
+    fn judged(answer: &[u8]) -> ProbeResult {
+        let answer = parse_answer(answer).unwrap();
+        judge(answer.code, &answer.body)
+    }
+
     #[test]
     fn a_page_passes_only_on_200_with_the_ok_string() {
-        let (code, body) =
-            parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 22\r\n\r\nMOBILEIRON-STATUS: OK\n")
-                .unwrap();
         assert_eq!(
-            judge(code, &body),
+            judged(b"HTTP/1.1 200 OK\r\ncontent-length: 22\r\n\r\nMOBILEIRON-STATUS: OK\n"),
             ProbeResult::Ok("MOBILEIRON-STATUS: OK".into())
         );
-        let (code, body) = parse_answer(
-            b"HTTP/1.1 503 Service Unavailable\r\n\r\nMOBILEIRON-STATUS: NOT OK (Standby)\n",
-        )
-        .unwrap();
         assert_eq!(
-            judge(code, &body),
+            judged(
+                b"HTTP/1.1 503 Service Unavailable\r\n\r\nMOBILEIRON-STATUS: NOT OK (Standby)\n"
+            ),
             ProbeResult::Failed("503 MOBILEIRON-STATUS: NOT OK (Standby)".into())
         );
-        let (code, body) = parse_answer(b"HTTP/1.1 200 OK\r\n\r\n<html>It works!</html>").unwrap();
-        assert!(matches!(judge(code, &body), ProbeResult::Failed(why) if why.contains("lacks")));
+        assert!(
+            matches!(judged(b"HTTP/1.1 200 OK\r\n\r\n<html>It works!</html>"), ProbeResult::Failed(why) if why.contains("lacks"))
+        );
         assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n").is_err());
+    }
+
+    #[test]
+    fn the_ballot_header_is_read_with_the_one_parser_and_its_absence_recorded() {
+        let answer = parse_answer(
+            b"HTTP/1.1 200 OK\r\nTandem-Ballot: epoch=3; node-id=a-1; state=active; ha=enabled; \
+              newest-epoch=4; newest-node-id=b-2\r\n\r\nMOBILEIRON-STATUS: OK\n",
+        )
+        .unwrap();
+        let BallotSeen::Stated(ballot) = read_ballot(&answer) else {
+            panic!("{answer:?}");
+        };
+        assert_eq!(ballot.own, tandem_ha::ballot::Ballot::new(3, "a-1"));
+        assert_eq!(
+            ballot.newest,
+            Some(tandem_ha::ballot::Ballot::new(4, "b-2"))
+        );
+
+        let old = parse_answer(b"HTTP/1.1 200 OK\r\n\r\nMOBILEIRON-STATUS: OK\n").unwrap();
+        assert!(
+            matches!(read_ballot(&old), BallotSeen::Unusable(why) if why.contains("no tandem-ballot header"))
+        );
+        let starting = parse_answer(
+            b"HTTP/1.1 503 x\r\ntandem-ballot: state=not-available\r\n\r\nTANDEM-STATUS\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(read_ballot(&starting), BallotSeen::Unusable(why) if why.contains("`epoch` is missing")),
+            "{:?}",
+            read_ballot(&starting)
+        );
     }
 }

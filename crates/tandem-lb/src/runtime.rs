@@ -1,11 +1,13 @@
 //! The traffic controller's I/O: device listeners that pass TCP streams through to the active
-//! backend, the probe loop that feeds the [`Policy`], and the admin listener (status, resume,
-//! witness, metrics). Every decision is the policy's; this module only carries it out.
+//! backend, the probe loop that feeds the [`Policy`], the state file, and the admin listener
+//! (status, resume, hold, release, witness, metrics). Every decision is the policy's; this
+//! module only carries it out.
 
 use crate::config::LbConfig;
 use crate::metrics::{Metrics, render};
-use crate::policy::{Command, Page, Policy, Refused};
+use crate::policy::{Command, Level, Memory, Page, Policy, Refused};
 use crate::probe::{ProbeSetupError, Prober, client_config};
+use crate::state_file::StateFileError;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -46,6 +48,8 @@ pub enum LbError {
     Probe(#[from] ProbeSetupError),
     #[error("admin listener: {0}")]
     Admin(std::io::Error),
+    #[error(transparent)]
+    State(#[from] StateFileError),
 }
 
 struct Shared {
@@ -67,16 +71,23 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn apply(&self, commands: Vec<Command>) {
+    /// Carries out `commands` in order. Returns the first state-file write failure (also
+    /// logged and counted), so an operator's hold or release can say it was not persisted.
+    fn apply(&self, commands: Vec<Command>) -> Result<(), StateFileError> {
+        let mut outcome = Ok(());
         for command in commands {
             match command {
                 Command::Route(index) => {
                     self.route.send_replace(Some(index));
                     tracing::info!(backend = %self.config.backends[index].name, "new connections go to this backend");
                 }
+                Command::StopRouting => {
+                    self.route.send_replace(None);
+                    tracing::warn!("new connections are refused until a backend can take them");
+                }
                 Command::CloseConnections(index) => {
                     self.down[index].send_modify(|generation| *generation += 1);
-                    tracing::warn!(backend = %self.config.backends[index].name, "marked down: closing its connections");
+                    tracing::warn!(backend = %self.config.backends[index].name, "closing its connections");
                 }
                 Command::Switched(switch) => match &switch.from {
                     Some(from) => {
@@ -87,16 +98,29 @@ impl Shared {
                         tracing::info!(to = %switch.to, reason = %switch.reason, "traffic routed")
                     }
                 },
-                Command::Log {
-                    warn: true,
-                    message,
-                } => tracing::warn!("{message}"),
-                Command::Log {
-                    warn: false,
-                    message,
-                } => tracing::info!("{message}"),
+                Command::Log { level, message } => match level {
+                    Level::Info => tracing::info!("{message}"),
+                    Level::Warn => tracing::warn!("{message}"),
+                    Level::Error => tracing::error!("{message}"),
+                },
+                // Written synchronously, before the routing commands that follow it: the
+                // memory changes rarely (a newer claim, a switch, a hold) and a write is one
+                // small file and two fsyncs, so blocking this worker briefly is cheaper than a
+                // state file that lags behind where devices were sent.
+                Command::Remember(memory) => {
+                    if let Err(error) = crate::state_file::save(&self.config.state_file, &memory) {
+                        self.metrics
+                            .state_write_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(%error, "the controller's memory was not saved");
+                        if outcome.is_ok() {
+                            outcome = Err(error);
+                        }
+                    }
+                }
             }
         }
+        outcome
     }
 }
 
@@ -110,6 +134,9 @@ pub struct Lb {
 
 impl Lb {
     pub async fn bind(config: LbConfig) -> Result<Self, LbError> {
+        // Read before anything listens: a controller that cannot trust its memory must not
+        // start routing.
+        let remembered = crate::state_file::load(&config.state_file)?;
         let tls = client_config(&config.probe_tls)?;
         if config.probe_tls == crate::config::ProbeTls::Insecure {
             tracing::warn!("probe_tls.insecure = true: probes accept any certificate (labs only)");
@@ -146,17 +173,7 @@ impl Lb {
                 addr: config.admin,
                 source,
             })?;
-        let policy = Policy::new(
-            config
-                .backends
-                .iter()
-                .map(|backend| (backend.name.clone(), backend.group.clone()))
-                .collect(),
-            crate::policy::Limits {
-                fall: config.fall,
-                rise: config.rise,
-            },
-        );
+        let (policy, restored) = policy_for(&config, remembered);
         let shared = Arc::new(Shared {
             down: config
                 .backends
@@ -169,6 +186,8 @@ impl Lb {
             slots: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
             config,
         });
+        // Only logs: restoring changes nothing on disk.
+        let _ = shared.apply(restored);
         Ok(Self {
             shared,
             listeners,
@@ -208,6 +227,29 @@ impl Lb {
     }
 }
 
+/// The policy for `config`, with what the state file remembered; the commands are its logs.
+fn policy_for(config: &LbConfig, remembered: Option<Memory>) -> (Policy, Vec<Command>) {
+    let mut policy = Policy::new(
+        config
+            .backends
+            .iter()
+            .map(|backend| (backend.name.clone(), backend.group.clone()))
+            .collect(),
+        crate::policy::Limits {
+            fall: config.fall,
+            rise: config.rise,
+        },
+    );
+    let restored = match remembered {
+        Some(memory) => policy.restore(memory),
+        None => {
+            tracing::info!(state_file = %config.state_file.display(), "no state file yet: nothing remembered (first start)");
+            Vec::new()
+        }
+    };
+    (policy, restored)
+}
+
 fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
@@ -227,15 +269,16 @@ async fn probe_loop(shared: Arc<Shared>, probers: Vec<Prober>) {
                 let probers = probers.clone();
                 round.spawn(async move {
                     let started = Instant::now();
-                    let result = probers[backend].probe(page).await;
+                    let (result, ballot) = probers[backend].probe(page).await;
                     shared
                         .metrics
                         .record_probe(backend, page, started.elapsed(), &result);
                     // Decided and carried out under one lock, so routing follows the policy's
-                    // order even when probes and a resume race (applying never blocks).
+                    // order even when probes and an operator's command race. A failed state
+                    // write is logged and counted in apply; routing goes on.
                     let mut policy = shared.policy();
-                    let commands = policy.probe(now_ms(), backend, page, result);
-                    shared.apply(commands);
+                    let commands = policy.probe(now_ms(), backend, page, result, ballot);
+                    let _ = shared.apply(commands);
                     drop(policy);
                 });
             }
@@ -281,6 +324,12 @@ async fn pass_through(shared: &Shared, inbound: TcpStream, backend: usize) {
     // Subscribed before connecting, so a mark-down during the connect closes this one too.
     let mut down = shared.down[backend].subscribe();
     down.borrow_and_update();
+    // The policy stops routing before it closes a backend's connections: a connection accepted
+    // just before is refused here rather than forwarded to a backend marked down.
+    if *shared.route.borrow() != Some(backend) {
+        shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     let address = &shared.config.backends[backend].address;
     let outbound = match tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
@@ -382,12 +431,15 @@ fn admin_router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
         .route("/status", get(status))
         .route("/resume", post(resume))
+        .route("/hold", post(hold))
+        .route("/release", post(release))
         .route("/metrics", get(metrics))
         .route("/witness/primary", get(witness))
         .with_state(shared)
 }
 
 type AdminState = axum::extract::State<Arc<Shared>>;
+type AdminAnswer = (axum::http::StatusCode, axum::Json<Value>);
 
 async fn status(axum::extract::State(shared): AdminState) -> axum::Json<Value> {
     axum::Json(status_json(&shared))
@@ -404,38 +456,51 @@ fn rfc3339(ms: Option<i64>) -> Value {
     .map_or(Value::Null, Value::String)
 }
 
-fn status_json(shared: &Shared) -> Value {
-    let policy = shared.policy();
-    let snapshot = serde_json::to_value(&*policy).unwrap_or(Value::Null);
-    let backends: Vec<Value> = policy
+fn page_json(health: &crate::policy::Health) -> Value {
+    json!({
+        "state": health.state,
+        "lastOk": health.last_ok,
+        "lastDetail": health.last_detail,
+        "lastProbeAt": rfc3339(health.last_probe_at_ms),
+        "changedAt": rfc3339(health.changed_at_ms),
+        "streak": health.streak,
+    })
+}
+
+fn ballot_json(ballot: Option<&tandem_ha::ballot::Ballot>) -> Value {
+    serde_json::to_value(ballot).unwrap_or(Value::Null)
+}
+
+fn backends_json(shared: &Shared, policy: &Policy) -> Vec<Value> {
+    policy
         .backends()
         .iter()
         .zip(&shared.config.backends)
         .enumerate()
         .map(|(index, (backend, config))| {
-            let page = |health: &crate::policy::Health| {
-                json!({
-                    "state": health.state,
-                    "lastOk": health.last_ok,
-                    "lastDetail": health.last_detail,
-                    "lastProbeAt": rfc3339(health.last_probe_at_ms),
-                    "changedAt": rfc3339(health.changed_at_ms),
-                    "streak": health.streak,
-                })
-            };
             let metrics = &shared.metrics.backends[index];
             json!({
                 "name": backend.name,
                 "address": config.address,
                 "group": backend.group,
                 "active": policy.active() == Some(index),
-                "status": page(&backend.status),
-                "hastatus": page(&backend.hastatus),
+                "status": page_json(&backend.status),
+                "hastatus": page_json(&backend.hastatus),
+                "ballot": backend.ballot_detail,
+                "claim": ballot_json(backend.claim()),
+                "claimStale": policy.below_newest_claim(index),
+                "haDisabled": backend.ha_disabled(),
+                "highestClaim": ballot_json(backend.highest_claim.as_ref()),
                 "openConnections": metrics.open.load(Ordering::Relaxed),
                 "connections": metrics.connections.load(Ordering::Relaxed),
             })
         })
-        .collect();
+        .collect()
+}
+
+fn status_json(shared: &Shared) -> Value {
+    let policy = shared.policy();
+    let snapshot = serde_json::to_value(&*policy).unwrap_or(Value::Null);
     let last_switch = snapshot.get("lastSwitch").cloned().unwrap_or(Value::Null);
     let last_switch = match last_switch {
         Value::Object(mut switch) => {
@@ -445,19 +510,35 @@ fn status_json(shared: &Shared) -> Value {
         }
         other => other,
     };
+    let hold = policy.held().map_or(
+        Value::Null,
+        |hold| json!({"reason": hold.reason, "since": rfc3339(Some(hold.since_ms))}),
+    );
+    let dual_active = policy.dual_active().map_or(Value::Null, |episode| {
+        json!({
+            "backends": episode.backends,
+            "detail": episode.detail,
+            "since": rfc3339(Some(episode.since_ms)),
+        })
+    });
     json!({
         "listen": shared.config.listen,
         "active": policy.active().map(|index| policy.backends()[index].name.clone()),
         "activeSince": rfc3339(snapshot.get("activeSinceMs").and_then(Value::as_i64)),
-        "canTakeTraffic": policy.active().is_some_and(|index| policy.backends()[index].status.state == crate::policy::HealthState::Up),
+        "canTakeTraffic": policy.passing() && policy.active().is_some_and(|index| policy.backends()[index].status.state == crate::policy::HealthState::Up),
+        "passing": policy.passing(),
         "waiting": snapshot.get("waiting").cloned().unwrap_or(Value::Null),
         "lastSwitch": last_switch,
         "switches": policy.switches(),
+        "hold": hold,
+        "dualActive": dual_active,
+        "highestClaim": ballot_json(policy.highest_claim()),
+        "stateFile": shared.config.state_file.display().to_string(),
         "fall": shared.config.fall,
         "rise": shared.config.rise,
         "probeInterval": shared.config.probe_interval.to_string(),
         "probeTimeout": shared.config.probe_timeout.to_string(),
-        "backends": backends,
+        "backends": backends_json(shared, &policy),
     })
 }
 
@@ -466,41 +547,75 @@ struct ResumeQuery {
     to: Option<String>,
 }
 
+#[derive(serde::Deserialize)]
+struct HoldQuery {
+    reason: Option<String>,
+}
+
+type Query<T> = Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn bad_query(error: impl std::fmt::Display, usage: &str) -> AdminAnswer {
+    (
+        axum::http::StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": format!("query: {error}; use {usage}")})),
+    )
+}
+
+fn active_name(policy: &Policy) -> Option<String> {
+    policy
+        .active()
+        .map(|index| policy.backends()[index].name.clone())
+}
+
+/// The answer to an operator's command whose state write failed: the change holds in this
+/// process, but a restart would forget it.
+fn not_persisted(error: &StateFileError) -> AdminAnswer {
+    (
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(json!({"error": format!(
+            "done in the running controller, but not persisted: {error}; a restart would \
+             forget it, so fix the state file and run the command again"
+        )})),
+    )
+}
+
 async fn resume(
     axum::extract::State(shared): AdminState,
-    query: Result<axum::extract::Query<ResumeQuery>, axum::extract::rejection::QueryRejection>,
-) -> (axum::http::StatusCode, axum::Json<Value>) {
+    query: Query<ResumeQuery>,
+) -> AdminAnswer {
     use axum::http::StatusCode;
     let to = match query {
         Ok(axum::extract::Query(query)) => query.to,
-        Err(error) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                axum::Json(
-                    json!({"error": format!("query: {error}; use POST /resume or POST /resume?to=NAME")}),
-                ),
-            );
-        }
+        Err(error) => return bad_query(error, "POST /resume or POST /resume?to=NAME"),
     };
     let mut policy = shared.policy();
-    let outcome = policy.resume(now_ms(), to.as_deref());
-    match outcome {
+    match policy.resume(now_ms(), to.as_deref()) {
         Ok(commands) => {
             let moved = commands
                 .iter()
                 .any(|command| matches!(command, Command::Route(_)));
-            shared.apply(commands);
-            let active = policy
-                .active()
-                .map(|index| policy.backends()[index].name.clone());
-            let message = match (&active, moved) {
+            if let Err(error) = shared.apply(commands) {
+                return not_persisted(&error);
+            }
+            let active = active_name(&policy);
+            let mut message = match (&active, moved) {
                 (Some(name), true) => format!("traffic moved to {name}"),
                 (Some(name), false) => format!("traffic is already on {name}; nothing changed"),
                 (None, _) => "no backend has traffic".into(),
             };
+            if let Some(hold) = policy.held() {
+                message += &format!(
+                    "; the maintenance hold ({}) remains: no automatic switch until `tandem lb \
+                     release`",
+                    hold.reason
+                );
+            }
+            let held = policy.held().is_some();
             (
                 StatusCode::OK,
-                axum::Json(json!({"active": active, "moved": moved, "message": message})),
+                axum::Json(
+                    json!({"active": active, "moved": moved, "held": held, "message": message}),
+                ),
             )
         }
         Err(Refused(reason)) => {
@@ -510,8 +625,75 @@ async fn resume(
     }
 }
 
+async fn hold(axum::extract::State(shared): AdminState, query: Query<HoldQuery>) -> AdminAnswer {
+    use axum::http::StatusCode;
+    let reason = match query {
+        Ok(axum::extract::Query(query)) => query.reason,
+        Err(error) => return bad_query(error, "POST /hold or POST /hold?reason=TEXT"),
+    };
+    let mut policy = shared.policy();
+    match policy.hold(now_ms(), reason.as_deref()) {
+        Ok(commands) => {
+            if let Err(error) = shared.apply(commands) {
+                return not_persisted(&error);
+            }
+            let active = active_name(&policy);
+            let reason = policy.held().map(|hold| hold.reason.clone());
+            let message = format!(
+                "held ({}): traffic stays on {}; no automatic switch until `tandem lb release`",
+                reason.as_deref().unwrap_or_default(),
+                active.as_deref().unwrap_or("no backend")
+            );
+            (
+                StatusCode::OK,
+                axum::Json(
+                    json!({"held": true, "active": active, "reason": reason, "message": message}),
+                ),
+            )
+        }
+        Err(Refused(error)) => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": error}))),
+    }
+}
+
+async fn release(axum::extract::State(shared): AdminState) -> AdminAnswer {
+    use axum::http::StatusCode;
+    let mut policy = shared.policy();
+    let was_held = policy.held().is_some();
+    let commands = policy.release(now_ms());
+    if let Err(error) = shared.apply(commands) {
+        return not_persisted(&error);
+    }
+    let active = active_name(&policy);
+    let message = if was_held {
+        format!(
+            "released: automatic switches apply again; traffic goes to {}",
+            active.as_deref().unwrap_or("no backend")
+        )
+    } else {
+        "not held; nothing changed".into()
+    };
+    (
+        StatusCode::OK,
+        axum::Json(
+            json!({"held": false, "released": was_held, "active": active, "message": message}),
+        ),
+    )
+}
+
+/// `GET /witness/primary`, for the Secondary's `--witness`: `{"reachable": bool, ...}` (nodes
+/// read only `reachable`). False only once this controller has itself stopped routing to the
+/// active backend: its status page is debounced down and new connections are refused
+/// ([`Policy::reaches_active`]), so a Secondary never promotes while devices still reach the
+/// Primary through this controller.
 async fn witness(axum::extract::State(shared): AdminState) -> axum::Json<Value> {
-    axum::Json(json!({"reachable": shared.policy().reaches_active()}))
+    let policy = shared.policy();
+    let backend = policy.active().map(|index| &policy.backends()[index]);
+    axum::Json(json!({
+        "reachable": policy.reaches_active(),
+        "backend": backend.map(|backend| backend.name.clone()),
+        "routing": policy.passing(),
+        "status": backend.map(|backend| backend.status.state),
+    }))
 }
 
 async fn metrics(

@@ -1,6 +1,7 @@
 //! Probes over real TLS on loopback: a server with a certificate issued by a test CA answers the
 //! status page; the probe passes with that CA or that certificate's pin, and fails, naming why,
-//! with another CA, another pin, another name, or an answer without the OK string.
+//! with another CA, another pin, another name, or an answer without the OK string. The ballot
+//! header comes back with the answer, and its absence is recorded, not an error.
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -8,7 +9,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_lb::config::ProbeTls;
-use tandem_lb::policy::{Page, ProbeResult};
+use tandem_lb::policy::{BallotSeen, Page, ProbeResult};
 use tandem_lb::probe::{Prober, client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -72,12 +73,48 @@ async fn serve(pki: &Pki, answer: &'static str) -> String {
 const OK: &str =
     "HTTP/1.1 200 OK\r\nContent-Length: 22\r\nConnection: close\r\n\r\nMOBILEIRON-STATUS: OK\n";
 
-async fn probe(tls: &ProbeTls, address: &str, server_name: &str) -> ProbeResult {
+async fn probe_with_ballot(
+    tls: &ProbeTls,
+    address: &str,
+    server_name: &str,
+) -> (ProbeResult, BallotSeen) {
     let config = client_config(tls).unwrap();
     Prober::new(config, "node", address, server_name, Duration::from_secs(5))
         .unwrap()
         .probe(Page::Status)
         .await
+}
+
+async fn probe(tls: &ProbeTls, address: &str, server_name: &str) -> ProbeResult {
+    probe_with_ballot(tls, address, server_name).await.0
+}
+
+#[tokio::test]
+async fn the_ballot_header_comes_back_with_the_answer_and_its_absence_is_recorded() {
+    let pki = new_pki();
+    let with_ballot = serve(
+        &pki,
+        "HTTP/1.1 200 OK\r\nTandem-Ballot: epoch=2; node-id=b-1; state=active; ha=enabled; \
+         newest-epoch=2; newest-node-id=b-1\r\nConnection: close\r\n\r\nMOBILEIRON-STATUS: OK\n",
+    )
+    .await;
+    let (result, ballot) = probe_with_ballot(&ProbeTls::Insecure, &with_ballot, "x").await;
+    assert!(matches!(result, ProbeResult::Ok(_)), "{result:?}");
+    let BallotSeen::Stated(ballot) = ballot else {
+        panic!("{ballot:?}");
+    };
+    assert_eq!(
+        ballot.claim(),
+        Some(&tandem_ha::ballot::Ballot::new(2, "b-1"))
+    );
+
+    let old = serve(&pki, OK).await;
+    let (result, ballot) = probe_with_ballot(&ProbeTls::Insecure, &old, "x").await;
+    assert!(matches!(result, ProbeResult::Ok(_)), "{result:?}");
+    assert!(
+        matches!(&ballot, BallotSeen::Unusable(why) if why.contains("no tandem-ballot header")),
+        "{ballot:?}"
+    );
 }
 
 #[tokio::test]

@@ -252,6 +252,42 @@ struct Clock {
     origin: Instant,
 }
 
+/// One peer check: this node's view out, the peer's back, over a kept session.
+async fn ask_peer(
+    replication: Replication,
+    endpoint: Endpoint,
+    ours: PeerView,
+    sessions: Arc<std::sync::Mutex<std::collections::HashMap<String, Session>>>,
+) -> Event {
+    let address = endpoint.to_string();
+    let taken = lock_sessions(&sessions).remove(&address);
+    let ask = async {
+        let mut session = match taken {
+            Some(session) => session,
+            None => replication
+                .open_ha_session(&endpoint)
+                .await
+                .map_err(|error| error.to_string())?,
+        };
+        let view = replication
+            .heartbeat(&mut session, &ours)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok::<_, String>((session, view))
+    };
+    match tokio::time::timeout(PEER_CHECK_TIMEOUT, ask).await {
+        Ok(Ok((session, view))) => {
+            lock_sessions(&sessions).insert(address.clone(), session);
+            Event::PeerAnswered { address, view }
+        }
+        Ok(Err(reason)) => Event::PeerUnreachable { address, reason },
+        Err(_) => Event::PeerUnreachable {
+            address,
+            reason: format!("no answer within {} ms", PEER_CHECK_TIMEOUT.as_millis()),
+        },
+    }
+}
+
 fn lock_sessions(
     sessions: &std::sync::Mutex<std::collections::HashMap<String, Session>>,
 ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Session>> {
@@ -439,49 +475,76 @@ impl HaRuntime {
                     self.carry_out(commands).await;
                 }
                 Input::Configure { change, reply } => {
-                    let guard = if change.force {
-                        Guard::Forced
-                    } else {
-                        Guard::Checked
-                    };
-                    let result = self
-                        .controller
-                        .durable()
-                        .config
-                        .with(&change)
-                        .and_then(|(config, _)| self.controller.configure_with(now, config, guard));
-                    match result {
-                        Ok((warnings, commands)) => {
-                            self.carry_out(commands).await;
-                            // Replication settings apply to a running Active node at once.
-                            if self.controller.status().state == State::Active {
-                                self.state.db.set_ack_gate(self.ack_gate());
-                            }
-                            let _ = reply.send(Ok(Configured {
-                                warnings,
-                                snapshot: self.controller.snapshot(),
-                            }));
-                        }
-                        Err(error) => {
-                            let _ = reply.send(Err(error));
-                        }
-                    }
+                    let _ = reply.send(self.configure(&change).await);
                 }
                 Input::Operator {
                     command,
                     guard,
                     reply,
-                } => match self.controller.operator_with(now, command, guard) {
-                    Ok(commands) => {
-                        self.carry_out(commands).await;
-                        let _ = reply.send(Ok(self.controller.snapshot()));
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(error));
-                    }
-                },
+                } => {
+                    let _ = reply.send(self.operator(command, guard).await);
+                }
             }
         }
+    }
+
+    /// Save and Apply. A role change refused for "one Active node" is judged again after asking
+    /// the peers, so a refusal never rests on knowledge older than this moment.
+    async fn configure(&mut self, change: &ConfigChange) -> Result<Configured, ConfigError> {
+        let guard = if change.force {
+            Guard::Forced
+        } else {
+            Guard::Checked
+        };
+        let attempt = |runtime: &mut Self| {
+            let now = runtime.clock.now();
+            runtime
+                .controller
+                .durable()
+                .config
+                .with(change)
+                .and_then(|(config, _)| runtime.controller.configure_with(now, config, guard))
+        };
+        let mut result = attempt(self);
+        if result
+            .as_ref()
+            .is_err_and(|error| error.to_string().contains("refused: "))
+        {
+            self.refresh_peers().await;
+            result = attempt(self);
+        }
+        let (warnings, commands) = result?;
+        self.carry_out(commands).await;
+        // Replication settings apply to a running Active node at once.
+        if self.controller.status().state == State::Active {
+            self.state.db.set_ack_gate(self.ack_gate());
+        }
+        Ok(Configured {
+            warnings,
+            snapshot: self.controller.snapshot(),
+        })
+    }
+
+    /// `failover mode primary|secondary`, judged again after asking the peers when refused.
+    async fn operator(
+        &mut self,
+        command: OperatorCommand,
+        guard: Guard,
+    ) -> Result<Snapshot, String> {
+        let mut result = self
+            .controller
+            .operator_with(self.clock.now(), command, guard);
+        if result
+            .as_ref()
+            .is_err_and(|error| error.starts_with("refused: "))
+        {
+            self.refresh_peers().await;
+            result = self
+                .controller
+                .operator_with(self.clock.now(), command, guard);
+        }
+        self.carry_out(result?).await;
+        Ok(self.controller.snapshot())
     }
 
     /// A switchover step on the node that hands over.
@@ -983,59 +1046,49 @@ impl HaRuntime {
     /// (at start, after a freeze, and every heartbeat interval: a newer ballot reaches this node
     /// through any peer). Sessions are kept open between checks.
     fn check_peers(&self) {
-        let replication = self.replication.clone();
+        let asking = self.ask_peers();
         let inputs = self.sender.clone();
+        tokio::spawn(async move {
+            for event in asking.await {
+                let _ = inputs.send(Input::Event(event)).await;
+            }
+            let _ = inputs.send(Input::Event(Event::PeersChecked)).await;
+        });
+    }
+
+    /// Asks every trusted peer how it stands, in parallel, each within [`PEER_CHECK_TIMEOUT`]:
+    /// one `PeerAnswered` or `PeerUnreachable` per peer.
+    fn ask_peers(&self) -> impl std::future::Future<Output = Vec<Event>> + Send + 'static {
+        let replication = self.replication.clone();
         let ours = self.our_view();
         let local = self.state.local.clone();
         let sessions = self.peer_sessions.clone();
-        tokio::spawn(async move {
+        async move {
             let hosts = local.database().read(trust::list).await.unwrap_or_default();
             let mut asks = tokio::task::JoinSet::new();
             for host in hosts {
                 let replication = replication.clone();
                 let ours = ours.clone();
                 let sessions = sessions.clone();
-                asks.spawn(async move {
-                    let endpoint = host.endpoint();
-                    let address = endpoint.to_string();
-                    let taken = lock_sessions(&sessions).remove(&address);
-                    let ask = async {
-                        let mut session = match taken {
-                            Some(session) => session,
-                            None => replication
-                                .open_ha_session(&endpoint)
-                                .await
-                                .map_err(|error| error.to_string())?,
-                        };
-                        let view = replication
-                            .heartbeat(&mut session, &ours)
-                            .await
-                            .map_err(|error| error.to_string())?;
-                        Ok::<_, String>((session, view))
-                    };
-                    match tokio::time::timeout(PEER_CHECK_TIMEOUT, ask).await {
-                        Ok(Ok((session, view))) => {
-                            lock_sessions(&sessions).insert(address.clone(), session);
-                            Event::PeerAnswered { address, view }
-                        }
-                        Ok(Err(reason)) => Event::PeerUnreachable { address, reason },
-                        Err(_) => Event::PeerUnreachable {
-                            address,
-                            reason: format!(
-                                "no answer within {} ms",
-                                PEER_CHECK_TIMEOUT.as_millis()
-                            ),
-                        },
-                    }
-                });
+                asks.spawn(ask_peer(replication, host.endpoint(), ours, sessions));
             }
+            let mut events = Vec::new();
             while let Some(answer) = asks.join_next().await {
                 if let Ok(event) = answer {
-                    let _ = inputs.send(Input::Event(event)).await;
+                    events.push(event);
                 }
             }
-            let _ = inputs.send(Input::Event(Event::PeersChecked)).await;
-        });
+            events
+        }
+    }
+
+    /// An operator's role change refused on what this node knew: it may be out of date (a
+    /// peer changed role a moment ago), so the peers are asked now and the change judged again.
+    async fn refresh_peers(&mut self) {
+        for event in self.ask_peers().await {
+            let commands = self.controller.handle(self.clock.now(), event);
+            self.carry_out(commands).await;
+        }
     }
 
     /// Tells the controller, once, that this process was frozen (see `tandem_store::freeze`);

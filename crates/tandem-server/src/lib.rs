@@ -164,6 +164,14 @@ impl Server {
                 "state=not-available",
             )),
         }));
+        // A complete header from the first probe on: Not Available in the stored epoch until
+        // the controller decides.
+        state.set_ballot(&tandem_ha::ballot::ProbeBallot {
+            own: tandem_ha::ballot::Ballot::new(durable.epoch, node.config.node.id.clone()),
+            state: tandem_ha::State::NotAvailable,
+            ha_enabled: durable.config.enabled,
+            newest: None,
+        });
         let (mut ha, ha_handle) = ha::HaRuntime::new(
             durable,
             node.config.node.id.clone(),
