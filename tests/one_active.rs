@@ -537,3 +537,104 @@ fn the_guides_upgrade_procedure_runs_with_no_failover_and_nothing_lost() {
         acknowledged.len()
     );
 }
+
+/// Synchronous replication with the continuous fallback, the traffic controller as witness: the
+/// Primary is cut off from its Standby and from the controller at once, while administrators
+/// still write to it directly. Either the Primary records its fallback at the witness first
+/// (then the Standby's promotion is refused and held) or the Standby records its promotion
+/// first (then the Primary may not fall back, and acknowledges nothing it cannot confirm).
+/// Whichever wins, every acknowledged write is on the one node left Active.
+#[test]
+fn a_synchronous_primary_cut_off_records_its_fallback_first_and_loses_nothing() {
+    // A 2 s synchronous timeout runs out before the Standby's 3 s detection.
+    synchronous_primary_cut_off("2s", false);
+}
+
+#[test]
+fn a_synchronous_standby_records_its_promotion_first_and_nothing_is_lost() {
+    // A 20 s synchronous timeout: the Standby detects the failure and records first.
+    synchronous_primary_cut_off("20s", true);
+}
+
+fn synchronous_primary_cut_off(synchronous_timeout: &str, standby_first: bool) {
+    for run in 0..runs() {
+        let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+        let to_a_ssh = support::LinkProxy::start(a.ssh_port);
+        let to_a_service = support::LinkProxy::start(a.service_port);
+        let lb = Lb::start_through(
+            &[("main-primary", &a, "main"), ("main-secondary", &b, "main")],
+            &[to_a_service.port, b.service_port],
+        );
+        let primary_at = format!("127.0.0.1:{}", to_a_ssh.port);
+        let links = Links {
+            primary_at: &primary_at,
+            secondary_at: &b.endpoint(),
+        };
+        let witness = format!("http://{}/witness/primary", lb.admin);
+        let mut options = vec![
+            "--replication",
+            "synchronous",
+            "--synchronous-timeout",
+            synchronous_timeout,
+            "--witness",
+            &witness,
+        ];
+        options.extend_from_slice(FAST);
+        start_pair(&mut a, &mut b, &links, &options, &options);
+        wait_until(
+            || format!("{:#}", b.status()),
+            || b.status()["follower"]["connected"] == true,
+        );
+        lb.wait_until_active("main-primary");
+        // Administrators writing to the Primary directly, not through the controller.
+        let direct = Writers::start(a.service_port, 3, &format!("direct-{run}"));
+        direct.wait_for_more(30, "at the start");
+        to_a_ssh.cut();
+        to_a_service.cut();
+        // Wait until one side's record decided it: the Standby promoted, or held its
+        // promotion because the Primary recorded its fallback first.
+        wait_until(
+            || format!("neither side decided: {:#}", b.status()),
+            || {
+                let status = b.status();
+                status["controller"]["status"]["state"] == "Active"
+                    || status["controller"]["promotionHeld"].is_string()
+            },
+        );
+        let promoted = b.state() == "Active";
+        assert_eq!(promoted, standby_first, "{:#}", b.status());
+        std::thread::sleep(Duration::from_secs(2));
+        to_a_ssh.restore();
+        to_a_service.restore();
+        let acknowledged = direct.stop();
+        let (final_active, other) = if promoted { (&b, &a) } else { (&a, &b) };
+        if promoted {
+            other.wait_until_fenced();
+        } else {
+            assert_eq!(a.state(), "Active");
+            assert_eq!(b.state(), "Standby");
+        }
+        let on_final = final_active.labels();
+        let lost: Vec<&String> = acknowledged
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| !on_final.contains(*name))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "run {run}: not on the Active node: {lost:?}"
+        );
+        let records = lb.log();
+        assert!(records.contains("witness record"), "{records}");
+        eprintln!(
+            "synchronous Primary cut off from its Standby and the witness, run {run}: {} \
+             acknowledged, all on the Active node ({}); the witness's record decided",
+            acknowledged.len(),
+            if promoted {
+                "the Standby recorded its promotion first"
+            } else {
+                "the Primary recorded its fallback first; the promotion was held"
+            }
+        );
+    }
+}

@@ -999,7 +999,9 @@ impl HaConfig {
                      failure, the Primary may have fallen back to continuous replication and \
                      acknowledged writes without it, so it holds the automatic promotion (If \
                      Behind at Failure = standby). Set --synchronous-timeout above {detection}, \
-                     or --if-standby-lost block, or --if-behind promote to accept that loss",
+                     or --if-standby-lost block, or --if-behind promote to accept that loss \
+                     (a witness that keeps records, as the traffic controller does, decides by \
+                     its record instead: then this timing does not apply)",
                     self.synchronous_timeout
                 ),
             });

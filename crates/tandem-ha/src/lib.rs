@@ -8,6 +8,7 @@
 //! - [`ballot`]: ballots (epoch and node) and the `Tandem-Ballot` probe header.
 //! - [`cluster`]: the cluster view, every node known directly or by gossip.
 //! - [`config`]: the HA Configuration window's fields, defaults and validation.
+//! - [`record`]: the witness's record that lets synchronous replication fall back safely.
 //! - [`schedule`]: StartTime / Run Every arithmetic.
 //! - [`witness`]: witness URLs and how an `https://` witness's certificate is checked.
 //! - [`machine`]: the HA controller — heartbeats, failure detection, promotion with epochs,
@@ -18,6 +19,7 @@ pub mod ballot;
 pub mod cluster;
 pub mod config;
 pub mod machine;
+pub mod record;
 pub mod schedule;
 pub mod witness;
 

@@ -202,7 +202,13 @@ pub enum Command {
     /// A due sync was skipped; record it in Sync History.
     SkipSync { from: String, reason: String },
     /// Ask the witnesses whether they still reach the Primary; answer with `WitnessesAnswered`.
-    AskWitnesses { primary: String },
+    /// With `record_over`, when none does, also ask them to record this node's promotion over
+    /// that ballot (synchronous replication with the continuous fallback, see
+    /// [`crate::record`]).
+    AskWitnesses {
+        primary: String,
+        record_over: Option<Ballot>,
+    },
     /// Continuous replication: `Some(primary)`: keep a replication stream open from it (and
     /// reconnect when it fails) until told otherwise; `None`: stop following. Emitted only when
     /// the wish changes. The runtime reports the source's epoch with `SourceEpoch`.
@@ -269,6 +275,7 @@ pub enum Event {
     /// does (or none answered).
     WitnessesAnswered {
         reaching_primary: Option<String>,
+        promotion: PromotionRecord,
     },
     /// Continuous replication connected to a source in this epoch: as after a sync, a later
     /// promotion must go above it.
@@ -278,6 +285,20 @@ pub enum Event {
     /// the node held when the Primary last answered (If Behind at Failure). Until the first one
     /// a node is taken to be behind.
     Replication(ReplicationView),
+}
+
+/// Whether the witnesses recorded this node's promotion over its Primary's ballot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PromotionRecord {
+    /// Not asked (no record was needed, or a witness reaches the Primary).
+    NotAsked,
+    /// Every witness recorded it: the Primary can no longer go on without this node.
+    Granted,
+    /// A witness refused (the Primary recorded that it goes on without this node) or did not
+    /// answer: why.
+    Refused(String),
+    /// No witness keeps records: judge by timing alone.
+    Unsupported,
 }
 
 /// A following node's replication, as its runtime sees it.
@@ -914,9 +935,10 @@ impl Controller {
             Event::SyncFinished { trigger, outcome } => {
                 self.sync_finished(trigger, outcome, &mut commands)
             }
-            Event::WitnessesAnswered { reaching_primary } => {
-                self.witnesses_answered(now, reaching_primary, &mut commands)
-            }
+            Event::WitnessesAnswered {
+                reaching_primary,
+                promotion,
+            } => self.witnesses_answered(now, reaching_primary, promotion, &mut commands),
             Event::SourceEpoch(epoch) => {
                 if epoch > self.durable.epoch && self.status.state != State::Active {
                     self.durable.epoch = epoch;
@@ -1198,7 +1220,11 @@ impl Controller {
                         config.witnesses.len()
                     ),
                 );
-                commands.push(Command::AskWitnesses { primary });
+                let record_over = self.promotion_record_needed();
+                commands.push(Command::AskWitnesses {
+                    primary,
+                    record_over,
+                });
             }
             OnFailure::Promote => {
                 let why = format!("{primary} missed {failures} consecutive heartbeats");
@@ -1295,9 +1321,15 @@ impl Controller {
     /// The automatic promotion after a detected failure, unless this node may lack writes the
     /// Primary acknowledged; then it stays Standby and says what an operator can do.
     fn promote_after_failure(&mut self, now: Now, why: &str, commands: &mut Vec<Command>) {
-        let Some(hold) = self.promotion_hold(now) else {
-            return self.promote(now, why, commands);
-        };
+        match self.promotion_hold(now) {
+            None => self.promote(now, why, commands),
+            Some(hold) => self.hold_promotion(why, hold, commands),
+        }
+    }
+
+    /// Stays Standby after a detected failure because this node may lack acknowledged writes
+    /// (`hold` says why), and says what an operator can do.
+    fn hold_promotion(&mut self, why: &str, hold: String, commands: &mut Vec<Command>) {
         let message = format!(
             "automatic promotion held (If Behind at Failure = standby): {why}, but this node may \
              lack writes the Primary acknowledged: {hold}. This node stays Standby. If the Primary returns, nothing is lost; if it does not, \
@@ -1312,10 +1344,21 @@ impl Controller {
         self.promotion_held = Some(hold);
     }
 
+    /// The Primary's ballot when it may fall back from synchronous replication (as its last
+    /// heartbeat answer told): then the witnesses must record this node's promotion first.
+    fn promotion_record_needed(&self) -> Option<Ballot> {
+        let primary = self.followed.as_ref()?;
+        let falls_back = primary.replication == Some(ReplicationMode::Synchronous)
+            && primary.on_standby_lost == Some(OnStandbyLost::Continuous);
+        (falls_back && self.durable.config.on_behind == OnBehind::Standby)
+            .then(|| Ballot::new(primary.epoch, primary.node_id.clone()))
+    }
+
     fn witnesses_answered(
         &mut self,
         now: Now,
         reaching_primary: Option<String>,
+        promotion: PromotionRecord,
         commands: &mut Vec<Command>,
     ) {
         if !self.heartbeat.awaiting_witnesses {
@@ -1345,7 +1388,25 @@ impl Controller {
                     "{primary} missed {} consecutive heartbeats and no witness reaches it",
                     self.heartbeat.failures
                 );
-                self.promote_after_failure(now, &why, commands);
+                match promotion {
+                    PromotionRecord::Granted => {
+                        let why = format!(
+                            "{why}; the witnesses recorded this promotion, so the Primary cannot \
+                             have gone on without this node"
+                        );
+                        self.promote(now, &why, commands);
+                    }
+                    PromotionRecord::Refused(reason) => {
+                        self.hold_promotion(
+                            &why,
+                            format!("the witnesses did not record this promotion: {reason}"),
+                            commands,
+                        );
+                    }
+                    PromotionRecord::NotAsked | PromotionRecord::Unsupported => {
+                        self.promote_after_failure(now, &why, commands)
+                    }
+                }
             }
         }
     }

@@ -518,7 +518,8 @@ fn a_witness_that_still_reaches_the_primary_prevents_promotion() {
     assert_eq!(
         last[1],
         Command::AskWitnesses {
-            primary: PRIMARY.into()
+            primary: PRIMARY.into(),
+            record_over: None,
         }
     );
     assert_eq!(
@@ -530,6 +531,7 @@ fn a_witness_that_still_reaches_the_primary_prevents_promotion() {
         at(now),
         Event::WitnessesAnswered {
             reaching_primary: Some("lb".into()),
+            promotion: PromotionRecord::NotAsked,
         },
     );
     assert!(logs(&commands)[0].contains("only the link between this node and the Primary failed"));
@@ -541,6 +543,7 @@ fn a_witness_that_still_reaches_the_primary_prevents_promotion() {
         at(now),
         Event::WitnessesAnswered {
             reaching_primary: None,
+            promotion: PromotionRecord::NotAsked,
         },
     ));
     assert!(matches!(&commands[0], Command::Persist(durable) if durable.epoch == 2));
@@ -1174,4 +1177,80 @@ fn a_synchronous_timeout_below_the_detection_time_is_warned_about() {
             .iter()
             .any(|warning| warning.field == "synchronousTimeout")
     );
+}
+
+/// A Standby of a synchronous Primary with the continuous fallback, that detected its failure
+/// long after it was last in step (so timing alone would hold the promotion), asking `witness`.
+fn synchronous_standby_asking_witnesses() -> (Controller, u64) {
+    let mut controller = following(ReplicationMode::Synchronous, |config| {
+        config.witnesses = vec!["http://127.0.0.1:9444/witness/primary".parse().unwrap()];
+    });
+    let mut primary = peer("node-a", Mode::Primary, State::Active, 3, at(10_020));
+    primary.replication = Some(ReplicationMode::Synchronous);
+    primary.on_standby_lost = Some(OnStandbyLost::Continuous);
+    primary.synchronous_timeout = Some(Span::from_secs(5));
+    replication(
+        &mut controller,
+        10_015,
+        Some(10_000),
+        Some("the stream is down"),
+    );
+    heartbeat(&mut controller, at(10_010));
+    controller.handle(at(10_020), Event::HeartbeatAnswered(primary));
+    let asked = acts(fail_three_times(&mut controller, 20_020));
+    assert!(
+        asked.contains(&Command::AskWitnesses {
+            primary: PRIMARY.into(),
+            record_over: Some(Ballot::new(3, "id-node-a")),
+        }),
+        "the promotion over the Primary's ballot is to be recorded: {asked:?}"
+    );
+    (controller, 20_020 + THREE_FAILURES_MS)
+}
+
+#[test]
+fn a_promotion_the_witnesses_recorded_goes_ahead_whatever_the_timing() {
+    // The record proves the Primary did not go on without this node: the witnesses refuse its
+    // fallback from now on.
+    let (mut controller, now) = synchronous_standby_asking_witnesses();
+    let commands = controller.handle(
+        at(now),
+        Event::WitnessesAnswered {
+            reaching_primary: None,
+            promotion: PromotionRecord::Granted,
+        },
+    );
+    assert!(promoted(&commands), "{commands:?}");
+    assert_eq!(controller.status().state, State::Active);
+}
+
+#[test]
+fn a_promotion_the_witnesses_refused_to_record_is_held() {
+    let (mut controller, now) = synchronous_standby_asking_witnesses();
+    let commands = controller.handle(
+        at(now),
+        Event::WitnessesAnswered {
+            reaching_primary: None,
+            promotion: PromotionRecord::Refused(
+                "node-a recorded that it acknowledges writes without its Standby".into(),
+            ),
+        },
+    );
+    let message = held(&commands).expect("held");
+    assert!(
+        message.contains("the witnesses did not record this promotion")
+            && message.contains("node-a recorded"),
+        "{message}"
+    );
+    assert_eq!(controller.status().state, State::Standby);
+    // Witnesses that keep no records: judged by timing, which holds here too.
+    let (mut controller, now) = synchronous_standby_asking_witnesses();
+    let commands = controller.handle(
+        at(now),
+        Event::WitnessesAnswered {
+            reaching_primary: None,
+            promotion: PromotionRecord::Unsupported,
+        },
+    );
+    assert!(held(&commands).is_some(), "{commands:?}");
 }

@@ -85,7 +85,7 @@ use tandem_ha::config::{
 };
 use tandem_ha::machine::{
     Command, Controller, Durable, Event, Guard, Notification, Now, OperatorCommand, PeerView,
-    ReplicationView, SyncOutcome, SyncTrigger,
+    PromotionRecord, ReplicationView, SyncOutcome, SyncTrigger,
 };
 use tandem_ha::{Mode, State};
 
@@ -1024,9 +1024,16 @@ impl World {
             } => {
                 if self.alive(node, life) {
                     self.tally.witness_vetoes += u64::from(reaching_primary.is_some());
+                    // The witnesses' records for synchronous replication are not modelled here
+                    // (the Primary's fallback is the runtime's): answered as a witness that keeps
+                    // none, so the Standby judges by timing, as before records.
+                    let promotion = PromotionRecord::Unsupported;
                     self.step(
                         node,
-                        Input::Event(Event::WitnessesAnswered { reaching_primary }),
+                        Input::Event(Event::WitnessesAnswered {
+                            reaching_primary,
+                            promotion,
+                        }),
                     )?;
                 }
             }
@@ -1542,7 +1549,7 @@ impl World {
                 Command::CheckPeers => self.check_peers(node),
                 Command::SendHeartbeat { to } => self.send_heartbeat(node, &to),
                 Command::StartSync { from, trigger } => self.start_sync(node, &from, trigger),
-                Command::AskWitnesses { primary } => self.ask_witnesses(node, &primary),
+                Command::AskWitnesses { primary, .. } => self.ask_witnesses(node, &primary),
                 Command::Follow { from } => {
                     self.nodes[node].follows =
                         from.as_deref().and_then(|from| self.node_by_address(from));

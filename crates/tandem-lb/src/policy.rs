@@ -261,6 +261,9 @@ pub struct Memory {
     pub highest_claim: Option<Ballot>,
     pub backend_claims: BTreeMap<String, Ballot>,
     pub hold: Option<Hold>,
+    /// The witness's record for synchronous replication (`tandem_ha::record`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous: Option<tandem_ha::record::Record>,
 }
 
 /// Characters of a hold's reason at most: a sentence for `tandem lb status`, not a log.
@@ -319,6 +322,8 @@ pub struct Policy {
     /// The newest claim seen anywhere (rule 4).
     highest_claim: Option<Ballot>,
     hold: Option<Hold>,
+    /// The witness's one register for synchronous replication (see [`Policy::record`]).
+    register: tandem_ha::record::Register,
     dual_active: Option<DualActive>,
     /// The active backend left the HA group and that was logged (rule 5, once).
     #[serde(skip)]
@@ -354,6 +359,7 @@ impl Policy {
             waiting: None,
             highest_claim: None,
             hold: None,
+            register: tandem_ha::record::Register::default(),
             dual_active: None,
             standalone_warned: false,
             remembered: Memory::default(),
@@ -384,6 +390,7 @@ impl Policy {
         }
         self.highest_claim = memory.highest_claim.clone();
         self.hold = memory.hold.clone();
+        self.register.record = memory.synchronous.clone();
         commands.push(Command::Log {
             level: if self.hold.is_some() {
                 Level::Warn
@@ -461,7 +468,43 @@ impl Policy {
                 })
                 .collect(),
             hold: self.hold.clone(),
+            synchronous: self.register.record.clone(),
         }
+    }
+
+    /// A node's request to the witness's record (`POST /witness/primary`): the Primary that
+    /// falls back from synchronous replication, or its Standby about to promote over it. The
+    /// first record wins; a granted change is remembered (the `Remember` command) before the
+    /// answer goes out.
+    pub fn record(
+        &mut self,
+        now_ms: i64,
+        request: &tandem_ha::record::RecordRequest,
+    ) -> (tandem_ha::record::RecordAnswer, Vec<Command>) {
+        let (changed, answer) = self.register.request(now_ms, request);
+        let mut commands = Vec::new();
+        if changed || !answer.granted {
+            commands.push(Command::Log {
+                level: if answer.granted {
+                    Level::Warn
+                } else {
+                    Level::Error
+                },
+                message: format!(
+                    "witness record: {} asks to record {:?} about {}: {}",
+                    request.node,
+                    request.record,
+                    request.primary,
+                    if answer.granted {
+                        "recorded".to_owned()
+                    } else {
+                        format!("refused ({})", answer.reason)
+                    }
+                ),
+            });
+        }
+        self.remember(&mut commands);
+        (answer, commands)
     }
 
     /// Witness answer (PRODUCT.md, witness-guarded promotion): whether the controller still

@@ -434,7 +434,7 @@ fn admin_router(shared: Arc<Shared>) -> axum::Router {
         .route("/hold", post(hold))
         .route("/release", post(release))
         .route("/metrics", get(metrics))
-        .route("/witness/primary", get(witness))
+        .route("/witness/primary", get(witness).post(witness_record))
         .with_state(shared)
 }
 
@@ -694,6 +694,46 @@ async fn witness(axum::extract::State(shared): AdminState) -> axum::Json<Value> 
         "routing": policy.passing(),
         "status": backend.map(|backend| backend.status.state),
     }))
+}
+
+/// `POST /witness/primary`: a node asks this witness to record that the Primary falls back from
+/// synchronous replication, that it recovered, or that its Standby promotes over it
+/// (`tandem_ha::record`). Granted only once the record is in the state file: a record lost in a
+/// crash could let both sides act.
+async fn witness_record(
+    axum::extract::State(shared): AdminState,
+    body: Result<
+        axum::Json<tandem_ha::record::RecordRequest>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> AdminAnswer {
+    use axum::http::StatusCode;
+    let axum::Json(request) = match body {
+        Ok(body) => body,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({
+                    "error": format!(
+                        "{error}; send {{\"record\": \"degrade|recover|promote\", \"primary\": \
+                         {{\"epoch\": N, \"nodeId\": \"ID\"}}, \"node\": \"NAME\"}}"
+                    )
+                })),
+            );
+        }
+    };
+    let mut policy = shared.policy();
+    let (answer, commands) = policy.record(now_ms(), &request);
+    if let Err(error) = shared.apply(commands) {
+        return (
+            StatusCode::OK,
+            axum::Json(json!({
+                "granted": false,
+                "reason": format!("the witness could not save the record: {error}"),
+            })),
+        );
+    }
+    (StatusCode::OK, axum::Json(json!(answer)))
 }
 
 async fn metrics(

@@ -170,6 +170,11 @@ mod tests {
                 reason: "upgrade to 2.4".into(),
                 since_ms: 1_700_000_000_000,
             }),
+            synchronous: Some(tandem_ha::record::Record::Degraded {
+                primary: Ballot::new(2, "b-1"),
+                by: "node-b".into(),
+                at_ms: 1_700_000_000_000,
+            }),
         }
     }
 

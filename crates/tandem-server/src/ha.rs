@@ -47,6 +47,9 @@ const FOLLOW_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// divergence that needs an operator): the reason is in the log, retrying fast would only
 /// repeat it.
 const FOLLOW_REFUSED_PAUSE: Duration = Duration::from_secs(60);
+/// Wait before asking the witnesses again to record a fallback they refused or did not answer:
+/// writes wait meanwhile, so not long; but a witness that refuses will refuse again.
+const DEGRADE_RECORD_RETRY: Duration = Duration::from_secs(1);
 /// The node-local setting that holds the controller's durable state (JSON).
 pub const DURABLE_SETTING: &str = "ha.durable";
 pub use crate::notify::NOTIFICATIONS_MODULE;
@@ -106,6 +109,12 @@ enum Input {
     /// The switchover hold expired; the initiator's view, if it answered.
     HoldExpired {
         initiator: Option<PeerView>,
+    },
+    /// The witnesses answered a record about this node's own ballot.
+    Recorded {
+        record: tandem_ha::record::RecordKind,
+        target: i64,
+        outcome: crate::witness::Recorded,
     },
     Configure {
         change: ConfigChange,
@@ -339,6 +348,11 @@ pub struct HaRuntime {
     mailer: Mailer,
     /// A freeze of this process was reported to the controller and not cleared yet.
     frozen_reported: bool,
+    /// Synchronous fallback with records: the head whose fallback the witnesses are asked to
+    /// record now, when not to ask again before, and whether a refusal was logged.
+    degrade_recording: Option<i64>,
+    degrade_retry_at: Option<Instant>,
+    degrade_refusal_logged: bool,
     /// Open sessions of the periodic peer checks, by address (each used by one check at a time:
     /// checks never overlap).
     peer_sessions: Arc<std::sync::Mutex<std::collections::HashMap<String, Session>>>,
@@ -413,6 +427,9 @@ impl HaRuntime {
             mailer,
             frozen_reported: false,
             peer_sessions: Arc::default(),
+            degrade_recording: None,
+            degrade_retry_at: None,
+            degrade_refusal_logged: false,
         };
         (runtime, handle)
     }
@@ -464,6 +481,11 @@ impl HaRuntime {
                     let _ = reply.send(result);
                 }
                 Input::HoldExpired { initiator } => self.hold_expired(initiator).await,
+                Input::Recorded {
+                    record,
+                    target,
+                    outcome,
+                } => self.recorded(record, target, outcome).await,
                 Input::Event(event) => {
                     if matches!(
                         event,
@@ -806,8 +828,11 @@ impl HaRuntime {
                 }
                 Ok(())
             }
-            Command::AskWitnesses { primary } => {
-                self.ask_witnesses(primary);
+            Command::AskWitnesses {
+                primary,
+                record_over,
+            } => {
+                self.ask_witnesses(primary, record_over);
                 Ok(())
             }
             Command::Follow { from } => {
@@ -1166,8 +1191,99 @@ impl HaRuntime {
                     )),
                 },
                 degraded: self.sync_degraded.clone(),
+                record_required: self.records_needed(),
             }
         })
+    }
+
+    /// Synchronous replication with the continuous fallback and witnesses: the fallback is
+    /// recorded by the witnesses first (`tandem_ha::record`), and a Standby promotes itself only
+    /// once they recorded that instead.
+    fn records_needed(&self) -> bool {
+        let config = &self.controller.durable().config;
+        config.enabled
+            && config.replication == ReplicationMode::Synchronous
+            && config.on_standby_lost == OnStandbyLost::Continuous
+            && !config.witnesses.is_empty()
+    }
+
+    /// Asks the witnesses to record `record` about this node's own ballot; the outcome comes
+    /// back as [`Input::Recorded`].
+    fn record_own(&self, record: tandem_ha::record::RecordKind, target: i64) {
+        let config = self.controller.durable().config.clone();
+        let request = tandem_ha::record::RecordRequest {
+            record,
+            primary: tandem_ha::ballot::Ballot::new(self.controller.epoch(), self.node_id.clone()),
+            node: self.state.node_name.clone(),
+        };
+        let inputs = self.sender.clone();
+        tokio::spawn(async move {
+            let outcome = crate::witness::record_at_witnesses(&config, &request).await;
+            let _ = inputs
+                .send(Input::Recorded {
+                    record,
+                    target,
+                    outcome,
+                })
+                .await;
+        });
+    }
+
+    /// The witnesses answered a record about this node's own ballot.
+    async fn recorded(
+        &mut self,
+        record: tandem_ha::record::RecordKind,
+        target: i64,
+        outcome: crate::witness::Recorded,
+    ) {
+        use crate::witness::Recorded;
+        use std::sync::atomic::Ordering;
+        use tandem_ha::record::RecordKind;
+        if record != RecordKind::Degrade {
+            if let Recorded::Refused(reason) = outcome {
+                self.log(
+                    Level::Warn,
+                    &format!(
+                        "the witnesses did not clear this node's fallback record ({reason}); a \
+                         later automatic promotion of its Standby stays held until they do"
+                    ),
+                )
+                .await;
+            }
+            return;
+        }
+        self.degrade_recording = None;
+        match outcome {
+            Recorded::Granted | Recorded::Unsupported => {
+                if self.controller.status().state == State::Active {
+                    let _ = self.sync_degraded.compare_exchange(
+                        0,
+                        target,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    // Writes waiting for the Standby see the fallback now.
+                    self.state.db.set_ack_gate(self.ack_gate());
+                }
+            }
+            Recorded::Refused(reason) => {
+                self.degrade_retry_at = Some(Instant::now() + DEGRADE_RECORD_RETRY);
+                if !self.degrade_refusal_logged {
+                    self.degrade_refusal_logged = true;
+                    self.log(
+                        Level::Error,
+                        &format!(
+                            "synchronous replication cannot fall back: the witnesses did not \
+                             record that this node acknowledges writes without its Standby \
+                             ({reason}); writes wait for the Standby, as with \
+                             --if-standby-lost block, and the record is asked again every {} s",
+                            DEGRADE_RECORD_RETRY.as_secs()
+                        ),
+                    )
+                    .await;
+                }
+            }
+        }
     }
 
     /// The follower's state for the controller, sent just before each heartbeat result: a
@@ -1210,9 +1326,19 @@ impl HaRuntime {
             && since.elapsed() >= limit
             && self.state.db.frozen_ms().is_none()
         {
-            let _ = gate
-                .degraded
-                .compare_exchange(0, target, Ordering::AcqRel, Ordering::Acquire);
+            if !gate.record_required {
+                let _ =
+                    gate.degraded
+                        .compare_exchange(0, target, Ordering::AcqRel, Ordering::Acquire);
+            } else if self.degrade_recording.is_none()
+                && gate.degraded.load(Ordering::Acquire) == 0
+                && self
+                    .degrade_retry_at
+                    .is_none_or(|retry_at| Instant::now() >= retry_at)
+            {
+                self.degrade_recording = Some(target);
+                self.record_own(tandem_ha::record::RecordKind::Degrade, target);
+            }
         }
         // Writes clear it too, but only writes that come; without them the alarm would stay.
         let degraded = gate.still_degraded();
@@ -1225,6 +1351,14 @@ impl HaRuntime {
             return;
         }
         self.sync_degraded_reported = degraded;
+        if !degraded {
+            self.degrade_refusal_logged = false;
+            self.degrade_retry_at = None;
+            if self.records_needed() {
+                // The Standby confirms every write again: its promotion may be recorded later.
+                self.record_own(tandem_ha::record::RecordKind::Recover, 0);
+            }
+        }
         let message = if degraded {
             let timeout = self.controller.durable().config.synchronous_timeout;
             format!(
@@ -1360,14 +1494,36 @@ impl HaRuntime {
 
     /// Asks every witness at once whether it still reaches the Primary
     /// ([`crate::witness::ask_witnesses`]); no answer counts as unreachable.
-    fn ask_witnesses(&self, primary: String) {
+    /// With `record_over`, when no witness reaches the Primary, also asks them to record this
+    /// node's promotion over that ballot ([`tandem_ha::record`]).
+    fn ask_witnesses(&self, primary: String, record_over: Option<tandem_ha::ballot::Ballot>) {
+        use tandem_ha::machine::PromotionRecord;
         let config = self.controller.durable().config.clone();
+        let node = self.state.node_name.clone();
         let inputs = self.sender.clone();
         tokio::spawn(async move {
             let reaching = crate::witness::ask_witnesses(&config, &primary).await;
+            let promotion = match (&reaching, record_over) {
+                (None, Some(over)) => {
+                    let request = tandem_ha::record::RecordRequest {
+                        record: tandem_ha::record::RecordKind::Promote,
+                        primary: over,
+                        node,
+                    };
+                    match crate::witness::record_at_witnesses(&config, &request).await {
+                        crate::witness::Recorded::Granted => PromotionRecord::Granted,
+                        crate::witness::Recorded::Refused(reason) => {
+                            PromotionRecord::Refused(reason)
+                        }
+                        crate::witness::Recorded::Unsupported => PromotionRecord::Unsupported,
+                    }
+                }
+                _ => PromotionRecord::NotAsked,
+            };
             let _ = inputs
                 .send(Input::Event(Event::WitnessesAnswered {
                     reaching_primary: reaching,
+                    promotion,
                 }))
                 .await;
         });

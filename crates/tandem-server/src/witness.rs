@@ -7,7 +7,7 @@
 //! a refusal, or a malformed answer holds nothing, and each is logged for what it was.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::StatusCode;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -99,56 +99,154 @@ pub async fn ask_witnesses(config: &HaConfig, primary: &str) -> Option<String> {
     None
 }
 
+/// How a record request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Every witness recorded it.
+    Granted,
+    /// A witness refused, failed or did not answer: why.
+    Refused(String),
+    /// No witness keeps records (every one answered the request with 404 or 405: an HTTP
+    /// witness of another kind). Both sides then go by timing alone, as before records.
+    Unsupported,
+}
+
+/// Asks every witness of `config` at once to record `request`, within [`WITNESS_TIMEOUT`]:
+/// granted only when every one of them recorded it (a witness that is down could otherwise let
+/// the other side record the opposite there).
+pub async fn record_at_witnesses(
+    config: &HaConfig,
+    request: &tandem_ha::record::RecordRequest,
+) -> Recorded {
+    if config.witnesses.is_empty() {
+        return Recorded::Unsupported;
+    }
+    let tls = match config.witness_tls() {
+        Some(choice) => match client_config(&choice).await {
+            Ok(tls) => Some(tls),
+            Err(error) => return Recorded::Refused(error),
+        },
+        None => None,
+    };
+    let body = match serde_json::to_vec(request) {
+        Ok(body) => body,
+        Err(error) => return Recorded::Refused(error.to_string()),
+    };
+    let mut asks = JoinSet::new();
+    for url in config.witnesses.clone() {
+        let (tls, body) = (tls.clone(), body.clone());
+        asks.spawn(async move {
+            let answer = call(&url, tls, hyper::Method::POST, Some(body)).await;
+            (url, answer)
+        });
+    }
+    let deadline = tokio::time::Instant::now() + WITNESS_TIMEOUT;
+    let mut refusals = Vec::new();
+    let mut unsupported = 0;
+    for _ in 0..config.witnesses.len() {
+        let (url, answer) = match tokio::time::timeout_at(deadline, asks.join_next()).await {
+            Ok(Some(Ok(answered))) => answered,
+            Ok(Some(Err(error))) => {
+                return Recorded::Refused(format!("a witness question stopped: {error}"));
+            }
+            Ok(None) => break,
+            Err(_) => {
+                refusals.push(format!(
+                    "not every witness answered within {} ms",
+                    WITNESS_TIMEOUT.as_millis()
+                ));
+                break;
+            }
+        };
+        match answer.map(|(status, body)| {
+            (
+                status,
+                serde_json::from_slice::<tandem_ha::record::RecordAnswer>(&body),
+            )
+        }) {
+            Ok((StatusCode::OK, Ok(answer))) if answer.granted => {}
+            Ok((StatusCode::OK, Ok(answer))) => refusals.push(format!("{url}: {}", answer.reason)),
+            Ok((StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED, _)) => unsupported += 1,
+            Ok((status, _)) => refusals.push(format!("{url}: HTTP {status}")),
+            Err(Answer::Failed(reason) | Answer::Malformed(reason)) => {
+                refusals.push(format!("{url}: {reason}"))
+            }
+            Err(other) => refusals.push(format!("{url}: {other:?}")),
+        }
+    }
+    match (refusals.is_empty(), unsupported) {
+        (true, 0) => Recorded::Granted,
+        (true, count) if count == config.witnesses.len() => Recorded::Unsupported,
+        (true, _) => Recorded::Refused(
+            "some witnesses keep no records, so the others' record cannot be relied on".into(),
+        ),
+        (false, _) => Recorded::Refused(refusals.join("; ")),
+    }
+}
+
 /// One witness question (no timeout of its own: [`ask_witnesses`] bounds them all).
 pub async fn ask_witness(url: &WitnessUrl, tls: Option<Arc<ClientConfig>>) -> Answer {
+    match call(url, tls, hyper::Method::GET, None).await {
+        Ok((status, body)) => judge(status, &body),
+        Err(failure) => failure,
+    }
+}
+
+/// One HTTP/1.1 request to the witness's URL (plain or TLS), its answer's status and body.
+async fn call(
+    url: &WitnessUrl,
+    tls: Option<Arc<ClientConfig>>,
+    method: hyper::Method,
+    body: Option<Vec<u8>>,
+) -> Result<(StatusCode, Bytes), Answer> {
     let address = url.address();
-    let tcp = match tokio::net::TcpStream::connect((address.host(), address.port())).await {
-        Ok(tcp) => tcp,
-        Err(error) => return Answer::Failed(format!("connect to {address}: {error}")),
-    };
+    let tcp = tokio::net::TcpStream::connect((address.host(), address.port()))
+        .await
+        .map_err(|error| Answer::Failed(format!("connect to {address}: {error}")))?;
     let _ = tcp.set_nodelay(true);
     match url.scheme() {
-        WitnessScheme::Http => exchange(tcp, url).await,
+        WitnessScheme::Http => exchange(tcp, url, method, body).await,
         WitnessScheme::Https => {
-            let Some(tls) = tls else {
-                return Answer::Failed(
-                    "no certificate check is configured for https:// witnesses".into(),
-                );
-            };
-            let name = match ServerName::try_from(address.host().to_owned()) {
-                Ok(name) => name,
-                Err(error) => return Answer::Failed(format!("TLS name {address}: {error}")),
-            };
-            match tokio_rustls::TlsConnector::from(tls)
+            let tls = tls.ok_or_else(|| {
+                Answer::Failed("no certificate check is configured for https:// witnesses".into())
+            })?;
+            let name = ServerName::try_from(address.host().to_owned())
+                .map_err(|error| Answer::Failed(format!("TLS name {address}: {error}")))?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
                 .connect(name, tcp)
                 .await
-            {
-                Ok(stream) => exchange(stream, url).await,
-                Err(error) => Answer::Failed(format!("TLS: {error}")),
-            }
+                .map_err(|error| Answer::Failed(format!("TLS: {error}")))?;
+            exchange(stream, url, method, body).await
         }
     }
 }
 
-/// `GET` the witness's target over `io` and judge the answer.
-async fn exchange<S>(io: S, url: &WitnessUrl) -> Answer
+/// Sends `method` (with a JSON `body`, if any) to the witness's target over `io`.
+async fn exchange<S>(
+    io: S,
+    url: &WitnessUrl,
+    method: hyper::Method,
+    body: Option<Vec<u8>>,
+) -> Result<(StatusCode, Bytes), Answer>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = match http1::handshake(TokioIo::new(io)).await {
-        Ok(handshake) => handshake,
-        Err(error) => return Answer::Failed(format!("HTTP: {error}")),
-    };
-    let request = hyper::Request::get(url.target())
+    let (mut sender, connection) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|error| Answer::Failed(format!("HTTP: {error}")))?;
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(url.target())
         .header(hyper::header::HOST, url.authority())
         .header(hyper::header::USER_AGENT, "tandem")
         .header(hyper::header::ACCEPT, "application/json")
-        .header(hyper::header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new());
-    let request = match request {
-        Ok(request) => request,
-        Err(error) => return Answer::Failed(format!("request: {error}")),
-    };
+        .header(hyper::header::CONNECTION, "close");
+    if body.is_some() {
+        request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|error| Answer::Failed(format!("request: {error}")))?;
     let answer = async {
         let response = sender
             .send_request(request)
@@ -168,16 +266,12 @@ where
         Ok::<_, Answer>((status, body))
     };
     tokio::pin!(answer, connection);
-    let answered = tokio::select! {
+    tokio::select! {
         answered = &mut answer => answered,
         ended = &mut connection => match ended {
             Err(error) => Err(Answer::Failed(format!("HTTP: {error}"))),
             Ok(()) => answer.await,
         },
-    };
-    match answered {
-        Ok((status, body)) => judge(status, &body),
-        Err(failure) => failure,
     }
 }
 

@@ -138,6 +138,9 @@ pub struct AckGate {
     /// the head keeps moving, so "caught up with the head" would never hold). 0: not degraded.
     /// The HA runtime raises and clears the alarm from it.
     pub degraded: Arc<AtomicI64>,
+    /// The fallback must first be recorded by a witness (`tandem_ha::record`): writes never
+    /// stop waiting on their own; the HA runtime sets `degraded` once the record is made.
+    pub record_required: bool,
 }
 
 impl AckGate {
@@ -370,7 +373,11 @@ impl Database {
             }
             waited = true;
             let confirmed = gate.acked.wait_for(|acked| *acked >= head);
-            let wait_max = gate.wait_max;
+            let wait_max = if gate.record_required {
+                None
+            } else {
+                gate.wait_max
+            };
             let gave_up = async move {
                 match wait_max {
                     Some(limit) => tokio::time::sleep(limit).await,
@@ -1020,6 +1027,7 @@ mod tests {
             acked: acked.clone(),
             wait_max,
             degraded: Arc::new(AtomicI64::new(0)),
+            record_required: false,
         }
     }
 
@@ -1027,9 +1035,13 @@ mod tests {
     async fn a_write_under_an_ack_gate_is_answered_once_the_standby_holds_its_position() {
         let dir = tempfile::tempdir().unwrap();
         let db = replicated(dir.path());
-        let commits = db.commits();
+        let mut commits = db.commits();
         label(&db, "before-the-gate").await.unwrap();
-        assert!(commits.has_changed().unwrap(), "a commit is announced");
+        // The writer announces a commit once it has answered its jobs: wait for it.
+        tokio::time::timeout(std::time::Duration::from_secs(10), commits.changed())
+            .await
+            .expect("a commit is announced")
+            .unwrap();
         let (acked, receiver) = watch::channel(db.head_seq());
         db.set_ack_gate(Some(gate(&receiver, None)));
         let write = tokio::spawn({
