@@ -799,55 +799,9 @@ fn a_slow_and_lossy_link_between_the_nodes_moves_nothing_and_loses_nothing() {
 #[test]
 fn the_loss_of_the_main_data_center_under_load_loses_nothing_silently() {
     for run in 0..runs() {
-        let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
-        let links = Links {
-            primary_at: &a.endpoint(),
-            secondary_at: &b.endpoint(),
-        };
-        let mut secondary = vec!["--replication", "continuous"];
-        secondary.extend_from_slice(FAST);
-        start_pair(
-            &mut a,
-            &mut b,
-            &links,
-            &["--replication", "continuous"],
-            &secondary,
-        );
-        // B holds A's history before C starts from it: a DR node that first copied B's own
-        // initial data would, rightly, find itself diverged once B has synced from A.
-        wait_until(
-            || format!("{:#}", b.status()),
-            || b.status()["follower"]["connected"] == true,
-        );
-        // C's ports are chosen just before it serves: the longer they wait, the likelier an
-        // outgoing connection of this busy test takes one.
-        let mut c = Node::init("node-c");
-        // Every node trusts every other: the DR node follows B, and after the loss A and B
-        // resync from C.
-        for (one, other) in [(&a, &c), (&b, &c), (&c, &a), (&c, &b)] {
-            one.trust(other);
-        }
-        let mut dr = vec![
-            "ha",
-            "configure",
-            "--enable",
-            "--mode",
-            "secondary",
-            "--primary",
-            links.secondary_at,
-            "--replication",
-            "continuous",
-            "--on-failure",
-            "standby",
-        ];
-        dr.extend_from_slice(FAST);
-        c.ok(&dr);
-        c.serve();
-        c.wait_for_state("Standby");
-        wait_until(
-            || format!("{:#}", c.status()),
-            || c.status()["follower"]["connected"] == true,
-        );
+        // B holds A's history before C starts from it (a DR node that first copied B's own
+        // initial data would, rightly, find itself diverged); every node trusts every other.
+        let (mut a, mut b, c) = support::node::three_servers(true);
         let lb = Lb::start(&[
             ("main-primary", &a, "main"),
             ("main-secondary", &b, "main"),

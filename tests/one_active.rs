@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use support::check::{StatusWatch, divergence_entries, in_exported};
 use support::lb::Lb;
 use support::load::Writers;
-use support::node::{FAST, Links, Node, describe, start_pair, wait_until};
+use support::node::{FAST, Links, Node, describe, start_pair, three_servers, wait_until};
 
 /// The longest two nodes may both answer the status probe OK: one heartbeat interval (FAST: 1 s)
 /// for the stale node to hear of the newer ballot, one probe interval of the watch, and the
@@ -34,52 +34,6 @@ enum Return {
     PrimaryFirst,
     SecondaryFirst,
     Together,
-}
-
-/// Main Primary A, main Secondary B (continuous, following A), DR Secondary C following B on
-/// Keep in Standby; every node trusts its neighbours, and A and C each other when `a_trusts_c`.
-fn three_servers(a_trusts_c: bool) -> (Node, Node, Node) {
-    let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
-    let links = Links {
-        primary_at: &a.endpoint(),
-        secondary_at: &b.endpoint(),
-    };
-    let mut secondary = vec!["--replication", "continuous"];
-    secondary.extend_from_slice(FAST);
-    let mut primary = vec!["--replication", "continuous"];
-    primary.extend_from_slice(FAST);
-    start_pair(&mut a, &mut b, &links, &primary, &secondary);
-    wait_until(
-        || format!("{:#}", b.status()),
-        || b.status()["follower"]["connected"] == true,
-    );
-    let mut c = Node::init("node-c");
-    b.trust(&c);
-    c.trust(&b);
-    if a_trusts_c {
-        a.trust(&c);
-        c.trust(&a);
-    }
-    let mut dr = vec![
-        "ha",
-        "configure",
-        "--enable",
-        "--mode",
-        "secondary",
-        "--primary",
-    ];
-    let b_endpoint = b.endpoint();
-    dr.push(&b_endpoint);
-    dr.extend_from_slice(&["--replication", "continuous", "--on-failure", "standby"]);
-    dr.extend_from_slice(FAST);
-    c.ok(&dr);
-    c.serve();
-    c.wait_for_state("Standby");
-    wait_until(
-        || format!("{:#}", c.status()),
-        || c.status()["follower"]["connected"] == true,
-    );
-    (a, b, c)
 }
 
 /// The operator brings the DR node online as the guide has it: by hand, once it is clear the

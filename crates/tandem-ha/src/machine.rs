@@ -1600,38 +1600,32 @@ impl Controller {
         }
         let mut commands = Vec::new();
         match command {
-            OperatorCommand::ModePrimary if !self.durable.config.enabled => {
-                // Outside the HA group a mode is only a setting (the guide's upgrade makes the
-                // Secondary Primary for a while): no ballot is taken.
-                self.durable.config.mode = Mode::Primary;
-                self.durable.config.node_status = NodeStatusSetting::Standby;
-                self.persist(&mut commands);
-                self.serve(State::Active, &mut commands);
-                log(
-                    &mut commands,
-                    Level::Info,
-                    format!(
-                        "failover mode primary with HA disabled: mode is Primary; this node \
-                         serves standalone in epoch {} and takes no ballot",
-                        self.durable.epoch
-                    ),
-                );
-            }
             OperatorCommand::ModePrimary => {
                 let was = self.status;
                 self.durable.config.mode = Mode::Primary;
                 self.durable.config.node_status = NodeStatusSetting::Standby;
                 self.checking_peers = false;
-                if was.state == State::Active && self.durable.fenced.is_none() {
+                let enabled = self.durable.config.enabled;
+                // Outside the HA group a mode is only a setting (the guide's upgrade makes the
+                // Secondary Primary for a while): no ballot is taken.
+                if !enabled || (was.state == State::Active && self.durable.fenced.is_none()) {
                     self.persist(&mut commands);
                     self.serve(State::Active, &mut commands);
+                    let epoch = self.durable.epoch;
                     log(
                         &mut commands,
                         Level::Info,
-                        format!(
-                            "failover mode primary: already Active in epoch {}; mode is Primary",
-                            self.durable.epoch
-                        ),
+                        if enabled {
+                            format!(
+                                "failover mode primary: already Active in epoch {epoch}; mode is \
+                                 Primary"
+                            )
+                        } else {
+                            format!(
+                                "failover mode primary with HA disabled: mode is Primary; this \
+                                 node serves standalone in epoch {epoch} and takes no ballot"
+                            )
+                        },
                     );
                 } else {
                     self.promote(
