@@ -296,10 +296,14 @@ impl Cluster {
 
     fn insert(&mut self, member: Member) {
         self.members.insert(member.node_id.clone(), member);
+        // The holder of the newest claim is never the one dropped: forgetting it would let an
+        // older ballot serve again.
+        let newest = self.newest_claim().map(|(ballot, _)| ballot.node_id);
         while self.members.len() > KNOWN_NODES_MAX {
             let oldest = self
                 .members
                 .values()
+                .filter(|member| Some(&member.node_id) != newest.as_ref())
                 .min_by_key(|member| member.seen_at_monotonic_ms)
                 .map(|member| member.node_id.clone());
             match oldest {

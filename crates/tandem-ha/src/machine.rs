@@ -473,6 +473,9 @@ struct PeerCheck {
     in_flight: bool,
     started_at_ms: u64,
     next_at_ms: u64,
+    /// Peers that answered, and that did not, in this round.
+    answered: usize,
+    unanswered: usize,
 }
 
 fn log(commands: &mut Vec<Command>, level: Level, message: impl Into<String>) {
@@ -920,6 +923,7 @@ impl Controller {
             Event::HeartbeatFailed { reason } => self.heartbeat_failed(now, reason, &mut commands),
             Event::PeerSeen(peer) => self.observe_peer(now, peer, Contact::Inbound, &mut commands),
             Event::PeerAnswered { address, view } => {
+                self.peer_check.answered += 1;
                 let sent_at_ms = self.peer_check.started_at_ms;
                 let contact = Contact::Check {
                     address,
@@ -928,6 +932,7 @@ impl Controller {
                 self.observe_peer(now, view, contact, &mut commands)
             }
             Event::PeerUnreachable { address, reason } => {
+                self.peer_check.unanswered += 1;
                 self.cluster.unreachable(&address, &reason, now.into())
             }
             Event::PeersChecked => self.peers_checked(now, &mut commands),

@@ -77,8 +77,14 @@ impl Controller {
         {
             return;
         }
+        self.start_peer_check(now, commands);
+    }
+
+    fn start_peer_check(&mut self, now: Now, commands: &mut Vec<Command>) {
         self.peer_check.in_flight = true;
         self.peer_check.started_at_ms = now.monotonic_ms;
+        self.peer_check.answered = 0;
+        self.peer_check.unanswered = 0;
         commands.push(Command::CheckPeers);
     }
 
@@ -91,12 +97,21 @@ impl Controller {
             .is_some_and(|frozen| frozen >= self.peer_check.started_at_ms)
         {
             // Answers from before the freeze say nothing of now: ask again.
-            self.peer_check.in_flight = true;
-            self.peer_check.started_at_ms = now.monotonic_ms;
-            commands.push(Command::CheckPeers);
+            self.start_peer_check(now, commands);
             return;
         }
         if !self.checking_peers {
+            return;
+        }
+        if self.frozen_pending && self.peer_check.answered == 0 && self.peer_check.unanswered > 0 {
+            // After a freeze, silence proves nothing: another node may have taken over behind
+            // it. Stay Not Available and ask again next interval.
+            log(
+                commands,
+                Level::Warn,
+                "no trusted peer answered since this node was frozen: it stays Not Available \
+                 until one does (it cannot tell whether another node took over meanwhile)",
+            );
             return;
         }
         self.checking_peers = false;
@@ -143,9 +158,7 @@ impl Controller {
         self.checking_peers = true;
         self.serve(State::NotAvailable, commands);
         if !self.peer_check.in_flight {
-            self.peer_check.in_flight = true;
-            self.peer_check.started_at_ms = now.monotonic_ms;
-            commands.push(Command::CheckPeers);
+            self.start_peer_check(now, commands);
         }
     }
 
@@ -263,6 +276,10 @@ impl Controller {
             .collect();
         if new.is_empty() {
             return;
+        }
+        if self.trust_warned.len() + new.len() > crate::cluster::KNOWN_NODES_MAX {
+            // Bounded like the view itself: nodes long gone may be warned about again.
+            self.trust_warned.clear();
         }
         self.trust_warned.extend(new);
         for warning in self.trust_warnings() {

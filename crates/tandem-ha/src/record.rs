@@ -32,6 +32,10 @@ pub struct RecordRequest {
     pub primary: Ballot,
     /// The asking node's name, for the record and the logs.
     pub node: String,
+    /// Which fallback of that Primary a `Degrade` starts and a `Recover` ends (the head when it
+    /// began): a late `Recover` of an earlier fallback must not clear a later one.
+    #[serde(default)]
+    pub generation: i64,
 }
 
 /// A witness's answer.
@@ -44,12 +48,19 @@ pub struct RecordAnswer {
     pub reason: String,
 }
 
+/// A `Recover` with this generation clears the Primary's fallback record whatever its
+/// generation: sent by a Primary that restarted and cannot know it (a crash while it had fallen
+/// back leaves the record standing).
+pub const RECOVER_ANY_GENERATION: i64 = -1;
+
 /// What a witness remembers (durably: the traffic controller keeps it in its state file).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Record {
     Degraded {
         primary: Ballot,
+        #[serde(default)]
+        generation: i64,
         by: String,
         at_ms: i64,
     },
@@ -84,28 +95,53 @@ impl Register {
             reason: String::new(),
         };
         let primary = &request.primary;
+        let degraded = |request: &RecordRequest| Record::Degraded {
+            primary: request.primary.clone(),
+            generation: request.generation,
+            by: request.node.clone(),
+            at_ms: now_ms,
+        };
         match (request.record, &self.record) {
-            (RecordKind::Degrade, Some(Record::Promoting { over, by, .. })) if over >= primary => {
+            // Every request about an older ballot than the one recorded is stale: it comes from
+            // a superseded Primary, or arrived late.
+            (RecordKind::Degrade, Some(Record::Promoting { over, by, at_ms }))
+                if over >= primary =>
+            {
                 refuse(format!(
-                    "{by} already took over from {over}: this Primary must not acknowledge \
-                     writes without it"
+                    "{by} recorded at {at_ms} (ms since 1970) its promotion over {over}: this \
+                     Primary must not acknowledge writes without it"
                 ))
             }
-            (RecordKind::Degrade, Some(Record::Degraded { primary: held, .. }))
-                if held == primary =>
-            {
-                (false, grant)
+            (
+                RecordKind::Degrade,
+                Some(Record::Degraded {
+                    primary: held, by, ..
+                }),
+            ) if held > primary => {
+                refuse(format!("{by}, a newer Primary ({held}), holds the record"))
             }
+            (
+                RecordKind::Degrade,
+                Some(Record::Degraded {
+                    primary: held,
+                    generation,
+                    ..
+                }),
+            ) if held == primary && *generation == request.generation => (false, grant),
             (RecordKind::Degrade, _) => {
-                self.record = Some(Record::Degraded {
-                    primary: primary.clone(),
-                    by: request.node.clone(),
-                    at_ms: now_ms,
-                });
+                self.record = Some(degraded(request));
                 (true, grant)
             }
-            (RecordKind::Recover, Some(Record::Degraded { primary: held, .. }))
-                if held == primary =>
+            (
+                RecordKind::Recover,
+                Some(Record::Degraded {
+                    primary: held,
+                    generation,
+                    ..
+                }),
+            ) if held == primary
+                && (*generation == request.generation
+                    || request.generation == RECOVER_ANY_GENERATION) =>
             {
                 self.record = None;
                 (true, grant)
@@ -117,11 +153,17 @@ impl Register {
                     primary: held,
                     by,
                     at_ms,
+                    ..
                 }),
             ) if held >= primary => refuse(format!(
                 "{by} (the Primary, {held}) recorded at {at_ms} (ms since 1970) that it \
                      acknowledges writes without its Standby: this node may lack them"
             )),
+            (RecordKind::Promote, Some(Record::Promoting { over, by, .. })) if over > primary => {
+                refuse(format!(
+                    "{by} recorded a promotion over a newer ballot ({over}) than {primary}"
+                ))
+            }
             (RecordKind::Promote, Some(Record::Promoting { over, .. })) if over == primary => {
                 (false, grant)
             }
@@ -149,6 +191,7 @@ mod tests {
                     record,
                     primary: Ballot::new(epoch, "id-a"),
                     node: node.into(),
+                    generation: 7,
                 },
             )
             .1
@@ -167,7 +210,7 @@ mod tests {
         // Now the old Primary may not go on without its Standby.
         let refused = ask(&mut register, RecordKind::Degrade, 3, "node-a");
         assert!(
-            !refused.granted && refused.reason.contains("node-b already took over"),
+            !refused.granted && refused.reason.contains("node-b recorded at"),
             "{}",
             refused.reason
         );
@@ -182,6 +225,7 @@ mod tests {
             record: RecordKind::Degrade,
             primary: Ballot::new(3, "id-a"),
             node: "node-a".into(),
+            generation: 7,
         };
         assert!(register.request(1, &request).0);
         assert!(!register.request(2, &request).0);
@@ -194,5 +238,48 @@ mod tests {
         };
         assert!(register.request(3, &other).1.granted);
         assert!(register.record.is_some());
+    }
+
+    #[test]
+    fn stale_requests_about_older_ballots_or_earlier_fallbacks_change_nothing() {
+        let mut register = Register::default();
+        let request = |record, epoch, generation| RecordRequest {
+            record,
+            primary: Ballot::new(epoch, "id-a"),
+            node: "node".into(),
+            generation,
+        };
+        assert!(
+            register
+                .request(1, &request(RecordKind::Degrade, 4, 10))
+                .1
+                .granted
+        );
+        // A superseded Primary's late fallback does not replace the newer one's record.
+        let (changed, answer) = register.request(2, &request(RecordKind::Degrade, 3, 99));
+        assert!(!changed && !answer.granted, "{answer:?}");
+        // A late recover of an earlier fallback clears nothing.
+        register.request(3, &request(RecordKind::Recover, 4, 9));
+        assert!(
+            !register
+                .request(4, &request(RecordKind::Promote, 4, 0))
+                .1
+                .granted
+        );
+        // The matching one does.
+        register.request(5, &request(RecordKind::Recover, 4, 10));
+        assert!(
+            register
+                .request(6, &request(RecordKind::Promote, 4, 0))
+                .1
+                .granted
+        );
+        // A promotion over an older ballot than one recorded is refused.
+        assert!(
+            !register
+                .request(7, &request(RecordKind::Promote, 3, 0))
+                .1
+                .granted
+        );
     }
 }

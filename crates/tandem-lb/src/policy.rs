@@ -324,6 +324,8 @@ pub struct Policy {
     hold: Option<Hold>,
     /// The witness's one register for synchronous replication (see [`Policy::record`]).
     register: tandem_ha::record::Register,
+    /// The last `Remember` was not saved: the next one is emitted whatever changed.
+    memory_unsaved: bool,
     dual_active: Option<DualActive>,
     /// The active backend left the HA group and that was logged (rule 5, once).
     #[serde(skip)]
@@ -360,6 +362,7 @@ impl Policy {
             highest_claim: None,
             hold: None,
             register: tandem_ha::record::Register::default(),
+            memory_unsaved: false,
             dual_active: None,
             standalone_warned: false,
             remembered: Memory::default(),
@@ -505,6 +508,19 @@ impl Policy {
         }
         self.remember(&mut commands);
         (answer, commands)
+    }
+
+    /// The witness's register now (to undo a record whose `Remember` was not saved).
+    pub fn register(&self) -> &tandem_ha::record::Register {
+        &self.register
+    }
+
+    /// The state file could not be written: the record made in memory is undone (granting it
+    /// unsaved could let a restarted controller grant the opposite), and the next change is
+    /// written whatever it is.
+    pub fn memory_not_saved(&mut self, register_before: tandem_ha::record::Register) {
+        self.register = register_before;
+        self.memory_unsaved = true;
     }
 
     /// Witness answer (PRODUCT.md, witness-guarded promotion): whether the controller still
@@ -1150,7 +1166,8 @@ impl Policy {
     /// Emits [`Command::Remember`] first in `commands` when the memory changed.
     fn remember(&mut self, commands: &mut Vec<Command>) {
         let memory = self.memory();
-        if memory != self.remembered {
+        if self.memory_unsaved || memory != self.remembered {
+            self.memory_unsaved = false;
             self.remembered = memory.clone();
             commands.insert(0, Command::Remember(memory));
         }

@@ -723,8 +723,10 @@ async fn witness_record(
         }
     };
     let mut policy = shared.policy();
+    let before = policy.register().clone();
     let (answer, commands) = policy.record(now_ms(), &request);
     if let Err(error) = shared.apply(commands) {
+        policy.memory_not_saved(before);
         return (
             StatusCode::OK,
             axum::Json(json!({

@@ -172,6 +172,7 @@ mod tests {
             }),
             synchronous: Some(tandem_ha::record::Record::Degraded {
                 primary: Ballot::new(2, "b-1"),
+                generation: 41,
                 by: "node-b".into(),
                 at_ms: 1_700_000_000_000,
             }),

@@ -113,7 +113,7 @@ enum Input {
     /// The witnesses answered a record about this node's own ballot.
     Recorded {
         record: tandem_ha::record::RecordKind,
-        target: i64,
+        generation: i64,
         outcome: crate::witness::Recorded,
     },
     Configure {
@@ -245,6 +245,25 @@ impl HaLink for HaHandle {
     }
 }
 
+/// This node's own records at the witnesses, as a Primary of synchronous replication with the
+/// continuous fallback.
+#[derive(Debug, Default)]
+struct Records {
+    /// A request is out: one at a time, so a late answer never overtakes a newer request.
+    in_flight: bool,
+    /// The generation of the fallback the witnesses recorded and not yet cleared.
+    fallback: Option<i64>,
+    /// The highest position acknowledged without the Standby's confirmation: the record is
+    /// cleared only once the Standby holds it.
+    unconfirmed_max: i64,
+    /// After a start: clear any record of this ballot a crash left standing, once in step.
+    recover_at_start: bool,
+    /// Not before (after a refusal or no answer).
+    retry_at: Option<Instant>,
+    /// A refusal was logged (once per episode).
+    refusal_logged: bool,
+}
+
 /// A switchover in progress on the Active node that hands over.
 struct Hold {
     initiator: String,
@@ -346,13 +365,12 @@ pub struct HaRuntime {
     unconfirmed_since: Option<(Instant, i64)>,
     /// Sends the notifications Notify On selects, off the controller's path.
     mailer: Mailer,
-    /// A freeze of this process was reported to the controller and not cleared yet.
-    frozen_reported: bool,
-    /// Synchronous fallback with records: the head whose fallback the witnesses are asked to
-    /// record now, when not to ask again before, and whether a refusal was logged.
-    degrade_recording: Option<i64>,
-    degrade_retry_at: Option<Instant>,
-    degrade_refusal_logged: bool,
+    /// The freezes of this process reported to the controller so far (their generation), and
+    /// whether that generation was reported at all.
+    frozen_reported: u64,
+    frozen_seen: bool,
+    /// Synchronous replication's fallback records at the witnesses (`tandem_ha::record`).
+    records: Records,
     /// Open sessions of the periodic peer checks, by address (each used by one check at a time:
     /// checks never overlap).
     peer_sessions: Arc<std::sync::Mutex<std::collections::HashMap<String, Session>>>,
@@ -425,11 +443,13 @@ impl HaRuntime {
             sync_degraded_reported: false,
             unconfirmed_since: None,
             mailer,
-            frozen_reported: false,
+            frozen_reported: 0,
+            frozen_seen: false,
             peer_sessions: Arc::default(),
-            degrade_recording: None,
-            degrade_retry_at: None,
-            degrade_refusal_logged: false,
+            records: Records {
+                recover_at_start: true,
+                ..Records::default()
+            },
         };
         (runtime, handle)
     }
@@ -483,9 +503,9 @@ impl HaRuntime {
                 Input::HoldExpired { initiator } => self.hold_expired(initiator).await,
                 Input::Recorded {
                     record,
-                    target,
+                    generation,
                     outcome,
-                } => self.recorded(record, target, outcome).await,
+                } => self.recorded(record, generation, outcome).await,
                 Input::Event(event) => {
                     if matches!(
                         event,
@@ -802,8 +822,7 @@ impl HaRuntime {
                 Ok(())
             }
             Command::ClearFrozen => {
-                self.frozen_reported = false;
-                self.state.db.clear_frozen();
+                self.state.db.clear_frozen_through(self.frozen_reported);
                 Ok(())
             }
             Command::SendHeartbeat { to } => {
@@ -1089,7 +1108,17 @@ impl HaRuntime {
         let local = self.state.local.clone();
         let sessions = self.peer_sessions.clone();
         async move {
-            let hosts = local.database().read(trust::list).await.unwrap_or_default();
+            let hosts = match local.database().read(trust::list).await {
+                Ok(hosts) => hosts,
+                Err(error) => {
+                    // Not "no peers": a check that asked nobody proves nothing.
+                    tracing::error!(%error, "cannot read the Trusted Hosts for a peer check");
+                    return vec![Event::PeerUnreachable {
+                        address: "Trusted Hosts".into(),
+                        reason: format!("cannot read the Trusted Hosts: {error}"),
+                    }];
+                }
+            };
             let mut asks = tokio::task::JoinSet::new();
             for host in hosts {
                 let replication = replication.clone();
@@ -1120,13 +1149,20 @@ impl HaRuntime {
     /// checked before every input, so a heartbeat result that timed out during the freeze is
     /// judged knowing it.
     async fn check_frozen(&mut self) {
-        if self.frozen_reported {
-            return;
-        }
         let Some(gap_ms) = self.state.db.frozen_ms() else {
             return;
         };
-        self.frozen_reported = true;
+        // Every new freeze is reported, also one during the peer check after another (its
+        // answers would be from before it). A freeze still in progress (the beat is overdue, not
+        // yet marked) is reported once; its mark then raises the generation and reports again.
+        let generation = self.state.db.freeze_generation();
+        if generation < self.frozen_reported
+            || (generation == self.frozen_reported && self.frozen_seen)
+        {
+            return;
+        }
+        self.frozen_reported = generation;
+        self.frozen_seen = true;
         let commands = self
             .controller
             .handle(self.clock.now(), Event::Frozen { gap_ms });
@@ -1209,12 +1245,14 @@ impl HaRuntime {
 
     /// Asks the witnesses to record `record` about this node's own ballot; the outcome comes
     /// back as [`Input::Recorded`].
-    fn record_own(&self, record: tandem_ha::record::RecordKind, target: i64) {
+    fn record_own(&mut self, record: tandem_ha::record::RecordKind, generation: i64) {
+        self.records.in_flight = true;
         let config = self.controller.durable().config.clone();
         let request = tandem_ha::record::RecordRequest {
             record,
             primary: tandem_ha::ballot::Ballot::new(self.controller.epoch(), self.node_id.clone()),
             node: self.state.node_name.clone(),
+            generation,
         };
         let inputs = self.sender.clone();
         tokio::spawn(async move {
@@ -1222,7 +1260,7 @@ impl HaRuntime {
             let _ = inputs
                 .send(Input::Recorded {
                     record,
-                    target,
+                    generation,
                     outcome,
                 })
                 .await;
@@ -1233,56 +1271,115 @@ impl HaRuntime {
     async fn recorded(
         &mut self,
         record: tandem_ha::record::RecordKind,
-        target: i64,
+        generation: i64,
         outcome: crate::witness::Recorded,
     ) {
         use crate::witness::Recorded;
         use std::sync::atomic::Ordering;
         use tandem_ha::record::RecordKind;
-        if record != RecordKind::Degrade {
-            if let Recorded::Refused(reason) = outcome {
-                self.log(
-                    Level::Warn,
-                    &format!(
-                        "the witnesses did not clear this node's fallback record ({reason}); a \
-                         later automatic promotion of its Standby stays held until they do"
-                    ),
-                )
-                .await;
-            }
-            return;
-        }
-        self.degrade_recording = None;
-        match outcome {
-            Recorded::Granted | Recorded::Unsupported => {
-                if self.controller.status().state == State::Active {
+        self.records.in_flight = false;
+        let refusal = match outcome {
+            Recorded::Granted => None,
+            Recorded::Refused(reason) => Some(reason),
+            // Falling back without a record would let the Standby promote over writes it lacks:
+            // a witness that keeps none (often a mistyped URL) is a refusal here.
+            Recorded::Unsupported => Some(
+                "no witness keeps records (each answered 404 or 405): check the witness URLs; \
+                 the traffic controller's is http://HOST:PORT/witness/primary"
+                    .to_owned(),
+            ),
+        };
+        let Some(reason) = refusal else {
+            match record {
+                RecordKind::Degrade if self.controller.status().state == State::Active => {
+                    self.records.fallback = Some(generation);
                     let _ = self.sync_degraded.compare_exchange(
                         0,
-                        target,
+                        generation,
                         Ordering::AcqRel,
                         Ordering::Acquire,
                     );
                     // Writes waiting for the Standby see the fallback now.
                     self.state.db.set_ack_gate(self.ack_gate());
                 }
-            }
-            Recorded::Refused(reason) => {
-                self.degrade_retry_at = Some(Instant::now() + DEGRADE_RECORD_RETRY);
-                if !self.degrade_refusal_logged {
-                    self.degrade_refusal_logged = true;
-                    self.log(
-                        Level::Error,
-                        &format!(
-                            "synchronous replication cannot fall back: the witnesses did not \
-                             record that this node acknowledges writes without its Standby \
-                             ({reason}); writes wait for the Standby, as with \
-                             --if-standby-lost block, and the record is asked again every {} s",
-                            DEGRADE_RECORD_RETRY.as_secs()
-                        ),
-                    )
-                    .await;
+                RecordKind::Degrade => self.records.fallback = Some(generation),
+                RecordKind::Recover => {
+                    self.records.fallback = None;
+                    self.records.unconfirmed_max = 0;
+                    self.records.recover_at_start = false;
                 }
+                RecordKind::Promote => {}
             }
+            self.records.retry_at = None;
+            self.records.refusal_logged = false;
+            return;
+        };
+        self.records.retry_at = Some(Instant::now() + DEGRADE_RECORD_RETRY);
+        if self.records.refusal_logged {
+            return;
+        }
+        self.records.refusal_logged = true;
+        let message = match record {
+            RecordKind::Degrade => format!(
+                "synchronous replication cannot fall back: the witnesses did not record that this \
+                 node acknowledges writes without its Standby ({reason}); writes wait for the \
+                 Standby, as with --if-standby-lost block, and the record is asked again every {} s",
+                DEGRADE_RECORD_RETRY.as_secs()
+            ),
+            _ => format!(
+                "the witnesses did not clear this node's fallback record ({reason}); asked again \
+                 every {} s (until they do, an automatic promotion of its Standby is held)",
+                DEGRADE_RECORD_RETRY.as_secs()
+            ),
+        };
+        self.log(Level::Error, &message).await;
+    }
+
+    /// With records: asks the witnesses to record the fallback once the head waited out the
+    /// timeout, and to clear it once the Standby holds every write acknowledged without it (or,
+    /// after a start, whatever record of this ballot a crash left). One request at a time, and
+    /// never because the node stopped being Active: only the Standby's confirmation clears it.
+    fn drive_records(&mut self, timed_out_target: Option<i64>, degraded: bool, acked: i64) {
+        use tandem_ha::record::{RECOVER_ANY_GENERATION, RecordKind};
+        let head = self.state.db.head_seq();
+        if degraded || self.sync_degraded_reported {
+            // Every write acknowledged while degraded (up to the tick that sees it end) is at
+            // or below the head now.
+            self.records.unconfirmed_max = self.records.unconfirmed_max.max(head);
+        }
+        let may_ask = !self.records.in_flight
+            && self
+                .records
+                .retry_at
+                .is_none_or(|retry_at| Instant::now() >= retry_at);
+        if !may_ask {
+            return;
+        }
+        if let Some(target) = timed_out_target
+            && !degraded
+        {
+            match self.records.fallback {
+                // The earlier fallback's record still stands (the Standby had not confirmed
+                // everything yet): falling back again needs no new one.
+                Some(_) => {
+                    let _ = self.sync_degraded.compare_exchange(
+                        0,
+                        target,
+                        std::sync::atomic::Ordering::AcqRel,
+                        std::sync::atomic::Ordering::Acquire,
+                    );
+                    self.state.db.set_ack_gate(self.ack_gate());
+                }
+                None => self.record_own(RecordKind::Degrade, target),
+            }
+        } else if let Some(generation) = self.records.fallback
+            && !degraded
+            && acked >= self.records.unconfirmed_max
+        {
+            self.record_own(RecordKind::Recover, generation);
+        } else if self.records.recover_at_start && self.records.fallback.is_none() && acked >= head
+        {
+            self.record_own(RecordKind::Recover, RECOVER_ANY_GENERATION);
         }
     }
 
@@ -1322,26 +1419,24 @@ impl HaRuntime {
             _ if acked < head => Some((Instant::now(), head)),
             _ => None,
         };
-        if let (Some((since, target)), Some(limit)) = (self.unconfirmed_since, gate.wait_max)
-            && since.elapsed() >= limit
-            && self.state.db.frozen_ms().is_none()
-        {
-            if !gate.record_required {
-                let _ =
-                    gate.degraded
-                        .compare_exchange(0, target, Ordering::AcqRel, Ordering::Acquire);
-            } else if self.degrade_recording.is_none()
-                && gate.degraded.load(Ordering::Acquire) == 0
-                && self
-                    .degrade_retry_at
-                    .is_none_or(|retry_at| Instant::now() >= retry_at)
+        let timed_out = match (self.unconfirmed_since, gate.wait_max) {
+            (Some((since, target)), Some(limit))
+                if since.elapsed() >= limit && self.state.db.frozen_ms().is_none() =>
             {
-                self.degrade_recording = Some(target);
-                self.record_own(tandem_ha::record::RecordKind::Degrade, target);
+                Some(target)
             }
+            _ => None,
+        };
+        if let (Some(target), false) = (timed_out, gate.record_required) {
+            let _ = gate
+                .degraded
+                .compare_exchange(0, target, Ordering::AcqRel, Ordering::Acquire);
         }
         // Writes clear it too, but only writes that come; without them the alarm would stay.
         let degraded = gate.still_degraded();
+        if gate.record_required {
+            self.drive_records(timed_out, degraded, acked);
+        }
         self.report_synchronous(degraded).await;
     }
 
@@ -1351,14 +1446,6 @@ impl HaRuntime {
             return;
         }
         self.sync_degraded_reported = degraded;
-        if !degraded {
-            self.degrade_refusal_logged = false;
-            self.degrade_retry_at = None;
-            if self.records_needed() {
-                // The Standby confirms every write again: its promotion may be recorded later.
-                self.record_own(tandem_ha::record::RecordKind::Recover, 0);
-            }
-        }
         let message = if degraded {
             let timeout = self.controller.durable().config.synchronous_timeout;
             format!(
@@ -1509,6 +1596,7 @@ impl HaRuntime {
                         record: tandem_ha::record::RecordKind::Promote,
                         primary: over,
                         node,
+                        generation: 0,
                     };
                     match crate::witness::record_at_witnesses(&config, &request).await {
                         crate::witness::Recorded::Granted => PromotionRecord::Granted,

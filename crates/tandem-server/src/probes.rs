@@ -10,8 +10,17 @@ use tandem_ha::ProbeAnswer;
 /// A guide probe's answer, with the node's ballot in the `Tandem-Ballot` header (the body
 /// stays the guide's, byte for byte).
 fn answer(state: &AppState, probe: ProbeAnswer) -> impl IntoResponse + use<> {
+    let mut header = state.ballot_header();
+    if state.db.frozen_ms().is_some()
+        && let Ok(text) = header.to_str()
+        && let Ok(frozen) =
+            axum::http::HeaderValue::from_str(&text.replace("state=active", "state=not-available"))
+    {
+        // As the body says: Not Available until the controller has dealt with the freeze.
+        header = frozen;
+    }
     (
-        [(tandem_ha::ballot::BALLOT_HEADER, state.ballot_header())],
+        [(tandem_ha::ballot::BALLOT_HEADER, header)],
         respond(probe.healthy, probe.body),
     )
 }

@@ -330,9 +330,15 @@ impl Database {
         self.shared.freeze.frozen_ms()
     }
 
-    /// The freeze was dealt with (the HA controller checked its peers, or is not Active).
-    pub fn clear_frozen(&self) {
-        self.shared.freeze.clear();
+    /// How many freezes of this process were marked so far.
+    pub fn freeze_generation(&self) -> u64 {
+        self.shared.freeze.generation()
+    }
+
+    /// The freezes up to `generation` were dealt with (the HA controller checked its peers, or
+    /// is not Active); a later one stays marked.
+    pub fn clear_frozen_through(&self, generation: u64) {
+        self.shared.freeze.clear_through(generation);
     }
 
     /// Synchronous replication: installs (or removes) the rule that writes wait for a Standby.

@@ -27,6 +27,8 @@ pub struct FreezeMark {
     threshold_ms: AtomicU64,
     /// The longest gap seen since the mark was last cleared (ms); 0: none.
     gap_ms: AtomicU64,
+    /// Counts the freezes marked: a clear covers only those its caller dealt with.
+    generation: AtomicU64,
 }
 
 impl FreezeMark {
@@ -55,15 +57,27 @@ impl FreezeMark {
         (overdue >= threshold).then_some(overdue)
     }
 
-    /// The freeze was dealt with.
-    pub fn clear(&self) {
-        self.gap_ms.store(0, Ordering::Release);
+    /// How many freezes were marked so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The freezes up to `generation` were dealt with; a later one stays marked.
+    pub fn clear_through(&self, generation: u64) {
+        let gap = self.gap_ms.load(Ordering::Acquire);
+        if self.generation.load(Ordering::Acquire) <= generation {
+            // Only if no freeze was marked meanwhile (it would have raised the generation).
+            let _ = self
+                .gap_ms
+                .compare_exchange(gap, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
     }
 
     fn mark(&self, gap_ms: u64) {
         let threshold = self.threshold_ms.load(Ordering::Acquire);
         if threshold > 0 && gap_ms >= threshold {
             self.gap_ms.fetch_max(gap_ms, Ordering::AcqRel);
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
@@ -163,7 +177,10 @@ mod tests {
         mark.mark(80);
         mark.mark(60);
         assert_eq!(mark.frozen_ms(), Some(80), "the longest gap is kept");
-        mark.clear();
+        // A clear that dealt with an earlier generation leaves a later freeze marked.
+        mark.clear_through(mark.generation() - 1);
+        assert_eq!(mark.frozen_ms(), Some(80));
+        mark.clear_through(mark.generation());
         assert_eq!(mark.frozen_ms(), None);
         mark.mark(70);
         mark.set_threshold(None);
@@ -196,7 +213,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(mark.frozen_ms().is_some());
-        mark.clear();
+        mark.clear_through(mark.generation());
         std::thread::sleep(BEAT_INTERVAL * 3);
         assert_eq!(mark.frozen_ms(), None);
     }
