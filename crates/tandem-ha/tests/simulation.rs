@@ -28,11 +28,16 @@
 //!   crashes in the middle of carrying out a step's commands, partitions and heals, message
 //!   loss, wall-clock jumps (the monotonic clock restarts at 0 with each process), and rare
 //!   operator actions done as the README says: failback (`failover sync` from the Active node,
-//!   `failover mode primary` on the returned node, `failover mode secondary` on the other) and
-//!   making a fenced node a Standby (`failover mode secondary`), and Run Sync Now on a Standby.
-//! - **Load balancer** (deploy/haproxy): sends traffic to the pinned node; moves only when the
-//!   pinned node fails `LB_FALL_PROBES` status probes in a row (stopped, cut off, or not Active)
-//!   and another node passes; never moves back by itself.
+//!   `failover mode primary --force` on the returned node, `failover mode secondary` on the
+//!   other), making a fenced node a Standby (`failover mode secondary`), Run Sync Now on a
+//!   Standby, promoting a Standby by hand (refused while another node is seen Active), and the
+//!   guide's upgrade window (HA disabled on a Standby, enabled again later). Every view a node
+//!   sends carries its gossip of the others.
+//! - **Load balancer** (a model of `tandem lb`): sends traffic to the pinned node; moves only
+//!   when the pinned node fails `LB_FALL_PROBES` status probes in a row (stopped, cut off, or not
+//!   Active) and another node of the HA group passes; never moves back by itself. It is
+//!   restarted at random, half the time without its state file (then it routes to the newest
+//!   claim that passes).
 //!
 //! Then everything heals for `STABILIZE_MS`: no partition, no loss, no slow message, every node
 //! up, no operator.
@@ -513,6 +518,7 @@ struct Tally {
     failbacks: u64,
     fenced_made_standby: u64,
     upgrade_windows: u64,
+    lb_restarts: u64,
     syncs_now: u64,
     manual_promotions: u64,
     crashes: u64,
@@ -537,6 +543,7 @@ impl Tally {
         self.fences += other.fences;
         self.failbacks += other.failbacks;
         self.upgrade_windows += other.upgrade_windows;
+        self.lb_restarts += other.lb_restarts;
         self.fenced_made_standby += other.fenced_made_standby;
         self.syncs_now += other.syncs_now;
         self.manual_promotions += other.manual_promotions;
@@ -1221,9 +1228,46 @@ impl World {
                 self.note(|| format!("{}'s wall clock jumps {jump} ms", NAMES[node]));
             }
             80..=87 => self.operator()?,
+            88..=91 => self.restart_lb(),
             _ => {}
         }
         Ok(())
+    }
+
+    /// `tandem lb` killed and restarted: its probe counts start again. With its state file it
+    /// keeps its route; without it (lost, or a new controller), its first route is the newest
+    /// claim among the nodes of the HA group that pass the status probe, as the real policy's.
+    fn restart_lb(&mut self) {
+        self.tally.lb_restarts += 1;
+        for failed in &mut self.lb.failed_probes {
+            *failed = 0;
+        }
+        if !self.rng.permille(500) {
+            self.note(|| "load balancer restarts with its state file".to_owned());
+            return;
+        }
+        let lb = self.lb_place();
+        let newest = (0..self.nodes.len())
+            .filter(|&node| {
+                self.up(node)
+                    && self.linked(lb, node)
+                    && self.nodes[node].served.state == State::Active
+                    && self.nodes[node]
+                        .controller
+                        .as_ref()
+                        .is_some_and(|c| c.status().ha_enabled)
+            })
+            .max_by_key(|&node| (self.nodes[node].served.epoch, IDS[node]));
+        if let Some(newest) = newest {
+            self.lb.pinned = newest;
+        }
+        let pinned = self.lb.pinned;
+        self.note(|| {
+            format!(
+                "load balancer restarts without its state file: routes to {}",
+                NAMES[pinned]
+            )
+        });
     }
 
     /// An operator following the README, acting on what `tandem ha status` shows.
