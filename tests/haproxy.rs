@@ -2,7 +2,8 @@
 //! environment variables the file reads) in front of two real `tandem` processes on loopback:
 //! device traffic follows the Secondary once it promotes, never goes back to the old Primary by
 //! itself (not even across a reload), and moves back when the operator clears the stick table
-//! through the runtime API.
+//! through the runtime API. HAProxy also terminates TLS in front of `tandem lb`'s witness, for
+//! a Secondary whose witness is `https://`.
 //!
 //! Needs Debian's `haproxy` (on PATH or in /usr/sbin). Without it each test prints why it is
 //! skipped, or fails when `TANDEM_REQUIRE_ALL=1` (as under `scripts/test`, which installs it).
@@ -423,4 +424,134 @@ fn after_the_failback_traffic_stays_on_the_secondary_until_the_operator_resumes(
     haproxy.wait_for("tandem_nodes", "secondary", false);
     haproxy.wait_for("tandem_ha_watch", "secondary", true);
     haproxy.assert_served_by("node-a");
+}
+
+/// Debian's HAProxy terminating TLS in front of `tandem lb`'s admin listener: an `https://`
+/// witness, as an operator would put one on the network. Its certificate is a fresh
+/// self-signed one; nodes pin it.
+struct HttpsWitness {
+    _temp: tempfile::TempDir,
+    child: Child,
+    url: String,
+    pin: String,
+}
+
+impl HttpsWitness {
+    fn start(program: &Path, lb_admin: &str) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let issued = tandem_crypto::ServerCertificate::generate(
+            &["127.0.0.1".to_owned()],
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        let pem = temp.path().join("witness.pem");
+        std::fs::write(
+            &pem,
+            format!("{}{}", issued.certificate_pem, issued.private_key_pem),
+        )
+        .unwrap();
+        let [port] = free_ports::<1>();
+        let config = temp.path().join("witness.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "defaults\n  mode http\n  timeout connect 2s\n  timeout client 5s\n  \
+                 timeout server 5s\nfrontend witness\n  bind 127.0.0.1:{port} ssl crt {}\n  \
+                 default_backend controller\nbackend controller\n  server lb {lb_admin}\n",
+                pem.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(program)
+            .args(["-db", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < STARTUP_DEADLINE,
+                "the TLS witness did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            _temp: temp,
+            child,
+            url: format!("https://127.0.0.1:{port}/witness/primary"),
+            pin: issued.sha256_fingerprint,
+        }
+    }
+}
+
+impl Drop for HttpsWitness {
+    fn drop(&mut self) {
+        kill_9(&mut self.child);
+    }
+}
+
+/// An `https://` witness during a cut link between the nodes, under load: the Secondary asks it
+/// (pinned certificate), it still reaches the Primary, so the Secondary stays Standby; once the
+/// link returns nothing is lost and traffic never moved.
+#[test]
+fn an_https_witness_keeps_the_secondary_standby_when_only_the_link_between_the_nodes_failed() {
+    let Some(program) = haproxy() else {
+        return;
+    };
+    let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+    let link = LinkProxy::start(a.ssh_port);
+    let lb =
+        support::lb::Lb::start(&[("main-primary", &a, "main"), ("main-secondary", &b, "main")]);
+    let witness = HttpsWitness::start(&program, &lb.admin);
+    let primary_at = address(&link);
+    let links = Links {
+        primary_at: &primary_at,
+        secondary_at: &b.endpoint(),
+    };
+    let mut secondary = vec![
+        "--replication",
+        "continuous",
+        "--witness",
+        &witness.url,
+        "--witness-pin",
+        &witness.pin,
+    ];
+    secondary.extend_from_slice(FAST);
+    start_pair(
+        &mut a,
+        &mut b,
+        &links,
+        &["--replication", "continuous"],
+        &secondary,
+    );
+    wait_until(
+        || format!("{:#}", b.status()),
+        || b.status()["follower"]["connected"] == true,
+    );
+    lb.wait_until_active("main-primary");
+    let workload = support::load::Writers::start(lb.device_port, 3, "https-witness");
+    workload.wait_for_more(30, "at the start");
+    link.cut();
+    wait_until(
+        || format!("the Secondary never asked its witness: {:?}", b.ha_log()),
+        || {
+            b.ha_log().iter().any(|(_, _, message)| {
+                message.contains("only the link between this node and the Primary failed")
+            })
+        },
+    );
+    assert_eq!(b.state(), "Standby");
+    assert_eq!(a.state(), "Active");
+    link.restore();
+    let acknowledged = workload.stop();
+    assert_eq!(lb.status()["switches"], 0, "{:#}", lb.status());
+    let on_a = a.labels();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| !on_a.contains(*name))
+        .collect();
+    assert!(lost.is_empty(), "{lost:?}");
 }
