@@ -110,6 +110,11 @@ enum Input {
     HoldExpired {
         initiator: Option<PeerView>,
     },
+    /// The peers answered the check made for a refused request; judge it again.
+    Refreshed {
+        events: Vec<Event>,
+        request: Request,
+    },
     /// The witnesses answered a record about this node's own ballot.
     Recorded {
         record: tandem_ha::record::RecordKind,
@@ -243,6 +248,21 @@ impl HaLink for HaHandle {
                 .unwrap_or_else(|_| Err("the HA controller has stopped".into()))
         })
     }
+}
+
+/// An operator's request, kept while the peers are asked before it is judged again.
+// One lives for a peer check, now and then: boxing the configuration would save nothing.
+#[allow(clippy::large_enum_variant)]
+enum Request {
+    Configure {
+        change: ConfigChange,
+        reply: oneshot::Sender<Result<Configured, ConfigError>>,
+    },
+    Operator {
+        command: OperatorCommand,
+        guard: Guard,
+        reply: oneshot::Sender<Result<Snapshot, String>>,
+    },
 }
 
 /// This node's own records at the witnesses, as a Primary of synchronous replication with the
@@ -517,22 +537,77 @@ impl HaRuntime {
                     self.carry_out(commands).await;
                 }
                 Input::Configure { change, reply } => {
-                    let _ = reply.send(self.configure(&change).await);
+                    self.request(Request::Configure { change, reply }, false)
+                        .await
                 }
                 Input::Operator {
                     command,
                     guard,
                     reply,
                 } => {
-                    let _ = reply.send(self.operator(command, guard).await);
+                    let request = Request::Operator {
+                        command,
+                        guard,
+                        reply,
+                    };
+                    self.request(request, false).await
+                }
+                Input::Refreshed { events, request } => {
+                    for event in events {
+                        let commands = self.controller.handle(self.clock.now(), event);
+                        self.carry_out(commands).await;
+                    }
+                    self.request(request, true).await
                 }
             }
         }
     }
 
-    /// Save and Apply. A role change refused for "one Active node" is judged again after asking
-    /// the peers, so a refusal never rests on knowledge older than this moment.
-    async fn configure(&mut self, change: &ConfigChange) -> Result<Configured, ConfigError> {
+    /// An operator's configuration change or role command. One refused for "one Active node"
+    /// may rest on knowledge a moment old: the peers are asked (in a task, so the controller
+    /// keeps ticking) and the request is judged again once they answered, only then finally.
+    async fn request(&mut self, request: Request, refreshed: bool) {
+        let request = match request {
+            Request::Configure { change, reply } => {
+                match self.configure(&change, refreshed).await {
+                    Ok(result) => {
+                        let _ = reply.send(result);
+                        return;
+                    }
+                    Err(()) => Request::Configure { change, reply },
+                }
+            }
+            Request::Operator {
+                command,
+                guard,
+                reply,
+            } => match self.operator(command, guard, refreshed).await {
+                Ok(result) => {
+                    let _ = reply.send(result);
+                    return;
+                }
+                Err(()) => Request::Operator {
+                    command,
+                    guard,
+                    reply,
+                },
+            },
+        };
+        let asking = self.ask_peers();
+        let inputs = self.sender.clone();
+        tokio::spawn(async move {
+            let events = asking.await;
+            let _ = inputs.send(Input::Refreshed { events, request }).await;
+        });
+    }
+
+    /// Save and Apply. `Err(())`: refused for "one Active node" on what this node knew, not yet
+    /// judged again after asking the peers.
+    async fn configure(
+        &mut self,
+        change: &ConfigChange,
+        refreshed: bool,
+    ) -> Result<Result<Configured, ConfigError>, ()> {
         let guard = if change.force {
             Guard::Forced
         } else {
@@ -547,46 +622,39 @@ impl HaRuntime {
                 .with(change)
                 .and_then(|(config, _)| runtime.controller.configure_with(now, config, guard))
         };
-        let mut result = attempt(self);
-        if result
-            .as_ref()
-            .is_err_and(|error| error.to_string().contains("refused: "))
-        {
-            self.refresh_peers().await;
-            result = attempt(self);
-        }
-        let (warnings, commands) = result?;
+        let (warnings, commands) = match attempt(self) {
+            Err(error) if !refreshed && error.to_string().contains("refused: ") => return Err(()),
+            Err(error) => return Ok(Err(error)),
+            Ok(done) => done,
+        };
         self.carry_out(commands).await;
         // Replication settings apply to a running Active node at once.
         if self.controller.status().state == State::Active {
             self.state.db.set_ack_gate(self.ack_gate());
         }
-        Ok(Configured {
+        Ok(Ok(Configured {
             warnings,
             snapshot: self.controller.snapshot(),
-        })
+        }))
     }
 
-    /// `failover mode primary|secondary`, judged again after asking the peers when refused.
+    /// `failover mode primary|secondary`; `Err(())` as for [`Self::configure`].
     async fn operator(
         &mut self,
         command: OperatorCommand,
         guard: Guard,
-    ) -> Result<Snapshot, String> {
-        let mut result = self
+        refreshed: bool,
+    ) -> Result<Result<Snapshot, String>, ()> {
+        let commands = match self
             .controller
-            .operator_with(self.clock.now(), command, guard);
-        if result
-            .as_ref()
-            .is_err_and(|error| error.starts_with("refused: "))
+            .operator_with(self.clock.now(), command, guard)
         {
-            self.refresh_peers().await;
-            result = self
-                .controller
-                .operator_with(self.clock.now(), command, guard);
-        }
-        self.carry_out(result?).await;
-        Ok(self.controller.snapshot())
+            Err(error) if !refreshed && error.starts_with("refused: ") => return Err(()),
+            Err(error) => return Ok(Err(error)),
+            Ok(commands) => commands,
+        };
+        self.carry_out(commands).await;
+        Ok(Ok(self.controller.snapshot()))
     }
 
     /// A switchover step on the node that hands over.
@@ -1133,15 +1201,6 @@ impl HaRuntime {
                 }
             }
             events
-        }
-    }
-
-    /// An operator's role change refused on what this node knew: it may be out of date (a
-    /// peer changed role a moment ago), so the peers are asked now and the change judged again.
-    async fn refresh_peers(&mut self) {
-        for event in self.ask_peers().await {
-            let commands = self.controller.handle(self.clock.now(), event);
-            self.carry_out(commands).await;
         }
     }
 
