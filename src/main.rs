@@ -24,11 +24,14 @@ fn main() -> ExitCode {
 /// records, SQLite pages) with fresh `mmap`s; under check-in load the resulting page faults and
 /// `madvise` calls cost a measurable share of the CPU (BENCHMARKS.md). Raising both thresholds keeps
 /// that memory in the process: the trim threshold bounds what may sit unused (512 MiB on a server
-/// sized for a fleet), the mmap threshold only moves allocations up to 32 MiB into the heap.
+/// sized for a fleet), the mmap threshold only moves allocations up to 16 MiB into the heap. It
+/// stays below an argon2id check's 19 MiB, which is then mapped and returned at once: kept in
+/// the heap, each password-check thread's arena held several of them for good (a wrong-password
+/// flood left a node at 240 MB).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
     const TRIM_THRESHOLD_BYTES: libc::c_int = 512 << 20;
-    const MMAP_THRESHOLD_BYTES: libc::c_int = 32 << 20;
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 16 << 20;
     // SAFETY: mallopt only adjusts allocator parameters; it is called before any thread starts and
     // its failure (a zero return) merely leaves glibc's defaults in place.
     unsafe {

@@ -27,6 +27,8 @@ pub const AUTH_CACHE_ENTRIES_MAX: usize = 1024;
 #[derive(Default)]
 pub struct AuthCache {
     verified: Mutex<HashMap<[u8; 32], Instant>>,
+    /// The bounded pool every argon2 check runs on (see `password_checks`).
+    checks: crate::password_checks::PasswordChecks,
 }
 
 impl AuthCache {
@@ -65,14 +67,22 @@ fn basic_credentials(request: &Request) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-async fn verify(state: &AppState, realm: AccountRealm, user: &str, password: &str) -> bool {
+async fn verify(
+    state: &AppState,
+    realm: AccountRealm,
+    user: &str,
+    password: &str,
+) -> Result<bool, crate::password_checks::Busy> {
     let username = user.to_owned();
     let stored = state
         .db
         .read(move |conn| accounts::password_hash(conn, realm, &username))
         .await;
-    let Ok(Some(hash)) = stored else {
-        return false;
+    let hash = match stored {
+        Ok(Some(hash)) => hash,
+        // No such user: checked all the same, so the answer takes as long as a wrong password's.
+        Ok(None) => return state.auth_cache.checks.verify(password, None).await,
+        Err(_) => return Ok(false),
     };
     let key: [u8; 32] = Sha256::new()
         .chain_update(hash.as_bytes())
@@ -82,17 +92,13 @@ async fn verify(state: &AppState, realm: AccountRealm, user: &str, password: &st
         .into();
     let now = Instant::now();
     if state.auth_cache.contains(&key, now) {
-        return true;
+        return Ok(true);
     }
-    let password = password.to_owned();
-    let verified =
-        tokio::task::spawn_blocking(move || tandem_crypto::verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+    let verified = state.auth_cache.checks.verify(password, Some(hash)).await?;
     if verified {
         state.auth_cache.insert(key, now);
     }
-    verified
+    Ok(verified)
 }
 
 async fn authenticate(
@@ -106,11 +112,26 @@ async fn authenticate(
             "this API needs HTTP Basic authentication with a user from the {realm} users"
         )));
     };
-    if !verify(state, realm, &user, &password).await {
-        tracing::warn!(%user, %realm, "authentication failed");
-        return Err(ApiError::unauthorized(format!(
-            "wrong {realm} user name or password"
-        )));
+    let source = request
+        .extensions()
+        .get::<crate::state::ConnectionInfo>()
+        .map(|info| info.remote.to_string())
+        .unwrap_or_default();
+    match verify(state, realm, &user, &password).await {
+        Ok(true) => {}
+        // `?user`: escaped, so a user name cannot forge log lines.
+        Ok(false) => {
+            tracing::warn!(user = ?user, %realm, %source, "authentication failed");
+            return Err(ApiError::unauthorized(format!(
+                "wrong {realm} user name or password"
+            )));
+        }
+        Err(crate::password_checks::Busy) => {
+            tracing::warn!(user = ?user, %realm, %source, "authentication refused: too many password checks waiting");
+            return Err(ApiError::busy(
+                "too many password checks are waiting; retry in a second",
+            ));
+        }
     }
     request.extensions_mut().insert(Actor(user));
     Ok(next.run(request).await)

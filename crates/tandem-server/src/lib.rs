@@ -17,6 +17,7 @@ mod extract;
 pub mod ha;
 mod listener;
 pub mod notify;
+mod password_checks;
 mod portal;
 mod probes;
 pub mod state;
