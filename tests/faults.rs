@@ -9,9 +9,8 @@
 mod support;
 
 use serde_json::Value;
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use support::check::{divergence_entries, in_exported};
+use support::check::{divergence_entries, in_exported, missing};
 use support::lb::Lb;
 use support::load::Writers;
 use support::node::{FAST, Links, Node, raw, start_pair, wait_until};
@@ -72,16 +71,6 @@ fn pair_behind_lb_with(
     }
     lb.wait_until_active("main-primary");
     (a, b, lb, link)
-}
-
-/// The acknowledged writes whose label `labels` lacks.
-fn missing(acknowledged: &[(String, Instant)], labels: &HashSet<String>) -> Vec<String> {
-    acknowledged
-        .iter()
-        .map(|(name, _)| name)
-        .filter(|name| !labels.contains(*name))
-        .cloned()
-        .collect()
 }
 
 /// For `hold`, checks every 250 ms that A is still Active and B still Standby.

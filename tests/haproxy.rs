@@ -547,11 +547,6 @@ fn an_https_witness_keeps_the_secondary_standby_when_only_the_link_between_the_n
     link.restore();
     let acknowledged = workload.stop();
     assert_eq!(lb.status()["switches"], 0, "{:#}", lb.status());
-    let on_a = a.labels();
-    let lost: Vec<&String> = acknowledged
-        .iter()
-        .map(|(name, _)| name)
-        .filter(|name| !on_a.contains(*name))
-        .collect();
+    let lost = support::check::missing(&acknowledged, &a.labels());
     assert!(lost.is_empty(), "{lost:?}");
 }

@@ -7,9 +7,8 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use support::check::{StatusWatch, divergence_entries, in_exported};
+use support::check::{StatusWatch, divergence_entries, in_exported, missing};
 use support::lb::Lb;
 use support::load::Writers;
 use support::node::{FAST, Links, Node, describe, start_pair, three_servers, wait_until};
@@ -188,13 +187,8 @@ fn data_center_1_returns_once(order: Return, a_trusts_c: bool, run: usize) {
         .flat_map(|node| divergence_entries(node))
         .map(|entry| entry.to_string())
         .collect();
-    let on_c = c.labels();
-    let after_promotion: Vec<&String> = acknowledged
-        .iter()
-        .filter(|(name, _)| !on_c.contains(name))
-        .map(|(name, _)| name)
-        .collect();
-    let lost: Vec<&&String> = after_promotion
+    let after_promotion = missing(&acknowledged, &c.labels());
+    let lost: Vec<&String> = after_promotion
         .iter()
         .filter(|name| !in_exported(&exported, name))
         .collect();
@@ -294,13 +288,8 @@ fn paused_active_node_resumes_once(replication: &[&str], run: usize) {
         .iter()
         .map(|entry| entry.to_string())
         .collect();
-    let on_b_labels: HashSet<String> = b.labels();
-    let lost: Vec<&String> = acknowledged
-        .iter()
-        .map(|(name, _)| name)
-        .filter(|name| !on_b_labels.contains(*name))
-        .collect();
-    let lost_outright: Vec<&&String> = lost
+    let lost = missing(&acknowledged, &b.labels());
+    let lost_outright: Vec<&String> = lost
         .iter()
         .filter(|name| !in_exported(&exported, name))
         .collect();
@@ -478,12 +467,7 @@ fn the_guides_upgrade_procedure_runs_with_no_failover_and_nothing_lost() {
         assert!(status["controller"]["fenced"].is_null(), "{status:#}");
         assert!(!node.dir.join("divergence").exists(), "nothing exported");
     }
-    let on_a = a.labels();
-    let lost: Vec<&String> = acknowledged
-        .iter()
-        .map(|(name, _)| name)
-        .filter(|name| !on_a.contains(*name))
-        .collect();
+    let lost = missing(&acknowledged, &a.labels());
     assert!(lost.is_empty(), "lost: {lost:?}");
     eprintln!(
         "the guide's upgrade procedure: {} acknowledged, all on the Primary and the Secondary; no \
@@ -568,12 +552,7 @@ fn synchronous_primary_cut_off(synchronous_timeout: &str, standby_first: bool) {
             assert_eq!(a.state(), "Active");
             assert_eq!(b.state(), "Standby");
         }
-        let on_final = final_active.labels();
-        let lost: Vec<&String> = acknowledged
-            .iter()
-            .map(|(name, _)| name)
-            .filter(|name| !on_final.contains(*name))
-            .collect();
+        let lost = missing(&acknowledged, &final_active.labels());
         assert!(
             lost.is_empty(),
             "run {run}: not on the Active node: {lost:?}"

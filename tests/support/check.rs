@@ -3,6 +3,7 @@
 
 use super::node::{Node, try_https_within};
 use serde_json::Value;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -127,4 +128,14 @@ fn ok_periods(samples: &[(Instant, bool)]) -> Vec<(Instant, Instant)> {
         periods.push((from, last));
     }
     periods
+}
+
+/// The acknowledged writes whose label `labels` lacks.
+pub fn missing(acknowledged: &[(String, Instant)], labels: &HashSet<String>) -> Vec<String> {
+    acknowledged
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| !labels.contains(*name))
+        .cloned()
+        .collect()
 }

@@ -121,15 +121,8 @@ enum Input {
         generation: i64,
         outcome: crate::witness::Recorded,
     },
-    Configure {
-        change: ConfigChange,
-        reply: oneshot::Sender<Result<Configured, ConfigError>>,
-    },
-    Operator {
-        command: OperatorCommand,
-        guard: Guard,
-        reply: oneshot::Sender<Result<Snapshot, String>>,
-    },
+    /// An operator's configuration change or role command.
+    Request(Request),
 }
 
 /// The handle the listeners, the control socket and replication use; cheap to clone.
@@ -162,7 +155,7 @@ impl HaHandle {
     pub async fn configure(&self, change: ConfigChange) -> Result<Configured, String> {
         let (reply, answer) = oneshot::channel();
         self.inputs
-            .send(Input::Configure { change, reply })
+            .send(Input::Request(Request::Configure { change, reply }))
             .await
             .map_err(|_| "the HA controller has stopped".to_owned())?;
         match answer.await {
@@ -179,11 +172,11 @@ impl HaHandle {
     ) -> Result<Snapshot, String> {
         let (reply, answer) = oneshot::channel();
         self.inputs
-            .send(Input::Operator {
+            .send(Input::Request(Request::Operator {
                 command,
                 guard,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| "the HA controller has stopped".to_owned())?;
         answer
@@ -536,22 +529,7 @@ impl HaRuntime {
                     let commands = self.controller.handle(now, event);
                     self.carry_out(commands).await;
                 }
-                Input::Configure { change, reply } => {
-                    self.request(Request::Configure { change, reply }, false)
-                        .await
-                }
-                Input::Operator {
-                    command,
-                    guard,
-                    reply,
-                } => {
-                    let request = Request::Operator {
-                        command,
-                        guard,
-                        reply,
-                    };
-                    self.request(request, false).await
-                }
+                Input::Request(request) => self.request(request, false).await,
                 Input::Refreshed { events, request } => {
                     for event in events {
                         let commands = self.controller.handle(self.clock.now(), event);
