@@ -13,21 +13,25 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 #[derive(Debug)]
 pub struct PinnedCertificate {
     pins: Vec<String>,
+    /// The setting the pins come from, named when a certificate is refused.
+    setting: &'static str,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl PinnedCertificate {
     /// Accepts only certificates whose fingerprint is in `pins` (lowercase hex, no colons).
-    pub fn new(pins: Vec<String>) -> Self {
+    /// `setting` names where the pins are configured, for the refusal's message.
+    pub fn new(pins: Vec<String>, setting: &'static str) -> Self {
         Self {
             pins,
+            setting,
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
         }
     }
 
     /// Accepts any certificate: only for an operator who chose it explicitly.
     pub fn any() -> Self {
-        Self::new(Vec::new())
+        Self::new(Vec::new(), "the pinned fingerprints")
     }
 }
 
@@ -48,7 +52,8 @@ impl ServerCertVerifier for PinnedCertificate {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
-                "certificate SHA-256 {fingerprint} is not one of the pinned fingerprints"
+                "certificate SHA-256 {fingerprint} is not in {}",
+                self.setting
             )))
         }
     }

@@ -4,14 +4,12 @@
 
 use crate::config::ProbeTls;
 use crate::policy::{BallotSeen, Page, ProbeResult};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use sha2::{Digest, Sha256};
+use rustls_pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
 use std::time::Duration;
+use tandem_crypto::tls::PinnedCertificate;
 use tandem_ha::ballot::{BALLOT_HEADER, ProbeBallot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
@@ -43,7 +41,6 @@ pub struct Prober {
 /// The TLS client configuration every probe shares.
 pub fn client_config(tls: &ProbeTls) -> Result<Arc<ClientConfig>, ProbeSetupError> {
     let provider = rustls::crypto::ring::default_provider();
-    let algorithms = provider.signature_verification_algorithms;
     let builder = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .map_err(|error| ProbeSetupError::Ca {
@@ -72,17 +69,14 @@ pub fn client_config(tls: &ProbeTls) -> Result<Arc<ClientConfig>, ProbeSetupErro
         }
         ProbeTls::Pinned(pins) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                pins: pins.clone(),
-                algorithms,
-            }))
+            .with_custom_certificate_verifier(Arc::new(PinnedCertificate::new(
+                pins.clone(),
+                "probe_tls.pinned_sha256",
+            )))
             .with_no_client_auth(),
         ProbeTls::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                pins: Vec::new(),
-                algorithms,
-            }))
+            .with_custom_certificate_verifier(Arc::new(PinnedCertificate::any()))
             .with_no_client_auth(),
     };
     Ok(Arc::new(config))
@@ -217,60 +211,6 @@ fn judge(code: u16, body: &str) -> ProbeResult {
         ProbeResult::Failed(format!("200 but the body lacks {OK_STRING}: {line:?}"))
     } else {
         ProbeResult::Failed(format!("{code} {line}"))
-    }
-}
-
-/// Accepts a certificate whose SHA-256 is pinned (any certificate when no pin is given: the
-/// explicit insecure mode), and still checks the handshake signature against it so the backend
-/// must hold the private key.
-#[derive(Debug)]
-struct Pinned {
-    pins: Vec<String>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.pins.is_empty() {
-            return Ok(ServerCertVerified::assertion());
-        }
-        let fingerprint = hex::encode(Sha256::digest(end_entity.as_ref()));
-        if self.pins.contains(&fingerprint) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "certificate SHA-256 {fingerprint} is not in probe_tls.pinned_sha256"
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 

@@ -5,7 +5,7 @@
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sha2::{Digest, Sha256};
+
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_lb::config::ProbeTls;
@@ -124,7 +124,7 @@ async fn a_probe_verifies_the_ca_or_the_pin_and_names_what_failed() {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &pki.ca_pem).unwrap();
-    let pin = hex::encode(Sha256::digest(pki.server_der.as_ref()));
+    let pin = tandem_crypto::sha256_fingerprint(pki.server_der.as_ref());
 
     let with_ca = ProbeTls::Ca(ca_file.clone());
     assert_eq!(

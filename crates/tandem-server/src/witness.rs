@@ -311,6 +311,7 @@ pub async fn client_config(choice: &WitnessTls) -> Result<Arc<ClientConfig>, Str
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(tandem_crypto::tls::PinnedCertificate::new(
                 pins.clone(),
+                "witnessPinnedSha256",
             )))
             .with_no_client_auth(),
         WitnessTls::Insecure => builder
