@@ -362,18 +362,9 @@ fn switchover_under_a_write_load_loses_no_acknowledged_write() {
 /// Configures `node` as an HA Secondary of `primary_endpoint` (which may be a proxy) with the
 /// fast Fail Over Controls, plus `extra` options.
 fn make_secondary(node: &Node, primary_endpoint: &str, extra: &[&str]) {
-    let mut args = vec![
-        "ha",
-        "configure",
-        "--enable",
-        "--mode",
-        "secondary",
-        "--primary",
-        primary_endpoint,
-    ];
-    args.extend_from_slice(FAST);
-    args.extend_from_slice(extra);
-    node.ok(&args);
+    let mut options = FAST.to_vec();
+    options.extend_from_slice(extra);
+    support::node::configure_secondary(node, primary_endpoint, &options);
 }
 
 #[test]

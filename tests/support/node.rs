@@ -444,21 +444,27 @@ pub fn start_pair(
     let mut primary = vec!["ha", "configure", "--enable", "--mode", "primary"];
     primary.extend_from_slice(primary_options);
     a.ok(&primary);
-    let mut secondary = vec![
+    configure_secondary(b, links.primary_at, secondary_options);
+    a.serve();
+    a.wait_for_state("Active");
+    b.serve();
+    b.wait_for_state("Standby");
+}
+
+/// `tandem ha configure`: `node` an HA Secondary of `primary` (HOST:PORT, possibly a link
+/// proxy), with `options`.
+pub fn configure_secondary(node: &Node, primary: &str, options: &[&str]) {
+    let mut args = vec![
         "ha",
         "configure",
         "--enable",
         "--mode",
         "secondary",
         "--primary",
-        links.primary_at,
+        primary,
     ];
-    secondary.extend_from_slice(secondary_options);
-    b.ok(&secondary);
-    a.serve();
-    a.wait_for_state("Active");
-    b.serve();
-    b.wait_for_state("Standby");
+    args.extend_from_slice(options);
+    node.ok(&args);
 }
 
 /// Main Primary A, main Secondary B (continuous, following A), DR Secondary C following B on
@@ -485,19 +491,9 @@ pub fn three_servers(a_trusts_c: bool) -> (Node, Node, Node) {
         a.trust(&c);
         c.trust(&a);
     }
-    let mut dr = vec![
-        "ha",
-        "configure",
-        "--enable",
-        "--mode",
-        "secondary",
-        "--primary",
-    ];
-    let b_endpoint = b.endpoint();
-    dr.push(&b_endpoint);
-    dr.extend_from_slice(&["--replication", "continuous", "--on-failure", "standby"]);
+    let mut dr = vec!["--replication", "continuous", "--on-failure", "standby"];
     dr.extend_from_slice(FAST);
-    c.ok(&dr);
+    configure_secondary(&c, &b.endpoint(), &dr);
     c.serve();
     c.wait_for_state("Standby");
     wait_until(
