@@ -3,6 +3,14 @@
 
 mod support;
 
+// One test binary, one file per part of the issue.
+#[path = "security/accounts.rs"]
+mod accounts;
+#[path = "security/input.rs"]
+mod input;
+#[path = "security/listeners.rs"]
+mod listeners;
+
 use std::time::Duration;
 use support::node::Node;
 

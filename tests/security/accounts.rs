@@ -1,0 +1,1 @@
+//! Accounts and password back-off (issue 16, items 1 and 3).
