@@ -41,7 +41,7 @@ pub struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     Text,
     Json,
 }
@@ -198,7 +198,7 @@ struct InitArgs {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    init_logging(cli.log_format);
+    crate::logging::init(cli.log_format);
     let data_dir = match (cli.data_dir, &cli.command) {
         (Some(dir), _) => dir,
         // The traffic controller runs beside the nodes, not in one: it needs no data directory.
@@ -222,18 +222,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Failover(FailoverCommand::ClientConnection(args)) => {
             crate::ha::run_client_connection(&data_dir, matches!(args.action, Switch::Enable))
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -4,11 +4,13 @@
 mod cli;
 mod ha;
 mod lb;
+mod logging;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     tune_allocator();
+    private_files();
     tandem_crypto::install_crypto_provider();
     let cli = <cli::Cli as clap::Parser>::parse();
     match cli::run(cli) {
@@ -17,6 +19,15 @@ fn main() -> ExitCode {
             eprintln!("tandem: error: {error:#}");
             ExitCode::from(cli::EXIT_FAILURE)
         }
+    }
+}
+
+/// Everything the node writes (databases, keys, exports, the control socket) is for its own user:
+/// new files are created 0600 and directories 0700 whatever umask the service manager passed.
+fn private_files() {
+    // SAFETY: umask only sets this process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
     }
 }
 

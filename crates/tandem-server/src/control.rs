@@ -202,16 +202,27 @@ impl ops::Executor for NodeExecutor {
                         .await,
                     }
                 }
-                Operation::HaConfigure { change } => match checked_configure(&ha, change).await {
-                    Ok(configured) => Event::Done {
-                        result: serde_json::to_value(configured).unwrap_or_default(),
-                    },
-                    // A role change refused for "one Active node" is not a usage error.
-                    Err(message) if message.contains("refused: ") => {
-                        failed(FailureKind::Refused, message)
+                Operation::HaConfigure { change } => {
+                    match checked_configure(&ha, change.clone()).await {
+                        Ok(configured) => {
+                            tracing::info!(
+                                fields = ?crate::sysmgr::changed_fields(&change),
+                                "HA configuration changed from the command line (control socket)"
+                            );
+                            Event::Done {
+                                result: serde_json::to_value(configured).unwrap_or_default(),
+                            }
+                        }
+                        // A role change refused for "one Active node" is not a usage error.
+                        Err(error) if error.is_refusal() => {
+                            failed(FailureKind::Refused, error.to_string())
+                        }
+                        Err(error @ ha::ConfigureError::Stopped) => {
+                            failed(FailureKind::Failed, error.to_string())
+                        }
+                        Err(error) => failed(FailureKind::Usage, error.to_string()),
                     }
-                    Err(message) => failed(FailureKind::Usage, message),
-                },
+                }
                 Operation::FailoverMode { mode, force } => {
                     let command = match mode {
                         Mode::Primary => OperatorCommand::ModePrimary,
@@ -440,10 +451,8 @@ type Failure = (FailureKind, String);
 pub(crate) async fn checked_configure(
     ha: &HaHandle,
     change: ConfigChange,
-) -> Result<ha::Configured, String> {
-    crate::witness::check_change(&ha.snapshot().config, &change)
-        .await
-        .map_err(|error| error.to_string())?;
+) -> Result<ha::Configured, ha::ConfigureError> {
+    crate::witness::check_change(&ha.snapshot().config, &change).await?;
     ha.configure(change).await
 }
 

@@ -152,16 +152,16 @@ impl HaHandle {
         self.follower.borrow().clone()
     }
 
-    pub async fn configure(&self, change: ConfigChange) -> Result<Configured, String> {
+    pub async fn configure(&self, change: ConfigChange) -> Result<Configured, ConfigureError> {
         let (reply, answer) = oneshot::channel();
         self.inputs
             .send(Input::Request(Request::Configure { change, reply }))
             .await
-            .map_err(|_| "the HA controller has stopped".to_owned())?;
+            .map_err(|_| ConfigureError::Stopped)?;
         match answer.await {
             Ok(Ok(configured)) => Ok(configured),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("the HA controller has stopped".into()),
+            Ok(Err(error)) => Err(ConfigureError::Invalid(error)),
+            Err(_) => Err(ConfigureError::Stopped),
         }
     }
 
@@ -240,6 +240,23 @@ impl HaLink for HaHandle {
                 .await
                 .unwrap_or_else(|_| Err("the HA controller has stopped".into()))
         })
+    }
+}
+
+/// Why Save and Apply did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigureError {
+    /// Every problem with the change (or the "one Active node" refusal, with its fix).
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error("the HA controller has stopped")]
+    Stopped,
+}
+
+impl ConfigureError {
+    /// A role change refused for "one Active node" (not a usage error: the input is valid).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ConfigureError::Invalid(error) if error.to_string().contains("refused: "))
     }
 }
 

@@ -11,6 +11,7 @@
 mod api;
 mod auth;
 pub mod control;
+mod csrf;
 mod device;
 pub mod error;
 mod extract;

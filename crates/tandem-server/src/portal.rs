@@ -361,7 +361,19 @@ form.addEventListener('submit', async (event) => {
   if (!answer.ok) {
     result.className = 'error';
     result.setAttribute('role', 'alert');
-    result.textContent = 'Not saved: ' + ((json.error && json.error.message) || json.message || ('HTTP ' + answer.status));
+    const problems = (json.error && json.error.fields) || [];
+    if (problems.length > 0) {
+      result.textContent = 'Not saved: ' + problems.length + (problems.length === 1 ? ' problem' : ' problems');
+      const list = document.createElement('ul');
+      for (const problem of problems) {
+        const item = document.createElement('li');
+        item.textContent = problem.field + ' = ' + problem.value + ': ' + problem.problem;
+        list.appendChild(item);
+      }
+      result.appendChild(list);
+    } else {
+      result.textContent = 'Not saved: ' + ((json.error && json.error.message) || json.message || ('HTTP ' + answer.status));
+    }
     return;
   }
   loaded = current;

@@ -50,6 +50,16 @@ pub struct ConnectionInfo {
     pub devices_allowed: bool,
 }
 
+/// The client address of a request, for log lines (empty when the request did not come through
+/// a listener, as in handler tests).
+pub fn source_of<B>(request: &axum::http::Request<B>) -> String {
+    request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(|info| info.remote.to_string())
+        .unwrap_or_default()
+}
+
 /// The node's TLS identity and device CA, from the replicated database. Replaceable while
 /// serving: a promoted Secondary serves the certificate and CA it replicated from its Primary,
 /// so devices keep trusting the server and the server keeps trusting their identities.

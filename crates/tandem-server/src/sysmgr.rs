@@ -4,7 +4,7 @@
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::ha::{Configured, HaHandle};
+use crate::ha::{ConfigureError, Configured, HaHandle};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::response::Html;
@@ -31,6 +31,7 @@ pub fn router(state: AppState, ha: HaHandle) -> Router {
             state.clone(),
             auth::require_system_manager,
         ))
+        .layer(middleware::from_fn(crate::csrf::same_origin_writes))
         .fallback(crate::not_found)
         .with_state(state)
 }
@@ -196,18 +197,67 @@ async fn ha_config(Extension(ha): Extension<HaHandle>) -> Json<HaConfig> {
 /// keep their value); saving re-anchors the schedule at the next StartTime.
 async fn ha_configure(
     Extension(ha): Extension<HaHandle>,
+    Extension(auth::Actor(user)): Extension<auth::Actor>,
+    connection: Option<Extension<crate::state::ConnectionInfo>>,
     ApiJson(change): ApiJson<ConfigChange>,
 ) -> ApiResult<Json<Configured>> {
-    crate::control::checked_configure(&ha, change)
-        .await
-        .map(Json)
-        .map_err(|message| {
-            ApiError::new(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_input",
-                message,
-            )
-        })
+    let source = connection
+        .map(|Extension(info)| info.remote.to_string())
+        .unwrap_or_default();
+    let changed = changed_fields(&change);
+    match crate::control::checked_configure(&ha, change).await {
+        Ok(configured) => {
+            // Who changed the HA configuration, from where, and what: the first question after
+            // a surprising failover.
+            tracing::info!(user = ?user, %source, fields = ?changed, "HA configuration changed through System Manager");
+            Ok(Json(configured))
+        }
+        Err(error) => {
+            tracing::warn!(user = ?user, %source, fields = ?changed, %error, "HA configuration change refused");
+            Err(configure_error(error))
+        }
+    }
+}
+
+/// The API names of the settings a change sets (for the log: never their values, which may
+/// name relays and addresses an operator would rather not see in every log shipper).
+pub(crate) fn changed_fields(change: &ConfigChange) -> Vec<String> {
+    match serde_json::to_value(change) {
+        Ok(Value::Object(fields)) => fields
+            .into_iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(name, _)| name)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A refused Save and Apply as the admin API answers bad input: 422 with every problem in
+/// `fields`, or 409 for a valid change refused to keep one Active node.
+fn configure_error(error: ConfigureError) -> ApiError {
+    let refusal = error.is_refusal();
+    let message = error.to_string();
+    match error {
+        ConfigureError::Invalid(invalid) => ApiError {
+            status: if refusal {
+                axum::http::StatusCode::CONFLICT
+            } else {
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY
+            },
+            code: if refusal { "refused" } else { "invalid_input" },
+            message,
+            fields: invalid
+                .problems
+                .into_iter()
+                .map(|problem| tandem_store::FieldError {
+                    field: problem.field.to_owned(),
+                    value: problem.value,
+                    problem: problem.problem,
+                })
+                .collect(),
+        },
+        ConfigureError::Stopped => ApiError::unavailable("unavailable", message),
+    }
 }
 
 /// `POST /api/v1/ha/notifications/test`: Notification Settings, Test. 200 with the addresses

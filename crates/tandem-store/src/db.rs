@@ -197,6 +197,7 @@ impl Database {
             }
             _ => {}
         }
+        make_private(path)?;
         let opened = open_connection(path, OpenFlags::default())
             .and_then(|mut conn| migrate(&mut conn, path, schema).map(|()| conn));
         let conn = opened.map_err(|error| match error {
@@ -599,6 +600,35 @@ where
         (succeeded, completion)
     });
     (job, receiver)
+}
+
+/// Database, WAL and shared-memory files are readable by the node's user only: they hold the
+/// device CA's private key and the password hashes. SQLite gives the WAL and shared-memory
+/// files the database file's mode, so the database file is created 0600 before SQLite opens it,
+/// and files left more open by an older build are tightened.
+fn make_private(path: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|error| StoreError::io(path, error))?;
+        return Ok(());
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(metadata) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if metadata.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(|error| StoreError::io(&file, error))?;
+            tracing::info!(file = %file.display(), "made the database file readable by its owner only (0600)");
+        }
+    }
+    Ok(())
 }
 
 fn open_connection(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {

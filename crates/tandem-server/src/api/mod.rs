@@ -50,5 +50,6 @@ pub fn router(state: AppState) -> Router<AppState> {
             auth::writes_need_active,
         ))
         .layer(middleware::from_fn_with_state(state, auth::require_admin))
+        .layer(middleware::from_fn(crate::csrf::same_origin_writes))
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX))
 }
