@@ -1,7 +1,6 @@
 //! The traffic controller's configuration file (TOML), its defaults and validation. Every error
 //! names the field, the value and the fix.
 
-use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tandem_ha::config::Span;
@@ -20,53 +19,6 @@ pub mod bounds {
     pub const FALL_RISE_MAX: u32 = 100;
     /// Backends in one controller: the guide's scenarios have two or three.
     pub const BACKENDS_MAX: usize = 16;
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    listen: Listen,
-    admin: String,
-    #[serde(default = "default_probe_interval")]
-    probe_interval: Span,
-    #[serde(default = "default_probe_timeout")]
-    probe_timeout: Span,
-    #[serde(default = "default_fall")]
-    fall: u32,
-    #[serde(default = "default_rise")]
-    rise: u32,
-    #[serde(default)]
-    probe_tls: ProbeTlsFile,
-    state_file: Option<PathBuf>,
-    #[serde(default)]
-    backend: Vec<BackendFile>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-enum Listen {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProbeTlsFile {
-    ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pinned_sha256: Vec<String>,
-    #[serde(default)]
-    insecure: bool,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackendFile {
-    name: String,
-    address: String,
-    #[serde(default = "default_group")]
-    group: String,
-    server_name: Option<String>,
 }
 
 fn default_probe_interval() -> Span {
@@ -156,160 +108,312 @@ impl LbConfig {
     }
 
     /// Parses and validates a configuration file found in `directory` (relative paths in it
-    /// are resolved against it); the error names the field, the value and the fix.
+    /// are resolved against it). Every problem is reported at once, each naming the field, the
+    /// value and the fix, as `tandem.toml` is checked.
     pub fn parse_in(text: &str, directory: &Path) -> Result<Self, String> {
-        let file: File = toml::from_str(text).map_err(|error| error.to_string())?;
-        let listen_text = match file.listen {
-            Listen::One(one) => vec![one],
-            Listen::Many(many) => many,
-        };
-        if listen_text.is_empty() {
-            return Err(
-                "listen = []: give at least one address, e.g. listen = \"0.0.0.0:443\"".into(),
-            );
+        let table: toml::Table = toml::from_str(text).map_err(|error| error.to_string())?;
+        let mut problems = Vec::new();
+        let parsed = Self::read(&table, directory, &mut problems);
+        match (parsed, problems.as_slice()) {
+            (Some(config), []) => Ok(config),
+            (_, [one]) => Err(one.clone()),
+            (_, problems) => Err(format!(
+                "{} problems:\n  - {}",
+                problems.len(),
+                problems.join("\n  - ")
+            )),
         }
-        let listen = listen_text
-            .iter()
-            .map(|text| socket_addr("listen", text))
-            .collect::<Result<Vec<_>, _>>()?;
-        let admin = socket_addr("admin", &file.admin)?;
-        if file.probe_interval < bounds::PROBE_INTERVAL_MIN
-            || file.probe_interval > bounds::PROBE_INTERVAL_MAX
+    }
+
+    /// Reads every setting, pushing each problem found; `None` when one stops the config from
+    /// being built (a problem has then been pushed).
+    fn read(table: &toml::Table, directory: &Path, problems: &mut Vec<String>) -> Option<Self> {
+        let mut top = Fields::new(table, "", problems);
+        top.unknown(&[
+            "listen",
+            "admin",
+            "probe_interval",
+            "probe_timeout",
+            "fall",
+            "rise",
+            "probe_tls",
+            "state_file",
+            "backend",
+        ]);
+        let listen_value = top.required::<toml::Value>("listen", "listen = \"0.0.0.0:443\"");
+        let admin_text = top.required::<String>("admin", "admin = \"127.0.0.1:9444\"");
+        let probe_interval = top
+            .optional::<Span>("probe_interval")
+            .unwrap_or_else(default_probe_interval);
+        let probe_timeout = top
+            .optional::<Span>("probe_timeout")
+            .unwrap_or_else(default_probe_timeout);
+        let fall = top.optional::<u32>("fall").unwrap_or_else(default_fall);
+        let rise = top.optional::<u32>("rise").unwrap_or_else(default_rise);
+        let state_file_given = top.optional::<PathBuf>("state_file");
+        let tls_table = top.optional::<toml::Table>("probe_tls").unwrap_or_default();
+        let backend_tables = top
+            .optional::<Vec<toml::Table>>("backend")
+            .unwrap_or_default();
+
+        let listen = listen_value.and_then(|value| listen_addresses(value, problems));
+        let admin = admin_text.and_then(|text| socket_addr("admin", &text, problems));
+        if probe_interval < bounds::PROBE_INTERVAL_MIN
+            || probe_interval > bounds::PROBE_INTERVAL_MAX
         {
-            return Err(format!(
+            problems.push(format!(
                 "probe_interval = {:?}: must be between {} and {}",
-                file.probe_interval.to_string(),
+                probe_interval.to_string(),
                 bounds::PROBE_INTERVAL_MIN,
                 bounds::PROBE_INTERVAL_MAX
             ));
         }
-        if file.probe_timeout < bounds::PROBE_TIMEOUT_MIN
-            || file.probe_timeout > file.probe_interval
-        {
-            return Err(format!(
+        if probe_timeout < bounds::PROBE_TIMEOUT_MIN || probe_timeout > probe_interval {
+            problems.push(format!(
                 "probe_timeout = {:?}: must be at least {} and at most probe_interval ({}), so \
                  that one probe round ends before the next",
-                file.probe_timeout.to_string(),
+                probe_timeout.to_string(),
                 bounds::PROBE_TIMEOUT_MIN,
-                file.probe_interval
+                probe_interval
             ));
         }
-        for (field, value) in [("fall", file.fall), ("rise", file.rise)] {
+        for (field, value) in [("fall", fall), ("rise", rise)] {
             if value == 0 || value > bounds::FALL_RISE_MAX {
-                return Err(format!(
+                problems.push(format!(
                     "{field} = {value}: must be between 1 and {} (consecutive probe results)",
                     bounds::FALL_RISE_MAX
                 ));
             }
         }
-        let tls = file.probe_tls;
-        let modes = usize::from(tls.ca_file.is_some())
-            + usize::from(!tls.pinned_sha256.is_empty())
-            + usize::from(tls.insecure);
-        let probe_tls = match modes {
-            0 => {
-                return Err(
-                    "[probe_tls]: say how probes check the nodes' certificates: ca_file = \
-                            \"ca.pem\", pinned_sha256 = [\"<hex>\"] (the fingerprint `tandem init` \
-                            prints), or insecure = true (labs only)"
-                        .into(),
+        let probe_tls = probe_tls(&tls_table, problems);
+        let state_file = state_file(state_file_given.as_deref(), directory)
+            .map_err(|problem| problems.push(problem))
+            .ok();
+        let backends = backends(&backend_tables, problems);
+        Some(Self {
+            listen: listen?,
+            admin: admin?,
+            probe_interval,
+            probe_timeout,
+            fall,
+            rise,
+            probe_tls: probe_tls?,
+            state_file: state_file?,
+            backends: backends?,
+        })
+    }
+}
+
+/// Typed values out of one TOML table, each problem pushed with the key's full name.
+struct Fields<'a> {
+    table: &'a toml::Table,
+    /// `""` at the top, `"probe_tls."`, `"backend[1]."`.
+    prefix: String,
+    problems: &'a mut Vec<String>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(table: &'a toml::Table, prefix: &str, problems: &'a mut Vec<String>) -> Self {
+        Self {
+            table,
+            prefix: prefix.to_owned(),
+            problems,
+        }
+    }
+
+    fn unknown(&mut self, known: &[&str]) {
+        for key in self.table.keys() {
+            if !known.contains(&key.as_str()) {
+                self.problems.push(format!(
+                    "{}{key}: unknown field `{key}`; the known ones here are {}",
+                    self.prefix,
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+
+    fn optional<T: serde::de::DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        let value = self.table.get(key)?;
+        match value.clone().try_into::<T>() {
+            Ok(typed) => Some(typed),
+            Err(error) => {
+                // toml's message ends in a newline and names Rust's integer types.
+                let error = error
+                    .to_string()
+                    .trim()
+                    .replace("expected u32", "expected a whole number, e.g. 3");
+                self.problems
+                    .push(format!("{}{key} = {value}: {error}", self.prefix));
+                None
+            }
+        }
+    }
+
+    fn required<T: serde::de::DeserializeOwned>(&mut self, key: &str, example: &str) -> Option<T> {
+        if !self.table.contains_key(key) {
+            self.problems.push(format!(
+                "{}{key}: missing; add it, e.g. {example}",
+                self.prefix
+            ));
+            return None;
+        }
+        self.optional(key)
+    }
+}
+
+fn listen_addresses(value: toml::Value, problems: &mut Vec<String>) -> Option<Vec<SocketAddr>> {
+    let texts = match value {
+        toml::Value::String(one) => vec![one],
+        toml::Value::Array(many) => {
+            let texts: Option<Vec<String>> = many
+                .into_iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect();
+            let Some(texts) = texts else {
+                problems.push(
+                    "listen: give addresses as strings, e.g. listen = [\"0.0.0.0:443\"]".into(),
                 );
-            }
-            1 => {
-                if let Some(path) = tls.ca_file {
-                    ProbeTls::Ca(path)
-                } else if tls.insecure {
-                    ProbeTls::Insecure
-                } else {
-                    let mut pins = Vec::new();
-                    for pin in tls.pinned_sha256 {
-                        let normalized = pin.replace(':', "").to_ascii_lowercase();
-                        if normalized.len() != 64
-                            || !normalized.chars().all(|c| c.is_ascii_hexdigit())
-                        {
-                            return Err(format!(
-                                "probe_tls.pinned_sha256 = {pin:?}: not a SHA-256 fingerprint; \
-                                 give 64 hex digits, as `tandem init` prints them"
-                            ));
-                        }
-                        pins.push(normalized);
-                    }
-                    ProbeTls::Pinned(pins)
-                }
-            }
-            _ => {
-                return Err(
-                    "[probe_tls]: set only one of ca_file, pinned_sha256 and insecure".into(),
-                );
-            }
-        };
-        let state_file = state_file(file.state_file.as_deref(), directory)?;
-        if file.backend.is_empty() {
-            return Err(
-                "[[backend]]: none configured; add the Primary and the Secondary, each \
-                        with name and address"
+                return None;
+            };
+            texts
+        }
+        other => {
+            problems.push(format!(
+                "listen = {other}: give an address or a list of them, e.g. listen = \"0.0.0.0:443\""
+            ));
+            return None;
+        }
+    };
+    if texts.is_empty() {
+        problems
+            .push("listen = []: give at least one address, e.g. listen = \"0.0.0.0:443\"".into());
+        return None;
+    }
+    let before = problems.len();
+    let addresses: Vec<SocketAddr> = texts
+        .iter()
+        .filter_map(|text| socket_addr("listen", text, problems))
+        .collect();
+    (problems.len() == before).then_some(addresses)
+}
+
+fn probe_tls(table: &toml::Table, problems: &mut Vec<String>) -> Option<ProbeTls> {
+    let mut fields = Fields::new(table, "probe_tls.", problems);
+    fields.unknown(&["ca_file", "pinned_sha256", "insecure"]);
+    let ca_file = fields.optional::<PathBuf>("ca_file");
+    let pinned = fields
+        .optional::<Vec<String>>("pinned_sha256")
+        .unwrap_or_default();
+    let insecure = fields.optional::<bool>("insecure").unwrap_or(false);
+    let modes =
+        usize::from(ca_file.is_some()) + usize::from(!pinned.is_empty()) + usize::from(insecure);
+    match modes {
+        0 => {
+            problems.push(
+                "[probe_tls]: say how probes check the nodes' certificates: ca_file = \
+                 \"ca.pem\", pinned_sha256 = [\"<hex>\"] (the fingerprint `tandem init` \
+                 prints), or insecure = true (labs only)"
                     .into(),
             );
+            None
         }
-        if file.backend.len() > bounds::BACKENDS_MAX {
-            return Err(format!(
-                "[[backend]]: {} configured, at most {}",
-                file.backend.len(),
-                bounds::BACKENDS_MAX
-            ));
+        1 => {
+            if let Some(path) = ca_file {
+                return Some(ProbeTls::Ca(path));
+            }
+            if insecure {
+                return Some(ProbeTls::Insecure);
+            }
+            let mut pins = Vec::new();
+            for pin in pinned {
+                let normalized = pin.replace(':', "").to_ascii_lowercase();
+                if normalized.len() != 64 || !normalized.chars().all(|c| c.is_ascii_hexdigit()) {
+                    problems.push(format!(
+                        "probe_tls.pinned_sha256 = {pin:?}: not a SHA-256 fingerprint; give 64 \
+                         hex digits, as `tandem init` prints them"
+                    ));
+                } else {
+                    pins.push(normalized);
+                }
+            }
+            Some(ProbeTls::Pinned(pins))
         }
-        let mut backends: Vec<BackendConfig> = Vec::new();
-        for (index, backend) in file.backend.into_iter().enumerate() {
-            let at = format!("backend[{index}]");
-            if backend.name.is_empty()
-                || !backend
-                    .name
+        _ => {
+            problems
+                .push("[probe_tls]: set only one of ca_file, pinned_sha256 and insecure".into());
+            None
+        }
+    }
+}
+
+fn backends(tables: &[toml::Table], problems: &mut Vec<String>) -> Option<Vec<BackendConfig>> {
+    if tables.is_empty() {
+        problems.push(
+            "[[backend]]: none configured; add the Primary and the Secondary, each with name and \
+             address"
+                .into(),
+        );
+        return None;
+    }
+    if tables.len() > bounds::BACKENDS_MAX {
+        problems.push(format!(
+            "[[backend]]: {} configured, at most {}",
+            tables.len(),
+            bounds::BACKENDS_MAX
+        ));
+        return None;
+    }
+    let before = problems.len();
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    for (index, table) in tables.iter().enumerate() {
+        let at = format!("backend[{index}]");
+        let mut fields = Fields::new(table, &format!("{at}."), problems);
+        fields.unknown(&["name", "address", "group", "server_name"]);
+        let name = fields.required::<String>("name", "name = \"main-primary\"");
+        let address = fields.required::<String>("address", "address = \"10.0.0.1:443\"");
+        let group = fields
+            .optional::<String>("group")
+            .unwrap_or_else(default_group);
+        let server_name = fields.optional::<String>("server_name");
+        if let Some(name) = &name {
+            if name.is_empty()
+                || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
-                return Err(format!(
-                    "{at}.name = {:?}: use letters, digits, - _ or . (it appears in metrics \
-                     labels and on the command line)",
-                    backend.name
+                problems.push(format!(
+                    "{at}.name = {name:?}: use letters, digits, - _ or . (it appears in metrics \
+                     labels and on the command line)"
+                ));
+            } else if backends.iter().any(|other| &other.name == name) {
+                problems.push(format!(
+                    "{at}.name = {name:?}: another backend has this name; names must be unique"
                 ));
             }
-            if backends.iter().any(|other| other.name == backend.name) {
-                return Err(format!(
-                    "{at}.name = {:?}: another backend has this name; names must be unique",
-                    backend.name
-                ));
-            }
-            let host = host_of(&backend.address).ok_or_else(|| {
-                format!(
-                    "{at}.address = {:?}: write HOST:PORT of the node's service listener, e.g. \
-                     \"10.0.0.1:443\"",
-                    backend.address
-                )
-            })?;
-            if backend.group.is_empty() {
-                return Err(format!(
-                    "{at}.group = \"\": give a data-center name, e.g. \"main\" or \"dr\""
-                ));
-            }
+        }
+        let host = address.as_deref().and_then(host_of).map(str::to_owned);
+        if let (Some(address), None) = (&address, &host) {
+            problems.push(format!(
+                "{at}.address = {address:?}: write HOST:PORT of the node's service listener, \
+                 e.g. \"10.0.0.1:443\""
+            ));
+        }
+        if group.is_empty() {
+            problems.push(format!(
+                "{at}.group = \"\": give a data-center name, e.g. \"main\" or \"dr\""
+            ));
+        }
+        if let (Some(name), Some(address), Some(host)) = (name, address, host) {
             backends.push(BackendConfig {
-                server_name: backend.server_name.unwrap_or_else(|| host.to_owned()),
-                name: backend.name,
-                address: backend.address,
-                group: backend.group,
+                server_name: server_name.unwrap_or(host),
+                name,
+                address,
+                group,
             });
         }
-        Ok(Self {
-            listen,
-            admin,
-            probe_interval: file.probe_interval,
-            probe_timeout: file.probe_timeout,
-            fall: file.fall,
-            rise: file.rise,
-            probe_tls,
-            state_file,
-            backends,
-        })
     }
+    (problems.len() == before).then_some(backends)
 }
 
 /// The state file's path: the value given (relative to the configuration's directory) or the
@@ -349,10 +453,15 @@ fn state_file(given: Option<&Path>, directory: &Path) -> Result<PathBuf, String>
     Ok(path)
 }
 
-fn socket_addr(field: &str, text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        format!("{field} = {text:?}: not an IP address and port; write e.g. \"127.0.0.1:9443\" or \"[::]:443\"")
-    })
+fn socket_addr(field: &str, text: &str, problems: &mut Vec<String>) -> Option<SocketAddr> {
+    text.parse()
+        .map_err(|_| {
+            problems.push(format!(
+                "{field} = {text:?}: not an IP address and port; write e.g. \"127.0.0.1:9443\" \
+                 or \"[::]:443\""
+            ))
+        })
+        .ok()
 }
 
 /// The host part of `HOST:PORT` (brackets removed from IPv6), when the port is a valid number.
@@ -478,6 +587,43 @@ mod tests {
         ];
         for (text, expected) in cases {
             let error = LbConfig::parse(&text).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        // Three mistakes: before, only "missing field `admin`" was reported.
+        let text = GOOD
+            .replace("admin = \"127.0.0.1:9444\"\n", "")
+            .replace("fall = 3", "fall = \"three\"")
+            .replace("\"10.0.0.1:443\"", "\"10.0.0.1\"")
+            .replace("rise = 2", "rise = 2\nfail = 3");
+        let error = LbConfig::parse(&text).unwrap_err();
+        for expected in [
+            "4 problems",
+            "admin: missing; add it, e.g. admin = \"127.0.0.1:9444\"",
+            "fall = \"three\": invalid type",
+            "backend[0].address = \"10.0.0.1\"",
+            "fail: unknown field `fail`",
+        ] {
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in: {error}"
+            );
+        }
+        let error = LbConfig::parse("[[backend]]\nadress = \"x\"\n").unwrap_err();
+        for expected in [
+            "listen: missing",
+            "admin: missing",
+            "[probe_tls]: say how",
+            "backend[0].adress: unknown field",
+            "backend[0].name: missing",
+            "backend[0].address: missing",
+        ] {
             assert!(
                 error.contains(expected),
                 "expected {expected:?} in: {error}"
