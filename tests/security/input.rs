@@ -151,6 +151,35 @@ fn ha_configuration_refusals_list_every_field() {
     for field in body["error"]["fields"].as_array().unwrap() {
         assert!(field["value"].is_string() && field["problem"].is_string());
     }
+    // Values of the wrong type are listed together too (serde stopped at the first).
+    let (status, body) = send(
+        node.sysmgr_port,
+        reqwest::Method::PUT,
+        "/api/v1/ha/config",
+        &[("content-type", "application/json")],
+        Some(r#"{"runEvery":"10 parsecs","heartbeatFailures":"three","notifyEmail":"x"}"#),
+    );
+    assert_eq!(status, 422, "{body}");
+    let fields: Vec<(&str, &str)> = body["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|field| {
+            (
+                field["field"].as_str().unwrap(),
+                field["value"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("heartbeatFailures", "three"),
+            ("notifyEmail", "x"),
+            ("runEvery", "10 parsecs")
+        ],
+        "{body}"
+    );
     // Nothing was saved.
     assert_ne!(node.status()["config"]["heartbeatFailures"], 0);
 }

@@ -31,27 +31,93 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// Wrong fields reported in one answer at most; a body has a few dozen fields.
+const FIELD_ERRORS_MAX: usize = 32;
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Two steps, so the status is right: text that is not JSON is a 400, while JSON of the wrong
     // shape (a missing field, a number where a name belongs) is a 422 naming the field.
-    let value = strict_value(bytes)
+    let mut value = strict_value(bytes)
         .map_err(|error| ApiError::bad_request(format!("the body is not valid JSON: {error}")))?;
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = error.path().to_string();
-        let message = error.into_inner().to_string();
-        let parent = if path == "." { None } else { Some(path) };
-        // serde reports a missing field at its parent; name the field itself.
-        let missing = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next());
-        let field = match (parent, missing) {
-            (Some(parent), Some(missing)) => format!("{parent}.{missing}"),
-            (None, Some(missing)) => missing.to_owned(),
-            (Some(parent), None) => parent,
-            (None, None) => "body".to_owned(),
+    // serde stops at the first wrong field. To list every one at once, the top-level field at
+    // fault is set aside and the rest parsed again, until the rest parses or nothing is left to
+    // set aside.
+    let mut invalid = tandem_store::InvalidInput::default();
+    loop {
+        let error = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(parsed) if invalid.fields.is_empty() => return Ok(parsed),
+            Ok(_) => break,
+            Err(error) => error,
         };
-        ApiError::invalid_field(&field, "", strip_position(&message))
-    })
+        let (field, shown, problem) = describe(&error, &value);
+        if invalid.fields.iter().any(|known| known.field == field) {
+            // The field set aside was required: its absence is the same problem again.
+            break;
+        }
+        invalid.push(&field, &shown, problem);
+        let top = match error.path().iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+            _ => None,
+        };
+        let set_aside = match (top, value.as_object_mut()) {
+            (Some(key), Some(object)) => object.remove(&key).is_some(),
+            _ => false,
+        };
+        if !set_aside || invalid.fields.len() >= FIELD_ERRORS_MAX {
+            break;
+        }
+    }
+    Err(tandem_store::StoreError::Invalid(invalid).into())
+}
+
+/// The field's path, the value given there (hidden for secrets), and what is wrong.
+fn describe(
+    error: &serde_path_to_error::Error<serde_json::Error>,
+    value: &serde_json::Value,
+) -> (String, String, String) {
+    let path = error.path().to_string();
+    let message = error.inner().to_string();
+    let parent = if path == "." { None } else { Some(path) };
+    // serde reports a missing field at its parent; name the field itself.
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    let field = match (parent, missing) {
+        (Some(parent), Some(missing)) => format!("{parent}.{missing}"),
+        (None, Some(missing)) => missing.to_owned(),
+        (Some(parent), None) => parent,
+        (None, None) => "body".to_owned(),
+    };
+    let pointer: String = error
+        .path()
+        .iter()
+        .map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => {
+                format!("/{}", key.replace('~', "~0").replace('/', "~1"))
+            }
+            serde_path_to_error::Segment::Seq { index } => format!("/{index}"),
+            _ => String::new(),
+        })
+        .collect();
+    let secret = field.to_ascii_lowercase().contains("password");
+    let shown = match value.pointer(&pointer) {
+        _ if missing.is_some() => String::new(),
+        _ if secret => "(hidden)".to_owned(),
+        Some(serde_json::Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let problem = if secret {
+        // serde's message quotes the value ("invalid type: integer `7`"): keep only what is
+        // expected.
+        match message.split_once(", expected ") {
+            Some((_, expected)) => format!("wrong type; expected {expected}"),
+            None => "not a valid value".to_owned(),
+        }
+    } else {
+        message
+    };
+    (field, shown, strip_position(&problem))
 }
 
 /// A body is JSON only when it says so: `application/json`, any case, with or without
@@ -254,5 +320,47 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(text).unwrap()
         );
         assert!(strict_value(b"{} trailing").is_err());
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Change {
+        run_every: Option<u32>,
+        mode: Option<bool>,
+        name: String,
+        password: Option<String>,
+        list: Option<Vec<u8>>,
+    }
+
+    #[test]
+    fn every_wrong_field_is_listed_at_once_with_its_value_and_secrets_stay_hidden() {
+        let body = br#"{"runEvery":"ten","mode":3,"name":"ok","password":7,"list":[1,"x"]}"#;
+        let error = parse_json::<Change>(body).unwrap_err();
+        assert_eq!(error.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        let fields: Vec<(&str, &str)> = error
+            .fields
+            .iter()
+            .map(|field| (field.field.as_str(), field.value.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            // serde_json's objects are sorted by key.
+            [
+                ("list[1]", "x"),
+                ("mode", "3"),
+                ("password", "(hidden)"),
+                ("runEvery", "ten"),
+            ],
+            "{error:?}"
+        );
+        assert!(!format!("{error:?}").contains('7'), "{error:?}");
+        // A required field: reported once, even though setting it aside leaves it missing.
+        let error = parse_json::<Change>(br#"{"name":5}"#).unwrap_err();
+        assert_eq!(error.fields.len(), 1, "{error:?}");
+        assert_eq!(error.fields[0].field, "name");
+        let error = parse_json::<Change>(br#"{"mode":true}"#).unwrap_err();
+        assert_eq!(error.fields[0].field, "name");
+        assert!(parse_json::<Change>(br#"{"name":"x","list":[1]}"#).is_ok());
     }
 }
