@@ -1,5 +1,6 @@
 //! The command line: argument definitions and what each command does.
 
+use crate::output::outln;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -254,39 +255,40 @@ fn init(data_dir: PathBuf, args: InitArgs) -> Result<ExitCode> {
         Err(error) => return Err(error.into()),
     };
     let dir = report.data_dir.display();
-    println!(
+    outln!(
         "Created node {:?} in {dir} (node id {})",
-        args.name, report.node_id
+        args.name,
+        report.node_id
     );
-    println!(
+    outln!(
         "  service listener     https://{}",
         report.listeners.service
     );
-    println!(
+    outln!(
         "  System Manager       https://{}",
         report.listeners.system_manager
     );
-    println!("  replication (SSH)    {}", report.listeners.replication);
-    println!(
+    outln!("  replication (SSH)    {}", report.listeners.replication);
+    outln!(
         "  server certificate   SHA-256 {}",
         report.server_certificate_sha256
     );
-    println!("  SSH host key         {}", report.ssh_fingerprint);
-    println!("  SSH public key       {}", report.ssh_public_key);
+    outln!("  SSH host key         {}", report.ssh_fingerprint);
+    outln!("  SSH public key       {}", report.ssh_public_key);
     match &report.generated_password {
         Some(password) => {
-            println!(
+            outln!(
                 "Admin user {:?} (admin API, admin portal and System Manager), password: {password}",
                 report.admin_user
             );
-            println!("  The password is shown only this once; store it now.");
+            outln!("  The password is shown only this once; store it now.");
         }
-        None => println!(
+        None => outln!(
             "Admin user {:?} (admin API, admin portal and System Manager) uses the password from the file.",
             report.admin_user
         ),
     }
-    println!("Start the node with: tandem serve --data-dir {dir}");
+    outln!("Start the node with: tandem serve --data-dir {dir}");
     Ok(ExitCode::SUCCESS)
 }
 

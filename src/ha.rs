@@ -3,6 +3,7 @@
 //! and in this process when it is not (where that makes sense: a stopped node has no state to
 //! switch).
 
+use crate::output::outln;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::io::{IsTerminal, Write};
@@ -508,7 +509,7 @@ fn local_key(data_dir: &Path) -> Result<ExitCode> {
     let text = std::fs::read_to_string(&key_path)
         .with_context(|| format!("cannot read {}", key_path.display()))?;
     let key = tandem_crypto::SshHostKey::from_openssh(&text)?;
-    println!("{}", key.public_openssh(&config.node.name)?);
+    outln!("{}", key.public_openssh(&config.node.name)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -669,7 +670,7 @@ fn text(value: &serde_json::Value, key: &str) -> String {
 
 fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(result).unwrap_or_default()
         );
@@ -679,12 +680,12 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
         Operation::TrustedHostsList => {
             let hosts = result.as_array().cloned().unwrap_or_default();
             if hosts.is_empty() {
-                println!(
+                outln!(
                     "No trusted hosts. Add one with `tandem ha trusted-hosts add HOST[:PORT] --key KEY`."
                 );
             }
             for host in hosts {
-                println!(
+                outln!(
                     "{}:{}  {}  (added {})",
                     text(&host, "host"),
                     text(&host, "port"),
@@ -693,19 +694,19 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
                 );
             }
         }
-        Operation::TrustedHostsAdd { .. } => println!(
+        Operation::TrustedHostsAdd { .. } => outln!(
             "Trusted {}:{} with key {}",
             text(result, "host"),
             text(result, "port"),
             text(result, "fingerprint")
         ),
         Operation::TrustedHostsRemove { .. } => {
-            println!("Removed {} from Trusted Hosts", text(result, "removed"));
+            outln!("Removed {} from Trusted Hosts", text(result, "removed"));
         }
         Operation::TestConnection { .. } => {
             let peer = &result["peer"];
-            println!("Test was successful");
-            println!(
+            outln!("Test was successful");
+            outln!(
                 "  peer {} (Tandem {}, schema {}), epoch {}, position {}",
                 text(peer, "nodeName"),
                 text(peer, "softwareVersion"),
@@ -713,11 +714,11 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
                 text(peer, "epoch"),
                 text(peer, "positionSeq")
             );
-            println!("  clock offset {} ms", text(result, "clockOffsetMs"));
+            outln!("  clock offset {} ms", text(result, "clockOffsetMs"));
         }
         Operation::Sync { .. } if result["kind"] == "none" => {
             let files = result["files"].as_i64().unwrap_or(0);
-            println!(
+            outln!(
                 "{} ({}) has no new changes{}: this node is up to date at position {}",
                 text(result, "source"),
                 text(result, "sourceNode"),
@@ -731,7 +732,7 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
             );
         }
         Operation::Sync { .. } => {
-            println!(
+            outln!(
                 "Sync from {} ({}) succeeded: {} sync, {} change(s), {} file(s), {} bytes in {:.1} s; position {}",
                 text(result, "source"),
                 text(result, "sourceNode"),
@@ -743,25 +744,33 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
                 text(result, "positionSeq"),
             );
             for note in result["notes"].as_array().into_iter().flatten() {
-                println!("  note: {}", note.as_str().unwrap_or_default());
+                outln!("  note: {}", note.as_str().unwrap_or_default());
             }
         }
         Operation::History { .. } => {
             let rows = result.as_array().cloned().unwrap_or_default();
             if rows.is_empty() {
-                println!("No syncs yet.");
+                outln!("No syncs yet.");
                 return;
             }
-            println!(
+            outln!(
                 "{:>5}  {:<24}  {:<24}  {:<10}  {:<11}  {:<11}  {:>8}  {:>6}  {:>12}  ERROR / NOTE",
-                "ID", "STARTED", "SOURCE", "TRIGGER", "KIND", "RESULT", "ENTRIES", "FILES", "BYTES"
+                "ID",
+                "STARTED",
+                "SOURCE",
+                "TRIGGER",
+                "KIND",
+                "RESULT",
+                "ENTRIES",
+                "FILES",
+                "BYTES"
             );
             for row in rows {
                 let detail = match (text(&row, "error"), text(&row, "note")) {
                     (error, _) if error != "-" => error,
                     (_, note) => note,
                 };
-                println!(
+                outln!(
                     "{:>5}  {:<24}  {:<24}  {:<10}  {:<11}  {:<11}  {:>8}  {:>6}  {:>12}  {}",
                     text(&row, "id"),
                     text(&row, "startedAt"),
@@ -787,11 +796,11 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
             }
             match result["snapshot"].as_object() {
                 Some(_) => {
-                    println!("HA configuration saved and applied.");
+                    outln!("HA configuration saved and applied.");
                     print_controller(&result["snapshot"]);
                 }
                 None => {
-                    println!(
+                    outln!(
                         "HA configuration saved; the node is not running, it applies when it starts."
                     );
                     print_config(&result["config"], None);
@@ -800,15 +809,15 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
         }
         Operation::FailoverMode { .. } => {
             let status = &result["status"];
-            println!(
+            outln!(
                 "This node is now {} ({}), epoch {}.",
                 text(status, "state"),
                 text(status, "mode"),
                 text(result, "epoch")
             );
         }
-        Operation::ClientConnection { .. } => println!("{}", text(result, "message")),
-        Operation::TestNotification => println!(
+        Operation::ClientConnection { .. } => outln!("{}", text(result, "message")),
+        Operation::TestNotification => outln!(
             "Test e-mail sent to {} through {}",
             result["to"]
                 .as_array()
@@ -820,14 +829,14 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
             text(result, "relay")
         ),
         Operation::Switchover => {
-            println!("{}", text(result, "message"));
+            outln!("{}", text(result, "message"));
             if let Some(warning) = result["warning"].as_str() {
                 eprintln!("tandem: warning: {warning}");
             }
         }
         Operation::Verify { .. } => {
-            println!("identical");
-            println!(
+            outln!("identical");
+            outln!(
                 "  {} table(s) match {}; positions: here {}, there {}",
                 text(result, "tables"),
                 text(result, "peerNode"),
@@ -861,17 +870,17 @@ fn at(value: &serde_json::Value) -> String {
 
 fn print_controller(snapshot: &serde_json::Value) {
     let status = &snapshot["status"];
-    println!(
+    outln!(
         "State: {}   Epoch: {}",
         text(status, "state"),
         text(snapshot, "epoch")
     );
     if let Some(reason) = snapshot["fenced"].as_str() {
-        println!("Fenced: {reason}");
-        println!("{FENCED_ADVICE}");
+        outln!("Fenced: {reason}");
+        outln!("{FENCED_ADVICE}");
     }
     if snapshot["checkingPeers"] == true {
-        println!("Checking the trusted peers before serving…");
+        outln!("Checking the trusted peers before serving…");
     }
     print_config(&snapshot["config"], Some(snapshot));
 }
@@ -879,7 +888,7 @@ fn print_controller(snapshot: &serde_json::Value) {
 /// The HA Configuration fields; with the controller's snapshot, also its live heartbeat and
 /// schedule facts.
 fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>) {
-    println!(
+    outln!(
         "High Availability: {}   Mode: {}",
         if config["enabled"] == true {
             "enabled"
@@ -892,12 +901,12 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
     let snapshot = snapshot.unwrap_or(&none);
     if config["mode"] == "Secondary" {
         let heartbeat = &snapshot["heartbeat"];
-        println!(
+        outln!(
             "Node Status setting: {}   Primary: {}",
             text(config, "nodeStatus"),
             text(config, "primary")
         );
-        println!(
+        outln!(
             "Fail Over Controls: heartbeat every {}, {} consecutive failures before failover, \
              re-check every {}; If Failure Detected: {}",
             text(config, "heartbeatInterval"),
@@ -909,7 +918,7 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
                 "Promote to Primary"
             }
         );
-        println!(
+        outln!(
             "Last heartbeat answered: {}   consecutive failures: {}{}",
             at(&heartbeat["lastOkMs"]),
             text(heartbeat, "consecutiveFailures"),
@@ -919,10 +928,10 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
             }
         );
         if heartbeat["failureDetected"] == true {
-            println!("Failure detected: the Primary missed its heartbeats");
+            outln!("Failure detected: the Primary missed its heartbeats");
         }
         if let Some(why) = snapshot["promotionHeld"].as_str() {
-            println!(
+            outln!(
                 "AUTOMATIC PROMOTION HELD (If Behind at Failure = standby): {why}. If the Primary \
                  does not return, promote this node with `tandem failover mode primary`."
             );
@@ -932,13 +941,13 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
             _ => "hold the promotion",
         };
         if config["replication"] == "continuous" {
-            println!(
+            outln!(
                 "Replication: continuous (the schedule is not used); lag bound {}; if behind at \
                  failure: {if_behind}",
                 text(config, "lagBound")
             );
         } else if config["replication"] == "synchronous" {
-            println!(
+            outln!(
                 "Replication: synchronous (the schedule is not used); if the Standby is lost: {}; \
                  if behind at failure: {}",
                 if config["onStandbyLost"] == "continuous" {
@@ -953,7 +962,7 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
                 }
             );
         } else {
-            println!(
+            outln!(
                 "Replication: scheduled: StartTime {} GMT, Run Every {}; next sync {}",
                 text(config, "startTime"),
                 text(config, "runEvery"),
@@ -962,7 +971,7 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
         }
     }
     if config["mode"] == "Primary" && config["replication"] == "synchronous" {
-        println!(
+        outln!(
             "Replication: synchronous: a write is acknowledged once the Standby holds it; if the \
              Standby is lost: {}",
             if config["onStandbyLost"] == "continuous" {
@@ -980,17 +989,17 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
         .filter(|list| !list.is_empty())
     {
         let list: Vec<&str> = witnesses.iter().filter_map(|w| w.as_str()).collect();
-        println!("Witnesses: {}", list.join(", "));
+        outln!("Witnesses: {}", list.join(", "));
         if let Some(ca_file) = config["witnessCaFile"].as_str() {
-            println!("Witness certificates: signed by the CA in {ca_file}");
+            outln!("Witness certificates: signed by the CA in {ca_file}");
         } else if let Some(pins) = config["witnessPinnedSha256"]
             .as_array()
             .filter(|pins| !pins.is_empty())
         {
             let pins: Vec<&str> = pins.iter().filter_map(|pin| pin.as_str()).collect();
-            println!("Witness certificates: pinned SHA-256 {}", pins.join(", "));
+            outln!("Witness certificates: pinned SHA-256 {}", pins.join(", "));
         } else if config["witnessInsecure"] == true {
-            println!("Witness certificates: NOT CHECKED (--witness-insecure)");
+            outln!("Witness certificates: NOT CHECKED (--witness-insecure)");
         }
     }
     if let Some(addresses) = config["notifyEmail"]
@@ -1005,7 +1014,7 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
         if config["notifyOnFailure"] == true {
             on.push("Failure / this server becomes primary");
         }
-        println!(
+        outln!(
             "Notifications: {} on {}; {}",
             list.join(", "),
             if on.is_empty() {
@@ -1028,10 +1037,10 @@ fn print_config(config: &serde_json::Value, snapshot: Option<&serde_json::Value>
         } else {
             ""
         };
-        println!("Clock offset to peer: {skew} ms{warning}");
+        outln!("Clock offset to peer: {skew} ms{warning}");
     }
     if let Some(peer) = snapshot["peer"].as_object() {
-        println!(
+        outln!(
             "Peer: {} ({} {}, epoch {}), last seen {}",
             peer.get("nodeName").and_then(|v| v.as_str()).unwrap_or("-"),
             peer.get("mode").and_then(|v| v.as_str()).unwrap_or("-"),
@@ -1057,7 +1066,7 @@ fn print_cluster(snapshot: &serde_json::Value) {
         .cloned()
         .unwrap_or_default();
     if !members.is_empty() || !silent.is_empty() {
-        println!("Cluster (every other node this node knows of):");
+        outln!("Cluster (every other node this node knows of):");
     }
     for member in &members {
         let ago = member["seenAtMs"]
@@ -1076,7 +1085,7 @@ fn print_cluster(snapshot: &serde_json::Value) {
             ),
             None => "not checked by this node".into(),
         };
-        println!(
+        outln!(
             "  {} {}: {}{} {}, epoch {}; seen {ago}, {how}; {reach}",
             text(member, "nodeName"),
             text(member, "address"),
@@ -1091,14 +1100,14 @@ fn print_cluster(snapshot: &serde_json::Value) {
         );
     }
     for peer in &silent {
-        println!(
+        outln!(
             "  {}: NO ANSWER ({})",
             text(peer, "address"),
             text(peer, "reason")
         );
     }
     if let Some(claim) = snapshot["newestClaim"].as_object() {
-        println!(
+        outln!(
             "Newest claim to serve: epoch {} of {}",
             claim
                 .get("epoch")
@@ -1111,17 +1120,17 @@ fn print_cluster(snapshot: &serde_json::Value) {
         );
     }
     if let Some(who) = snapshot["dualActive"].as_str() {
-        println!("DUAL ACTIVE: two nodes of the HA group are Active at once: {who}");
+        outln!("DUAL ACTIVE: two nodes of the HA group are Active at once: {who}");
     }
     for warning in snapshot["trustWarnings"].as_array().into_iter().flatten() {
         if let Some(warning) = warning.as_str() {
-            println!("TRUST INCOMPLETE: {warning}");
+            outln!("TRUST INCOMPLETE: {warning}");
         }
     }
 }
 
 fn print_status(result: &serde_json::Value) {
-    println!(
+    outln!(
         "Node {} (Tandem {}): {}",
         text(result, "node"),
         text(result, "version"),
@@ -1134,10 +1143,10 @@ fn print_status(result: &serde_json::Value) {
     match result["controller"].as_object() {
         Some(_) => print_controller(&result["controller"]),
         None => {
-            println!("Epoch: {}", text(result, "epoch"));
+            outln!("Epoch: {}", text(result, "epoch"));
             if let Some(reason) = result["fenced"].as_str() {
-                println!("Fenced: {reason}");
-                println!("{FENCED_ADVICE}");
+                outln!("Fenced: {reason}");
+                outln!("{FENCED_ADVICE}");
             }
             print_config(&result["config"], None);
         }
@@ -1148,7 +1157,7 @@ fn print_status(result: &serde_json::Value) {
             Some(ms) => format!("{ms} ms"),
             None => "-".into(),
         };
-        println!(
+        outln!(
             "Continuous replication from {}: {}, position {}, {} entries applied; lag: last {}, \
              recent p99 {}, max {}{}",
             field("source").as_str().unwrap_or("-"),
@@ -1168,7 +1177,7 @@ fn print_status(result: &serde_json::Value) {
             }
         );
         if let Some(why) = result["behind"].as_str() {
-            println!("BEHIND: {why}");
+            outln!("BEHIND: {why}");
         }
     }
     if let Some(position) = result["position"].as_object() {
@@ -1178,17 +1187,17 @@ fn print_status(result: &serde_json::Value) {
                 .map(ToString::to_string)
                 .unwrap_or_default()
         };
-        println!(
+        outln!(
             "Change log position: {}; a continuous or synchronous Standby holds up to {}",
             field("headSeq"),
             field("standbyHoldsSeq")
         );
     }
     if let Some(gate) = result["clientConnections"].as_str() {
-        println!("Client connections: {gate}");
+        outln!("Client connections: {gate}");
     }
     match result["lastSync"].as_object() {
-        Some(sync) => println!(
+        Some(sync) => outln!(
             "Last sync: {} from {}: {} {}",
             sync.get("startedAt")
                 .and_then(|v| v.as_str())
@@ -1197,6 +1206,6 @@ fn print_status(result: &serde_json::Value) {
             sync.get("kind").and_then(|v| v.as_str()).unwrap_or("-"),
             sync.get("result").and_then(|v| v.as_str()).unwrap_or("-"),
         ),
-        None => println!("Last sync: none"),
+        None => outln!("Last sync: none"),
     }
 }

@@ -1,6 +1,7 @@
 //! `tandem lb`: run the traffic controller, show its status, resume traffic, hold and release
 //! the maintenance hold.
 
+use crate::output::{out, outln};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -203,9 +204,9 @@ fn status(admin: AdminArgs, json: bool) -> Result<ExitCode> {
     let (_, status) = request(addr, "GET", "/status")?;
     let serving = status["canTakeTraffic"].as_bool().unwrap_or(false);
     if json {
-        println!("{status:#}");
+        outln!("{status:#}");
     } else {
-        print!("{}", render_status(addr, &status));
+        out!("{}", render_status(addr, &status));
     }
     Ok(if serving {
         ExitCode::SUCCESS
@@ -335,12 +336,12 @@ fn operate(admin: AdminArgs, path: &str, what: &str, json: bool) -> Result<ExitC
     };
     let (code, answer) = request(addr, "POST", path)?;
     if json {
-        println!("{answer:#}");
+        outln!("{answer:#}");
     }
     match code {
         200 => {
             if !json {
-                println!("{}", text(&answer["message"]));
+                outln!("{}", text(&answer["message"]));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -370,11 +371,11 @@ fn resume(admin: AdminArgs, to: Option<String>, json: bool) -> Result<ExitCode> 
     };
     let (code, answer) = request(addr, "POST", &path)?;
     if json {
-        println!("{answer:#}");
+        outln!("{answer:#}");
     }
     if code == 200 {
         if !json {
-            println!("{}", text(&answer["message"]));
+            outln!("{}", text(&answer["message"]));
         }
         Ok(ExitCode::SUCCESS)
     } else if code == 500 {

@@ -5,6 +5,7 @@ mod cli;
 mod ha;
 mod lb;
 mod logging;
+mod output;
 
 use std::process::ExitCode;
 

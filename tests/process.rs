@@ -305,3 +305,31 @@ fn missing_data_dir_option_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("TANDEM_DATA_DIR"));
 }
+
+/// `tandem ha status | head -1`: the reader closes the pipe early. The command used to panic on
+/// the broken pipe (exit 101) about one time in eleven; now the rest of the output is dropped
+/// and the command ends as it would have. The pipe is closed before the command writes
+/// anything, so every run meets the broken pipe.
+#[test]
+fn a_closed_stdout_ends_no_command_with_a_panic() {
+    let node = TestNode::init();
+    for args in [
+        vec!["ha", "status"],
+        vec!["ha", "status", "--json"],
+        vec!["ha", "local-key"],
+    ] {
+        let mut child = tandem()
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
