@@ -530,7 +530,20 @@ fn perform(data_dir: &Path, operation: Operation, json: bool) -> Result<ExitCode
         .await
         .with_context(|| format!("cannot talk to the node running in {}", data_dir.display()))?;
         if answered.is_none() {
-            let node = open_node(data_dir)?;
+            let node = match open_node_or_wait_for_serving(data_dir).await? {
+                Opened::Here(node) => node,
+                Opened::Serving => {
+                    tandem_repl::ops::call_running(data_dir, &operation, |event| {
+                        lock(&display).progress(&event);
+                        last = Some(event);
+                    })
+                    .await
+                    .with_context(|| {
+                        format!("cannot talk to the node running in {}", data_dir.display())
+                    })?;
+                    return anyhow::Ok(last);
+                }
+            };
             let replication = tandem_repl::Replication::new(&node);
             let outcome = std::sync::Arc::new(std::sync::Mutex::new(None));
             let (shown, kept) = (display.clone(), outcome.clone());
@@ -577,9 +590,44 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn open_node(data_dir: &Path) -> Result<tandem_node::Node> {
-    tandem_node::Node::open(data_dir)
-        .with_context(|| format!("cannot open the node in {}", data_dir.display()))
+/// How long a command waits for a node that holds its data directory (it is starting, or
+/// another command runs) to answer on its control socket: a node binds it within a second of
+/// taking the lock.
+const SERVING_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+/// Pause between two looks at the control socket while waiting.
+const SERVING_WAIT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+enum Opened {
+    /// No process had the node open: the operation runs in this process.
+    Here(tandem_node::Node),
+    /// A serving node answers on its control socket now.
+    Serving,
+}
+
+/// Opens the node for an operation run here, or, when another process holds the data
+/// directory (a `tandem serve` starting up binds its control socket a moment after taking the
+/// lock), waits for that node's control socket.
+async fn open_node_or_wait_for_serving(data_dir: &Path) -> Result<Opened> {
+    let started = std::time::Instant::now();
+    let socket = data_dir.join(tandem_repl::ops::CONTROL_SOCKET);
+    loop {
+        match tandem_node::Node::open(data_dir) {
+            Ok(node) => return Ok(Opened::Here(node)),
+            Err(tandem_node::NodeError::Locked(message)) => {
+                if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+                    return Ok(Opened::Serving);
+                }
+                if started.elapsed() >= SERVING_WAIT_MAX {
+                    anyhow::bail!(message);
+                }
+                tokio::time::sleep(SERVING_WAIT_PAUSE).await;
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("cannot open the node in {}", data_dir.display())));
+            }
+        }
+    }
 }
 
 /// A progress bar on stderr when it is a terminal; nothing otherwise.

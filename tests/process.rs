@@ -333,3 +333,34 @@ fn a_closed_stdout_ends_no_command_with_a_panic() {
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+/// One process at a time writes a node's databases: a second `serve` on a served data
+/// directory is refused at once, naming the first one's pid (before, it raced the first for the
+/// databases and failed only at its listeners, if they were taken). Commands go through the
+/// serving node, and the lock is released by a `kill -9`.
+#[tokio::test]
+async fn a_second_process_cannot_open_a_node_that_one_serves() {
+    tandem_crypto::install_crypto_provider();
+    let node = TestNode::init();
+    let mut first = node.serve();
+    let client = node.client();
+    node.wait_until_serving(&client, &mut first).await;
+    let second = run(&["serve"], &node.dir);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", first.id())) && stderr.contains("`tandem serve"),
+        "names the holder: {stderr}"
+    );
+    // A command finds the serving node and runs there.
+    let status = run(&["ha", "status", "--json"], &node.dir);
+    assert!(status.status.success(), "{status:?}");
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("\"running\": true"), "{stdout}");
+    kill_9(&mut first);
+    // The kernel released the lock with the process: the node opens again.
+    let status = run(&["ha", "status", "--json"], &node.dir);
+    assert!(status.status.success(), "{status:?}");
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("\"running\": false"), "{stdout}");
+}

@@ -7,11 +7,14 @@
 //!   node.db                   the node-local store: never replicated
 //!   files/sha256/ab/abcd…     app files by content hash
 //!   ssh_host_ed25519_key      this node's SSH identity (mode 0600), never replicated
+//!   tandem.lock               held by the one process that has the node open (see `lock`)
 //! ```
 
 pub mod config;
+mod lock;
 
 pub use config::{ConfigError, ListenerAddrs, NodeConfig};
+pub use lock::{DataDirLock, LOCK_FILE};
 
 use std::path::{Path, PathBuf};
 use tandem_crypto::{CertificateAuthority, ServerCertificate, SshHostKey};
@@ -32,6 +35,9 @@ pub const GENERATED_PASSWORD_CHARS: usize = 16;
 pub enum NodeError {
     #[error("{0}")]
     Usage(String),
+    /// Another process has the node open (see [`DataDirLock`]).
+    #[error("{0}")]
+    Locked(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -295,6 +301,8 @@ pub const INIT_SEQ_SETTING: &str = "replication.init_seq";
 
 /// An opened node: its configuration and its stores.
 pub struct Node {
+    /// Held for as long as anything opened from this node is in use (the server keeps a clone).
+    pub lock: std::sync::Arc<DataDirLock>,
     pub data_dir: PathBuf,
     pub config: NodeConfig,
     pub listeners: ListenerAddrs,
@@ -325,6 +333,7 @@ impl Node {
         }
         let config = NodeConfig::load(&config_path)?;
         let listeners = config.listener_addrs().map_err(NodeError::Usage)?;
+        let lock = std::sync::Arc::new(DataDirLock::acquire(data_dir)?);
         let local = NodeStore::open(&data_dir.join(NODE_DB_FILE), OpenMode::Existing)?;
         let identity = local.identity_blocking()?;
         if identity.node_id != config.node.id {
@@ -344,6 +353,7 @@ impl Node {
         let key_text = std::fs::read_to_string(&key_path).map_err(io_error(&key_path))?;
         let ssh_host_key = SshHostKey::from_openssh(&key_text)?;
         Ok(Self {
+            lock,
             data_dir: data_dir.to_owned(),
             config,
             listeners,

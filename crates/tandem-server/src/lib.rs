@@ -90,6 +90,8 @@ pub struct Server {
     replication_tcp: TcpListener,
     control: tokio::net::UnixListener,
     control_path: std::path::PathBuf,
+    /// The data directory's lock, held until the databases are closed.
+    lock: Arc<tandem_node::DataDirLock>,
 }
 
 impl Server {
@@ -207,6 +209,7 @@ impl Server {
             replication_tcp,
             control,
             control_path,
+            lock: node.lock.clone(),
         })
     }
 
@@ -286,6 +289,7 @@ impl Server {
         let _ = std::fs::remove_file(&self.control_path);
         self.state.db.close().await;
         self.state.local.database().close().await;
+        drop(self.lock);
         tracing::info!("stopped cleanly");
         Ok(())
     }
