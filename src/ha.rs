@@ -599,7 +599,7 @@ const SERVING_WAIT_PAUSE: std::time::Duration = std::time::Duration::from_millis
 
 enum Opened {
     /// No process had the node open: the operation runs in this process.
-    Here(tandem_node::Node),
+    Here(Box<tandem_node::Node>),
     /// A serving node answers on its control socket now.
     Serving,
 }
@@ -612,7 +612,7 @@ async fn open_node_or_wait_for_serving(data_dir: &Path) -> Result<Opened> {
     let socket = data_dir.join(tandem_repl::ops::CONTROL_SOCKET);
     loop {
         match tandem_node::Node::open(data_dir) {
-            Ok(node) => return Ok(Opened::Here(node)),
+            Ok(node) => return Ok(Opened::Here(Box::new(node))),
             Err(tandem_node::NodeError::Locked(message)) => {
                 if tokio::net::UnixStream::connect(&socket).await.is_ok() {
                     return Ok(Opened::Serving);
