@@ -462,3 +462,34 @@ impl hyper::body::Body for TrackedBody {
         hyper::body::Body::size_hint(&self.inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection counts as idle only once no request has been in progress for the whole
+    /// limit: a request in progress, however long, keeps it, and the count starts again when
+    /// the last answer is sent. (Lower bounds only: a slow machine cannot fail it.)
+    #[tokio::test]
+    async fn a_connection_is_idle_only_a_whole_limit_after_its_last_request() {
+        let limit = Duration::from_millis(100);
+        let activity = Arc::new(Activity::new());
+        let request = activity.start();
+        let idle = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.idle_for(limit).await }
+        });
+        tokio::time::sleep(limit * 4).await;
+        assert!(!idle.is_finished(), "idle while a request was in progress");
+        let answered = Instant::now();
+        drop(request);
+        tokio::time::timeout(Duration::from_secs(30), idle)
+            .await
+            .expect("idle once the request ended")
+            .unwrap();
+        assert!(
+            answered.elapsed() >= limit,
+            "idle before a whole limit passed"
+        );
+    }
+}
