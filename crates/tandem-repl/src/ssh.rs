@@ -150,7 +150,9 @@ async fn serve_connection(
         () = &mut connection => return,
         _ = stop.wait_for(|stop| *stop) => return,
         () = tokio::time::sleep(PREAUTH_TIMEOUT) => {
-            tracing::info!(
+            // Debug only: a scan from many addresses would otherwise write a line per
+            // connection; the refusals at the limits are the throttled warnings.
+            tracing::debug!(
                 %peer_addr,
                 "closed a replication connection that did not authenticate within {} s",
                 PREAUTH_TIMEOUT.as_secs()
