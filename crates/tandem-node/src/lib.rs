@@ -13,7 +13,9 @@
 pub mod config;
 mod lock;
 
-pub use config::{ConfigError, ListenerAddrs, NodeConfig};
+pub use config::{
+    ConfigError, ListenerAddrs, ListenerLimits, Network, NodeConfig, SystemManagerAccess,
+};
 pub use lock::{DataDirLock, LOCK_FILE};
 
 use std::path::{Path, PathBuf};
@@ -129,7 +131,13 @@ fn validate_init(options: &InitOptions) -> Result<NodeConfig, NodeError> {
             service: options.service_addr.clone(),
             system_manager: options.system_manager_addr.clone(),
             replication: options.replication_addr.clone(),
+            connections_per_address_max: None,
+            connections_per_address_exempt: Vec::new(),
+            header_read_timeout_s: None,
+            idle_timeout_s: None,
+            body_read_timeout_s: None,
         },
+        system_manager: None,
     };
     let mut problems: Vec<String> = config
         .problems()
@@ -306,6 +314,11 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub config: NodeConfig,
     pub listeners: ListenerAddrs,
+    /// The HTTPS listeners' limits (`[listeners]`).
+    pub limits: ListenerLimits,
+    /// Who may reach the System Manager listener (`[system_manager]`); `client_ca` resolved
+    /// against the data directory.
+    pub system_manager_access: SystemManagerAccess,
     pub replicated: Database,
     pub local: NodeStore,
     pub files: FileStore,
@@ -334,6 +347,16 @@ impl Node {
         let config = NodeConfig::load(&config_path)?;
         let listeners = config.listener_addrs().map_err(NodeError::Usage)?;
         let lock = std::sync::Arc::new(DataDirLock::acquire(data_dir)?);
+        // `load` refused a configuration with problems; these only parse what it checked.
+        let limits = config
+            .listener_limits()
+            .map_err(|problems| NodeError::Usage(problems.join("; ")))?;
+        let mut system_manager_access = config
+            .system_manager_access()
+            .map_err(|problems| NodeError::Usage(problems.join("; ")))?;
+        system_manager_access.client_ca = system_manager_access
+            .client_ca
+            .map(|path| data_dir.join(path));
         let local = NodeStore::open(&data_dir.join(NODE_DB_FILE), OpenMode::Existing)?;
         let identity = local.identity_blocking()?;
         if identity.node_id != config.node.id {
@@ -357,6 +380,8 @@ impl Node {
             data_dir: data_dir.to_owned(),
             config,
             listeners,
+            limits,
+            system_manager_access,
             replicated,
             local,
             files,

@@ -6,6 +6,7 @@
 //! different software or schema versions. Test Connection is exactly that exchange.
 
 pub mod follow;
+pub mod limit;
 pub mod ops;
 pub mod protocol;
 pub mod source;

@@ -2,6 +2,7 @@
 //! authentication from Trusted Hosts and offers only the replication subsystem, and a client that
 //! refuses a peer whose host key is not the one trusted for it.
 
+use crate::limit::{AddressSlot, LogThrottle, PerAddress};
 use crate::protocol::SUBSYSTEM;
 use crate::{Replication, ReplicationError};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKey};
@@ -14,11 +15,26 @@ use std::time::Duration;
 use tandem_crypto::TrustedKey;
 use tandem_store::trust::{self, Endpoint, TrustedHost};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 /// Replication connections served at once. A node has one or two peers; the margin covers an
 /// operator's Test Connection and a stuck peer reconnecting.
 pub const SSH_CONNECTIONS_MAX: usize = 16;
+/// A connection that has not authenticated by then is closed. A peer on the same network
+/// connects, exchanges keys and authenticates in well under a second, and the connecting side
+/// gives up after [`CONNECT_TIMEOUT`] (10 s) itself, so a connection still unauthenticated
+/// after that is no working peer: without this deadline, idle connections held every place of
+/// [`SSH_CONNECTIONS_MAX`] for [`SSH_IDLE_TIMEOUT`] (120 s) and kept the real peers out.
+pub const PREAUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unauthenticated connections one source address may hold at once; beyond it a new one is
+/// closed at once. A peer opens at most a few connections at a time (the heartbeat session, a
+/// sync, the continuous-replication stream, an operator's Test Connection), each
+/// unauthenticated only for its handshake, so 4 never refuses a peer, while idle connections
+/// from one address can never take more than 4 of the [`SSH_CONNECTIONS_MAX`] places.
+pub const UNAUTHENTICATED_PER_ADDRESS_MAX: usize = 4;
+/// At most one log line per this interval for connections refused at a limit, so a scan
+/// cannot flood the log (the next line counts those left out).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Sessions (channels) one connection may open.
 const SESSIONS_PER_CONNECTION_MAX: usize = 4;
 /// A connection with no traffic for this long is closed (heartbeats run far more often).
@@ -52,6 +68,9 @@ pub async fn serve(
 ) {
     let config = server_config(&replication);
     let permits = Arc::new(Semaphore::new(SSH_CONNECTIONS_MAX));
+    let unauthenticated = PerAddress::new(UNAUTHENTICATED_PER_ADDRESS_MAX);
+    let refusals = LogThrottle::new(REFUSAL_LOG_INTERVAL);
+    let key_refusals = Arc::new(LogThrottle::new(REFUSAL_LOG_INTERVAL));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
@@ -65,32 +84,92 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer_addr, "replication listener: connection limit reached; closing");
+        let Some(slot) = unauthenticated.try_acquire(peer_addr.ip()) else {
+            if let Some(left_out) = refusals.admit(std::time::Instant::now()) {
+                tracing::warn!(
+                    %peer_addr,
+                    left_out,
+                    "replication listener: {UNAUTHENTICATED_PER_ADDRESS_MAX} unauthenticated \
+                     connections from this address already; closing"
+                );
+            }
             continue;
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if let Some(left_out) = refusals.admit(std::time::Instant::now()) {
+                tracing::warn!(
+                    %peer_addr,
+                    left_out,
+                    "replication listener: connection limit reached; closing"
+                );
+            }
+            continue;
+        };
+        let (authenticated, on_authenticated) = oneshot::channel();
         let handler = PeerHandler {
             replication: replication.clone(),
             peer_addr,
             peer: None,
             sessions: HashMap::new(),
+            authenticated: Some(authenticated),
+            key_refusals: key_refusals.clone(),
         };
         let config = config.clone();
-        let mut stop = shutdown.clone();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
-            match russh::server::run_stream(config, socket, handler).await {
-                Ok(session) => {
-                    tokio::select! {
-                        result = session => if let Err(error) = result {
-                            tracing::debug!(%peer_addr, %error, "replication connection ended");
-                        },
-                        _ = stop.wait_for(|stop| *stop) => {}
-                    }
-                }
-                Err(error) => tracing::debug!(%peer_addr, %error, "SSH handshake failed"),
-            }
+            serve_connection(config, socket, handler, slot, on_authenticated, stop).await;
             drop(permit);
         });
+    }
+}
+
+/// Runs one replication connection: closed at [`PREAUTH_TIMEOUT`] unless it authenticated by
+/// then (its `slot` among the unauthenticated connections of its address is given back then),
+/// and at shutdown.
+async fn serve_connection(
+    config: Arc<russh::server::Config>,
+    socket: tokio::net::TcpStream,
+    handler: PeerHandler,
+    slot: AddressSlot,
+    on_authenticated: oneshot::Receiver<()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let peer_addr = handler.peer_addr;
+    let connection = async move {
+        match russh::server::run_stream(config, socket, handler).await {
+            Ok(session) => {
+                if let Err(error) = session.await {
+                    tracing::debug!(%peer_addr, %error, "replication connection ended");
+                }
+            }
+            Err(error) => tracing::debug!(%peer_addr, %error, "SSH handshake failed"),
+        }
+    };
+    tokio::pin!(connection);
+    tokio::select! {
+        () = &mut connection => return,
+        _ = stop.wait_for(|stop| *stop) => return,
+        () = tokio::time::sleep(PREAUTH_TIMEOUT) => {
+            // Debug only: a scan from many addresses would otherwise write a line per
+            // connection; the refusals at the limits are the throttled warnings.
+            tracing::debug!(
+                %peer_addr,
+                "closed a replication connection that did not authenticate within {} s",
+                PREAUTH_TIMEOUT.as_secs()
+            );
+            return;
+        }
+        authenticated = on_authenticated => {
+            // The handler is gone without authenticating: the connection is ending.
+            if authenticated.is_err() {
+                return;
+            }
+        }
+    }
+    drop(slot);
+    tokio::select! {
+        () = &mut connection => {}
+        _ = stop.wait_for(|stop| *stop) => {}
     }
 }
 
@@ -100,6 +179,11 @@ struct PeerHandler {
     /// The trusted hosts the authenticated key belongs to, once authenticated.
     peer: Option<Vec<TrustedHost>>,
     sessions: HashMap<ChannelId, Channel<Msg>>,
+    /// Told once the peer has authenticated, which lifts the pre-authentication deadline.
+    authenticated: Option<oneshot::Sender<()>>,
+    /// Shared by the listener's connections: refused keys are logged at most once per
+    /// [`REFUSAL_LOG_INTERVAL`], so a flood of keys cannot flood the log.
+    key_refusals: Arc<LogThrottle>,
 }
 
 impl PeerHandler {
@@ -115,6 +199,30 @@ impl PeerHandler {
     }
 }
 
+impl PeerHandler {
+    /// Tells the operator which key was refused, from where: a peer whose key was never added
+    /// to this node's Trusted Hosts shows up here with the fingerprint to compare.
+    async fn refused(&self, key: &PublicKey) {
+        let Some(left_out) = self.key_refusals.admit(std::time::Instant::now()) else {
+            return;
+        };
+        let fingerprint = TrustedKey::from_public(key).fingerprint;
+        tracing::warn!(
+            peer = %self.peer_addr,
+            %fingerprint,
+            left_out,
+            "refused a replication connection: its key is not in Trusted Hosts; if that node is \
+             a peer, add it with `tandem ha trusted-hosts add HOST:PORT --key KEY`"
+        );
+        self.replication
+            .log(&format!(
+                "refused a replication connection from {} with untrusted key {fingerprint}",
+                self.peer_addr
+            ))
+            .await;
+    }
+}
+
 impl russh::server::Handler for PeerHandler {
     type Error = ReplicationError;
 
@@ -123,12 +231,13 @@ impl russh::server::Handler for PeerHandler {
         _user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        let trusted = !self.trusted(offer.public_key).await?.is_empty();
-        Ok(if trusted {
-            Auth::Accept
-        } else {
-            Auth::reject()
-        })
+        if self.trusted(offer.public_key).await?.is_empty() {
+            // Clients offer a key before signing with it (russh's and OpenSSH's do): this is
+            // where a peer missing from Trusted Hosts is refused, so this is where it is told.
+            self.refused(offer.public_key).await;
+            return Ok(Auth::reject());
+        }
+        Ok(Auth::Accept)
     }
 
     async fn auth_publickey(
@@ -138,17 +247,14 @@ impl russh::server::Handler for PeerHandler {
     ) -> Result<Auth, Self::Error> {
         let hosts = self.trusted(verified.public_key).await?;
         if hosts.is_empty() {
-            let fingerprint = TrustedKey::from_public(verified.public_key).fingerprint;
-            tracing::warn!(peer = %self.peer_addr, %fingerprint, "refused an untrusted key");
-            self.replication
-                .log(&format!(
-                    "refused a replication connection from {} with untrusted key {fingerprint}",
-                    self.peer_addr
-                ))
-                .await;
+            self.refused(verified.public_key).await;
             return Ok(Auth::reject());
         }
         self.peer = Some(hosts);
+        if let Some(authenticated) = self.authenticated.take() {
+            // The receiver is gone only when the connection is being closed anyway.
+            let _ = authenticated.send(());
+        }
         Ok(Auth::Accept)
     }
 

@@ -69,6 +69,12 @@ pub enum ServerError {
     HaState(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(
+        "[system_manager] client_ca in {config_path}: {reason}; write the path of a PEM file of \
+         the CA certificates that sign the administrators' client certificates, or remove the \
+         line to ask for none"
+    )]
+    ClientCa { config_path: String, reason: String },
 }
 
 /// Listener addresses to use instead of the configured ones (tests bind port 0).
@@ -97,8 +103,20 @@ pub struct Server {
 impl Server {
     pub async fn bind(node: Node, options: ServeOptions) -> Result<Self, ServerError> {
         let db = node.replicated.clone();
-        let identity = Arc::new(state::Identity::load(&db).await?);
         let config_path = node.data_dir.join(tandem_node::CONFIG_FILE);
+        let client_roots = match &node.system_manager_access.client_ca {
+            None => None,
+            Some(path) => Some(Arc::new(
+                witness::load_ca_file(&path.display().to_string())
+                    .await
+                    .map_err(|reason| ServerError::ClientCa {
+                        config_path: config_path.display().to_string(),
+                        reason,
+                    })?,
+            )),
+        };
+        let identity = Arc::new(state::Identity::load(&db, client_roots).await?);
+        let limits = Arc::new(node.limits.clone());
         let service_addr = options.service_addr.unwrap_or(node.listeners.service);
         let system_manager_addr = options
             .system_manager_addr
@@ -192,6 +210,8 @@ impl Server {
                 identity: identity.clone(),
                 router: service_router(state.clone(), ha_handle.clone()),
                 device_gate: Some(device_gate),
+                limits: limits.clone(),
+                allowed_networks: None,
             },
             system_manager: HttpsListener {
                 name: "System Manager",
@@ -200,6 +220,8 @@ impl Server {
                 identity,
                 router: sysmgr::router(state.clone(), ha_handle.clone()),
                 device_gate: None,
+                limits,
+                allowed_networks: node.system_manager_access.allow.clone(),
             },
             state,
             ha,

@@ -69,6 +69,9 @@ pub struct Identity {
     device_ca: RwLock<Arc<CertificateAuthority>>,
     /// SHA-256 of the server certificate served now, to skip reloading an unchanged identity.
     certificate_sha256: RwLock<String>,
+    /// The CAs a System Manager client's certificate must chain to (`[system_manager]
+    /// client_ca`); `None`: no client certificate is asked for.
+    system_manager_client_roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -85,13 +88,19 @@ fn replace<T>(lock: &RwLock<T>, value: T) {
 
 impl Identity {
     /// Builds the TLS configurations from the replicated database.
-    pub async fn load(db: &Database) -> Result<Self, crate::ServerError> {
+    pub async fn load(
+        db: &Database,
+        system_manager_client_roots: Option<Arc<rustls::RootCertStore>>,
+    ) -> Result<Self, crate::ServerError> {
         let (server, device_ca, fingerprint) = Self::read_stored(db).await?;
+        let system_manager =
+            tls::system_manager_config(&server, system_manager_client_roots.as_ref())?;
         Ok(Self {
             service: RwLock::new(TlsAcceptor::from(tls::service_config(&server, &device_ca)?)),
-            system_manager: RwLock::new(TlsAcceptor::from(tls::system_manager_config(&server)?)),
+            system_manager: RwLock::new(TlsAcceptor::from(system_manager)),
             device_ca: RwLock::new(Arc::new(device_ca)),
             certificate_sha256: RwLock::new(fingerprint),
+            system_manager_client_roots,
         })
     }
 
@@ -120,7 +129,10 @@ impl Identity {
             return Ok(false);
         }
         let service = TlsAcceptor::from(tls::service_config(&server, &device_ca)?);
-        let system_manager = TlsAcceptor::from(tls::system_manager_config(&server)?);
+        let system_manager = TlsAcceptor::from(tls::system_manager_config(
+            &server,
+            self.system_manager_client_roots.as_ref(),
+        )?);
         replace(&self.service, service);
         replace(&self.system_manager, system_manager);
         replace(&self.device_ca, Arc::new(device_ca));

@@ -43,9 +43,22 @@ pub fn service_config(
     finish(builder, server)
 }
 
-/// The System Manager listener: server authentication only.
-pub fn system_manager_config(server: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> {
-    finish(ServerConfig::builder().with_no_client_auth(), server)
+/// The System Manager listener: server authentication only, or, with `client_roots`
+/// (`[system_manager] client_ca`), a client certificate signed by one of them required too.
+pub fn system_manager_config(
+    server: &ServerTls,
+    client_roots: Option<&Arc<rustls::RootCertStore>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let Some(roots) = client_roots else {
+        return finish(ServerConfig::builder().with_no_client_auth(), server);
+    };
+    let verifier = WebPkiClientVerifier::builder(roots.clone())
+        .build()
+        .map_err(|error| TlsError::Rustls(error.to_string()))?;
+    finish(
+        ServerConfig::builder().with_client_cert_verifier(verifier),
+        server,
+    )
 }
 
 fn finish(

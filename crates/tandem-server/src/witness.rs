@@ -327,7 +327,7 @@ pub async fn client_config(choice: &WitnessTls) -> Result<Arc<ClientConfig>, Str
 
 /// The CA certificates of a PEM file, bounded by [`WITNESS_CA_FILE_BYTES_MAX`]; the error says
 /// what is wrong with the file.
-async fn load_ca_file(path: &str) -> Result<RootCertStore, String> {
+pub(crate) async fn load_ca_file(path: &str) -> Result<RootCertStore, String> {
     let metadata = tokio::fs::metadata(path)
         .await
         .map_err(|error| format!("cannot read {path}: {error}"))?;
