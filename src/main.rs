@@ -4,6 +4,7 @@
 mod cli;
 mod ha;
 mod lb;
+mod users;
 
 use std::process::ExitCode;
 
