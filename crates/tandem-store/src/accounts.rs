@@ -324,6 +324,91 @@ mod tests {
         ));
     }
 
+    fn accounts_in_memory() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        let table = |name: &str| {
+            format!(
+                "CREATE TABLE {name} (id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE,
+                     password_hash TEXT NOT NULL, created_at TEXT NOT NULL);"
+            )
+        };
+        conn.execute_batch(&format!(
+            "{}{}CREATE TABLE events (id INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,
+                 kind TEXT NOT NULL, subject_type TEXT NOT NULL, subject_id TEXT NOT NULL,
+                 message TEXT NOT NULL);",
+            table("admin_users"),
+            table("system_manager_users")
+        ))
+        .unwrap();
+        conn
+    }
+
+    #[test]
+    fn changes_are_audited_the_last_user_stays_and_realms_are_apart() {
+        let conn = accounts_in_memory();
+        let audit = Audit {
+            actor: "alice",
+            source: "192.0.2.7:5555",
+        };
+        let realm = AccountRealm::Admin;
+        add(&conn, realm, "alice", "hash-a", &audit).unwrap();
+        let error = remove(&conn, realm, "alice", &audit)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("last admin user"), "{error}");
+        let error = add(&conn, realm, "alice", "hash-b", &audit)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("exists"), "{error}");
+        add(&conn, realm, "bob", "hash-b", &audit).unwrap();
+        set_password_hash(&conn, realm, "bob", "hash-c", &audit).unwrap();
+        assert_eq!(
+            password_hash(&conn, realm, "bob").unwrap().unwrap(),
+            "hash-c"
+        );
+        remove(&conn, realm, "alice", &audit).unwrap();
+        let names: Vec<String> = list(&conn, realm)
+            .unwrap()
+            .into_iter()
+            .map(|account| account.username)
+            .collect();
+        assert_eq!(names, ["bob"]);
+        // The other realm is untouched, and a missing user is named.
+        assert!(list(&conn, AccountRealm::SystemManager).unwrap().is_empty());
+        let error = set_password_hash(&conn, AccountRealm::SystemManager, "bob", "h", &audit)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("system manager user bob was not found"),
+            "{error}"
+        );
+        let kinds: Vec<(String, String, String)> = conn
+            .prepare("SELECT actor, kind, message FROM events ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let kinds: Vec<&str> = kinds
+            .iter()
+            .inspect(|(actor, _, message)| {
+                assert_eq!(actor, "alice");
+                assert!(message.contains("from 192.0.2.7:5555"), "{message}");
+                assert!(!message.contains("hash-"), "{message}");
+            })
+            .map(|(_, kind, _)| kind.as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ACCOUNT_ADDED",
+                "ACCOUNT_ADDED",
+                "ACCOUNT_PASSWORD_CHANGED",
+                "ACCOUNT_REMOVED"
+            ]
+        );
+    }
+
     #[test]
     fn user_names_with_a_colon_or_control_characters_are_refused() {
         for bad in [
