@@ -77,7 +77,7 @@ write before exiting.",
         subcommand,
         long_about = "Manage the admin users (admin portal and REST API on the service listener) \
 and, with --system-manager, the System Manager local users (port 8443). Accounts are replicated: \
-change them on the Active node (a Standby refuses, naming it); they reach the Standby with the \
+change them on the Active node (a Standby refuses with exit 3); they reach the Standby with the \
 next sync. Works on a running node (through its control socket) and on a stopped one. \
 Passwords are read from a file or standard input, never from the command line."
     )]

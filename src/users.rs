@@ -43,8 +43,8 @@ pub enum UsersCommand {
     #[command(
         long_about = "Add an admin user (admin portal and REST API), or with --system-manager a \
 System Manager local user (port 8443). Run it on the Active node: accounts are replicated, so the \
-user reaches the Standby with the next sync; a Standby refuses the change and names the Active \
-node. The change is recorded as an event (who, from where, which user; never the password).\n\n\
+user reaches the Standby with the next sync; a Standby refuses the change (exit 3) and says to \
+make it on the Active node. The change is recorded as an event (who, from where, which user; never the password).\n\n\
 User names: letters, digits and - _ . @ (no ':', which HTTP Basic authentication cannot carry).",
         after_help = format!("{PASSWORD_HELP}\n\n{USERS_EXIT_STATUS_HELP}")
     )]
