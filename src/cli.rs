@@ -73,6 +73,17 @@ write before exiting.",
     #[command(subcommand)]
     Ha(crate::ha::HaCommand),
 
+    /// Accounts: admin users and System Manager local users (list, add, remove, set-password).
+    #[command(
+        subcommand,
+        long_about = "Manage the admin users (admin portal and REST API on the service listener) \
+and, with --system-manager, the System Manager local users (port 8443). Accounts are replicated: \
+change them on the Active node (a Standby refuses with exit 3); they reach the Standby with the \
+next sync. Works on a running node (through its control socket) and on a stopped one. \
+Passwords are read from a file or standard input, never from the command line."
+    )]
+    Users(crate::users::UsersCommand),
+
     /// Failover operations (guide: the `failover` CLI set).
     #[command(subcommand)]
     Failover(FailoverCommand),
@@ -185,11 +196,13 @@ struct InitArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2222")]
     ssh_addr: String,
 
-    /// Name of the first admin user and System Manager local user.
+    /// Name of the first admin user and System Manager local user (letters, digits, - _ . @;
+    /// no ':', which HTTP Basic authentication cannot carry).
     #[arg(long, value_name = "USER", default_value = "admin")]
     admin_user: String,
 
-    /// File holding the first user's password (first line). Without it, one is generated.
+    /// File holding the first user's password (first line; at least 8 characters, not a common
+    /// password nor the user name). Without it, one is generated.
     #[arg(long, value_name = "FILE")]
     admin_password_file: Option<PathBuf>,
 
@@ -216,6 +229,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init(args) => init(data_dir, args),
         Command::Serve => serve(data_dir),
         Command::Ha(command) => crate::ha::run_ha(&data_dir, command),
+        Command::Users(command) => crate::users::run(&data_dir, command),
         Command::Failover(FailoverCommand::Sync(args)) => crate::ha::run_sync(&data_dir, args),
         Command::Failover(FailoverCommand::Mode(args)) => {
             crate::ha::run_failover_mode(&data_dir, args.mode, args.force, args.json)

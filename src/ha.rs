@@ -514,7 +514,7 @@ fn local_key(data_dir: &Path) -> Result<ExitCode> {
 }
 
 /// Runs `operation` on the running node, or here if none runs, and prints its outcome.
-fn perform(data_dir: &Path, operation: Operation, json: bool) -> Result<ExitCode> {
+pub(crate) fn perform(data_dir: &Path, operation: Operation, json: bool) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -834,6 +834,10 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
             }
         }
         Operation::HaStatus => print_status(result),
+        Operation::UsersList { .. }
+        | Operation::UsersAdd { .. }
+        | Operation::UsersRemove { .. }
+        | Operation::UsersSetPassword { .. } => crate::users::print_result(operation, result),
         Operation::HaConfigure { .. } => {
             for warning in result["warnings"].as_array().into_iter().flatten() {
                 eprintln!(

@@ -6,6 +6,7 @@ mod ha;
 mod lb;
 mod logging;
 mod output;
+mod users;
 
 use std::process::ExitCode;
 

@@ -154,7 +154,7 @@ fn validate_init(options: &InitOptions) -> Result<NodeConfig, NodeError> {
         problems.push(format!("--admin-user: {error}"));
     }
     if let Some(password) = &options.admin_password
-        && let Err(error) = accounts::validate_password(password)
+        && let Err(error) = accounts::validate_password(&options.admin_user, password)
     {
         problems.push(format!("--admin-password-file: {error}"));
     }
@@ -227,7 +227,11 @@ fn create_node(
         .clone()
         .or_else(|| generated_password.clone())
         .unwrap_or_default();
-    let password_hash = tandem_crypto::hash_password(&password)?;
+    // One hash per realm, each with its own salt: the two tables never hold the same string, so
+    // one leaked hash cannot be matched to the other realm's, and a password changed in one
+    // realm is visibly different from the other's.
+    let admin_hash = tandem_crypto::hash_password(&password)?;
+    let system_manager_hash = tandem_crypto::hash_password(&password)?;
 
     let replicated =
         tandem_store::open_replicated(&dir.join(REPLICATED_DB_FILE), OpenMode::Create)?;
@@ -237,12 +241,12 @@ fn create_node(
     replicated.write_blocking(move |conn| {
         tandem_store::pki::store_device_ca(conn, &ca)?;
         tandem_store::pki::store_server_tls(conn, &server_cn, &server_tls)?;
-        accounts::create(conn, AccountRealm::Admin, &admin_user, &password_hash)?;
+        accounts::create(conn, AccountRealm::Admin, &admin_user, &admin_hash)?;
         accounts::create(
             conn,
             AccountRealm::SystemManager,
             &admin_user,
-            &password_hash,
+            &system_manager_hash,
         )?;
         Ok(())
     })?;
@@ -430,7 +434,9 @@ mod tests {
                 accounts::password_hash(conn, AccountRealm::SystemManager, "admin")
             })
             .unwrap();
-        assert!(sysmgr.is_some());
+        let sysmgr = sysmgr.unwrap();
+        assert!(tandem_crypto::verify_password(&password, &sysmgr));
+        assert_ne!(sysmgr, hash, "each realm's hash has its own salt");
         drop(node);
 
         let error = init(&options(&dir)).unwrap_err().to_string();
@@ -449,6 +455,17 @@ mod tests {
         assert!(error.contains("--name"), "{error}");
         assert!(error.contains("--service-addr"), "{error}");
         assert!(error.contains("at least 8 characters"), "{error}");
+        let mut colon = options(&dir);
+        colon.admin_user = "ad:min".into();
+        let error = init(&colon).unwrap_err().to_string();
+        assert!(
+            error.contains("--admin-user") && error.contains("':'"),
+            "{error}"
+        );
+        let mut common = options(&dir);
+        common.admin_password = Some("password123".into());
+        let error = init(&common).unwrap_err().to_string();
+        assert!(error.contains("most common"), "{error}");
         assert!(!dir.exists());
     }
 

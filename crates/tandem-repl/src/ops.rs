@@ -11,6 +11,7 @@ use crate::{Replication, ReplicationError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
+use tandem_store::accounts::AccountRealm;
 use tandem_store::history::{self, Trigger};
 use tandem_store::trust::{self, Endpoint};
 use tandem_store::{StoreError, changes};
@@ -75,6 +76,39 @@ pub enum Operation {
     Switchover,
     /// `tandem ha test-notification`: the Notification Settings' Test action.
     TestNotification,
+    /// `tandem users list [--system-manager]`.
+    UsersList {
+        realm: AccountRealm,
+    },
+    /// `tandem users add USER`.
+    UsersAdd {
+        realm: AccountRealm,
+        username: String,
+        password: Secret,
+    },
+    /// `tandem users remove USER`.
+    UsersRemove {
+        realm: AccountRealm,
+        username: String,
+    },
+    /// `tandem users set-password USER`.
+    UsersSetPassword {
+        realm: AccountRealm,
+        username: String,
+        password: Secret,
+    },
+}
+
+/// A password on its way over the control socket (owner-only, like the data dir): serialized
+/// as plain text there, but never shown by `Debug`, so no log line can carry it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(hidden)")
+    }
 }
 
 impl Operation {
@@ -263,6 +297,12 @@ async fn run(
         | Operation::TestNotification
         | Operation::ClientConnection { .. } => Err(ReplicationError::Refused(
             "this operation is carried out by the HA controller, not by replication".into(),
+        )),
+        Operation::UsersList { .. }
+        | Operation::UsersAdd { .. }
+        | Operation::UsersRemove { .. }
+        | Operation::UsersSetPassword { .. } => Err(ReplicationError::Refused(
+            "account operations are carried out by the server, not by replication".into(),
         )),
         Operation::Verify { endpoint } => {
             let endpoint = Endpoint::parse(&endpoint)?;

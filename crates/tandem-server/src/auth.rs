@@ -3,14 +3,16 @@
 //! Argon2id is deliberately slow (tens of milliseconds), too slow to run on every API call. A
 //! successful check is remembered for [`AUTH_CACHE_TTL`] under a key derived from the stored hash
 //! and the offered password, so a password change takes effect at once (the stored hash changes)
-//! and a wrong password is never cached.
+//! and a wrong password is never cached. Failed checks slow their source and user down
+//! (`backoff`): an attempt that comes too early is refused with 429 before argon2 runs.
 
+use crate::backoff;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -28,10 +30,16 @@ pub const AUTH_CACHE_ENTRIES_MAX: usize = 1024;
 pub struct AuthCache {
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     /// The bounded pool every argon2 check runs on (see `password_checks`).
-    checks: crate::password_checks::PasswordChecks,
+    pub(crate) checks: crate::password_checks::PasswordChecks,
+    /// Failed logins per source and per user (see `backoff`).
+    backoff: Mutex<backoff::Backoff>,
 }
 
 impl AuthCache {
+    fn backoff(&self) -> std::sync::MutexGuard<'_, backoff::Backoff> {
+        self.backoff.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn contains(&self, key: &[u8; 32], now: Instant) -> bool {
         let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         verified
@@ -67,38 +75,108 @@ fn basic_credentials(request: &Request) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-async fn verify(
+/// What became of one offered credential.
+enum Outcome {
+    Verified,
+    Wrong(Option<backoff::Counts>),
+    /// The password pool's queue is full.
+    Busy,
+    /// Too many recent failures from this source or for this user: refused before argon2.
+    Throttled {
+        retry_after: Duration,
+        by: backoff::RefusedBy,
+        log: bool,
+    },
+}
+
+async fn check(
     state: &AppState,
     realm: AccountRealm,
     user: &str,
     password: &str,
-) -> Result<bool, crate::password_checks::Busy> {
+    source: backoff::SourceKey,
+) -> Outcome {
     let username = user.to_owned();
     let stored = state
         .db
         .read(move |conn| accounts::password_hash(conn, realm, &username))
         .await;
     let hash = match stored {
-        Ok(Some(hash)) => hash,
-        // No such user: checked all the same, so the answer takes as long as a wrong password's.
-        Ok(None) => return state.auth_cache.checks.verify(password, None).await,
-        Err(_) => return Ok(false),
+        Ok(hash) => hash,
+        Err(_) => return Outcome::Wrong(None),
     };
-    let key: [u8; 32] = Sha256::new()
+    let key = hash.as_ref().map(|hash| cache_key(hash, password));
+    let now = Instant::now();
+    // Credentials verified within AUTH_CACHE_TTL skip the back-off: only the right password of
+    // an existing account is ever cached, so this lets a script or an administrator already at
+    // work keep working while someone else floods the same user with wrong passwords. It costs
+    // an attacker nothing, as getting in this way needs the password.
+    if let Some(key) = &key
+        && state.auth_cache.contains(key, now)
+    {
+        return Outcome::Verified;
+    }
+    // Only accounts that exist get a user record; invented names count against the source only.
+    let account = hash.is_some().then_some((realm, user));
+    // Decided before argon2, so a refused attempt costs a hash-map lookup.
+    let verdict = state.auth_cache.backoff().admit(now, source, account);
+    if let backoff::Verdict::Refuse {
+        retry_after,
+        by,
+        log,
+    } = verdict
+    {
+        return Outcome::Throttled {
+            retry_after,
+            by,
+            log,
+        };
+    }
+    // No such user: checked all the same, so the answer takes as long as a wrong password's.
+    let verified = match state.auth_cache.checks.verify(password, hash).await {
+        Ok(verified) => verified,
+        Err(crate::password_checks::Busy) => return Outcome::Busy,
+    };
+    if verified {
+        if let Some(key) = key {
+            state.auth_cache.insert(key, now);
+        }
+        state.auth_cache.backoff().succeeded(realm, user);
+        Outcome::Verified
+    } else {
+        let counts = state
+            .auth_cache
+            .backoff()
+            .failed(Instant::now(), source, account);
+        Outcome::Wrong(Some(counts))
+    }
+}
+
+fn cache_key(hash: &str, password: &str) -> [u8; 32] {
+    Sha256::new()
         .chain_update(hash.as_bytes())
         .chain_update([0])
         .chain_update(password.as_bytes())
         .finalize()
-        .into();
-    let now = Instant::now();
-    if state.auth_cache.contains(&key, now) {
-        return Ok(true);
-    }
-    let verified = state.auth_cache.checks.verify(password, Some(hash)).await?;
-    if verified {
-        state.auth_cache.insert(key, now);
-    }
-    Ok(verified)
+        .into()
+}
+
+/// `429 Too Many Requests` with `Retry-After` in whole seconds (rounded up).
+fn throttled(realm: AccountRealm, retry_after: Duration) -> Response {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+        format!(
+            "too many failed {realm} logins recently from this address or for this user; \
+             retry in {seconds} s"
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 async fn authenticate(
@@ -112,21 +190,54 @@ async fn authenticate(
             "this API needs HTTP Basic authentication with a user from the {realm} users"
         )));
     };
-    let source = request
+    let remote = request
         .extensions()
         .get::<crate::state::ConnectionInfo>()
-        .map(|info| info.remote.to_string())
-        .unwrap_or_default();
-    match verify(state, realm, &user, &password).await {
-        Ok(true) => {}
-        // `?user`: escaped, so a user name cannot forge log lines.
-        Ok(false) => {
-            tracing::warn!(user = ?user, %realm, %source, "authentication failed");
+        .map(|info| info.remote);
+    let source = remote.map(|remote| remote.to_string()).unwrap_or_default();
+    // A request without connection facts (none reach here in a running node) shares one key.
+    let source_key = backoff::SourceKey::of(remote.map_or(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        |remote| remote.ip(),
+    ));
+    // `?user`: escaped, so a user name cannot forge log lines.
+    match check(state, realm, &user, &password, source_key).await {
+        Outcome::Verified => {}
+        Outcome::Wrong(counts) => {
+            let (source_failures, user_failures) = counts
+                .map(|counts| (counts.source_failures, counts.user_failures))
+                .unwrap_or_default();
+            tracing::warn!(
+                user = ?user,
+                %realm,
+                %source,
+                source_failures,
+                user_failures = user_failures.unwrap_or(0),
+                "authentication failed"
+            );
             return Err(ApiError::unauthorized(format!(
                 "wrong {realm} user name or password"
             )));
         }
-        Err(crate::password_checks::Busy) => {
+        Outcome::Throttled {
+            retry_after,
+            by,
+            log,
+        } => {
+            if log {
+                tracing::warn!(
+                    user = ?user,
+                    %realm,
+                    %source,
+                    held_by = %by,
+                    retry_after_ms = retry_after.as_millis() as u64,
+                    "authentication refused: too many recent failures (later refusals in this \
+                     window are not logged)"
+                );
+            }
+            return Ok(throttled(realm, retry_after));
+        }
+        Outcome::Busy => {
             tracing::warn!(user = ?user, %realm, %source, "authentication refused: too many password checks waiting");
             return Err(ApiError::busy(
                 "too many password checks are waiting; retry in a second",

@@ -263,6 +263,29 @@ impl ops::Executor for NodeExecutor {
                         result: json!({ "clientConnections": if enabled { "enabled" } else { "disabled" }, "message": message }),
                     }
                 }
+                users @ (Operation::UsersList { .. }
+                | Operation::UsersAdd { .. }
+                | Operation::UsersRemove { .. }
+                | Operation::UsersSetPassword { .. }) => {
+                    let status = ha.snapshot().status;
+                    let writable = if status.accepts_writes() {
+                        Ok(())
+                    } else {
+                        Err(crate::accounts::read_only_message(
+                            &node_name,
+                            &status.state.to_string(),
+                            "",
+                        ))
+                    };
+                    let caller = crate::accounts::Caller {
+                        actor: "command line".into(),
+                        source: format!("the control socket of {node_name}"),
+                        writable,
+                    };
+                    crate::accounts::execute(replication.replicated(), &caller, &users)
+                        .await
+                        .unwrap_or_else(|| failed(FailureKind::Failed, "not an account operation"))
+                }
                 sync @ Operation::Sync { .. } => {
                     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
                     let forward = report.clone();
@@ -388,11 +411,56 @@ pub async fn execute_offline(
             };
             report(event);
         }
+        users @ (Operation::UsersList { .. }
+        | Operation::UsersAdd { .. }
+        | Operation::UsersRemove { .. }
+        | Operation::UsersSetPassword { .. }) => {
+            let writable = match ha::load_durable(replication.local(), log_epoch).await {
+                Ok(durable) => offline_writable(replication.node_name(), &durable),
+                Err(error) => Err(error.to_string()),
+            };
+            let caller = crate::accounts::Caller {
+                actor: "command line".into(),
+                source: format!(
+                    "the command line of {} (node stopped)",
+                    replication.node_name()
+                ),
+                writable,
+            };
+            let event = crate::accounts::execute(replication.replicated(), &caller, &users)
+                .await
+                .unwrap_or_else(|| failed(FailureKind::Failed, "not an account operation"));
+            report(event);
+        }
         other => {
             let forward = report.clone();
             ops::execute(replication, other, move |event| forward(event)).await;
         }
     }
+}
+
+/// Whether a stopped node may change accounts: only one that would serve as the Active node
+/// when started (HA disabled, a Primary, or a Secondary set Active) and is not fenced. A
+/// Standby's accounts come from its Primary; a write here would diverge from it.
+fn offline_writable(node_name: &str, durable: &tandem_ha::machine::Durable) -> Result<(), String> {
+    let config = &durable.config;
+    let standby = config.enabled
+        && config.mode == Mode::Secondary
+        && config.node_status == tandem_ha::config::NodeStatusSetting::Standby;
+    if let Some(reason) = &durable.fenced {
+        return Err(format!(
+            "node {node_name} is fenced ({reason}) and read-only: accounts are replicated from the \
+             Active node; change them there"
+        ));
+    }
+    if standby {
+        return Err(crate::accounts::read_only_message(
+            node_name,
+            "a Standby",
+            "",
+        ));
+    }
+    Ok(())
 }
 
 /// The Test on a running node: its configuration and state as they are now.

@@ -8,8 +8,10 @@
 //! a shutdown future completes, then drains connections and closes the databases so every
 //! acknowledged write is on disk.
 
+pub mod accounts;
 mod api;
 mod auth;
+mod backoff;
 pub mod control;
 mod csrf;
 mod device;

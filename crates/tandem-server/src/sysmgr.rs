@@ -1,5 +1,6 @@
 //! The System Manager listener (8443): who this node is and its HA state, as a page and as
-//! JSON, and the HA Configuration as a JSON API (`/api/v1/ha/…`). The portal pages join here.
+//! JSON, the HA Configuration as a JSON API (`/api/v1/ha/…`), and the System Manager local users
+//! (`/api/v1/users`, see `accounts`). The portal pages join here.
 
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
@@ -26,6 +27,10 @@ pub fn router(state: AppState, ha: HaHandle) -> Router {
             axum::routing::post(test_notification),
         )
         .route("/metrics", get(metrics))
+        .nest(
+            "/api/v1/users",
+            crate::accounts::routes(tandem_store::accounts::AccountRealm::SystemManager),
+        )
         .layer(Extension(ha))
         .layer(middleware::from_fn_with_state(
             state.clone(),

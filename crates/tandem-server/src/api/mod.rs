@@ -45,6 +45,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(apps::routes())
         .merge(policies::routes())
         .merge(misc::routes())
+        .nest(
+            "/admin-users",
+            crate::accounts::routes(tandem_store::accounts::AccountRealm::Admin),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::writes_need_active,

@@ -1,0 +1,417 @@
+//! Back-off after failed logins, per source address and per user, decided before argon2 runs.
+//!
+//! After [`FAILURES_FREE`] failures, each further attempt waits until a delay has passed since
+//! the last failure: [`BACKOFF_DELAY_FIRST`], doubling with every failure, up to
+//! [`SOURCE_BACKOFF_MAX`] for a source and [`USER_BACKOFF_MAX`] for a user. An attempt that
+//! comes too early is refused at once (429 with `Retry-After`) rather than held open, which
+//! would cost a connection slot. A record is forgotten after [`FAILURES_FORGOTTEN_AFTER`]
+//! without failures; a correct password resets its user's record.
+//!
+//! No hard lock: the per-source delay is the main weapon (an attacker is slowed to one guess per
+//! 30 s per address). The per-user delay is small and applies only to sources that have
+//! themselves failed recently, so a flood against `admin` from one place never keeps the real
+//! administrator out when they come from another: a clean source is judged by its own record.
+//! The tables are bounded ([`FAILURE_SOURCES_MAX`], [`FAILURE_USERS_MAX`]); only existing users
+//! get a user record (a name an attacker invents counts only against its source), and IPv6
+//! sources are counted by /64, the block one host usually holds.
+//!
+//! Time is an input (`now`), so the rules are unit-tested without waiting.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use tandem_store::accounts::AccountRealm;
+
+/// Failures allowed without any delay: typos and a forgotten Caps Lock.
+pub const FAILURES_FREE: u32 = 5;
+/// The first delay once the free failures are used up; doubled with each further failure.
+pub const BACKOFF_DELAY_FIRST: Duration = Duration::from_secs(1);
+/// Longest delay for a source: one guess per 30 s per address makes online guessing hopeless
+/// (2,880 a day) while a human who mistyped waits at most half a minute.
+pub const SOURCE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Longest delay for a user, whatever the source: small, because attackers can push it to the
+/// cap at will; it only thins out a guess rate spread over many addresses.
+pub const USER_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A record without failures for this long is forgotten: the delay decays after a quiet period.
+pub const FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Sources tracked at once. When full, forgotten records go first, then the oldest; 4,096
+/// records are well under a megabyte.
+pub const FAILURE_SOURCES_MAX: usize = 4096;
+/// Users tracked at once: both realms' accounts at most (`ACCOUNTS_PER_REALM_MAX` each), as only
+/// existing users get a record.
+pub const FAILURE_USERS_MAX: usize = 2 * tandem_store::accounts::ACCOUNTS_PER_REALM_MAX as usize;
+
+/// Who failed: an address (an IPv6 one cut to its /64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SourceKey(IpAddr);
+
+impl SourceKey {
+    pub fn of(address: IpAddr) -> Self {
+        match address.to_canonical() {
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                SourceKey(IpAddr::V6(bits.into()))
+            }
+            v4 => SourceKey(v4),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct UserKey {
+    realm: AccountRealm,
+    username: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    failures: u32,
+    last_failure: Instant,
+    /// A refusal in the current window was logged already (one log line per window, not one
+    /// per refused request of a flood).
+    refusal_logged: bool,
+}
+
+impl Record {
+    fn forgotten(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_failure) >= FAILURES_FORGOTTEN_AFTER
+    }
+
+    /// How long from `now` until the next attempt is allowed (`None`: allowed now).
+    fn wait(&self, now: Instant, cap: Duration) -> Option<Duration> {
+        let due = self.last_failure + delay_after(self.failures, cap);
+        (due > now).then(|| due - now)
+    }
+}
+
+/// The delay after `failures` failures: none for the free ones, then doubling up to `cap`.
+pub fn delay_after(failures: u32, cap: Duration) -> Duration {
+    if failures < FAILURES_FREE {
+        return Duration::ZERO;
+    }
+    let doublings = (failures - FAILURES_FREE).min(16);
+    BACKOFF_DELAY_FIRST.saturating_mul(1 << doublings).min(cap)
+}
+
+/// The decision for one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Run the password check.
+    Check,
+    /// Refuse now; the client may try again after `retry_after`. `log`: the first refusal of
+    /// this window (log it; later ones of the same window are not logged).
+    Refuse {
+        retry_after: Duration,
+        by: RefusedBy,
+        log: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedBy {
+    Source,
+    User,
+}
+
+impl std::fmt::Display for RefusedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RefusedBy::Source => "source address",
+            RefusedBy::User => "user",
+        })
+    }
+}
+
+/// Failure counts after a recorded failure, for the log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counts {
+    pub source_failures: u32,
+    pub user_failures: Option<u32>,
+}
+
+/// The two tables. Not thread-safe by itself; the auth layer holds it in a mutex.
+#[derive(Default)]
+pub struct Backoff {
+    sources: HashMap<SourceKey, Record>,
+    users: HashMap<UserKey, Record>,
+}
+
+impl Backoff {
+    /// Whether an attempt from `source` for `user` may be checked now. `user` is `None` for a
+    /// name that is no account (it has no record of its own).
+    pub fn admit(
+        &mut self,
+        now: Instant,
+        source: SourceKey,
+        user: Option<(AccountRealm, &str)>,
+    ) -> Verdict {
+        let Some(source_record) = live(&mut self.sources, &source, now) else {
+            // A source without recent failures is judged by its own record only: this is what
+            // keeps an administrator out of reach of a flood from elsewhere.
+            return Verdict::Check;
+        };
+        if let Some(retry_after) = source_record.wait(now, SOURCE_BACKOFF_MAX) {
+            let log = !std::mem::replace(&mut source_record.refusal_logged, true);
+            return Verdict::Refuse {
+                retry_after,
+                by: RefusedBy::Source,
+                log,
+            };
+        }
+        let Some((realm, username)) = user else {
+            return Verdict::Check;
+        };
+        let key = UserKey {
+            realm,
+            username: username.to_owned(),
+        };
+        if let Some(user_record) = live(&mut self.users, &key, now)
+            && let Some(retry_after) = user_record.wait(now, USER_BACKOFF_MAX)
+        {
+            let log = !std::mem::replace(&mut user_record.refusal_logged, true);
+            return Verdict::Refuse {
+                retry_after,
+                by: RefusedBy::User,
+                log,
+            };
+        }
+        Verdict::Check
+    }
+
+    /// Records a failed check.
+    pub fn failed(
+        &mut self,
+        now: Instant,
+        source: SourceKey,
+        user: Option<(AccountRealm, &str)>,
+    ) -> Counts {
+        let source_failures = bump(&mut self.sources, source, now, FAILURE_SOURCES_MAX);
+        let user_failures = user.map(|(realm, username)| {
+            let key = UserKey {
+                realm,
+                username: username.to_owned(),
+            };
+            bump(&mut self.users, key, now, FAILURE_USERS_MAX)
+        });
+        Counts {
+            source_failures,
+            user_failures,
+        }
+    }
+
+    /// A correct password: the user's record goes. The source's stays (it decays by itself): a
+    /// source with one valid account must not be able to wipe its record between guesses at
+    /// another.
+    pub fn succeeded(&mut self, realm: AccountRealm, username: &str) {
+        self.users.remove(&UserKey {
+            realm,
+            username: username.to_owned(),
+        });
+    }
+
+    #[cfg(test)]
+    pub fn sources_tracked(&self) -> usize {
+        self.sources.len()
+    }
+
+    #[cfg(test)]
+    pub fn users_tracked(&self) -> usize {
+        self.users.len()
+    }
+}
+
+/// The record for `key` unless it is missing or forgotten (a forgotten one is removed).
+fn live<'a, K: std::hash::Hash + Eq>(
+    table: &'a mut HashMap<K, Record>,
+    key: &K,
+    now: Instant,
+) -> Option<&'a mut Record> {
+    if table.get(key).is_some_and(|record| record.forgotten(now)) {
+        table.remove(key);
+    }
+    table.get_mut(key)
+}
+
+/// Counts one failure for `key`, making room in a full table first. Returns the new count.
+fn bump<K: std::hash::Hash + Eq + Clone>(
+    table: &mut HashMap<K, Record>,
+    key: K,
+    now: Instant,
+    entries_max: usize,
+) -> u32 {
+    if !table.contains_key(&key) && table.len() >= entries_max {
+        table.retain(|_, record| !record.forgotten(now));
+        if table.len() >= entries_max {
+            let oldest = table
+                .iter()
+                .min_by_key(|(_, record)| record.last_failure)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                table.remove(&oldest);
+            }
+        }
+    }
+    let record = table.entry(key).or_insert(Record {
+        failures: 0,
+        last_failure: now,
+        refusal_logged: false,
+    });
+    if record.forgotten(now) {
+        record.failures = 0;
+    }
+    record.failures = record.failures.saturating_add(1);
+    record.last_failure = now;
+    record.refusal_logged = false;
+    record.failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADMIN: Option<(AccountRealm, &str)> = Some((AccountRealm::Admin, "admin"));
+
+    fn source(text: &str) -> SourceKey {
+        SourceKey::of(text.parse().unwrap())
+    }
+
+    fn retry_after(verdict: Verdict) -> Duration {
+        match verdict {
+            Verdict::Refuse { retry_after, .. } => retry_after,
+            Verdict::Check => panic!("not refused"),
+        }
+    }
+
+    #[test]
+    fn delays_start_after_the_free_failures_double_and_stop_at_the_cap() {
+        assert_eq!(
+            delay_after(FAILURES_FREE - 1, SOURCE_BACKOFF_MAX),
+            Duration::ZERO
+        );
+        assert_eq!(
+            delay_after(FAILURES_FREE, SOURCE_BACKOFF_MAX),
+            BACKOFF_DELAY_FIRST
+        );
+        assert_eq!(
+            delay_after(FAILURES_FREE + 2, SOURCE_BACKOFF_MAX),
+            BACKOFF_DELAY_FIRST * 4
+        );
+        assert_eq!(
+            delay_after(u32::MAX, SOURCE_BACKOFF_MAX),
+            SOURCE_BACKOFF_MAX
+        );
+        assert_eq!(delay_after(u32::MAX, USER_BACKOFF_MAX), USER_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn a_flooding_source_is_refused_while_another_source_still_gets_its_check() {
+        let mut backoff = Backoff::default();
+        let start = Instant::now();
+        let attacker = source("192.0.2.7");
+        for _ in 0..FAILURES_FREE {
+            assert_eq!(backoff.admit(start, attacker, ADMIN), Verdict::Check);
+            backoff.failed(start, attacker, ADMIN);
+        }
+        // The attacker waits, and says so once per window.
+        let first = backoff.admit(start, attacker, ADMIN);
+        assert_eq!(retry_after(first), BACKOFF_DELAY_FIRST);
+        assert!(matches!(
+            first,
+            Verdict::Refuse {
+                by: RefusedBy::Source,
+                log: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            backoff.admit(start, attacker, ADMIN),
+            Verdict::Refuse { log: false, .. }
+        ));
+        // The administrator elsewhere is not held by the user's record.
+        assert_eq!(
+            backoff.admit(start, source("198.51.100.1"), ADMIN),
+            Verdict::Check
+        );
+        // Keep failing: the source's delay reaches its cap, the user's stays small.
+        let mut now = start;
+        for _ in 0..20 {
+            now += SOURCE_BACKOFF_MAX;
+            assert_eq!(backoff.admit(now, attacker, ADMIN), Verdict::Check);
+            backoff.failed(now, attacker, ADMIN);
+        }
+        assert_eq!(
+            retry_after(backoff.admit(now, attacker, ADMIN)),
+            SOURCE_BACKOFF_MAX
+        );
+        // A second address that failed once is held by the user's (small) delay.
+        let other = source("198.51.100.2");
+        backoff.failed(now, other, None);
+        let held = backoff.admit(now, other, ADMIN);
+        assert!(matches!(
+            held,
+            Verdict::Refuse {
+                by: RefusedBy::User,
+                ..
+            }
+        ));
+        assert!(retry_after(held) <= USER_BACKOFF_MAX);
+        // A correct password clears the user's record at once.
+        backoff.succeeded(AccountRealm::Admin, "admin");
+        assert_eq!(backoff.admit(now, other, ADMIN), Verdict::Check);
+    }
+
+    #[test]
+    fn records_decay_after_a_quiet_period() {
+        let mut backoff = Backoff::default();
+        let start = Instant::now();
+        let attacker = source("192.0.2.7");
+        for _ in 0..FAILURES_FREE + 3 {
+            backoff.failed(start, attacker, ADMIN);
+        }
+        assert!(matches!(
+            backoff.admit(start, attacker, ADMIN),
+            Verdict::Refuse { .. }
+        ));
+        let later = start + FAILURES_FORGOTTEN_AFTER;
+        assert_eq!(backoff.admit(later, attacker, ADMIN), Verdict::Check);
+        assert_eq!(
+            backoff.sources_tracked(),
+            0,
+            "a forgotten record is removed"
+        );
+        let counts = backoff.failed(later, attacker, ADMIN);
+        assert_eq!(counts.source_failures, 1, "counting starts again");
+    }
+
+    #[test]
+    fn tables_stay_bounded_and_ipv6_hosts_count_by_their_64() {
+        let mut backoff = Backoff::default();
+        let now = Instant::now();
+        for index in 0..(FAILURE_SOURCES_MAX as u32 + 100) {
+            let address = std::net::Ipv4Addr::from(0x0a00_0000 + index);
+            // Invented user names get no record of their own.
+            backoff.failed(now, SourceKey::of(address.into()), None);
+        }
+        assert_eq!(backoff.sources_tracked(), FAILURE_SOURCES_MAX);
+        assert_eq!(backoff.users_tracked(), 0);
+
+        let mut backoff = Backoff::default();
+        for host in 0..FAILURES_FREE {
+            let address = format!("2001:db8:1:2::{:x}", host + 1);
+            backoff.failed(now, source(&address), None);
+        }
+        assert!(matches!(
+            backoff.admit(now, source("2001:db8:1:2:ffff::1"), None),
+            Verdict::Refuse {
+                by: RefusedBy::Source,
+                ..
+            }
+        ));
+        assert_eq!(
+            backoff.admit(now, source("2001:db8:1:3::1"), None),
+            Verdict::Check
+        );
+        // An IPv4 client seen through an IPv6 socket is the same source.
+        assert_eq!(source("::ffff:192.0.2.7"), source("192.0.2.7"));
+    }
+}
