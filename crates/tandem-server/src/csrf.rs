@@ -24,10 +24,15 @@ use axum::response::Response;
 pub const CLIENT_HEADER: &str = "x-tandem-client";
 
 pub async fn same_origin_writes(request: Request, next: Next) -> Result<Response, ApiError> {
-    if let Err(problem) = check(request.method(), request.uri(), request.headers()) {
+    // Nested routers see the path without their prefix; the message names the one requested.
+    let uri = request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| request.uri().clone(), |original| original.0.clone());
+    if let Err(problem) = check(request.method(), &uri, request.headers()) {
         tracing::warn!(
             method = %request.method(),
-            path = ?request.uri().path(),
+            path = ?uri.path(),
             origin = ?request.headers().get(header::ORIGIN),
             source = %crate::state::source_of(&request),
             "refused a state-changing request that could come from another site: {problem}"
