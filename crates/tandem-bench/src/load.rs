@@ -5,8 +5,10 @@
 
 use crate::cpu;
 use crate::fleet::Device;
+use crate::flood::{self, FloodResult};
 use crate::histogram::Histogram;
 use crate::http::{Connection, Failure, Target};
+use crate::memory::{self, MemoryResult};
 use crate::tls::Tls;
 use bytes::Bytes;
 use hyper::Method;
@@ -49,13 +51,24 @@ pub struct Options {
     pub probe_interval: Duration,
 }
 
+/// What runs and is watched beside each phase's workload.
+#[derive(Clone, Debug, Default)]
+pub struct Alongside {
+    /// The server's process, for its CPU per thread and its memory.
+    pub server_pid: Option<u32>,
+    /// A wrong-password flood for the whole phase (warm-up included).
+    pub flood: Option<flood::Options>,
+    /// Idle time after the phase before the server's memory is read the last time ("after").
+    pub settle: Duration,
+}
+
 #[derive(Default)]
 pub struct Errors {
     pub by_kind: BTreeMap<String, (u64, String)>,
 }
 
 impl Errors {
-    fn add(&mut self, failure: &Failure) {
+    pub fn add(&mut self, failure: &Failure) {
         let entry = self.by_kind.entry(failure.kind()).or_insert_with(|| {
             let mut example = failure.to_string();
             example.truncate(example.floor_char_boundary(ERROR_EXAMPLE_CHARS_MAX));
@@ -64,7 +77,7 @@ impl Errors {
         entry.0 += 1;
     }
 
-    fn merge(&mut self, other: Errors) {
+    pub fn merge(&mut self, other: Errors) {
         for (kind, (count, example)) in other.by_kind {
             self.by_kind.entry(kind).or_insert((0, example)).0 += count;
         }
@@ -91,6 +104,9 @@ pub struct PhaseResult {
     /// Distinct devices that checked in (check-in workload).
     pub devices_used: usize,
     pub cpu: cpu::Usage,
+    pub flood: Option<FloodResult>,
+    /// The server's memory (with `--server-pid` on Linux).
+    pub memory: Option<MemoryResult>,
 }
 
 impl PhaseResult {
@@ -320,12 +336,14 @@ pub async fn run(
     tls: Tls,
     workload: Workload,
     options: Options,
-    server_pid: Option<u32>,
+    alongside: &Alongside,
 ) -> PhaseResult {
     let fleet_len = match &workload {
         Workload::CheckIn { fleet, .. } => fleet.len(),
         Workload::Reference => 0,
     };
+    // The starting point is read before anything of this phase reaches the server.
+    let mut memory = alongside.server_pid.and_then(memory::Sampler::start);
     let start = Instant::now();
     let shared = Arc::new(Shared {
         target,
@@ -349,14 +367,26 @@ pub async fn run(
                 .map(|runtime| runtime.block_on(probe(probe_shared)));
             let _ = probe_done.send(result);
         });
+    let flood = alongside.flood.clone().map(|flood_options| {
+        flood::start(
+            shared.target.clone(),
+            shared.tls.clone(),
+            flood_options,
+            shared.measure_from,
+            shared.end,
+        )
+    });
     let workers: Vec<_> = (0..options.connections)
         .map(|index| tokio::spawn(worker(shared.clone(), index)))
         .collect();
 
     tokio::time::sleep_until(shared.measure_from).await;
-    let before = cpu::Sample::take(server_pid);
+    let before = cpu::Sample::take(alongside.server_pid);
     tokio::time::sleep_until(shared.end).await;
-    let after = cpu::Sample::take(server_pid);
+    let after = cpu::Sample::take(alongside.server_pid);
+    if let Some(memory) = &mut memory {
+        memory.mark_end();
+    }
 
     let mut result = PhaseResult {
         window: options.duration,
@@ -396,8 +426,28 @@ pub async fn run(
                 .add(&Failure::Body("the probe thread failed".into()));
         }
     }
+    if let Some(flood) = flood {
+        result.flood = Some(match flood.await {
+            Ok(Ok(flood)) => flood,
+            Ok(Err(message)) => failed_flood(message, options.duration),
+            Err(_) => failed_flood("the flood thread failed".into(), options.duration),
+        });
+    }
+    if let Some(memory) = memory {
+        result.memory = Some(memory.finish(shared.end + alongside.settle).await);
+    }
     result.devices_used = shared.next_device.load(Ordering::Relaxed).min(fleet_len);
     result
+}
+
+/// A flood that could not run: its one error says why.
+fn failed_flood(message: String, window: Duration) -> FloodResult {
+    let mut flood = FloodResult {
+        window,
+        ..FloodResult::default()
+    };
+    flood.errors.add(&Failure::Body(message));
+    flood
 }
 
 #[cfg(test)]

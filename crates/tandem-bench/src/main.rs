@@ -8,9 +8,11 @@
 mod cpu;
 mod enroll;
 mod fleet;
+mod flood;
 mod histogram;
 mod http;
 mod load;
+mod memory;
 mod report;
 mod tls;
 
@@ -36,8 +38,13 @@ const DEVICES_MAX: usize = 1_000_000;
 const ENROLL_CONCURRENCY_MAX: usize = 1024;
 /// Smallest accepted `--probe-interval`: faster probing would itself be load.
 const PROBE_INTERVAL_MIN: Duration = Duration::from_millis(1);
-/// Longest accepted `--duration` and `--warmup`.
+/// Longest accepted `--duration`, `--warmup` and `--settle`.
 const PHASE_DURATION_MAX: Duration = Duration::from_secs(3600);
+/// Settle time after each phase when `--password-flood` is given and `--settle` is not: long
+/// enough for the server to finish the checks still queued when the flood stops (a full queue
+/// waited 1.3–1.5 s in BENCHMARKS.md's runs) and give back what they held, short next to a
+/// 30 s phase.
+const FLOOD_SETTLE_DEFAULT: Duration = Duration::from_secs(5);
 
 /// Exit status when the run worked but missed the error budget.
 const EXIT_TOO_MANY_ERRORS: u8 = 1;
@@ -125,13 +132,33 @@ struct Args {
     #[arg(long)]
     no_reference: bool,
 
-    /// The server's process id, to report its CPU use per thread.
+    /// The server's process id, to report its CPU use per thread and its memory (VmRSS at the
+    /// start of each phase, sampled every 100 ms, at the end and after --settle; VmHWM).
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+
+    /// During each load phase (warm-up included), also flood the admin API from this many
+    /// connections: `GET /api/v2/ping` with a wrong password for --flood-user, as fast as
+    /// answers come, ignoring Retry-After. Answers are reported by status.
+    #[arg(long, value_name = "CONNECTIONS")]
+    password_flood: Option<usize>,
+
+    /// The user the flood guesses passwords for (an existing one costs a real password check).
+    #[arg(long, value_name = "NAME", default_value = "admin")]
+    flood_user: String,
+
+    /// Idle time after each phase before the server's memory is read the last time; default
+    /// 5s with --password-flood, else 0.
+    #[arg(long, value_parser = parse_duration)]
+    settle: Option<Duration>,
 
     /// Print the results as one JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
+
+    /// Also write the results as one JSON object to this file (the table still goes to stdout).
+    #[arg(long, value_name = "PATH")]
+    json_file: Option<PathBuf>,
 }
 
 /// Parses `250ms`, `30s`, `2m`, `1h` (a bare number is seconds).
@@ -180,6 +207,22 @@ fn validate(args: &Args) -> Result<()> {
     }
     if args.warmup > PHASE_DURATION_MAX {
         bail!("--warmup must be at most {PHASE_DURATION_MAX:?}");
+    }
+    if args
+        .settle
+        .is_some_and(|settle| settle > PHASE_DURATION_MAX)
+    {
+        bail!("--settle must be at most {PHASE_DURATION_MAX:?}");
+    }
+    if let Some(connections) = args.password_flood {
+        in_range("password-flood", connections, CONNECTIONS_MAX)?;
+    }
+    // HTTP Basic cannot carry a user name with a colon, nor a header a control character.
+    if args.flood_user.is_empty() || args.flood_user.contains(':') {
+        bail!("--flood-user must be a user name without ':'");
+    }
+    if args.flood_user.chars().any(char::is_control) {
+        bail!("--flood-user must not contain control characters");
     }
     if args.probe_interval < PROBE_INTERVAL_MIN {
         bail!("--probe-interval must be at least {PROBE_INTERVAL_MIN:?}");
@@ -272,6 +315,24 @@ async fn run(args: Args) -> Result<bool> {
         parsing.elapsed().as_secs_f64()
     );
 
+    let alongside = load::Alongside {
+        server_pid: args.server_pid,
+        flood: args.password_flood.map(|connections| flood::Options {
+            connections,
+            user: args.flood_user.clone(),
+        }),
+        settle: settle(&args),
+    };
+    let flood_note = alongside
+        .flood
+        .as_ref()
+        .map(|flood| {
+            format!(
+                ", beside a wrong-password flood as {:?} from {} connections",
+                flood.user, flood.connections
+            )
+        })
+        .unwrap_or_default();
     let options = load::Options {
         connections: args.connections,
         requests_per_connection: args.requests_per_connection,
@@ -286,7 +347,7 @@ async fn run(args: Args) -> Result<bool> {
         None
     } else {
         eprintln!(
-            "reference: GET {} for {:?} (+{:?} warm-up), {} connections x {} requests",
+            "reference: GET {} for {:?} (+{:?} warm-up), {} connections x {} requests{flood_note}",
             load::STATUS_PATH,
             args.duration,
             args.warmup,
@@ -303,7 +364,7 @@ async fn run(args: Args) -> Result<bool> {
                     rate: None,
                     ..options
                 },
-                args.server_pid,
+                &alongside,
             )
             .await,
         )
@@ -311,7 +372,7 @@ async fn run(args: Args) -> Result<bool> {
 
     // Phases 2 and 3: check-ins, with the probe.
     eprintln!(
-        "check-in: POST {} for {:?} (+{:?} warm-up), {} connections x {} requests{}",
+        "check-in: POST {} for {:?} (+{:?} warm-up), {} connections x {} requests{}{flood_note}",
         load::CHECKIN_PATH,
         args.duration,
         args.warmup,
@@ -330,18 +391,32 @@ async fn run(args: Args) -> Result<bool> {
             body: Bytes::from(args.checkin_body.clone()),
         },
         options,
-        args.server_pid,
+        &alongside,
     )
     .await;
 
     let settings = args_summary(&args);
     let report = report::Report::new(&settings, enrollment.as_ref(), reference.as_ref(), &checkin);
+    if let Some(path) = &args.json_file {
+        let text = serde_json::to_string_pretty(&report.json())?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("--json-file: cannot write {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json())?);
     } else {
         print!("{}", report.text());
     }
     Ok(report.passed_error_budget())
+}
+
+/// `--settle`, or its default: only a flood needs time to see the memory return.
+fn settle(args: &Args) -> Duration {
+    args.settle.unwrap_or(if args.password_flood.is_some() {
+        FLOOD_SETTLE_DEFAULT
+    } else {
+        Duration::ZERO
+    })
 }
 
 fn args_summary(args: &Args) -> report::RunSettings {
@@ -355,6 +430,9 @@ fn args_summary(args: &Args) -> report::RunSettings {
         rate: args.rate,
         probe_interval_ms: args.probe_interval.as_secs_f64() * 1000.0,
         checkin_body: args.checkin_body.clone(),
+        password_flood_connections: args.password_flood,
+        flood_user: args.flood_user.clone(),
+        settle_s: settle(args).as_secs_f64(),
     }
 }
 

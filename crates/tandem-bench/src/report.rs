@@ -2,8 +2,10 @@
 
 use crate::ERROR_FRACTION_MAX;
 use crate::enroll;
+use crate::flood::FloodResult;
 use crate::histogram::Histogram;
 use crate::load::{Errors, PhaseResult};
+use crate::memory::MemoryResult;
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -12,6 +14,13 @@ use std::fmt::Write;
 const GOAL_CHECKINS_PER_SECOND: f64 = 5000.0;
 const GOAL_CHECKIN_P99_MS: f64 = 20.0;
 const GOAL_PROBE_P99_MS: f64 = 5.0;
+/// The flood's answers reported on their own; the rest are summed as "other".
+const STATUS_UNAUTHORIZED: u16 = 401;
+const STATUS_TOO_MANY_REQUESTS: u16 = 429;
+const STATUS_BUSY: u16 = 503;
+const FLOOD_STATUSES: [u16; 3] = [STATUS_UNAUTHORIZED, STATUS_TOO_MANY_REQUESTS, STATUS_BUSY];
+/// Memory is reported in MB of 10^6 bytes, the unit of the issue's bound (256 MB).
+const BYTES_PER_MB: f64 = 1e6;
 
 pub struct RunSettings {
     pub target: String,
@@ -23,6 +32,9 @@ pub struct RunSettings {
     pub rate: Option<f64>,
     pub probe_interval_ms: f64,
     pub checkin_body: String,
+    pub password_flood_connections: Option<usize>,
+    pub flood_user: String,
+    pub settle_s: f64,
 }
 
 pub struct Report<'a> {
@@ -59,6 +71,114 @@ fn errors_json(errors: &Errors) -> Value {
         .into()
 }
 
+fn flood_json(flood: &FloodResult) -> Value {
+    let by_status: serde_json::Map<_, _> = flood
+        .by_status
+        .iter()
+        .map(|(status, histogram)| {
+            (
+                status.to_string(),
+                json!({
+                    "per_second": flood.per_second(histogram.count()),
+                    "latency": latency_json(histogram),
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "connections": flood.connections,
+        "user": flood.user,
+        "window_s": flood.window.as_secs_f64(),
+        "requests_per_second": flood.per_second(flood.total()),
+        "unauthorized_401_per_second": flood.per_second(flood.answers(STATUS_UNAUTHORIZED)),
+        "too_many_requests_429_per_second": flood.per_second(flood.answers(STATUS_TOO_MANY_REQUESTS)),
+        "busy_503_per_second": flood.per_second(flood.answers(STATUS_BUSY)),
+        "other_per_second": flood.per_second(flood.answers_other_than(&FLOOD_STATUSES)),
+        "errors_per_second": flood.per_second(flood.errors.total()),
+        "by_status": by_status,
+        "errors": flood.errors.total(),
+        "errors_by_kind": errors_json(&flood.errors),
+        "connections_opened": flood.connections_opened,
+    })
+}
+
+fn memory_json(memory: &MemoryResult) -> Value {
+    let mut value = json!(memory);
+    value["peak_bytes"] = json!(memory.peak_bytes());
+    value
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / BYTES_PER_MB
+}
+
+fn mb_text(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "unknown".to_owned(),
+        |bytes| format!("{:.1} MB", mb(bytes)),
+    )
+}
+
+fn flood_text(out: &mut String, name: &str, flood: &FloodResult) {
+    let rate = |count: u64| flood.per_second(count);
+    let _ = writeln!(
+        out,
+        "\n  Wrong-password flood during {name} ({} connections as {:?}): {:.0} requests/s: \
+         401 {:.0}/s, 429 {:.0}/s, 503 {:.0}/s, other {:.0}/s, errors {:.0}/s; {} connections opened",
+        flood.connections,
+        flood.user,
+        rate(flood.total()),
+        rate(flood.answers(STATUS_UNAUTHORIZED)),
+        rate(flood.answers(STATUS_TOO_MANY_REQUESTS)),
+        rate(flood.answers(STATUS_BUSY)),
+        rate(flood.answers_other_than(&FLOOD_STATUSES)),
+        rate(flood.errors.total()),
+        flood.connections_opened,
+    );
+    header(out);
+    for (status, histogram) in &flood.by_status {
+        row(
+            out,
+            &format!("flood answers {status}"),
+            Some(rate(histogram.count())),
+            histogram,
+            0,
+        );
+    }
+    for (kind, (count, example)) in &flood.errors.by_kind {
+        let _ = writeln!(out, "    flood error {kind}: {count} (e.g. {example})");
+    }
+}
+
+fn memory_text(out: &mut String, name: &str, memory: &MemoryResult, settle_s: f64) {
+    let mark = match (
+        memory.high_water_mark_bytes,
+        memory.high_water_mark_from_phase_start,
+    ) {
+        (Some(mark), true) => format!("VmHWM since the phase's start {:.1} MB", mb(mark)),
+        (Some(mark), false) => format!("VmHWM since the server's start {:.1} MB", mb(mark)),
+        (None, _) => "VmHWM unknown".to_owned(),
+    };
+    // Without a settle time the last reading is the end's: not repeated as "after".
+    let after = if settle_s > 0.0 {
+        format!(
+            ", after {settle_s} s idle {}",
+            mb_text(memory.after_settle_bytes)
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "  Server memory (RSS) during {name}: start {:.1} MB, peak {:.1} MB ({} samples of VmRSS; \
+         {mark}), end {}{after}",
+        mb(memory.start_bytes),
+        mb(memory.peak_bytes()),
+        memory.samples,
+        mb_text(memory.end_bytes),
+    );
+}
+
 fn phase_json(phase: &PhaseResult) -> Value {
     json!({
         "requests": phase.requests,
@@ -74,6 +194,8 @@ fn phase_json(phase: &PhaseResult) -> Value {
         "probe_errors_by_kind": errors_json(&phase.probe_errors),
         "devices_checked_in": phase.devices_used,
         "cpu": phase.cpu,
+        "flood": phase.flood.as_ref().map(flood_json),
+        "memory": phase.memory.as_ref().map(memory_json),
     })
 }
 
@@ -88,6 +210,14 @@ fn row(out: &mut String, name: &str, rate: Option<f64>, histogram: &Histogram, e
         ms(histogram.quantile_us(0.90)),
         ms(histogram.quantile_us(0.99)),
         ms(histogram.max_us()),
+    );
+}
+
+fn header(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "\n  {:<26} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "latency (ms)", "req/s", "count", "mean", "p50", "p90", "p99", "max", "errors"
     );
 }
 
@@ -161,6 +291,9 @@ impl<'a> Report<'a> {
                 "offered_rate": s.rate,
                 "probe_interval_ms": s.probe_interval_ms,
                 "checkin_body": s.checkin_body,
+                "password_flood_connections": s.password_flood_connections,
+                "flood_user": s.flood_user,
+                "settle_s": s.settle_s,
             },
             "enrollment": self.enrollment.map(|e| json!({
                 "users_created": e.users,
@@ -197,6 +330,14 @@ impl<'a> Report<'a> {
                 |rate| format!("offered {rate:.0}/s")
             )
         );
+        if let Some(connections) = s.password_flood_connections {
+            let _ = writeln!(
+                out,
+                "Beside each phase: a wrong-password flood as {:?} from {connections} connections; \
+                 server memory read again after {} s idle",
+                s.flood_user, s.settle_s
+            );
+        }
         if let Some(e) = self.enrollment {
             let _ = writeln!(
                 out,
@@ -213,11 +354,7 @@ impl<'a> Report<'a> {
                 ms(e.enroll.quantile_us(0.99)),
             );
         }
-        let _ = writeln!(
-            out,
-            "\n  {:<26} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
-            "latency (ms)", "req/s", "count", "mean", "p50", "p90", "p99", "max", "errors"
-        );
+        header(&mut out);
         let phases: Vec<(&str, &PhaseResult)> = self
             .reference
             .map(|reference| ("reference", reference))
@@ -298,6 +435,12 @@ impl<'a> Report<'a> {
                 .chain(phase.probe_errors.by_kind.iter())
             {
                 let _ = writeln!(out, "    error {kind}: {count} (e.g. {example})");
+            }
+            if let Some(memory) = &phase.memory {
+                memory_text(&mut out, name, memory, s.settle_s);
+            }
+            if let Some(flood) = &phase.flood {
+                flood_text(&mut out, name, flood);
             }
         }
         let _ = writeln!(out, "\n  Goals (2 cores, durable writes):");
