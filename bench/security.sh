@@ -146,6 +146,18 @@ for pair in range(1, int(repeat) + 1):
             print(f"           (with flood: {(after[1] - start) / MB:+.1f} MB from its start)")
         else:
             print()
+        # The anonymous part (heap): VmRSS also counts mapped database pages, which grow with
+        # the database during any check-in load.
+        row("RssAnon at start", "anon_start_bytes")
+        print()
+        row("RssAnon peak", "anon_peak_bytes")
+        print()
+        anon_after = row(f"RssAnon after {settle} idle", "anon_after_settle_bytes")
+        anon_start = memory["with"]["anon_start_bytes"]
+        if anon_after[1] is not None:
+            print(f"           (with flood: {(anon_after[1] - anon_start) / MB:+.1f} MB from its start)")
+        else:
+            print()
     else:
         print("  server memory: not read (no /proc?)")
     flood = on["flood"]

@@ -287,7 +287,7 @@ fn a_request_body_trickled_to_enrollment_is_cut_off() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(closed, "the connection stays open");
     assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
         "{answer}"
     );
     eprintln!(

@@ -18,6 +18,10 @@ pub const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 struct Reading {
     rss_kib: u64,
     hwm_kib: u64,
+    /// `RssAnon`: the heap and other private memory. `VmRSS` also counts the pages of files
+    /// mapped in, such as the SQLite database read through its memory map, which grow with the
+    /// database whatever the load; the anonymous part is what a flood could add.
+    anon_kib: u64,
 }
 
 fn read(pid: u32) -> Option<Reading> {
@@ -39,6 +43,7 @@ fn parse_status(status: &str) -> Option<Reading> {
     Some(Reading {
         rss_kib: field("VmRSS:")?,
         hwm_kib: field("VmHWM:")?,
+        anon_kib: field("RssAnon:")?,
     })
 }
 
@@ -65,6 +70,10 @@ pub struct MemoryResult {
     /// After the settle time, with the node idle.
     pub after_settle_bytes: Option<u64>,
     pub samples: u64,
+    /// `RssAnon` at the start, its largest sample, and after the settle time.
+    pub anon_start_bytes: u64,
+    pub anon_peak_bytes: u64,
+    pub anon_after_settle_bytes: Option<u64>,
 }
 
 impl MemoryResult {
@@ -89,7 +98,7 @@ pub struct Sampler {
     reset: bool,
     at_end: Option<Reading>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<(u64, u64)>,
+    task: tokio::task::JoinHandle<(u64, u64, u64)>,
 }
 
 impl Sampler {
@@ -101,6 +110,7 @@ impl Sampler {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut peak_kib = start.rss_kib;
+            let mut anon_peak_kib = start.anon_kib;
             let mut samples = 1;
             let mut ticker = tokio::time::interval(MEMORY_SAMPLE_INTERVAL);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -111,10 +121,11 @@ impl Sampler {
                 }
                 if let Some(reading) = read(pid) {
                     peak_kib = peak_kib.max(reading.rss_kib);
+                    anon_peak_kib = anon_peak_kib.max(reading.anon_kib);
                     samples += 1;
                 }
             }
-            (peak_kib, samples)
+            (peak_kib, anon_peak_kib, samples)
         });
         Some(Self {
             pid,
@@ -139,7 +150,10 @@ impl Sampler {
         let _ = self.stop.send(true);
         // The task only loops and reads files; if it failed, the samples are lost but the
         // other readings still stand.
-        let (peak_kib, samples) = self.task.await.unwrap_or((self.start.rss_kib, 1));
+        let (peak_kib, anon_peak_kib, samples) =
+            self.task
+                .await
+                .unwrap_or((self.start.rss_kib, self.start.anon_kib, 1));
         let readings = [Some(self.start), self.at_end, after];
         let bytes = |kib: u64| kib * 1024;
         MemoryResult {
@@ -156,6 +170,15 @@ impl Sampler {
             end_bytes: self.at_end.map(|reading| bytes(reading.rss_kib)),
             after_settle_bytes: after.map(|reading| bytes(reading.rss_kib)),
             samples,
+            anon_start_bytes: bytes(self.start.anon_kib),
+            anon_peak_bytes: bytes(
+                readings
+                    .iter()
+                    .flatten()
+                    .map(|reading| reading.anon_kib)
+                    .fold(anon_peak_kib, u64::max),
+            ),
+            anon_after_settle_bytes: after.map(|reading| bytes(reading.anon_kib)),
         }
     }
 }
@@ -168,8 +191,8 @@ mod tests {
     fn resident_memory_and_high_water_mark_are_read_from_proc_status() {
         let status = "Name:\ttandem\nVmPeak:\t  900000 kB\nVmHWM:\t   98700 kB\n\
                       VmRSS:\t   59000 kB\nRssAnon:\t   30000 kB\n";
-        let reading = parse_status(status).map(|r| (r.rss_kib, r.hwm_kib));
-        assert_eq!(reading, Some((59_000, 98_700)));
+        let reading = parse_status(status).map(|r| (r.rss_kib, r.hwm_kib, r.anon_kib));
+        assert_eq!(reading, Some((59_000, 98_700, 30_000)));
         assert!(parse_status("Name:\tkthreadd\n").is_none());
     }
 }

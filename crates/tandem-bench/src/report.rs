@@ -177,6 +177,14 @@ fn memory_text(out: &mut String, name: &str, memory: &MemoryResult, settle_s: f6
         memory.samples,
         mb_text(memory.end_bytes),
     );
+    let _ = writeln!(
+        out,
+        "    of which anonymous (RssAnon; the rest is mapped files such as the database): start \
+         {:.1} MB, peak {:.1} MB, after {}",
+        mb(memory.anon_start_bytes),
+        mb(memory.anon_peak_bytes),
+        mb_text(memory.anon_after_settle_bytes),
+    );
 }
 
 fn phase_json(phase: &PhaseResult) -> Value {

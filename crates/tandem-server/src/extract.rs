@@ -20,6 +20,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
+                if too_slow(&rejection) {
+                    return ApiError::new(
+                        axum::http::StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        format!("{}; send the whole body at once", rejection.body_text()),
+                    );
+                }
                 let code = if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                     "payload_too_large"
                 } else {
@@ -29,6 +36,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             })?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// Whether the body was cut off by the listener's body deadline (a client trickling it).
+fn too_slow(rejection: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = source {
+        if error.is::<crate::listener::BodyTooSlow>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Wrong fields reported in one answer at most; a body has a few dozen fields.

@@ -377,7 +377,7 @@ impl RequestService {
     tandem_node::config::BODY_READ_RATE_MIN_BYTES_PER_S,
     .0.as_secs()
 )]
-struct BodyTooSlow(Duration);
+pub(crate) struct BodyTooSlow(Duration);
 
 /// A request body that must be whole by a deadline: `body_read_timeout` from the request's
 /// start, extended by every byte received at [`tandem_node::config::BODY_READ_RATE_MIN_BYTES_PER_S`].
