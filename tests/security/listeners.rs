@@ -180,6 +180,40 @@ fn a_refused_replication_key_is_logged_with_its_fingerprint_and_address() {
     );
 }
 
+/// The README's procedure for rotating a node's SSH key: stop the node, replace its key file,
+/// start it. Its peers refuse the new key (naming both fingerprints) until an operator gives
+/// them the new `local-key`; then replication works again.
+#[test]
+fn a_rotated_ssh_key_is_refused_until_the_peers_are_given_it() {
+    let (mut a, b) = (Node::init("node-a"), Node::init("node-b"));
+    a.trust(&b);
+    b.trust(&a);
+    a.serve();
+    b.ok(&["ha", "test-connection", &a.endpoint()]);
+    let old = tandem_crypto::TrustedKey::parse(a.ok(&["ha", "local-key"]).trim())
+        .unwrap()
+        .fingerprint;
+    a.kill_9();
+    let key = tandem_crypto::SshHostKey::generate().unwrap();
+    let key_file = a.dir.join("ssh_host_ed25519_key");
+    std::fs::remove_file(&key_file).unwrap();
+    std::fs::write(&key_file, key.private_openssh().unwrap()).unwrap();
+    a.serve();
+    let new = tandem_crypto::TrustedKey::parse(a.ok(&["ha", "local-key"]).trim())
+        .unwrap()
+        .fingerprint;
+    assert_ne!(old, new);
+    let refused = b.cli(&["ha", "test-connection", &a.endpoint()]);
+    assert!(!refused.status.success(), "{}", describe(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&new) && stderr.contains(&old) && stderr.contains("trusted-hosts add"),
+        "{stderr}"
+    );
+    b.trust(&a);
+    b.ok(&["ha", "test-connection", &a.endpoint()]);
+}
+
 /// An HTTP/1.1 client that completes TLS and then sends nothing used to hold its connection
 /// for ever: hyper's header timeout started only with the first byte, after the protocol was
 /// sniffed. Now the first request has the same 30 s as every other (the default, unchanged).
