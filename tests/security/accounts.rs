@@ -2,7 +2,7 @@
 //! through the control socket, the admin API (`/api/v2/admin-users`) and the System Manager API
 //! (`/api/v1/users`), and 429 with `Retry-After` for a source that keeps failing.
 
-use crate::support::node::{Links, Node, PASSWORD, describe, start_pair, tandem};
+use crate::support::node::{Call, Links, Node, PASSWORD, describe, start_pair, tandem};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::io::Write;
@@ -32,39 +32,22 @@ pub(crate) fn call(
     (user, password): (&str, &str),
     body: Option<Value>,
 ) -> Answer {
-    tandem_crypto::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .local_address(Some(from.parse().unwrap()))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let mut request = client
-            .request(method, format!("https://127.0.0.1:{port}{path}"))
-            .basic_auth(user, Some(password))
-            // As a script does: it marks its writes so the cross-site guard lets them through.
-            .header("X-Tandem-Client", "tests");
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let answer = request.send().await.unwrap();
-        let status = answer.status().as_u16();
-        let retry_after = answer
-            .headers()
+    let mut call = Call::new(port, method, path)
+        .from(from.parse().unwrap())
+        .user(Some((user, password)))
+        .timeout(Duration::from_secs(30));
+    if let Some(body) = body {
+        call = call.json(body);
+    }
+    let reply = call.send().unwrap();
+    Answer {
+        status: reply.status,
+        retry_after: reply
+            .headers
             .get("retry-after")
-            .and_then(|value| value.to_str().ok()?.parse().ok());
-        let body = answer.text().await.unwrap();
-        Answer {
-            status,
-            retry_after,
-            body,
-        }
-    })
+            .and_then(|value| value.to_str().ok()?.parse().ok()),
+        body: reply.text(),
+    }
 }
 
 fn admin_ping(node: &Node, from: &str, user: &str, password: &str) -> Answer {

@@ -1,10 +1,9 @@
 //! Strict input, cross-site requests, and log and file hygiene (issue 16, items 4, 6 and 7),
 //! tried against a real node as a careless client and a hostile page would.
 
-use crate::support::node::{Node, PASSWORD};
+use crate::support::node::{Call, Node};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
 /// `(status, body)` of one request as admin with exactly the given headers and body.
 fn send(
@@ -14,34 +13,16 @@ fn send(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, Value) {
-    tandem_crypto::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let mut request = client
-            .request(method, format!("https://127.0.0.1:{port}{path}"))
-            .basic_auth("admin", Some(PASSWORD));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request.body(body.to_owned());
-        }
-        let answer = request.send().await.unwrap();
-        let status = answer.status().as_u16();
-        let text = answer.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    })
+    let mut call = Call::new(port, method, path).headers(headers);
+    if let Some(body) = body {
+        call = call.raw(body);
+    }
+    let reply = call.send().unwrap();
+    let text = reply.text();
+    (
+        reply.status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn code(body: &Value) -> &str {

@@ -4,7 +4,7 @@
 //! Linux), so the limits per source address they run into leave the tests' own requests and
 //! the peers, from 127.0.0.1, alone.
 
-use crate::support::node::{Node, PASSWORD, describe};
+use crate::support::node::{Call, Node, describe};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io::{Read, Write};
@@ -377,29 +377,11 @@ fn system_manager_get(
     path: &str,
     identity: Option<&str>,
 ) -> Result<(u16, reqwest::header::HeaderMap), String> {
-    tandem_crypto::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .local_address(from)
-            .timeout(Duration::from_secs(10));
-        if let Some(pem) = identity {
-            client = client.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        let answer = client
-            .build()
-            .unwrap()
-            .get(format!("https://127.0.0.1:{}{path}", node.sysmgr_port))
-            .basic_auth("admin", Some(PASSWORD))
-            .send()
-            .await
-            .map_err(|error| format!("{error:?}"))?;
-        Ok((answer.status().as_u16(), answer.headers().clone()))
-    })
+    let mut call = Call::new(node.sysmgr_port, reqwest::Method::GET, path).from(from);
+    if let Some(pem) = identity {
+        call = call.identity(pem);
+    }
+    call.send().map(|reply| (reply.status, reply.headers))
 }
 
 /// `[system_manager] allow`: a client from elsewhere is closed before TLS and logged with its

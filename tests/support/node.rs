@@ -369,35 +369,140 @@ fn send(
     body: Body,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>), String> {
-    let url = format!("https://127.0.0.1:{port}{path}");
-    tandem_crypto::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        // A promoted Secondary serves the Primary's certificate: the tests tell nodes apart by
-        // what they answer, not by certificate.
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .timeout(timeout)
+    let mut call = Call::new(port, method, path).timeout(timeout);
+    call.body = body;
+    call.send().map(|reply| (reply.status, reply.body))
+}
+
+/// One HTTPS request to a node's listener on a connection of its own, as admin unless told
+/// otherwise, marked as a script's (`X-Tandem-Client`) so the cross-site guard lets its writes
+/// through. The node's certificate is not checked: a promoted Secondary serves the Primary's,
+/// and the tests tell nodes apart by what they answer.
+pub struct Call {
+    port: u16,
+    method: reqwest::Method,
+    path: String,
+    from: Option<std::net::IpAddr>,
+    credentials: Option<(String, String)>,
+    headers: Vec<(String, String)>,
+    body: Body,
+    identity: Option<String>,
+    timeout: Duration,
+}
+
+/// What a [`Call`] got back.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Call {
+    pub fn new(port: u16, method: reqwest::Method, path: &str) -> Self {
+        Self {
+            port,
+            method,
+            path: path.to_owned(),
+            from: None,
+            credentials: Some(("admin".into(), PASSWORD.into())),
+            headers: vec![("X-Tandem-Client".into(), "tests".into())],
+            body: Body::Empty,
+            identity: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// From this loopback address (127.0.0.0/8), for tests of per-address limits.
+    pub fn from(mut self, address: std::net::IpAddr) -> Self {
+        self.from = Some(address);
+        self
+    }
+
+    /// As this user (`None`: no credentials).
+    pub fn user(mut self, credentials: Option<(&str, &str)>) -> Self {
+        self.credentials = credentials.map(|(user, password)| (user.into(), password.into()));
+        self
+    }
+
+    /// Exactly these headers instead of the script's mark.
+    pub fn headers(mut self, headers: &[(&str, &str)]) -> Self {
+        self.headers = headers
+            .iter()
+            .map(|(name, value)| ((*name).into(), (*value).into()))
+            .collect();
+        self
+    }
+
+    pub fn json(mut self, body: Value) -> Self {
+        self.body = Body::Json(body);
+        self
+    }
+
+    /// A body sent as it is, with whatever content type the headers say.
+    pub fn raw(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Body::Raw(body.into());
+        self
+    }
+
+    /// A client certificate and key (PEM, concatenated).
+    pub fn identity(mut self, pem: &str) -> Self {
+        self.identity = Some(pem.to_owned());
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends it and reads the whole answer; `Err` when no answer came (refused, closed, timed
+    /// out).
+    pub fn send(self) -> Result<Reply, String> {
+        tandem_crypto::install_crypto_provider();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap();
-        let mut request = client
-            .request(method, url)
-            .basic_auth("admin", Some(PASSWORD))
-            // As a script does: it marks its writes so the cross-site guard lets them through.
-            .header("X-Tandem-Client", "tests");
-        request = match body {
-            Body::Empty => request,
-            Body::Json(body) => request.json(&body),
-            Body::Raw(bytes) => request.body(bytes),
-        };
-        let response = request.send().await.map_err(|error| format!("{error:?}"))?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|error| error.to_string())?;
-        Ok((status, bytes.to_vec()))
-    })
+        runtime.block_on(async {
+            let mut client = reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .local_address(self.from)
+                .timeout(self.timeout);
+            if let Some(pem) = &self.identity {
+                client = client.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+            }
+            let mut request = client.build().unwrap().request(
+                self.method,
+                format!("https://127.0.0.1:{}{}", self.port, self.path),
+            );
+            if let Some((user, password)) = &self.credentials {
+                request = request.basic_auth(user, Some(password));
+            }
+            for (name, value) in &self.headers {
+                request = request.header(name, value);
+            }
+            request = match self.body {
+                Body::Empty => request,
+                Body::Json(body) => request.json(&body),
+                Body::Raw(bytes) => request.body(bytes),
+            };
+            let response = request.send().await.map_err(|error| format!("{error:?}"))?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.map_err(|error| error.to_string())?;
+            Ok(Reply {
+                status,
+                headers,
+                body: body.to_vec(),
+            })
+        })
+    }
 }
 
 impl Drop for Node {
