@@ -89,23 +89,15 @@ pub async fn add(
 ) -> Result<Account, AccountError> {
     caller.check_writable()?;
     let hash = hash_new_password(username, password).await?;
-    let (username, actor, source) = (
-        username.to_owned(),
-        caller.actor.clone(),
-        caller.source.clone(),
-    );
-    let audit_actor = actor.clone();
-    let account = db
-        .write(move |conn| {
-            let audit = Audit {
-                actor: &audit_actor,
-                source: &source,
-            };
-            accounts::add(conn, realm, &username, &hash, &audit)
-        })
-        .await?;
-    tracing::info!(user = ?account.username, %realm, actor = ?actor, source = %caller.source, "account added");
-    Ok(account)
+    audited(
+        db,
+        caller,
+        realm,
+        username,
+        "account added",
+        move |conn, name, audit| accounts::add(conn, realm, name, &hash, audit),
+    )
+    .await
 }
 
 pub async fn remove(
@@ -115,22 +107,15 @@ pub async fn remove(
     username: &str,
 ) -> Result<(), AccountError> {
     caller.check_writable()?;
-    let (name, actor, source) = (
-        username.to_owned(),
-        caller.actor.clone(),
-        caller.source.clone(),
-    );
-    db.write(move |conn| {
-        let audit = Audit {
-            actor: &actor,
-            source: &source,
-        };
-        accounts::remove(conn, realm, &name, &audit)
-    })
-    .await?;
-    let audit = caller.audit();
-    tracing::info!(user = ?username, %realm, actor = ?audit.actor, source = %audit.source, "account removed");
-    Ok(())
+    audited(
+        db,
+        caller,
+        realm,
+        username,
+        "account removed",
+        move |conn, name, audit| accounts::remove(conn, realm, name, audit),
+    )
+    .await
 }
 
 /// Replaces the password. Effective at once: the verified-credential cache is keyed by the
@@ -152,22 +137,46 @@ pub async fn set_password(
         return Err(StoreError::not_found(realm.user_noun(), username).into());
     }
     let hash = hash_new_password(username, password).await?;
+    audited(
+        db,
+        caller,
+        realm,
+        username,
+        "account password changed",
+        move |conn, name, audit| accounts::set_password_hash(conn, realm, name, &hash, audit),
+    )
+    .await
+}
+
+/// One account change and its audit event in one write, then its log line (who, from where;
+/// never a password).
+async fn audited<T: Send + 'static>(
+    db: &Database,
+    caller: &Caller,
+    realm: AccountRealm,
+    username: &str,
+    what: &'static str,
+    change: impl FnOnce(&rusqlite::Connection, &str, &Audit) -> tandem_store::StoreResult<T>
+    + Send
+    + 'static,
+) -> Result<T, AccountError> {
     let (name, actor, source) = (
         username.to_owned(),
         caller.actor.clone(),
         caller.source.clone(),
     );
-    db.write(move |conn| {
-        let audit = Audit {
-            actor: &actor,
-            source: &source,
-        };
-        accounts::set_password_hash(conn, realm, &name, &hash, &audit)
-    })
-    .await?;
+    let done = db
+        .write(move |conn| {
+            let audit = Audit {
+                actor: &actor,
+                source: &source,
+            };
+            change(conn, &name, &audit)
+        })
+        .await?;
     let audit = caller.audit();
-    tracing::info!(user = ?username, %realm, actor = ?audit.actor, source = %audit.source, "account password changed");
-    Ok(())
+    tracing::info!(user = ?username, %realm, actor = ?audit.actor, source = %audit.source, "{what}");
+    Ok(done)
 }
 
 fn kind_of(error: &AccountError) -> FailureKind {
