@@ -162,8 +162,22 @@ impl Network {
                 _ => return Err(format!("/{prefix} is not a prefix length from 0 to {bits}")),
             },
         };
+        // An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) is the IPv4 network it maps:
+        // its prefix loses the 96 bits of the mapping.
+        let (address, prefix_len) = match (address, address.to_canonical()) {
+            (IpAddr::V6(_), IpAddr::V4(v4)) if prefix_len >= 96 => {
+                (IpAddr::V4(v4), prefix_len - 96)
+            }
+            (IpAddr::V6(_), IpAddr::V4(_)) => {
+                return Err(format!(
+                    "/{prefix_len} is shorter than the IPv4-mapped prefix ::ffff:0:0/96; write \
+                     the IPv4 network instead"
+                ));
+            }
+            (address, _) => (address, prefix_len),
+        };
         let network = Self {
-            address: address.to_canonical(),
+            address,
             prefix_len,
         };
         if network.masked(network.address) != network.address {

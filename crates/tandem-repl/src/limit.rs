@@ -34,7 +34,7 @@ impl PerAddress {
     /// A place for one more connection from `address`, or `None` when it already holds
     /// `per_address_max`.
     pub fn try_acquire(&self, address: IpAddr) -> Option<AddressSlot> {
-        let address = address.to_canonical();
+        let address = counted_as(address);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(address).or_insert(0);
         if *count >= self.per_address_max {
@@ -50,7 +50,17 @@ impl PerAddress {
     /// Connections `address` holds now.
     pub fn count(&self, address: IpAddr) -> usize {
         let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.get(&address.to_canonical()).copied().unwrap_or(0)
+        counts.get(&counted_as(address)).copied().unwrap_or(0)
+    }
+}
+
+/// The key an address is counted under: an IPv4 address (a mapped one as IPv4), or an IPv6
+/// address's /64, the block one host or one customer usually gets: counted per address, a
+/// single /64 would have unlimited places.
+fn counted_as(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & (u128::MAX << 64)).into()),
+        v4 => v4,
     }
 }
 

@@ -32,6 +32,10 @@ pub const PREAUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// unauthenticated only for its handshake, so 4 never refuses a peer, while idle connections
 /// from one address can never take more than 4 of the [`SSH_CONNECTIONS_MAX`] places.
 pub const UNAUTHENTICATED_PER_ADDRESS_MAX: usize = 4;
+/// Unauthenticated connections in all: half of [`SSH_CONNECTIONS_MAX`], so connections from a
+/// few addresses that never authenticate can never take the places of authenticated peers (the
+/// kept heartbeat session above all, whose loss would look like a dead peer).
+pub const UNAUTHENTICATED_MAX: usize = SSH_CONNECTIONS_MAX / 2;
 /// At most one log line per this interval for connections refused at a limit, so a scan
 /// cannot flood the log (the next line counts those left out).
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -69,6 +73,7 @@ pub async fn serve(
     let config = server_config(&replication);
     let permits = Arc::new(Semaphore::new(SSH_CONNECTIONS_MAX));
     let unauthenticated = PerAddress::new(UNAUTHENTICATED_PER_ADDRESS_MAX);
+    let unauthenticated_total = Arc::new(Semaphore::new(UNAUTHENTICATED_MAX));
     let refusals = LogThrottle::new(REFUSAL_LOG_INTERVAL);
     let key_refusals = Arc::new(LogThrottle::new(REFUSAL_LOG_INTERVAL));
     loop {
@@ -95,6 +100,17 @@ pub async fn serve(
             }
             continue;
         };
+        let Ok(preauth) = unauthenticated_total.clone().try_acquire_owned() else {
+            if let Some(left_out) = refusals.admit(std::time::Instant::now()) {
+                tracing::warn!(
+                    %peer_addr,
+                    left_out,
+                    "replication listener: {UNAUTHENTICATED_MAX} connections are authenticating \
+                     already; closing"
+                );
+            }
+            continue;
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             if let Some(left_out) = refusals.admit(std::time::Instant::now()) {
                 tracing::warn!(
@@ -117,20 +133,28 @@ pub async fn serve(
         let config = config.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            serve_connection(config, socket, handler, slot, on_authenticated, stop).await;
+            serve_connection(
+                config,
+                socket,
+                handler,
+                (slot, preauth),
+                on_authenticated,
+                stop,
+            )
+            .await;
             drop(permit);
         });
     }
 }
 
 /// Runs one replication connection: closed at [`PREAUTH_TIMEOUT`] unless it authenticated by
-/// then (its `slot` among the unauthenticated connections of its address is given back then),
-/// and at shutdown.
+/// then (its `slot` among the unauthenticated connections, of its address and in all, is given
+/// back then), and at shutdown.
 async fn serve_connection(
     config: Arc<russh::server::Config>,
     socket: tokio::net::TcpStream,
     handler: PeerHandler,
-    slot: AddressSlot,
+    slot: (AddressSlot, tokio::sync::OwnedSemaphorePermit),
     on_authenticated: oneshot::Receiver<()>,
     mut stop: watch::Receiver<bool>,
 ) {

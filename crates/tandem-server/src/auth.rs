@@ -103,6 +103,7 @@ async fn check(
     user: &str,
     password: &str,
     source: backoff::SourceKey,
+    through_proxy: bool,
 ) -> Outcome {
     let username = user.to_owned();
     let stored = state
@@ -127,7 +128,11 @@ async fn check(
     // Only accounts that exist get a user record; invented names count against the source only.
     let account = hash.is_some().then_some((realm, user));
     // Decided before argon2, so a refused attempt costs a hash-map lookup.
-    let verdict = state.auth_cache.backoff().admit(now, source, account);
+    let verdict = if through_proxy {
+        state.auth_cache.backoff().admit_shared(now, account)
+    } else {
+        state.auth_cache.backoff().admit(now, source, account)
+    };
     if let backoff::Verdict::Refuse {
         retry_after,
         by,
@@ -144,7 +149,8 @@ async fn check(
     let mut admitted = Admitted {
         cache: &state.auth_cache,
         source,
-        settled: false,
+        // Through a proxy nothing was counted in flight.
+        settled: through_proxy,
     };
     // No such user: checked all the same, so the answer takes as long as a wrong password's.
     let verified = match state.auth_cache.checks.verify(password, hash).await {
@@ -156,13 +162,24 @@ async fn check(
         if let Some(key) = key {
             state.auth_cache.insert(key, now);
         }
-        state.auth_cache.backoff().succeeded(source, realm, user);
+        if through_proxy {
+            state.auth_cache.backoff().succeeded_shared(realm, user);
+        } else {
+            state.auth_cache.backoff().succeeded(source, realm, user);
+        }
         Outcome::Verified
     } else {
-        let counts = state
-            .auth_cache
-            .backoff()
-            .failed(Instant::now(), source, account);
+        let counts = if through_proxy {
+            state
+                .auth_cache
+                .backoff()
+                .failed_shared(Instant::now(), account)
+        } else {
+            state
+                .auth_cache
+                .backoff()
+                .failed(Instant::now(), source, account)
+        };
         Outcome::Wrong(Some(counts))
     }
 }
@@ -220,10 +237,9 @@ async fn authenticate(
             "this API needs HTTP Basic authentication with a user from the {realm} users"
         )));
     };
-    let remote = request
-        .extensions()
-        .get::<crate::state::ConnectionInfo>()
-        .map(|info| info.remote);
+    let info = request.extensions().get::<crate::state::ConnectionInfo>();
+    let remote = info.map(|info| info.remote);
+    let through_proxy = info.is_some_and(|info| info.through_proxy);
     let source = remote.map(|remote| remote.to_string()).unwrap_or_default();
     // A request without connection facts (none reach here in a running node) shares one key.
     let source_key = backoff::SourceKey::of(remote.map_or(
@@ -231,7 +247,7 @@ async fn authenticate(
         |remote| remote.ip(),
     ));
     // `?user`: escaped, so a user name cannot forge log lines.
-    match check(state, realm, &user, &password, source_key).await {
+    match check(state, realm, &user, &password, source_key, through_proxy).await {
         Outcome::Verified => {}
         Outcome::Wrong(counts) => {
             let (source_failures, user_failures) = counts

@@ -88,7 +88,8 @@ impl Record {
         // (a script logging in on many connections at once) is not held.
         let pending = self.failures.saturating_add(self.in_flight);
         if self.failures > 0 && self.in_flight > 0 && pending >= FAILURES_FREE {
-            return Some(delay_after(pending, cap).max(BACKOFF_DELAY_FIRST));
+            // The checks in flight end within a second or so: that is the wait to announce.
+            return Some(BACKOFF_DELAY_FIRST);
         }
         let due = self.last_failure + delay_after(self.failures, cap);
         (due > now).then(|| due - now)
@@ -194,6 +195,55 @@ impl Backoff {
             source_record.in_flight = source_record.in_flight.saturating_add(1);
         }
         Verdict::Check
+    }
+
+    /// [`Self::admit`] for an attempt through a known proxy (`connections_per_address_exempt`,
+    /// e.g. a load balancer passing TCP through): every client arrives from its address, so a
+    /// record of that address would hold the administrator with the attacker. Only the user's
+    /// record counts (its delay is short), and an invented name is not tracked (the password
+    /// pool still bounds what it costs).
+    pub fn admit_shared(&mut self, now: Instant, user: Option<(AccountRealm, &str)>) -> Verdict {
+        let Some((realm, username)) = user else {
+            return Verdict::Check;
+        };
+        let key = UserKey {
+            realm,
+            username: username.to_owned(),
+        };
+        if let Some(record) = live(&mut self.users, &key, now)
+            && let Some(retry_after) = record.wait(now, USER_BACKOFF_MAX)
+        {
+            let log = !std::mem::replace(&mut record.refusal_logged, true);
+            return Verdict::Refuse {
+                retry_after,
+                by: RefusedBy::User,
+                log,
+            };
+        }
+        Verdict::Check
+    }
+
+    /// [`Self::succeeded`] for an attempt through a known proxy.
+    pub fn succeeded_shared(&mut self, realm: AccountRealm, username: &str) {
+        self.users.remove(&UserKey {
+            realm,
+            username: username.to_owned(),
+        });
+    }
+
+    /// [`Self::failed`] for an attempt through a known proxy: the user's record only.
+    pub fn failed_shared(&mut self, now: Instant, user: Option<(AccountRealm, &str)>) -> Counts {
+        let user_failures = user.map(|(realm, username)| {
+            let key = UserKey {
+                realm,
+                username: username.to_owned(),
+            };
+            bump(&mut self.users, key, now, FAILURE_USERS_MAX)
+        });
+        Counts {
+            source_failures: 0,
+            user_failures,
+        }
     }
 
     /// An admitted check that ended without a verdict (the password pool was full, or the
@@ -434,6 +484,24 @@ mod tests {
             .filter(|_| backoff.admit(start, typo, ADMIN) == Verdict::Check)
             .count();
         assert_eq!(after_a_typo, FAILURES_FREE as usize - 1);
+    }
+
+    #[test]
+    fn through_a_proxy_only_the_users_short_delay_holds() {
+        let mut backoff = Backoff::default();
+        let now = Instant::now();
+        for _ in 0..FAILURES_FREE + 10 {
+            assert_eq!(backoff.admit_shared(now, None), Verdict::Check);
+            backoff.failed_shared(now, None);
+        }
+        assert_eq!(backoff.sources_tracked(), 0, "no address is held");
+        for _ in 0..FAILURES_FREE + 10 {
+            backoff.failed_shared(now, ADMIN);
+        }
+        let held = backoff.admit_shared(now, ADMIN);
+        assert!(retry_after(held) <= USER_BACKOFF_MAX);
+        let later = now + USER_BACKOFF_MAX;
+        assert_eq!(backoff.admit_shared(later, ADMIN), Verdict::Check);
     }
 
     #[test]

@@ -118,7 +118,11 @@ fn describe(
             _ => String::new(),
         })
         .collect();
-    let secret = field.to_ascii_lowercase().contains("password");
+    // Never echoed: a password field's value, an unknown field's (a misspelt `pasword` is one)
+    // and a whole body's: they may hold a secret the caller would not want in a script's log.
+    let secret = field.to_ascii_lowercase().contains("password")
+        || field == "body"
+        || message.starts_with("unknown field");
     let shown = match value.pointer(&pointer) {
         _ if missing.is_some() => String::new(),
         _ if secret => "(hidden)".to_owned(),
@@ -126,7 +130,11 @@ fn describe(
         Some(other) => other.to_string(),
         None => String::new(),
     };
-    let problem = if secret {
+    // serde's type and value messages quote the value; the others (an unknown or missing
+    // field) name fields only.
+    let quotes_the_value =
+        message.starts_with("invalid type") || message.starts_with("invalid value");
+    let problem = if secret && quotes_the_value {
         // serde's message quotes the value ("invalid type: integer `7`"): keep only what is
         // expected.
         match message.split_once(", expected ") {
@@ -374,6 +382,15 @@ mod tests {
             "{error:?}"
         );
         assert!(!format!("{error:?}").contains('7'), "{error:?}");
+        // A misspelt password field or a whole body is not echoed either.
+        let error = parse_json::<Change>(br#"{"name":"x","pasword":"S3cret-value"}"#).unwrap_err();
+        assert!(!format!("{error:?}").contains("S3cret"), "{error:?}");
+        assert!(
+            error.fields[0].problem.contains("unknown field"),
+            "{error:?}"
+        );
+        let error = parse_json::<Change>(br#"["x","S3cret-value"]"#).unwrap_err();
+        assert!(!format!("{error:?}").contains("S3cret"), "{error:?}");
         // A required field: reported once, even though setting it aside leaves it missing.
         let error = parse_json::<Change>(br#"{"name":5}"#).unwrap_err();
         assert_eq!(error.fields.len(), 1, "{error:?}");

@@ -139,6 +139,7 @@ impl HttpsListener {
             let connection = Connection {
                 remote,
                 devices_allowed: self.device_gate.as_ref().is_none_or(|gate| gate.is_open()),
+                through_proxy: exempt,
                 acceptor: (self.acceptor)(&self.identity),
                 router: self.router.clone(),
                 limits: self.limits.clone(),
@@ -169,6 +170,8 @@ impl HttpsListener {
 struct Connection {
     remote: SocketAddr,
     devices_allowed: bool,
+    /// From a network in `connections_per_address_exempt` (a load balancer).
+    through_proxy: bool,
     acceptor: TlsAcceptor,
     router: Router,
     limits: Arc<ListenerLimits>,
@@ -201,6 +204,7 @@ impl Connection {
                 .and_then(|chain| chain.first())
                 .map(|leaf| tandem_crypto::sha256_fingerprint(leaf)),
             devices_allowed: self.devices_allowed,
+            through_proxy: self.through_proxy,
         };
         let activity = Arc::new(Activity::new());
         let service = RequestService {

@@ -48,6 +48,9 @@ pub struct ConnectionInfo {
     pub client_certificate_sha256: Option<String>,
     /// Whether the device gate was open when this connection was accepted.
     pub devices_allowed: bool,
+    /// The client address is a known proxy's (`connections_per_address_exempt`), shared by
+    /// every client behind it.
+    pub through_proxy: bool,
 }
 
 /// The client address of a request, for log lines (empty when the request did not come through
