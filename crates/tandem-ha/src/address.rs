@@ -62,6 +62,19 @@ impl PeerAddress {
         })
     }
 
+    /// As [`PeerAddress::parse`], where the port must be given (a load balancer's backend,
+    /// whose service port has no default).
+    pub fn parse_with_port(text: &str) -> Result<Self, AddressError> {
+        let (host, port) = split_host_port(text)?;
+        let Some(port) = port else {
+            let mut missing = refused(text.trim(), "");
+            missing.problem =
+                "has no port; write HOST:PORT, e.g. 10.0.0.1:443 or [fd00::2]:443".to_owned();
+            return Err(missing);
+        };
+        Ok(Self { host, port })
+    }
+
     /// An address from the parts it was stored as (a Trusted Hosts row), checked by the same
     /// rules as typed text.
     pub fn from_parts(host: &str, port: u16) -> Result<Self, AddressError> {

@@ -392,13 +392,22 @@ fn backends(tables: &[toml::Table], problems: &mut Vec<String>) -> Option<Vec<Ba
                 ));
             }
         }
-        let host = address.as_deref().and_then(host_of).map(str::to_owned);
-        if let (Some(address), None) = (&address, &host) {
-            problems.push(format!(
-                "{at}.address = {address:?}: write HOST:PORT of the node's service listener, \
-                 e.g. \"10.0.0.1:443\""
-            ));
-        }
+        let host = match address
+            .as_deref()
+            .map(tandem_ha::address::PeerAddress::parse_with_port)
+        {
+            Some(Ok(parsed)) => Some(parsed.host().to_owned()),
+            Some(Err(error)) => {
+                // The node's service listener, named with the value and what is wrong.
+                problems.push(format!(
+                    "{at}.address = {:?}: {}",
+                    address.as_deref().unwrap_or_default(),
+                    error.problem
+                ));
+                None
+            }
+            None => None,
+        };
         if group.is_empty() {
             problems.push(format!(
                 "{at}.group = \"\": give a data-center name, e.g. \"main\" or \"dr\""
@@ -462,17 +471,6 @@ fn socket_addr(field: &str, text: &str, problems: &mut Vec<String>) -> Option<So
             ))
         })
         .ok()
-}
-
-/// The host part of `HOST:PORT` (brackets removed from IPv6), when the port is a valid number.
-fn host_of(address: &str) -> Option<&str> {
-    let (host, port) = address.rsplit_once(':')?;
-    port.parse::<u16>().ok().filter(|port| *port != 0)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    (!host.is_empty()).then_some(host)
 }
 
 #[cfg(test)]
