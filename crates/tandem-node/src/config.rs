@@ -60,6 +60,22 @@ pub struct Listeners {
     pub body_read_timeout_s: Option<u64>,
 }
 
+impl Listeners {
+    /// The three addresses, every limit at its default (what `init` writes).
+    pub fn at(service: &str, system_manager: &str, replication: &str) -> Self {
+        Self {
+            service: service.to_owned(),
+            system_manager: system_manager.to_owned(),
+            replication: replication.to_owned(),
+            connections_per_address_max: None,
+            connections_per_address_exempt: Vec::new(),
+            header_read_timeout_s: None,
+            idle_timeout_s: None,
+            body_read_timeout_s: None,
+        }
+    }
+}
+
 /// `[system_manager]`: access control of the System Manager listener.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -481,16 +497,7 @@ mod tests {
                 name: "main-primary".into(),
                 id: uuid::Uuid::new_v4().to_string(),
             },
-            listeners: Listeners {
-                service: "127.0.0.1:4443".into(),
-                system_manager: "127.0.0.1:8443".into(),
-                replication: "127.0.0.1:2222".into(),
-                connections_per_address_max: None,
-                connections_per_address_exempt: Vec::new(),
-                header_read_timeout_s: None,
-                idle_timeout_s: None,
-                body_read_timeout_s: None,
-            },
+            listeners: Listeners::at("127.0.0.1:4443", "127.0.0.1:8443", "127.0.0.1:2222"),
             system_manager: None,
         }
     }

@@ -127,16 +127,11 @@ fn validate_init(options: &InitOptions) -> Result<NodeConfig, NodeError> {
             name: options.name.clone(),
             id: uuid::Uuid::new_v4().to_string(),
         },
-        listeners: config::Listeners {
-            service: options.service_addr.clone(),
-            system_manager: options.system_manager_addr.clone(),
-            replication: options.replication_addr.clone(),
-            connections_per_address_max: None,
-            connections_per_address_exempt: Vec::new(),
-            header_read_timeout_s: None,
-            idle_timeout_s: None,
-            body_read_timeout_s: None,
-        },
+        listeners: config::Listeners::at(
+            &options.service_addr,
+            &options.system_manager_addr,
+            &options.replication_addr,
+        ),
         system_manager: None,
     };
     let mut problems: Vec<String> = config

@@ -102,8 +102,8 @@ async fn check(
     realm: AccountRealm,
     user: &str,
     password: &str,
-    source: backoff::SourceKey,
-    through_proxy: bool,
+    // `None`: through a known proxy (see `Backoff::admit`).
+    source: Option<backoff::SourceKey>,
 ) -> Outcome {
     let username = user.to_owned();
     let stored = state
@@ -128,11 +128,7 @@ async fn check(
     // Only accounts that exist get a user record; invented names count against the source only.
     let account = hash.is_some().then_some((realm, user));
     // Decided before argon2, so a refused attempt costs a hash-map lookup.
-    let verdict = if through_proxy {
-        state.auth_cache.backoff().admit_shared(now, account)
-    } else {
-        state.auth_cache.backoff().admit(now, source, account)
-    };
+    let verdict = state.auth_cache.backoff().admit(now, source, account);
     if let backoff::Verdict::Refuse {
         retry_after,
         by,
@@ -149,8 +145,7 @@ async fn check(
     let mut admitted = Admitted {
         cache: &state.auth_cache,
         source,
-        // Through a proxy nothing was counted in flight.
-        settled: through_proxy,
+        settled: false,
     };
     // No such user: checked all the same, so the answer takes as long as a wrong password's.
     let verified = match state.auth_cache.checks.verify(password, hash).await {
@@ -162,24 +157,13 @@ async fn check(
         if let Some(key) = key {
             state.auth_cache.insert(key, now);
         }
-        if through_proxy {
-            state.auth_cache.backoff().succeeded_shared(realm, user);
-        } else {
-            state.auth_cache.backoff().succeeded(source, realm, user);
-        }
+        state.auth_cache.backoff().succeeded(source, realm, user);
         Outcome::Verified
     } else {
-        let counts = if through_proxy {
-            state
-                .auth_cache
-                .backoff()
-                .failed_shared(Instant::now(), account)
-        } else {
-            state
-                .auth_cache
-                .backoff()
-                .failed(Instant::now(), source, account)
-        };
+        let counts = state
+            .auth_cache
+            .backoff()
+            .failed(Instant::now(), source, account);
         Outcome::Wrong(Some(counts))
     }
 }
@@ -187,7 +171,7 @@ async fn check(
 /// A check the back-off admitted, until its verdict is recorded.
 struct Admitted<'a> {
     cache: &'a AuthCache,
-    source: backoff::SourceKey,
+    source: Option<backoff::SourceKey>,
     settled: bool,
 }
 
@@ -242,12 +226,15 @@ async fn authenticate(
     let through_proxy = info.is_some_and(|info| info.through_proxy);
     let source = remote.map(|remote| remote.to_string()).unwrap_or_default();
     // A request without connection facts (none reach here in a running node) shares one key.
-    let source_key = backoff::SourceKey::of(remote.map_or(
-        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        |remote| remote.ip(),
-    ));
+    // Through a known proxy the address is everyone's: no source record (see `Backoff::admit`).
+    let source_key = (!through_proxy).then(|| {
+        backoff::SourceKey::of(remote.map_or(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            |remote| remote.ip(),
+        ))
+    });
     // `?user`: escaped, so a user name cannot forge log lines.
-    match check(state, realm, &user, &password, source_key, through_proxy).await {
+    match check(state, realm, &user, &password, source_key).await {
         Outcome::Verified => {}
         Outcome::Wrong(counts) => {
             let (source_failures, user_failures) = counts

@@ -150,13 +150,20 @@ pub struct Backoff {
 
 impl Backoff {
     /// Whether an attempt from `source` for `user` may be checked now. `user` is `None` for a
-    /// name that is no account (it has no record of its own).
+    /// name that is no account (it has no record of its own). `source` is `None` for an
+    /// attempt through a known proxy (`connections_per_address_exempt`, e.g. a load balancer
+    /// passing TCP through): every client arrives from its address, so a record of that address
+    /// would hold the administrator with the attacker; only the user's record counts (its delay
+    /// is short), and an invented name is not tracked (the password pool still bounds its cost).
     pub fn admit(
         &mut self,
         now: Instant,
-        source: SourceKey,
+        source: impl Into<Option<SourceKey>>,
         user: Option<(AccountRealm, &str)>,
     ) -> Verdict {
+        let Some(source) = source.into() else {
+            return self.user_verdict(now, user).unwrap_or(Verdict::Check);
+        };
         let Some(source_record) = live(&mut self.sources, &source, now) else {
             // A source without recent failures is judged by its own record only: this is what
             // keeps an administrator out of reach of a flood from elsewhere. Its check is
@@ -175,21 +182,8 @@ impl Backoff {
         // The user's delay holds only sources that failed themselves (a record is also kept
         // for a source whose checks are in flight).
         let failed_here = source_record.failures > 0;
-        if let Some((realm, username)) = user.filter(|_| failed_here) {
-            let key = UserKey {
-                realm,
-                username: username.to_owned(),
-            };
-            if let Some(user_record) = live(&mut self.users, &key, now)
-                && let Some(retry_after) = user_record.wait(now, USER_BACKOFF_MAX)
-            {
-                let log = !std::mem::replace(&mut user_record.refusal_logged, true);
-                return Verdict::Refuse {
-                    retry_after,
-                    by: RefusedBy::User,
-                    log,
-                };
-            }
+        if let Some(refused) = self.user_verdict(now, user.filter(|_| failed_here)) {
+            return refused;
         }
         if let Some(source_record) = self.sources.get_mut(&source) {
             source_record.in_flight = source_record.in_flight.saturating_add(1);
@@ -197,59 +191,34 @@ impl Backoff {
         Verdict::Check
     }
 
-    /// [`Self::admit`] for an attempt through a known proxy (`connections_per_address_exempt`,
-    /// e.g. a load balancer passing TCP through): every client arrives from its address, so a
-    /// record of that address would hold the administrator with the attacker. Only the user's
-    /// record counts (its delay is short), and an invented name is not tracked (the password
-    /// pool still bounds what it costs).
-    pub fn admit_shared(&mut self, now: Instant, user: Option<(AccountRealm, &str)>) -> Verdict {
-        let Some((realm, username)) = user else {
-            return Verdict::Check;
-        };
+    /// The user's delay, when it holds: a refusal.
+    fn user_verdict(
+        &mut self,
+        now: Instant,
+        user: Option<(AccountRealm, &str)>,
+    ) -> Option<Verdict> {
+        let (realm, username) = user?;
         let key = UserKey {
             realm,
             username: username.to_owned(),
         };
-        if let Some(record) = live(&mut self.users, &key, now)
-            && let Some(retry_after) = record.wait(now, USER_BACKOFF_MAX)
-        {
-            let log = !std::mem::replace(&mut record.refusal_logged, true);
-            return Verdict::Refuse {
-                retry_after,
-                by: RefusedBy::User,
-                log,
-            };
-        }
-        Verdict::Check
-    }
-
-    /// [`Self::succeeded`] for an attempt through a known proxy.
-    pub fn succeeded_shared(&mut self, realm: AccountRealm, username: &str) {
-        self.users.remove(&UserKey {
-            realm,
-            username: username.to_owned(),
-        });
-    }
-
-    /// [`Self::failed`] for an attempt through a known proxy: the user's record only.
-    pub fn failed_shared(&mut self, now: Instant, user: Option<(AccountRealm, &str)>) -> Counts {
-        let user_failures = user.map(|(realm, username)| {
-            let key = UserKey {
-                realm,
-                username: username.to_owned(),
-            };
-            bump(&mut self.users, key, now, FAILURE_USERS_MAX)
-        });
-        Counts {
-            source_failures: 0,
-            user_failures,
-        }
+        let record = live(&mut self.users, &key, now)?;
+        let retry_after = record.wait(now, USER_BACKOFF_MAX)?;
+        let log = !std::mem::replace(&mut record.refusal_logged, true);
+        Some(Verdict::Refuse {
+            retry_after,
+            by: RefusedBy::User,
+            log,
+        })
     }
 
     /// An admitted check that ended without a verdict (the password pool was full, or the
     /// client went away): it no longer counts as a failure to come.
-    pub fn settled(&mut self, source: SourceKey) {
-        if let Some(record) = self.sources.get_mut(&source) {
+    pub fn settled(&mut self, source: impl Into<Option<SourceKey>>) {
+        if let Some(record) = source
+            .into()
+            .and_then(|source| self.sources.get_mut(&source))
+        {
             record.in_flight = record.in_flight.saturating_sub(1);
         }
     }
@@ -258,11 +227,14 @@ impl Backoff {
     pub fn failed(
         &mut self,
         now: Instant,
-        source: SourceKey,
+        source: impl Into<Option<SourceKey>>,
         user: Option<(AccountRealm, &str)>,
     ) -> Counts {
+        let source = source.into();
         self.settled(source);
-        let source_failures = bump(&mut self.sources, source, now, FAILURE_SOURCES_MAX);
+        let source_failures = source.map_or(0, |source| {
+            bump(&mut self.sources, source, now, FAILURE_SOURCES_MAX)
+        });
         let user_failures = user.map(|(realm, username)| {
             let key = UserKey {
                 realm,
@@ -279,7 +251,12 @@ impl Backoff {
     /// A correct password: the user's record goes. The source's stays (it decays by itself): a
     /// source with one valid account must not be able to wipe its record between guesses at
     /// another.
-    pub fn succeeded(&mut self, source: SourceKey, realm: AccountRealm, username: &str) {
+    pub fn succeeded(
+        &mut self,
+        source: impl Into<Option<SourceKey>>,
+        realm: AccountRealm,
+        username: &str,
+    ) {
         self.settled(source);
         self.users.remove(&UserKey {
             realm,
@@ -491,17 +468,17 @@ mod tests {
         let mut backoff = Backoff::default();
         let now = Instant::now();
         for _ in 0..FAILURES_FREE + 10 {
-            assert_eq!(backoff.admit_shared(now, None), Verdict::Check);
-            backoff.failed_shared(now, None);
+            assert_eq!(backoff.admit(now, None, None), Verdict::Check);
+            backoff.failed(now, None, None);
         }
         assert_eq!(backoff.sources_tracked(), 0, "no address is held");
         for _ in 0..FAILURES_FREE + 10 {
-            backoff.failed_shared(now, ADMIN);
+            backoff.failed(now, None, ADMIN);
         }
-        let held = backoff.admit_shared(now, ADMIN);
+        let held = backoff.admit(now, None, ADMIN);
         assert!(retry_after(held) <= USER_BACKOFF_MAX);
         let later = now + USER_BACKOFF_MAX;
-        assert_eq!(backoff.admit_shared(later, ADMIN), Verdict::Check);
+        assert_eq!(backoff.admit(later, None, ADMIN), Verdict::Check);
     }
 
     #[test]
