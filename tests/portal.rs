@@ -1,24 +1,41 @@
-//! The System Manager portal in a real browser: `tests/portal/ha_config.mjs` drives Debian's
-//! Chromium (headless, through npm's `playwright-core`) against a running `tandem serve`, and
-//! this test checks from the CLI that what the page saved is what the node stored, and that the
-//! refused inputs left it unchanged.
+//! The consoles in a real browser: scripts in `tests/portal/*.mjs` drive Debian's Chromium
+//! (headless, through npm's `playwright-core`) against running nodes, check every window's
+//! accessibility with axe-core, and save screenshots of every window in
+//! `target/portal-screenshots/` (a test artifact). The Rust side starts the nodes, then checks
+//! from the CLI and the API that what the pages did is what the nodes hold.
 //!
 //! Needs `node`, Debian's `chromium` and `tests/portal/node_modules` (`npm ci` there). Without
-//! them the test prints why it is skipped, or fails when `TANDEM_REQUIRE_ALL=1` (as under
+//! them each test prints why it is skipped, or fails when `TANDEM_REQUIRE_ALL=1` (as under
 //! `scripts/test`, which installs them).
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-use support::node::{Node, PASSWORD, describe};
+#[path = "portal/admin.rs"]
+mod admin;
+#[path = "portal/logs.rs"]
+mod logs;
+#[path = "portal/sm_ha.rs"]
+mod sm_ha;
+#[path = "portal/sm_sync.rs"]
+mod sm_sync;
 
-const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/portal");
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::node::describe;
+
+pub const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/portal");
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Whether the browser, Node.js and playwright-core are here; prints why not otherwise.
-fn browser_available() -> bool {
+/// Where the browser scripts save their screenshots.
+pub fn screenshots() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/portal-screenshots")
+}
+
+/// Whether the browser, Node.js, playwright-core and axe-core are here; prints why not
+/// otherwise.
+pub fn browser_available() -> bool {
     let node = Command::new("node").arg("--version").output();
+    let modules = Path::new(SCRIPTS).join("node_modules");
     let missing = if !Path::new(CHROMIUM).exists() {
         Some((
             "chromium",
@@ -31,13 +48,10 @@ fn browser_available() -> bool {
             "node does not run".to_owned(),
             "apt-get install nodejs npm",
         ))
-    } else if !Path::new(SCRIPTS)
-        .join("node_modules/playwright-core")
-        .exists()
-    {
+    } else if !modules.join("playwright-core").exists() || !modules.join("axe-core").exists() {
         Some((
             "playwright-core",
-            "tests/portal/node_modules has no playwright-core".to_owned(),
+            "tests/portal/node_modules lacks playwright-core or axe-core".to_owned(),
             "npm ci --prefix tests/portal",
         ))
     } else {
@@ -52,43 +66,24 @@ fn browser_available() -> bool {
     }
 }
 
-#[test]
-fn the_ha_configuration_page_saves_replication_settings_and_refuses_bad_input_by_name() {
-    if !browser_available() {
-        return;
-    }
-    let mut node = Node::init("portal-node");
-    node.serve();
+/// Runs `tests/portal/<script>` with `env` (and CHROMIUM, TANDEM_SCREENSHOTS) and returns the
+/// JSON line it printed of what it saw; panics with its output when it fails.
+pub fn run_script(script: &str, env: &[(&str, String)]) -> serde_json::Value {
     let output = Command::new("node")
-        .arg(Path::new(SCRIPTS).join("ha_config.mjs"))
-        .env(
-            "TANDEM_PORTAL_URL",
-            format!("https://127.0.0.1:{}", node.sysmgr_port),
-        )
-        .env("TANDEM_PORTAL_PASSWORD", PASSWORD)
+        .arg(Path::new(SCRIPTS).join(script))
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
         .env("CHROMIUM", CHROMIUM)
+        .env("TANDEM_SCREENSHOTS", screenshots())
         .output()
         .unwrap();
     assert!(
         output.status.success(),
-        "the browser test failed: {}",
+        "the browser script {script} failed: {}",
         describe(&output)
     );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    eprintln!("the browser saw: {seen:#}");
-
-    // What the page saved is what the node holds, beside the other operator's Run Every; the
-    // refused saves changed nothing (the heartbeat count is the default, and replication
-    // continuous, not the synchronous the refused forms also asked for).
-    let config = &node.status()["config"];
-    assert_eq!(config["replication"], "continuous", "{config:#}");
-    assert_eq!(config["lagBound"], "2s", "{config:#}");
-    assert_eq!(config["onBehind"], "promote", "{config:#}");
-    assert_eq!(config["runEvery"], "2h", "{config:#}");
-    assert_eq!(config["heartbeatFailures"], 3, "{config:#}");
-    let refusal = seen["refused_runEvery"].as_str().unwrap_or_default();
-    assert!(
-        refusal.contains("must be") || refusal.contains("not a duration"),
-        "{refusal}"
-    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!("{script} printed no JSON ({error}): {}", describe(&output))
+    });
+    eprintln!("{script} saw: {seen:#}");
+    seen
 }

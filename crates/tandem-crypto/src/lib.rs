@@ -10,7 +10,7 @@ mod pki;
 mod ssh;
 pub mod tls;
 
-pub use password::{PasswordError, hash_password, random_secret, verify_password};
+pub use password::{PasswordError, hash_password, random_secret, random_token, verify_password};
 pub use pki::{
     CertificateAuthority, DeviceIdentity, IssuedCertificate, PkiError, ServerCertificate,
     first_certificate_der, sha256_fingerprint,

@@ -37,6 +37,11 @@ pub fn random_secret(length: usize) -> String {
         .collect()
 }
 
+/// 32 random bytes from the thread's CSPRNG (session and form tokens).
+pub fn random_token() -> [u8; 32] {
+    rand::random()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

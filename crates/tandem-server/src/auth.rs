@@ -194,7 +194,7 @@ fn cache_key(hash: &str, password: &str) -> [u8; 32] {
 
 /// `429 Too Many Requests` with `Retry-After` in whole seconds (rounded up).
 fn throttled(realm: AccountRealm, retry_after: Duration) -> Response {
-    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let seconds = retry_after_seconds(retry_after);
     let mut response = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too_many_failures",
@@ -210,18 +210,26 @@ fn throttled(realm: AccountRealm, retry_after: Duration) -> Response {
     response
 }
 
-async fn authenticate(
+/// Why a login was refused, after its log line was written.
+pub(crate) enum LoginRefused {
+    /// Wrong user name or password (or no such user).
+    Wrong,
+    /// Too many recent failures from this source or for this user: retry after this long.
+    Throttled(Duration),
+    /// The password pool's queue is full: retry in a second.
+    Busy,
+}
+
+/// Checks a user name and password as `request`'s client offered them: the one login path of
+/// HTTP Basic and the consoles' login forms, with the back-off, the bounded password pool and
+/// the same log lines. `Ok` once the password is right.
+pub(crate) async fn login(
     state: &AppState,
     realm: AccountRealm,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let Some((user, password)) = basic_credentials(&request) else {
-        return Err(ApiError::unauthorized(format!(
-            "this API needs HTTP Basic authentication with a user from the {realm} users"
-        )));
-    };
-    let info = request.extensions().get::<crate::state::ConnectionInfo>();
+    user: &str,
+    password: &str,
+    info: Option<&crate::state::ConnectionInfo>,
+) -> Result<(), LoginRefused> {
     let remote = info.map(|info| info.remote);
     let through_proxy = info.is_some_and(|info| info.through_proxy);
     let source = remote.map(|remote| remote.to_string()).unwrap_or_default();
@@ -234,8 +242,8 @@ async fn authenticate(
         ))
     });
     // `?user`: escaped, so a user name cannot forge log lines.
-    match check(state, realm, &user, &password, source_key).await {
-        Outcome::Verified => {}
+    match check(state, realm, user, password, source_key).await {
+        Outcome::Verified => Ok(()),
         Outcome::Wrong(counts) => {
             let (source_failures, user_failures) = counts
                 .map(|counts| (counts.source_failures, counts.user_failures))
@@ -248,9 +256,7 @@ async fn authenticate(
                 user_failures = user_failures.unwrap_or(0),
                 "authentication failed"
             );
-            return Err(ApiError::unauthorized(format!(
-                "wrong {realm} user name or password"
-            )));
+            Err(LoginRefused::Wrong)
         }
         Outcome::Throttled {
             retry_after,
@@ -267,16 +273,46 @@ async fn authenticate(
                     "authentication refused: too many recent failures (later refusals in this \
                      window are not logged)"
                 );
-            }
-            if !log {
+            } else {
                 // This client was refused in this window already and came back before its
                 // Retry-After: it ignores it, as a flood does. Its next refusal waits.
                 tokio::time::sleep(retry_after.min(IGNORED_RETRY_AFTER_HOLD_MAX)).await;
             }
-            return Ok(throttled(realm, retry_after));
+            Err(LoginRefused::Throttled(retry_after))
         }
         Outcome::Busy => {
             tracing::warn!(user = ?user, %realm, %source, "authentication refused: too many password checks waiting");
+            Err(LoginRefused::Busy)
+        }
+    }
+}
+
+/// Whole seconds to tell a client to wait (rounded up, so it never comes back too early).
+pub(crate) fn retry_after_seconds(retry_after: Duration) -> u64 {
+    retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)
+}
+
+async fn authenticate(
+    state: &AppState,
+    realm: AccountRealm,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some((user, password)) = basic_credentials(&request) else {
+        return Err(ApiError::unauthorized(format!(
+            "this API needs HTTP Basic authentication with a user from the {realm} users"
+        )));
+    };
+    let info = request.extensions().get::<crate::state::ConnectionInfo>();
+    match login(state, realm, &user, &password, info).await {
+        Ok(()) => {}
+        Err(LoginRefused::Wrong) => {
+            return Err(ApiError::unauthorized(format!(
+                "wrong {realm} user name or password"
+            )));
+        }
+        Err(LoginRefused::Throttled(retry_after)) => return Ok(throttled(realm, retry_after)),
+        Err(LoginRefused::Busy) => {
             return Err(ApiError::busy(
                 "too many password checks are waiting; retry in a second",
             ));

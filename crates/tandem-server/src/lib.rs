@@ -12,6 +12,7 @@ pub mod accounts;
 mod api;
 mod auth;
 mod backoff;
+pub mod console;
 pub mod control;
 mod csrf;
 mod device;
@@ -21,7 +22,6 @@ pub mod ha;
 mod listener;
 pub mod notify;
 mod password_checks;
-mod portal;
 mod probes;
 pub mod state;
 mod sysmgr;
@@ -98,6 +98,8 @@ pub struct Server {
     replication_tcp: TcpListener,
     control: tokio::net::UnixListener,
     control_path: std::path::PathBuf,
+    /// The operator's commands, shared by the control socket and the System Manager console.
+    executor: Arc<control::NodeExecutor>,
     /// The data directory's lock, held until the databases are closed.
     lock: Arc<tandem_node::DataDirLock>,
 }
@@ -184,6 +186,7 @@ impl Server {
             elsewhere: std::sync::RwLock::new(Some("the node is starting".into())),
             device_gate: device_gate.clone(),
             auth_cache: auth::AuthCache::default(),
+            consoles: console::Consoles::default(),
             ballot_header: std::sync::RwLock::new(axum::http::HeaderValue::from_static(
                 "state=not-available",
             )),
@@ -204,6 +207,12 @@ impl Server {
             status.clone(),
         );
         ha.start().await;
+        let executor = Arc::new(control::NodeExecutor {
+            replication: replication.clone(),
+            ha: ha_handle.clone(),
+            device_gate: state.device_gate.clone(),
+            node_name: state.node_name.clone(),
+        });
         Ok(Self {
             service: HttpsListener {
                 name: "service",
@@ -220,7 +229,7 @@ impl Server {
                 tcp: system_manager_tcp,
                 acceptor: state::Identity::system_manager_acceptor,
                 identity,
-                router: sysmgr::router(state.clone(), ha_handle.clone()),
+                router: sysmgr::router(state.clone(), ha_handle.clone(), executor.clone()),
                 device_gate: None,
                 limits,
                 allowed_networks: node.system_manager_access.allow.clone(),
@@ -233,6 +242,7 @@ impl Server {
             replication_tcp,
             control,
             control_path,
+            executor,
             lock: node.lock.clone(),
         })
     }
@@ -287,14 +297,8 @@ impl Server {
         let system_manager = tokio::spawn(self.system_manager.serve(stopped.clone()));
         let ha_runtime = tokio::spawn(self.ha.run(stopped.clone()));
         let mut control_stop = stopped.clone();
-        let executor = Arc::new(control::NodeExecutor {
-            replication: self.replication.clone(),
-            ha: self.ha_handle.clone(),
-            device_gate: self.state.device_gate.clone(),
-            node_name: self.state.node_name.clone(),
-        });
         let control = tokio::spawn(tandem_repl::ops::serve_control(
-            executor,
+            self.executor,
             self.control,
             async move {
                 let _ = control_stop.wait_for(|stop| *stop).await;
@@ -325,13 +329,14 @@ fn service_router(state: AppState, ha: ha::HaHandle) -> Router {
         .route("/hastatus.html", axum::routing::get(probes::ha_status))
         .route(
             "/status/replication.html",
-            axum::routing::get(probes::replication).layer(axum::Extension(ha)),
+            axum::routing::get(probes::replication).layer(axum::Extension(ha.clone())),
         )
         .nest("/api/v2", api::router(state.clone()))
         .nest("/device/v1", device::router(state.clone()))
-        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(console::admin::router(state, ha))
+        .fallback(not_found)
 }
 
 pub(crate) async fn not_found(uri: Uri) -> ApiError {

@@ -168,6 +168,8 @@ pub struct Shared {
     pub elsewhere: RwLock<Option<String>>,
     pub device_gate: Arc<DeviceGate>,
     pub auth_cache: AuthCache,
+    /// The browser consoles' login sessions.
+    pub consoles: crate::console::Consoles,
     /// The `Tandem-Ballot` header value the probes send (set by the HA runtime whenever what it
     /// says changes), so a probe formats nothing and reads no database.
     pub ballot_header: RwLock<axum::http::HeaderValue>,

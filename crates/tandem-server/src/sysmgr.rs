@@ -1,6 +1,7 @@
-//! The System Manager listener (8443): who this node is and its HA state, as a page and as
-//! JSON, the HA Configuration as a JSON API (`/api/v1/ha/…`), and the System Manager local users
-//! (`/api/v1/users`, see `accounts`). The portal pages join here.
+//! The System Manager listener (8443): the JSON API for scripts (HTTP Basic as a System Manager
+//! local user): who this node is and its HA state, the HA Configuration (`/api/v1/ha/…`), the
+//! local users (`/api/v1/users`, see `accounts`) and `/metrics`; beside it the System Manager
+//! console's pages (`console::system_manager`, a login session).
 
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
@@ -8,17 +9,18 @@ use crate::extract::ApiJson;
 use crate::ha::{ConfigureError, Configured, HaHandle};
 use crate::state::AppState;
 use axum::extract::State;
-use axum::response::Html;
 use axum::routing::get;
 use axum::{Extension, Json, Router, middleware};
 use serde_json::{Value, json};
 use tandem_ha::config::{ConfigChange, HaConfig};
 use tandem_ha::machine::Snapshot;
 
-pub fn router(state: AppState, ha: HaHandle) -> Router {
-    Router::new()
-        .route("/", get(home))
-        .route("/ha/config", get(ha_configuration_page))
+pub fn router(
+    state: AppState,
+    ha: HaHandle,
+    executor: crate::console::system_manager::Executor,
+) -> Router {
+    let api = Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/ha/status", get(ha_status))
         .route("/api/v1/ha/config", get(ha_config).put(ha_configure))
@@ -31,14 +33,17 @@ pub fn router(state: AppState, ha: HaHandle) -> Router {
             "/api/v1/users",
             crate::accounts::routes(tandem_store::accounts::AccountRealm::SystemManager),
         )
-        .layer(Extension(ha))
+        .layer(Extension(ha.clone()))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_system_manager,
         ))
+        .with_state(state.clone());
+    Router::new()
+        .merge(api)
+        .merge(crate::console::system_manager::router(state, ha, executor))
         .layer(middleware::from_fn(crate::csrf::same_origin_writes))
         .fallback(crate::not_found)
-        .with_state(state)
 }
 
 /// `GET /metrics`: Prometheus text exposition of the HA state and replication (System Manager
@@ -309,46 +314,4 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
         "state": status.state,
         "clientConnections": if state.device_gate.is_open() { "enabled" } else { "disabled" },
     }))
-}
-
-/// `GET /ha/config`: the HA Configuration window (portal page over `PUT /api/v1/ha/config`).
-async fn ha_configuration_page(
-    State(state): State<AppState>,
-    Extension(ha): Extension<HaHandle>,
-) -> Html<String> {
-    Html(crate::portal::ha_configuration(
-        &state.node_name,
-        &ha.snapshot(),
-    ))
-}
-
-async fn home(State(state): State<AppState>, Extension(ha): Extension<HaHandle>) -> Html<String> {
-    let status = state.node_status();
-    let snapshot = ha.snapshot();
-    let ha = if status.ha_enabled {
-        "enabled"
-    } else {
-        "disabled"
-    };
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>Tandem System Manager — {name}</title></head><body>\
-         <h1>Tandem System Manager</h1>\
-         <dl><dt>Node</dt><dd>{name}</dd><dt>High Availability</dt><dd>{ha}</dd>\
-         <dt>Mode</dt><dd>{mode}</dd><dt>Node Status</dt><dd>{state}</dd>\
-         <dt>Epoch</dt><dd>{epoch}</dd>{fenced}</dl>\
-         <p><a href=\"/ha/config\">HA Configuration</a></p>\
-         <p>The same configuration is JSON at <code>/api/v1/ha/config</code> (GET, and PUT to Save \
-         and Apply), the controller's view at <code>/api/v1/ha/status</code>. From a shell: \
-         <code>tandem ha status</code>, <code>tandem ha configure</code>.</p>\
-         </body></html>",
-        name = crate::portal::escape(&state.node_name),
-        mode = status.mode,
-        state = status.state,
-        epoch = snapshot.epoch,
-        fenced = snapshot
-            .fenced
-            .map(|reason| format!("<dt>Fenced</dt><dd>{}</dd>", crate::portal::escape(&reason)))
-            .unwrap_or_default(),
-    ))
 }
