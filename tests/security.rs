@@ -6,6 +6,8 @@ mod support;
 // One test binary, one file per part of the issue.
 #[path = "security/accounts.rs"]
 mod accounts;
+#[path = "security/console.rs"]
+mod console;
 #[path = "security/input.rs"]
 mod input;
 #[path = "security/listeners.rs"]
