@@ -1,4 +1,4 @@
-// HA Configuration and Notification Settings: show only the fields that apply to the chosen
+// HA Configuration: show only the fields that apply to the chosen
 // Mode and Replication as they change (the server marks each field with the `Mode/replication`
 // pairs it applies to). Without this script the "Show fields for this mode" button does it.
 'use strict';

@@ -308,8 +308,9 @@ pub(super) struct Problem {
 }
 
 impl Problem {
+    /// The value and the problem, the value once (the decoder's words often quote it).
     pub(super) fn text(&self) -> String {
-        if self.value.is_empty() {
+        if self.value.is_empty() || self.problem.contains(&self.value) {
             self.problem.clone()
         } else {
             format!("“{}”: {}", self.value, self.problem)
@@ -580,17 +581,30 @@ fn configure_refusal(error: ConfigureError) -> Saved {
 }
 
 /// The success message of Save and Apply: what was saved, the warnings, and what changed in
-/// consequence (the node's role and state, the next scheduled sync).
+/// consequence (the node's role and state, the next scheduled sync). Only the warnings about
+/// `groups`' fields are repeated: the others stand whatever this page saves, and their own
+/// window shows them when saved there.
 pub(super) fn saved_message(
-    changed: &[&str],
+    (changed, groups): (&[&str], &[GroupSpec]),
     configured: &Configured,
     before: &Snapshot,
     now_ms: i64,
 ) -> String {
     let mut text = format!("Saved and applied: {}.", changed.join(", "));
-    for warning in &configured.warnings {
+    let on_page = |field: &str| {
+        groups
+            .iter()
+            .flat_map(|group| group.fields)
+            .any(|spec| spec.name == field)
+    };
+    for warning in configured.warnings.iter().filter(|w| on_page(&w.field)) {
+        let end = if warning.message.ends_with('.') {
+            ""
+        } else {
+            "."
+        };
         text.push_str(&format!(
-            " Warning ({}): {}",
+            " Warning ({}): {}{end}",
             warning.field, warning.message
         ));
     }
@@ -1114,7 +1128,7 @@ async fn save(
             &state,
             "/ha/config",
             crate::console::session::Flash::success(saved_message(
-                &changed,
+                (&changed, HA_GROUPS),
                 &configured,
                 &before,
                 wall_clock_ms(),
@@ -1198,6 +1212,12 @@ mod tests {
                 .text()
                 .contains("“three”: not a whole number")
         );
+        // The decoder already quotes the value: it is not repeated.
+        assert!(
+            edit.problems[0]
+                .text()
+                .starts_with("`10 parsecs` is not a duration")
+        );
         // The rest still decodes, so every other problem can be reported too.
         assert_eq!(edit.changed, ["Re-check Interval"]);
     }
@@ -1250,6 +1270,39 @@ mod tests {
         assert_eq!(
             Applies::StreamingSecondary.combinations(),
             "Secondary/continuous Secondary/synchronous"
+        );
+    }
+
+    #[test]
+    fn the_saved_message_names_the_fields_this_pages_warnings_and_the_consequences() {
+        use tandem_ha::config::ConfigWarning;
+        use tandem_ha::machine::{Controller, Durable};
+        let before = Controller::new("id", Durable::new(HaConfig::default(), 7)).snapshot();
+        let mut after = before.clone();
+        after.status.mode = Mode::Secondary;
+        after.status.state = tandem_ha::State::Standby;
+        after.status.ha_enabled = true;
+        let now = 1_000_000_000_000;
+        after.next_sync_ms = Some(now + 30 * 60_000);
+        let warning = |field: &str| ConfigWarning {
+            field: field.into(),
+            message: format!("{field} is unwise"),
+        };
+        let configured = Configured {
+            warnings: vec![warning("runEvery"), warning("smtpRelay")],
+            snapshot: after,
+        };
+        let text = saved_message(
+            (&["Mode", "Run Every"], HA_GROUPS),
+            &configured,
+            &before,
+            now,
+        );
+        assert_eq!(
+            text,
+            "Saved and applied: Mode, Run Every. Warning (runEvery): runEvery is unwise. This \
+             node is now Secondary, Standby (epoch 7). Next scheduled sync: 2001-09-09 02:16:40 \
+             UTC (in 30 min)."
         );
     }
 

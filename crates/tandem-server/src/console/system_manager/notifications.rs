@@ -169,7 +169,7 @@ async fn save(
             changed,
             configured,
         } => Flash::success(saved_message(
-            &changed,
+            (&changed, NOTIFICATION_GROUPS),
             &configured,
             &before,
             wall_clock_ms(),
