@@ -86,8 +86,21 @@ fn a_primary_shows_its_secondary_in_ha_status_and_the_secondary_its_primary_in_n
             ("TANDEM_SECONDARY_NAME", "node-b".to_owned()),
         ],
     );
-    // What the pages showed is what the nodes say of themselves.
-    assert_eq!(b.status()["controller"]["peer"]["nodeName"], "node-a");
+    // What the pages showed is what the nodes say of themselves, and the refused promotion
+    // left the Secondary a Standby.
+    let secondary = b.status();
+    assert_eq!(secondary["controller"]["peer"]["nodeName"], "node-a");
+    assert_eq!(
+        secondary["config"]["nodeStatus"], "Standby",
+        "{secondary:#}"
+    );
+    assert_eq!(b.state(), "Standby");
+    assert!(
+        seen["oneActiveRefusal"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("node-a")
+    );
     assert!(
         seen["nodeStatus"]
             .as_str()

@@ -35,6 +35,17 @@ run(async (browser, seen) => {
   expect(await onSecondary.locator('#f-primary').isVisible(), 'a Secondary shows its Primary field');
   await inspect(onSecondary, 'node-status-secondary');
 
+  // Making the Secondary Active while its Primary is: refused for one Active node, with the
+  // reason and the force checkbox explained; nothing saved.
+  await onSecondary.locator('#f-nodeStatus').selectOption('Active');
+  await onSecondary.getByRole('button', { name: 'Save and Apply' }).click();
+  await onSecondary.locator('#refused').waitFor();
+  seen.oneActiveRefusal = (await onSecondary.locator('#refused').innerText()).trim();
+  expect(seen.oneActiveRefusal.includes('Refused to keep one Active node') && seen.oneActiveRefusal.includes(primaryName),
+    'the refusal names the Active node');
+  expect(await onSecondary.getByLabel('Force this role change').isVisible(), 'the force checkbox is offered');
+  await inspect(onSecondary, 'ha-config-one-active-refused');
+
   for (const [page, other, name] of [[onPrimary, secondaryName, 'primary'], [onSecondary, primaryName, 'secondary']]) {
     await page.getByRole('link', { name: 'Cluster' }).first().click();
     await page.waitForURL(/\/ha\/cluster$/);

@@ -124,7 +124,8 @@ pub(super) const HA_GROUPS: &[GroupSpec] = &[
             FieldSpec {
                 name: "enabled",
                 label: "High Availability",
-                hint: "Disabled: this node serves alone, as a standalone Primary.",
+                hint: "Enable to pair this node with another; disabled, it serves alone as a \
+                       standalone Primary.",
                 input: Input::Switch,
                 applies: Applies::Always,
             },
