@@ -254,6 +254,10 @@ pub async fn static_file(axum::extract::Path(name): axum::extract::Path<String>)
             include_str!("../../static/console.js"),
             "text/javascript; charset=utf-8",
         ),
+        "sm_ha_config.js" => (
+            include_str!("../../static/sm_ha_config.js"),
+            "text/javascript; charset=utf-8",
+        ),
         _ => return (StatusCode::NOT_FOUND, "no such file").into_response(),
     };
     ([(header::CONTENT_TYPE, content_type)], body).into_response()

@@ -1,24 +1,67 @@
-//! `GET /`: the Overview, what an operator checks first: this node's mode and state, its
-//! epoch, whether it is fenced and why, and where to go next.
+//! `GET /`: the Overview, what an operator checks first: this node's mode, state and epoch,
+//! whether it is fenced and why, the node it pairs with, the last and next sync, the alarms
+//! that need a person, and where to go next.
 
+use super::ha_config::{Fact, Live, last_sync_fact};
+use crate::console::chrome::Badge;
 use crate::console::{Chrome, ConsoleSession, render};
-use crate::ha::HaHandle;
+use crate::ha::{HaHandle, wall_clock_ms};
 use crate::state::AppState;
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
+use tandem_ha::Mode;
+use tandem_ha::machine::Snapshot;
+
+/// Milliseconds since the Unix epoch as the consoles show times: `YYYY-MM-DD HH:MM:SS UTC`.
+pub(super) fn utc_time(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) {
+        Ok(at) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        ),
+        Err(_) => format!("{ms} ms after 1970"),
+    }
+}
+
+/// How long before or after `now_ms` a moment is: "12 s ago", "in 55 min".
+pub(super) fn relative(ms: i64, now_ms: i64) -> String {
+    let seconds = (now_ms - ms) / 1000;
+    let amount = match seconds.unsigned_abs() {
+        0..120 => format!("{} s", seconds.unsigned_abs()),
+        120..7_200 => format!("{} min", seconds.unsigned_abs() / 60),
+        7_200..172_800 => format!("{} h", seconds.unsigned_abs() / 3600),
+        days => format!("{} d", days / 86_400),
+    };
+    if seconds >= 0 {
+        format!("{amount} ago")
+    } else {
+        format!("in {amount}")
+    }
+}
+
+/// An alarm on the Overview, with the window that deals with it.
+struct Alarm {
+    text: String,
+    href: &'static str,
+    link: &'static str,
+}
 
 #[derive(Template)]
 #[template(path = "console/sm_overview.html")]
 struct Overview {
     chrome: Chrome,
-    ha_enabled: bool,
-    mode: String,
-    epoch: i64,
     fenced: Option<String>,
-    client_connections: bool,
+    alarms: Vec<Alarm>,
+    facts: Vec<Fact>,
+    updated: String,
 }
 
 pub fn routes() -> Router<AppState> {
@@ -30,14 +73,145 @@ async fn show(
     Extension(ha): Extension<HaHandle>,
     Extension(session): Extension<ConsoleSession>,
 ) -> Response {
-    let status = state.node_status();
     let snapshot = ha.snapshot();
+    let live = Live::read(&state, &ha).await;
+    let now_ms = wall_clock_ms();
     render(&Overview {
         chrome: Chrome::new(&state, &ha, &session, "/", "Overview"),
-        ha_enabled: status.ha_enabled,
-        mode: status.mode.to_string(),
-        epoch: snapshot.epoch,
-        fenced: snapshot.fenced,
-        client_connections: state.device_gate.is_open(),
+        fenced: snapshot.fenced.clone(),
+        alarms: alarms(&snapshot, &live),
+        facts: facts(&snapshot, &live, state.device_gate.is_open(), now_ms),
+        updated: utc_time(now_ms),
     })
+}
+
+fn facts(snapshot: &Snapshot, live: &Live, client_connections: bool, now_ms: i64) -> Vec<Fact> {
+    let status = &snapshot.status;
+    let mut facts = vec![
+        Fact::text(
+            "High Availability",
+            if status.ha_enabled {
+                "Enabled"
+            } else {
+                "Disabled (standalone)"
+            },
+        ),
+        Fact::text("Mode", status.mode.to_string()),
+        Fact {
+            term: "State",
+            detail: String::new(),
+            badge: Some(Badge::of_state(
+                &status.state.to_string(),
+                snapshot.fenced.is_some(),
+            )),
+        },
+        Fact::text("Epoch", snapshot.epoch.to_string()),
+    ];
+    if status.ha_enabled {
+        facts.push(peer_fact(snapshot, now_ms));
+        facts.push(last_sync_fact(live.last_sync.as_ref()));
+        if let Some(next) = snapshot.next_sync_ms {
+            facts.push(Fact::text(
+                "Next sync",
+                format!("{} ({})", utc_time(next), relative(next, now_ms)),
+            ));
+        }
+    }
+    facts.push(Fact::text(
+        "Client connections",
+        if client_connections {
+            "Enabled"
+        } else {
+            "Disabled: devices are refused (`tandem failover client-connection enable`)"
+        },
+    ));
+    facts
+}
+
+/// The node this one pairs with: a Secondary's Primary, or the Secondary a Primary heard from.
+fn peer_fact(snapshot: &Snapshot, now_ms: i64) -> Fact {
+    let term = match snapshot.config.mode {
+        Mode::Primary => "Secondary",
+        Mode::Secondary => "Primary",
+    };
+    match &snapshot.peer {
+        Some(peer) => Fact::state(
+            term,
+            &peer.state.to_string(),
+            format!(
+                "{} ({}, epoch {}), last seen {}",
+                peer.node_name,
+                peer.mode,
+                peer.epoch,
+                snapshot
+                    .peer_seen_ms
+                    .map(|seen| relative(seen, now_ms))
+                    .unwrap_or_else(|| "-".into())
+            ),
+        ),
+        None => Fact::text(
+            term,
+            match (snapshot.config.mode, snapshot.config.primary_text()) {
+                (Mode::Secondary, Some(primary)) => format!("{primary}: not heard from yet"),
+                (Mode::Secondary, None) => "none set: HA Configuration → Primary".into(),
+                (Mode::Primary, _) => "none has contacted this node yet".into(),
+            },
+        ),
+    }
+}
+
+fn alarms(snapshot: &Snapshot, live: &Live) -> Vec<Alarm> {
+    let mut alarms = Vec::new();
+    if let Some(who) = &snapshot.dual_active {
+        alarms.push(Alarm {
+            text: format!("Dual Active: two nodes of the HA group are Active at once: {who}"),
+            href: "/ha/cluster",
+            link: "Cluster",
+        });
+    }
+    for warning in &snapshot.trust_warnings {
+        alarms.push(Alarm {
+            text: format!("Trust incomplete: {warning}"),
+            href: "/ha/trusted-hosts",
+            link: "Manage Trusted Hosts",
+        });
+    }
+    if let Some(why) = crate::control::behind(&live.follower, snapshot.config.lag_bound) {
+        alarms.push(Alarm {
+            text: format!("Behind: {why}"),
+            href: "/ha/config",
+            link: "Node Status",
+        });
+    }
+    if let Some(why) = &snapshot.promotion_held {
+        alarms.push(Alarm {
+            text: format!("Automatic promotion held: {why}"),
+            href: "/ha/config",
+            link: "Node Status",
+        });
+    }
+    if snapshot.heartbeat.failure_detected {
+        alarms.push(Alarm {
+            text: "Failure detected: the Primary missed its heartbeats".into(),
+            href: "/ha/config",
+            link: "Node Status",
+        });
+    }
+    alarms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_in_utc_and_relative_to_now() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(1_764_780_623_000), "2025-12-03 16:50:23 UTC");
+        let now = 1_000_000_000;
+        assert_eq!(relative(now - 12_000, now), "12 s ago");
+        assert_eq!(relative(now + 55 * 60_000, now), "in 55 min");
+        assert_eq!(relative(now - 3 * 3_600_000, now), "3 h ago");
+        assert_eq!(relative(now - 3 * 86_400_000, now), "3 d ago");
+    }
 }
