@@ -20,7 +20,7 @@ use axum::{Extension, Router};
 use tandem_store::node_local::{LogLevel, LogLine, LogPage, LogRequest};
 use tandem_store::{FieldError, StoreError};
 
-/// Lines on one page of the window: a long screenful; the API and the CLI can ask for more.
+/// Lines on one page of the window unless `limit` says: a long screenful.
 pub const LOG_WINDOW_LINES: i64 = 100;
 
 #[derive(Template)]
@@ -32,6 +32,8 @@ struct LogsWindow {
     /// The filter as asked (shown back in the toolbar, also when refused).
     module: String,
     q: String,
+    /// Lines per page, when the address set it (kept by Apply).
+    limit: Option<String>,
     lines: Vec<Row>,
     older: Option<String>,
     newer: Option<String>,
@@ -90,7 +92,10 @@ async fn show(
     let chrome = Chrome::new(&state, &ha, &session, "/troubleshooting/logs", "Logs");
     let known = crate::security_log::modules(&state.local).await;
     let asked = LogRequest {
-        limit: Some(LOG_WINDOW_LINES.to_string()),
+        limit: request
+            .limit
+            .clone()
+            .or_else(|| Some(LOG_WINDOW_LINES.to_string())),
         ..request.clone()
     };
     let module = request
@@ -108,11 +113,12 @@ async fn show(
         levels: level_choices(level),
         module: module.clone(),
         q: request.q.clone().unwrap_or_default(),
+        limit: request.limit.clone().filter(|limit| !limit.trim().is_empty()),
         lines: Vec::new(),
         older: None,
         newer: None,
         newest: None,
-        refresh: href(&module, level, request.q.as_deref(), None),
+        refresh: href(&module, level, &request, None),
         problems: Vec::new(),
         empty: empty_state(&module, level, request.q.as_deref()),
         modules: module_choices(&known, &module),
@@ -143,8 +149,7 @@ async fn show(
 /// The page's lines and its links to the pages around it.
 fn fill(window: &mut LogsWindow, page: LogPage, request: &LogRequest) {
     let now = time::OffsetDateTime::now_utc();
-    let q = request.q.as_deref();
-    let link = |cursor: (&str, i64)| Some(href(&page.module, page.level, q, Some(cursor)));
+    let link = |cursor: (&str, i64)| Some(href(&page.module, page.level, request, Some(cursor)));
     window.older = page.before.and_then(|id| link(("before", id)));
     window.newer = page.after.and_then(|id| link(("after", id)));
     window.newest = window.newer.as_ref().map(|_| window.refresh.clone());
@@ -165,15 +170,23 @@ fn row(line: &LogLine, now: time::OffsetDateTime) -> Row {
     }
 }
 
-/// The window's address for a filter (and a page of it).
-fn href(module: &str, level: LogLevel, q: Option<&str>, cursor: Option<(&str, i64)>) -> String {
+/// The window's address for a filter (its text and page size as `request` gave them), and a
+/// page of it.
+fn href(
+    module: &str,
+    level: LogLevel,
+    request: &LogRequest,
+    cursor: Option<(&str, i64)>,
+) -> String {
     let mut href = format!(
         "/troubleshooting/logs?module={}&level={}",
         urlencode(module),
         level.as_str()
     );
-    if let Some(q) = q.filter(|q| !q.trim().is_empty()) {
-        href.push_str(&format!("&q={}", urlencode(q)));
+    for (name, value) in [("q", &request.q), ("limit", &request.limit)] {
+        if let Some(value) = value.as_deref().filter(|value| !value.trim().is_empty()) {
+            href.push_str(&format!("&{name}={}", urlencode(value)));
+        }
     }
     if let Some((name, id)) = cursor {
         href.push_str(&format!("&{name}={id}"));
@@ -296,17 +309,21 @@ mod tests {
 
     #[test]
     fn page_links_keep_the_filter_and_encode_the_text() {
+        let request = LogRequest {
+            q: Some("a&b c".into()),
+            limit: Some("5".into()),
+            ..LogRequest::default()
+        };
         assert_eq!(
-            href(
-                "Security",
-                LogLevel::Warn,
-                Some("a&b c"),
-                Some(("before", 42))
-            ),
-            "/troubleshooting/logs?module=Security&level=WARN&q=a%26b+c&before=42"
+            href("Security", LogLevel::Warn, &request, Some(("before", 42))),
+            "/troubleshooting/logs?module=Security&level=WARN&q=a%26b+c&limit=5&before=42"
         );
+        let blank = LogRequest {
+            q: Some(" ".into()),
+            ..LogRequest::default()
+        };
         assert_eq!(
-            href("HighAvailability", LogLevel::Info, Some(" "), None),
+            href("HighAvailability", LogLevel::Info, &blank, None),
             "/troubleshooting/logs?module=HighAvailability&level=INFO"
         );
     }
