@@ -75,7 +75,10 @@ fn the_secondarys_logs_show_heartbeats_alike_in_the_window_the_api_and_the_cli()
 
     // The window's second page is the API's page before the same line id.
     let before = seen["before"].as_i64().unwrap();
-    let api = api_logs(&b, &format!("module=HighAvailability&limit=5&before={before}"));
+    let api = api_logs(
+        &b,
+        &format!("module=HighAvailability&limit=5&before={before}"),
+    );
     let api_messages: Vec<&str> = api["lines"]
         .as_array()
         .unwrap()
@@ -226,7 +229,9 @@ fn a_flood_of_wrong_console_passwords_writes_a_few_security_lines_not_one_per_at
         .flat_map(|sender| sender.join().unwrap())
         .collect();
     assert!(
-        statuses.iter().all(|status| [401, 429, 503].contains(status)),
+        statuses
+            .iter()
+            .all(|status| [401, 429, 503].contains(status)),
         "{statuses:?}"
     );
     // The flood was throttled: without refusals this test would prove nothing.

@@ -113,7 +113,10 @@ async fn show(
         levels: level_choices(level),
         module: module.clone(),
         q: request.q.clone().unwrap_or_default(),
-        limit: request.limit.clone().filter(|limit| !limit.trim().is_empty()),
+        limit: request
+            .limit
+            .clone()
+            .filter(|limit| !limit.trim().is_empty()),
         lines: Vec::new(),
         older: None,
         newer: None,
