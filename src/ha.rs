@@ -572,7 +572,7 @@ const LOG_FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 
 /// `tandem ha logs`: reads `node.db` read-only, whether the node runs or not.
 fn logs(data_dir: &Path, args: LogsArgs) -> Result<ExitCode> {
-    use tandem_store::node_local::{self, LogCursor, LogRequest};
+    use tandem_store::node_local::{self, LogRequest};
     if !data_dir.join(tandem_node::CONFIG_FILE).exists() {
         anyhow::bail!(
             "no node in {}: it has no {}; give the node's directory with --data-dir (or \
@@ -629,10 +629,29 @@ fn logs(data_dir: &Path, args: LogsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // From the newest line there was: nothing printed twice, nothing written since missed.
-    let mut cursor = page
+    let cursor = page
         .newest_id
         .max(page.lines.first().map_or(0, |line| line.id));
     query.limit = node_local::LOG_PAGE_LINES_MAX;
+    follow_log(
+        |query| node_local::log_page(&conn, query),
+        query,
+        cursor,
+        args.json,
+    )
+}
+
+/// Prints the lines written after line `cursor` as they come (`read` reads a page), until
+/// Ctrl-C or the reader of the output goes away.
+fn follow_log(
+    read: impl Fn(
+        &tandem_store::node_local::LogQuery,
+    ) -> tandem_store::StoreResult<tandem_store::node_local::LogPage>,
+    mut query: tandem_store::node_local::LogQuery,
+    mut cursor: i64,
+    json: bool,
+) -> Result<ExitCode> {
+    use tandem_store::node_local::LogCursor;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -647,15 +666,17 @@ fn logs(data_dir: &Path, args: LogsArgs) -> Result<ExitCode> {
             }
             loop {
                 query.cursor = LogCursor::After(cursor);
-                let page = node_local::log_page(&conn, &query)?;
-                print_log_lines(page.lines.iter().rev(), args.json);
-                cursor = cursor.max(page.newest_id);
-                if let Some(newest) = page.lines.first() {
-                    cursor = cursor.max(newest.id);
-                }
-                // More than a page arrived: read on at once.
-                if page.after.is_none() {
-                    break;
+                let page = read(&query)?;
+                print_log_lines(page.lines.iter().rev(), json);
+                match page.after {
+                    // More than a page arrived: read on at once from the newest printed.
+                    Some(newest_printed) => cursor = newest_printed,
+                    // Every line up to the log's newest was read (same snapshot): none of
+                    // those skipped matches.
+                    None => {
+                        cursor = cursor.max(page.newest_id);
+                        break;
+                    }
                 }
             }
             if crate::output::closed() {

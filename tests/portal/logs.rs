@@ -94,6 +94,28 @@ fn the_secondarys_logs_show_heartbeats_alike_in_the_window_the_api_and_the_cli()
     assert_eq!(api_messages, page_messages);
     assert_eq!(api["level"], "INFO");
 
+    // Bad parameters: 422 naming each, with the value and what is accepted.
+    let refused = crate::support::node::Call::new(
+        b.sysmgr_port,
+        reqwest::Method::GET,
+        "/api/v1/logs?module=Nope&level=LOUD&limit=0",
+    )
+    .send()
+    .unwrap();
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    let body: Value = serde_json::from_slice(&refused.body).unwrap();
+    let fields = body["error"]["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 3, "{body:#}");
+    assert_eq!(fields[0]["field"], "module");
+    assert_eq!(fields[0]["value"], "Nope");
+    assert!(
+        fields[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("HighAvailability, Notifications, Security"),
+        "{body:#}"
+    );
+
     // The CLI agrees with the API line for line (heartbeats keep coming, so compare the lines
     // both read: the CLI reads after the API).
     let api = api_logs(&b, "module=HighAvailability&limit=20");

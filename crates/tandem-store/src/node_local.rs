@@ -284,23 +284,7 @@ impl LogRequest {
             (None, Some(id)) => LogCursor::After(id),
             (None, None) => LogCursor::Newest,
         };
-        let limit = match blank_to_none(&self.limit) {
-            None => LOG_PAGE_LINES_DEFAULT,
-            Some(text) => match text.parse::<i64>() {
-                Ok(limit) => {
-                    check.range("limit", limit, 1, LOG_PAGE_LINES_MAX);
-                    limit
-                }
-                Err(_) => {
-                    check.fail(
-                        "limit",
-                        text,
-                        format!("must be a whole number from 1 to {LOG_PAGE_LINES_MAX}"),
-                    );
-                    LOG_PAGE_LINES_DEFAULT
-                }
-            },
-        };
+        let limit = page_limit(&mut check, &self.limit);
         check.finish()?;
         Ok(LogQuery {
             module,
@@ -309,6 +293,27 @@ impl LogRequest {
             cursor,
             limit,
         })
+    }
+}
+
+/// The `limit` parameter: lines of a page, 1 to [`LOG_PAGE_LINES_MAX`].
+fn page_limit(check: &mut Check, value: &Option<String>) -> i64 {
+    let Some(text) = blank_to_none(value) else {
+        return LOG_PAGE_LINES_DEFAULT;
+    };
+    match text.parse::<i64>() {
+        Ok(limit) => {
+            check.range("limit", limit, 1, LOG_PAGE_LINES_MAX);
+            limit
+        }
+        Err(_) => {
+            check.fail(
+                "limit",
+                text,
+                format!("must be a whole number from 1 to {LOG_PAGE_LINES_MAX}"),
+            );
+            LOG_PAGE_LINES_DEFAULT
+        }
     }
 }
 
