@@ -286,4 +286,26 @@ fn a_flood_of_wrong_console_passwords_writes_a_few_security_lines_not_one_per_at
         "{} lines for {ATTEMPTS} attempts: {lines:#?}",
         lines.len()
     );
+
+    // The administrator, elsewhere, is not held up by the flood; the account they add is in
+    // the Security log with who added it and from where.
+    let reply = crate::support::node::Call::new(port, reqwest::Method::POST, "/api/v1/users")
+        .json(json!({ "username": "ops-two", "password": "Unusual-Horse-Battery-42" }))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let security = node.ok(&[
+        "ha",
+        "logs",
+        "--module",
+        "Security",
+        "--contains",
+        "ops-two",
+    ]);
+    assert!(
+        security.contains(
+            "account added: system manager user \"ops-two\" by \"admin\" from 127.0.0.1:"
+        ),
+        "{security}"
+    );
 }
