@@ -109,6 +109,58 @@ the node runs or not.",
         after_help = HA_EXIT_STATUS_HELP
     )]
     TestNotification(JsonArgs),
+
+    /// Troubleshooting → Logs: print a module's log (HighAvailability, Notifications, Security).
+    #[command(
+        long_about = "Print the newest lines of one of this node's module logs, oldest first as \
+`tail` does: the UTC time, the level, the module and the message, one line each (control \
+characters in a message are escaped, so one line is one log line).\n\n\
+Modules: HighAvailability (every heartbeat a Secondary sends its Primary, peer checks, syncs, \
+failovers, fencing), Notifications (each notification and what became of its e-mail) and \
+Security (console logins and failed logins with the user and source address, logouts, HA \
+Configuration changes and account changes). Levels, least serious first: debug, info, notice, \
+warn, error; --level shows that level and the more serious ones.\n\n\
+With --follow, keeps printing new lines as the node writes them (it looks every second) until \
+Ctrl-C, or until the reader of the output goes away (`| head`); either ends it with status 0. \
+With --json, each line is one JSON object (id, at, module, level, message) on a line of its own \
+(JSON Lines), as GET /api/v1/logs returns them.\n\n\
+Works whether the node runs or not: it reads node.db in the data directory read-only, and never \
+holds up the running node.\n\n\
+EXAMPLES:\n    tandem ha logs --follow\n    tandem ha logs --module Security --level warn --limit 50\n    \
+tandem ha logs --contains heartbeat --json | jq .message",
+        after_help = LOGS_EXIT_STATUS_HELP
+    )]
+    Logs(LogsArgs),
+}
+
+pub const LOGS_EXIT_STATUS_HELP: &str = "\
+EXIT STATUS:
+    0  success (also when --follow ends by Ctrl-C or a closed pipe)
+    1  the log cannot be read (no node in --data-dir; the message says why)
+    2  invalid option (an unknown module or level, a --limit out of range; the message names it \
+and the accepted values)";
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The module to print: HighAvailability, Notifications or Security (any other module
+    /// the log holds is accepted too).
+    #[arg(long, value_name = "MODULE", default_value = tandem_repl::LOG_MODULE)]
+    module: String,
+    /// The least serious level printed: debug, info, notice, warn or error.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    level: String,
+    /// Only lines whose message contains TEXT (any case).
+    #[arg(long, value_name = "TEXT")]
+    contains: Option<String>,
+    /// How many of the newest lines to print first (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    limit: i64,
+    /// Keep printing new lines as they are written, until Ctrl-C.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Print each line as a JSON object on a line of its own (JSON Lines).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -431,6 +483,7 @@ pub struct SyncArgs {
 pub fn run_ha(data_dir: &Path, command: HaCommand) -> Result<ExitCode> {
     let (operation, json) = match command {
         HaCommand::LocalKey => return local_key(data_dir),
+        HaCommand::Logs(args) => return logs(data_dir, args),
         HaCommand::TrustedHosts(TrustedHostsCommand::List(args)) => {
             (Operation::TrustedHostsList, args.json)
         }
@@ -511,6 +564,157 @@ fn local_key(data_dir: &Path) -> Result<ExitCode> {
     let key = tandem_crypto::SshHostKey::from_openssh(&text)?;
     outln!("{}", key.public_openssh(&config.node.name)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often `tandem ha logs --follow` looks for new lines: about as often as the fastest
+/// heartbeat a test configures, and a read of an index's tail each time costs nothing.
+const LOG_FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `tandem ha logs`: reads `node.db` read-only, whether the node runs or not.
+fn logs(data_dir: &Path, args: LogsArgs) -> Result<ExitCode> {
+    use tandem_store::node_local::{self, LogRequest};
+    if !data_dir.join(tandem_node::CONFIG_FILE).exists() {
+        anyhow::bail!(
+            "no node in {}: it has no {}; give the node's directory with --data-dir (or \
+             TANDEM_DATA_DIR)",
+            data_dir.display(),
+            tandem_node::CONFIG_FILE
+        );
+    }
+    let path = data_dir.join(tandem_node::NODE_DB_FILE);
+    let conn = node_local::open_read_only(&path)
+        .with_context(|| format!("cannot read the log of the node in {}", data_dir.display()))?;
+    let modules = tandem_server::security_log::modules_with(node_local::log_modules(&conn)?);
+    let request = LogRequest {
+        module: Some(args.module),
+        level: Some(args.level),
+        q: args.contains,
+        limit: Some(args.limit.to_string()),
+        ..LogRequest::default()
+    };
+    let mut query = match request.validated(&modules, tandem_repl::LOG_MODULE) {
+        Ok(query) => query,
+        Err(tandem_store::StoreError::Invalid(invalid)) => {
+            for problem in invalid.fields {
+                let option = if problem.field == "q" {
+                    "contains"
+                } else {
+                    &problem.field
+                };
+                eprintln!(
+                    "tandem: error: --{option} {:?}: {}",
+                    problem.value, problem.problem
+                );
+            }
+            return Ok(ExitCode::from(crate::cli::EXIT_USAGE));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let page = node_local::log_page(&conn, &query)?;
+    print_log_lines(page.lines.iter().rev(), args.json);
+    if page.lines.is_empty() && !args.json {
+        // On stderr: a script reading stdout sees no line, an operator sees why.
+        eprintln!(
+            "tandem: no {} lines at {} or above yet{}",
+            query.module,
+            query.level,
+            if args.follow {
+                "; waiting for new ones"
+            } else {
+                ""
+            }
+        );
+    }
+    if !args.follow || crate::output::closed() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // From the newest line there was: nothing printed twice, nothing written since missed.
+    let cursor = page
+        .newest_id
+        .max(page.lines.first().map_or(0, |line| line.id));
+    query.limit = node_local::LOG_PAGE_LINES_MAX;
+    follow_log(
+        |query| node_local::log_page(&conn, query),
+        query,
+        cursor,
+        args.json,
+    )
+}
+
+/// Prints the lines written after line `cursor` as they come (`read` reads a page), until
+/// Ctrl-C or the reader of the output goes away.
+fn follow_log(
+    read: impl Fn(
+        &tandem_store::node_local::LogQuery,
+    ) -> tandem_store::StoreResult<tandem_store::node_local::LogPage>,
+    mut query: tandem_store::node_local::LogQuery,
+    mut cursor: i64,
+    json: bool,
+) -> Result<ExitCode> {
+    use tandem_store::node_local::LogCursor;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        // One listener for the whole run, so a Ctrl-C between two looks is not missed.
+        let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+        loop {
+            tokio::select! {
+                _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+                () = tokio::time::sleep(LOG_FOLLOW_INTERVAL) => {}
+            }
+            loop {
+                query.cursor = LogCursor::After(cursor);
+                let page = read(&query)?;
+                print_log_lines(page.lines.iter().rev(), json);
+                match page.after {
+                    // More than a page arrived: read on at once from the newest printed.
+                    Some(newest_printed) => cursor = newest_printed,
+                    // Every line up to the log's newest was read (same snapshot): none of
+                    // those skipped matches.
+                    None => {
+                        cursor = cursor.max(page.newest_id);
+                        break;
+                    }
+                }
+            }
+            if crate::output::closed() {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    })
+}
+
+fn print_log_lines<'a>(
+    lines: impl Iterator<Item = &'a tandem_store::node_local::LogLine>,
+    json: bool,
+) {
+    for line in lines {
+        if json {
+            outln!("{}", serde_json::to_string(line).unwrap_or_default());
+        } else {
+            let message: String = line
+                .message
+                .chars()
+                .flat_map(|ch| {
+                    let escaped: Vec<char> = if ch.is_control() {
+                        ch.escape_default().collect()
+                    } else {
+                        vec![ch]
+                    };
+                    escaped
+                })
+                .collect();
+            outln!(
+                "{} {:<6} {} {}",
+                line.at.get(..19).unwrap_or(&line.at).replacen('T', " ", 1),
+                line.level,
+                line.module,
+                message
+            );
+        }
+    }
 }
 
 /// Runs `operation` on the running node, or here if none runs, and prints its outcome.

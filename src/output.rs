@@ -9,6 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Set once stdout's reader has gone away.
 static CLOSED: AtomicBool = AtomicBool::new(false);
 
+/// Whether stdout's reader has gone away (a command that would print for ever stops then).
+pub fn closed() -> bool {
+    CLOSED.load(Ordering::Relaxed)
+}
+
 pub fn write(args: std::fmt::Arguments) {
     if CLOSED.load(Ordering::Relaxed) {
         return;

@@ -38,6 +38,8 @@ pub struct Caller {
     pub actor: String,
     pub source: String,
     pub writable: Result<(), String>,
+    /// This node's local store: each change is written to its Security log too.
+    pub local: tandem_store::NodeStore,
 }
 
 impl Caller {
@@ -176,6 +178,15 @@ async fn audited<T: Send + 'static>(
         .await?;
     let audit = caller.audit();
     tracing::info!(user = ?username, %realm, actor = ?audit.actor, source = %audit.source, "{what}");
+    crate::security_log::account_changed(
+        &caller.local,
+        what,
+        realm,
+        username,
+        audit.actor,
+        audit.source,
+    )
+    .await;
     Ok(done)
 }
 
@@ -296,6 +307,7 @@ mod http {
                 .map(|info| info.remote.to_string())
                 .unwrap_or_else(|| "an unknown address".into()),
             writable,
+            local: state.local.clone(),
         }
     }
 

@@ -256,6 +256,8 @@ pub(crate) async fn login(
                 user_failures = user_failures.unwrap_or(0),
                 "authentication failed"
             );
+            crate::security_log::login_failed(&state.local, realm, user, &source, source_failures)
+                .await;
             Err(LoginRefused::Wrong)
         }
         Outcome::Throttled {
@@ -273,6 +275,15 @@ pub(crate) async fn login(
                     "authentication refused: too many recent failures (later refusals in this \
                      window are not logged)"
                 );
+                crate::security_log::login_throttled(
+                    &state.local,
+                    realm,
+                    user,
+                    &source,
+                    by,
+                    retry_after.as_millis() as u64,
+                )
+                .await;
             } else {
                 // This client was refused in this window already and came back before its
                 // Retry-After: it ignores it, as a flood does. Its next refusal waits.

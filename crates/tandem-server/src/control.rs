@@ -281,6 +281,7 @@ impl ops::Executor for NodeExecutor {
                         actor: "command line".into(),
                         source: format!("the control socket of {node_name}"),
                         writable,
+                        local: replication.local().clone(),
                     };
                     crate::accounts::execute(replication.replicated(), &caller, &users)
                         .await
@@ -426,6 +427,7 @@ pub async fn execute_offline(
                     replication.node_name()
                 ),
                 writable,
+                local: replication.local().clone(),
             };
             let event = crate::accounts::execute(replication.replicated(), &caller, &users)
                 .await

@@ -23,6 +23,7 @@ mod listener;
 pub mod notify;
 mod password_checks;
 mod probes;
+pub mod security_log;
 pub mod state;
 mod sysmgr;
 pub mod tls;

@@ -1,11 +1,12 @@
 //! The System Manager listener (8443): the JSON API for scripts (HTTP Basic as a System Manager
 //! local user): who this node is and its HA state, the HA Configuration (`/api/v1/ha/…`), the
-//! local users (`/api/v1/users`, see `accounts`) and `/metrics`; beside it the System Manager
+//! local users (`/api/v1/users`, see `accounts`), the module logs (`/api/v1/logs`) and
+//! `/metrics`; beside it the System Manager
 //! console's pages (`console::system_manager`, a login session).
 
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::ha::{ConfigureError, Configured, HaHandle};
 use crate::state::AppState;
 use axum::extract::State;
@@ -28,6 +29,7 @@ pub fn router(
             "/api/v1/ha/notifications/test",
             axum::routing::post(test_notification),
         )
+        .route("/api/v1/logs", get(logs))
         .route("/metrics", get(metrics))
         .nest(
             "/api/v1/users",
@@ -193,6 +195,29 @@ fn label_value(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A page of a module's log, with the modules there are (for a picker).
+#[derive(serde::Serialize)]
+struct LogsAnswer {
+    #[serde(flatten)]
+    page: tandem_store::node_local::LogPage,
+    modules: Vec<String>,
+}
+
+/// `GET /api/v1/logs?module=&level=&q=&before=&after=&limit=`: Troubleshooting → Logs for
+/// scripts. A page of a module's log (HighAvailability unless `module` says), at `level` (INFO
+/// unless it says) or more serious, newest first; `before` in the answer asks for the next
+/// older page, `after` for the next newer one. Bad parameters: 422 naming each, with its value
+/// and what is accepted (an unknown module lists the modules).
+async fn logs(
+    State(state): State<AppState>,
+    ApiQuery(request): ApiQuery<tandem_store::node_local::LogRequest>,
+) -> ApiResult<Json<LogsAnswer>> {
+    let modules = crate::security_log::modules(&state.local).await;
+    let query = request.validated(&modules, tandem_repl::LOG_MODULE)?;
+    let page = state.local.log_page(query).await?;
+    Ok(Json(LogsAnswer { page, modules }))
+}
+
 /// `GET /api/v1/ha/status`: the HA controller's view (state, epoch, heartbeats, schedule).
 async fn ha_status(Extension(ha): Extension<HaHandle>) -> Json<Snapshot> {
     Json(ha.snapshot())
@@ -206,6 +231,7 @@ async fn ha_config(Extension(ha): Extension<HaHandle>) -> Json<HaConfig> {
 /// `PUT /api/v1/ha/config`: Save and Apply. The body holds the fields to change (absent ones
 /// keep their value); saving re-anchors the schedule at the next StartTime.
 async fn ha_configure(
+    State(state): State<AppState>,
     Extension(ha): Extension<HaHandle>,
     Extension(auth::Actor(user)): Extension<auth::Actor>,
     connection: Option<Extension<crate::state::ConnectionInfo>>,
@@ -220,10 +246,20 @@ async fn ha_configure(
             // Who changed the HA configuration, from where, and what: the first question after
             // a surprising failover.
             tracing::info!(user = ?user, %source, fields = ?changed, "HA configuration changed through System Manager");
+            crate::security_log::ha_configured(&state.local, &user, &source, &changed, None).await;
             Ok(Json(configured))
         }
         Err(error) => {
             tracing::warn!(user = ?user, %source, fields = ?changed, %error, "HA configuration change refused");
+            let reason = error.to_string();
+            crate::security_log::ha_configured(
+                &state.local,
+                &user,
+                &source,
+                &changed,
+                Some(&reason),
+            )
+            .await;
             Err(configure_error(error))
         }
     }

@@ -160,12 +160,9 @@ pub async fn submit(
     };
     let sessions = console.sessions(&state);
     let token = sessions.start(&form.user, fingerprint(&hash), Instant::now());
-    tracing::info!(
-        user = ?form.user,
-        %realm,
-        source = %info.map(|info| info.remote.to_string()).unwrap_or_default(),
-        "console login"
-    );
+    let source = info.map(|info| info.remote.to_string()).unwrap_or_default();
+    tracing::info!(user = ?form.user, %realm, %source, "console login");
+    crate::security_log::login(&state.local, realm, &form.user, &source).await;
     let mut response = Redirect::to(&next).into_response();
     if let Ok(cookie) = HeaderValue::from_str(&sessions.set_cookie(&token)) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -177,11 +174,16 @@ pub async fn submit(
 pub async fn logout(
     State((state, console)): State<(AppState, Console)>,
     Extension(session): Extension<ConsoleSession>,
+    connection: Option<Extension<ConnectionInfo>>,
     ConsoleForm(()): ConsoleForm<()>,
 ) -> Response {
     let sessions = console.sessions(&state);
     sessions.end(&session.token);
     tracing::info!(user = ?session.user(), realm = %console.realm(), "console logout");
+    let source = connection
+        .map(|Extension(info)| info.remote.to_string())
+        .unwrap_or_default();
+    crate::security_log::logout(&state.local, console.realm(), session.user(), &source).await;
     let mut response = Redirect::to("/login?out=1").into_response();
     if let Ok(cookie) = HeaderValue::from_str(&sessions.clear_cookie()) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
