@@ -240,29 +240,37 @@ async fn ha_configure(
     let source = connection
         .map(|Extension(info)| info.remote.to_string())
         .unwrap_or_default();
+    configure_as(&state, &ha, &user, &source, change)
+        .await
+        .map(Json)
+        .map_err(configure_error)
+}
+
+/// Save and Apply on behalf of a System Manager user (the API or the console): carried out, then
+/// recorded with who, from where and which fields in the process log and the Security log, the
+/// first questions after a surprising failover.
+pub(crate) async fn configure_as(
+    state: &AppState,
+    ha: &HaHandle,
+    user: &str,
+    source: &str,
+    change: ConfigChange,
+) -> Result<Configured, ConfigureError> {
     let changed = changed_fields(&change);
-    match crate::control::checked_configure(&ha, change).await {
-        Ok(configured) => {
-            // Who changed the HA configuration, from where, and what: the first question after
-            // a surprising failover.
+    let outcome = crate::control::checked_configure(ha, change).await;
+    match &outcome {
+        Ok(_) => {
             tracing::info!(user = ?user, %source, fields = ?changed, "HA configuration changed through System Manager");
-            crate::security_log::ha_configured(&state.local, &user, &source, &changed, None).await;
-            Ok(Json(configured))
+            crate::security_log::ha_configured(&state.local, user, source, &changed, None).await;
         }
         Err(error) => {
             tracing::warn!(user = ?user, %source, fields = ?changed, %error, "HA configuration change refused");
             let reason = error.to_string();
-            crate::security_log::ha_configured(
-                &state.local,
-                &user,
-                &source,
-                &changed,
-                Some(&reason),
-            )
-            .await;
-            Err(configure_error(error))
+            crate::security_log::ha_configured(&state.local, user, source, &changed, Some(&reason))
+                .await;
         }
     }
+    outcome
 }
 
 /// The API names of the settings a change sets (for the log: never their values, which may

@@ -493,6 +493,7 @@ impl<'a> Operator<'a> {
 
 /// Save and Apply of the fields of `groups` the operator changed.
 pub(super) async fn save_and_apply(
+    state: &AppState,
     ha: &HaHandle,
     operator: &Operator<'_>,
     groups: &[GroupSpec],
@@ -514,22 +515,13 @@ pub(super) async fn save_and_apply(
     if edit.changed.is_empty() {
         return Saved::Nothing;
     }
-    let fields = crate::sysmgr::changed_fields(&edit.change);
-    let (user, source) = (operator.user, &operator.source);
-    match crate::control::checked_configure(ha, edit.change).await {
-        Ok(configured) => {
-            // The same line as the API's: who changed the HA configuration, from where, and
-            // what, the first question after a surprising failover.
-            tracing::info!(user = ?user, %source, fields = ?fields, "HA configuration changed through System Manager");
-            Saved::Applied {
-                changed: edit.changed,
-                configured: Box::new(configured),
-            }
-        }
-        Err(error) => {
-            tracing::warn!(user = ?user, %source, fields = ?fields, %error, "HA configuration change refused");
-            configure_refusal(error)
-        }
+    match crate::sysmgr::configure_as(state, ha, operator.user, &operator.source, edit.change).await
+    {
+        Ok(configured) => Saved::Applied {
+            changed: edit.changed,
+            configured: Box::new(configured),
+        },
+        Err(error) => configure_refusal(error),
     }
 }
 
@@ -1116,7 +1108,7 @@ async fn save(
     }
     let before = ha.snapshot();
     let operator = Operator::of(&session, connection);
-    match save_and_apply(&ha, &operator, HA_GROUPS, &form).await {
+    match save_and_apply(&state, &ha, &operator, HA_GROUPS, &form).await {
         Saved::Nothing => session.redirect(
             &state,
             "/ha/config",

@@ -163,7 +163,7 @@ async fn save(
 ) -> Response {
     let before = ha.snapshot();
     let operator = Operator::of(&session, connection);
-    let flash = match save_and_apply(&ha, &operator, NOTIFICATION_GROUPS, &form).await {
+    let flash = match save_and_apply(&state, &ha, &operator, NOTIFICATION_GROUPS, &form).await {
         Saved::Nothing => Flash::success("Nothing changed; nothing to save."),
         Saved::Applied {
             changed,
