@@ -66,6 +66,10 @@ async function lockWithDialog(page, seen) {
   await page.locator('#flash').waitFor();
   seen.locked = await flash(page);
   seen.commands = await page.locator('#command-list tbody tr').allInnerTexts();
+  await page.locator('#apply-label').selectOption({ label: 'Sales' });
+  await page.getByRole('button', { name: 'Apply Label' }).click();
+  seen.labelApplied = await flash(page);
+  seen.deviceLabels = await text(page, '#device-labels');
   await page.goto(`${primary}/devices/${pending}`);
   page.once('dialog', (dialog) => dialog.accept());
   await page.getByRole('button', { name: 'Lock' }).click();

@@ -35,6 +35,8 @@ pub fn routes() -> Router<AppState> {
         .route("/devices/{id}", get(detail))
         .route("/devices/{id}/confirm", get(confirm))
         .route("/devices/{id}/actions/{action}", post(act))
+        .route("/devices/{id}/labels", post(apply_label))
+        .route("/devices/{id}/labels/{label}/remove", post(remove_label))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,6 +221,10 @@ struct DeviceDetail {
     commands: Vec<CommandRow>,
     events: Vec<EventRow>,
     actions: Vec<Action>,
+    /// The device's labels (value: the label's id), each with a Remove button.
+    applied: Vec<Choice>,
+    /// Labels it does not carry yet, offered by Apply Label.
+    applicable: Vec<Choice>,
 }
 
 struct CommandRow {
@@ -298,10 +304,17 @@ async fn detail(
                 limit: Some(DEVICE_EVENTS_SHOWN),
                 offset: None,
             };
-            Ok((device, commands, events::list(conn, &request)?))
+            let labels = labels::list(
+                conn,
+                &PageRequest {
+                    limit: Some(LABEL_CHOICES_MAX),
+                    ..PageRequest::default()
+                },
+            )?;
+            Ok((device, commands, events::list(conn, &request)?, labels))
         })
         .await;
-    let (device, commands, events) = match read {
+    let (device, commands, events, labels) = match read {
         Ok(read) => read,
         Err(error) => return unknown_device(chrome, error),
     };
@@ -334,6 +347,18 @@ async fn detail(
             .results
             .into_iter()
             .map(|event| EventRow::of(event, now))
+            .collect(),
+        applied: labels
+            .results
+            .iter()
+            .filter(|label| device.labels.contains(&label.name))
+            .map(|label| Choice::new(label.id.to_string(), &label.name))
+            .collect(),
+        applicable: labels
+            .results
+            .iter()
+            .filter(|label| !device.labels.contains(&label.name))
+            .map(|label| Choice::new(label.id.to_string(), &label.name))
             .collect(),
         actions: ["lock", "wipe", "retire"]
             .into_iter()
@@ -454,4 +479,50 @@ async fn act(
             Flash::error(format!("{} refused: {}", action.label, refusal(error))),
         ),
     }
+}
+
+#[derive(Deserialize)]
+struct ApplyForm {
+    label: i64,
+}
+
+/// `POST /devices/{id}/labels`: applies a label to this device, as
+/// `POST /api/v2/labels/{id}/devices` does.
+async fn apply_label(
+    State(state): State<AppState>,
+    Extension(session): Extension<ConsoleSession>,
+    Path(uuid): Path<String>,
+    ConsoleForm(form): ConsoleForm<ApplyForm>,
+) -> Response {
+    let actor = session.user().to_owned();
+    let target = vec![uuid.clone()];
+    let applied = state
+        .db
+        .write(move |conn| labels::apply(conn, &actor, form.label, &target))
+        .await;
+    let flash = match applied {
+        Ok(label) => Flash::success(format!("Label {} applied.", label.name)),
+        Err(error) => Flash::error(format!("The label was not applied: {}", refusal(error))),
+    };
+    session.redirect(&state, &device_href(&uuid), flash)
+}
+
+/// `POST /devices/{id}/labels/{label}/remove`: as `DELETE /api/v2/labels/{id}/devices/{uuid}`.
+async fn remove_label(
+    State(state): State<AppState>,
+    Extension(session): Extension<ConsoleSession>,
+    Path((uuid, label)): Path<(String, i64)>,
+    ConsoleForm(()): ConsoleForm<()>,
+) -> Response {
+    let actor = session.user().to_owned();
+    let target = uuid.clone();
+    let removed = state
+        .db
+        .write(move |conn| labels::remove(conn, &actor, label, &target))
+        .await;
+    let flash = match removed {
+        Ok(label) => Flash::success(format!("Label {} removed from this device.", label.name)),
+        Err(error) => Flash::error(format!("The label was not removed: {}", refusal(error))),
+    };
+    session.redirect(&state, &device_href(&uuid), flash)
 }
