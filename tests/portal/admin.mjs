@@ -122,6 +122,10 @@ async function appsPoliciesEvents(page, seen) {
   await page.getByLabel('Name').fill('Field Notes');
   await page.getByLabel('Bundle ID').fill('com.example.fieldnotes');
   await page.getByLabel('Version').fill('1.2.3');
+  // Without a file: refused next to the file field, the other fields kept.
+  await page.getByRole('button', { name: 'Upload and Add' }).click();
+  seen.refusedFile = await text(page, '#f-file-problem');
+  seen.keptName = await page.getByLabel('Name').inputValue();
   await page.getByLabel('App file').setInputFiles({
     name: 'fieldnotes.apk',
     mimeType: 'application/vnd.android.package-archive',

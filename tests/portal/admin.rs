@@ -173,9 +173,16 @@ fn the_admin_portal_serves_the_primary_and_shows_the_standby_read_only() {
     );
     let labels = api(&a, Method::GET, "/api/v2/labels", None);
     assert_eq!(names(&labels, "name"), ["Sales", "Field-Team"]);
-
-    // The uploaded app is in the catalogue with its file, byte for byte.
     let apps = api(&a, Method::GET, "/api/v2/apps", None);
+
+    // An app without its file was refused next to the file field; the uploaded one is in the
+    // catalogue with its file, byte for byte.
+    assert_eq!(
+        seen["refusedFile"],
+        "This field is required: choose the app file."
+    );
+    assert_eq!(seen["keptName"], "Field Notes");
+    assert_eq!(apps["totalCount"], 1, "{apps:#}");
     assert_eq!(apps["results"][0]["bundleId"], "com.example.fieldnotes");
     assert_eq!(apps["results"][0]["file"]["sizeBytes"], 5000, "{apps:#}");
     let refused = seen["refusedPayload"].as_str().unwrap_or_default();
