@@ -74,6 +74,20 @@ struct DeviceRow {
     last_checkin: Option<Moment>,
 }
 
+impl DeviceRow {
+    fn of(device: &Device, now: time::OffsetDateTime) -> Self {
+        Self {
+            href: device_href(&device.uuid),
+            identifier: identifier(device),
+            platform: device.platform.to_string(),
+            model: device.model.clone().unwrap_or_default(),
+            user: device.user_principal.clone(),
+            badge: device_badge(device.status),
+            last_checkin: Moment::of_optional(device.last_checkin_at.as_deref(), now),
+        }
+    }
+}
+
 /// What identifies a device to a person: its serial, else its IMEI, UDID or UUID.
 fn identifier(device: &Device) -> String {
     device
@@ -107,6 +121,15 @@ fn filter_choices() -> (Vec<Choice>, Vec<Choice>) {
     (platforms, statuses)
 }
 
+/// The labels a device list or page offers (the first [`LABEL_CHOICES_MAX`]).
+fn label_choices(conn: &rusqlite::Connection) -> tandem_store::StoreResult<Vec<labels::Label>> {
+    let request = PageRequest {
+        limit: Some(LABEL_CHOICES_MAX),
+        ..PageRequest::default()
+    };
+    Ok(labels::list(conn, &request)?.results)
+}
+
 async fn list(
     State(state): State<AppState>,
     Extension(ha): Extension<HaHandle>,
@@ -130,26 +153,14 @@ async fn list(
     let read = state
         .db
         .read(move |conn| {
-            let labels = labels::list(
-                conn,
-                &PageRequest {
-                    limit: Some(LABEL_CHOICES_MAX),
-                    ..PageRequest::default()
-                },
-            )?;
-            Ok((devices::list_filtered(conn, &request, &wanted)?, labels))
+            let page = devices::list_filtered(conn, &request, &wanted)?;
+            Ok((page, label_choices(conn)?))
         })
         .await;
     let (page, labels) = match read {
         Ok(read) => read,
-        Err(error) => {
-            let status = if matches!(error, StoreError::Invalid(_)) {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            return message_page(status, chrome, Flash::error(refusal(error)), "/devices");
-        }
+        // A search too long for the store, or a store that cannot be read.
+        Err(error) => return unknown_device(chrome, error),
     };
     let platform = filter.platform.map(|p| p.as_str()).unwrap_or_default();
     let status = filter.status.map(|s| s.as_str()).unwrap_or_default();
@@ -171,27 +182,10 @@ async fn list(
         DEVICES_PAGE_SIZE,
     );
     let now = time::OffsetDateTime::now_utc();
-    let rows = page
-        .results
-        .iter()
-        .map(|device| DeviceRow {
-            href: device_href(&device.uuid),
-            identifier: identifier(device),
-            platform: device.platform.to_string(),
-            model: device.model.clone().unwrap_or_default(),
-            user: device.user_principal.clone(),
-            badge: device_badge(device.status),
-            last_checkin: Moment::of_optional(device.last_checkin_at.as_deref(), now),
-        })
-        .collect();
+    let rows = page.results.iter().map(|d| DeviceRow::of(d, now)).collect();
     let (platforms, statuses) = filter_choices();
     let labels = std::iter::once(Choice::new("", "Any"))
-        .chain(
-            labels
-                .results
-                .into_iter()
-                .map(|l| Choice::new(&l.name, &l.name)),
-        )
+        .chain(labels.into_iter().map(|l| Choice::new(&l.name, &l.name)))
         .collect();
     render(&DeviceList {
         chrome,
@@ -236,6 +230,21 @@ struct CommandRow {
     sent: Option<Moment>,
     completed: Option<Moment>,
     result: String,
+}
+
+impl CommandRow {
+    fn of(command: devices::DeviceCommand, now: time::OffsetDateTime) -> Self {
+        Self {
+            id: command.id,
+            command: command.command.to_string(),
+            badge: command_badge(command.status),
+            queued_by: command.queued_by,
+            queued: Moment::of(&command.queued_at, now),
+            sent: Moment::of_optional(command.sent_at.as_deref(), now),
+            completed: Moment::of_optional(command.completed_at.as_deref(), now),
+            result: command.result.unwrap_or_default(),
+        }
+    }
 }
 
 /// Lock, Wipe or Retire: what the button says and what the confirmation warns of.
@@ -304,14 +313,8 @@ async fn detail(
                 limit: Some(DEVICE_EVENTS_SHOWN),
                 offset: None,
             };
-            let labels = labels::list(
-                conn,
-                &PageRequest {
-                    limit: Some(LABEL_CHOICES_MAX),
-                    ..PageRequest::default()
-                },
-            )?;
-            Ok((device, commands, events::list(conn, &request)?, labels))
+            let events = events::list(conn, &request)?;
+            Ok((device, commands, events, label_choices(conn)?))
         })
         .await;
     let (device, commands, events, labels) = match read {
@@ -321,17 +324,12 @@ async fn detail(
     let now = time::OffsetDateTime::now_utc();
     let commands = commands
         .into_iter()
-        .map(|command| CommandRow {
-            id: command.id,
-            command: command.command.to_string(),
-            badge: command_badge(command.status),
-            queued_by: command.queued_by,
-            queued: Moment::of(&command.queued_at, now),
-            sent: Moment::of_optional(command.sent_at.as_deref(), now),
-            completed: Moment::of_optional(command.completed_at.as_deref(), now),
-            result: command.result.unwrap_or_default(),
-        })
+        .map(|c| CommandRow::of(c, now))
         .collect();
+    let (applied, applicable) = labels
+        .iter()
+        .map(|label| Choice::new(label.id.to_string(), &label.name))
+        .partition(|choice| device.labels.contains(&choice.words));
     render(&DeviceDetail {
         chrome: Chrome {
             title: format!("Device {}", identifier(&device)),
@@ -348,18 +346,8 @@ async fn detail(
             .into_iter()
             .map(|event| EventRow::of(event, now))
             .collect(),
-        applied: labels
-            .results
-            .iter()
-            .filter(|label| device.labels.contains(&label.name))
-            .map(|label| Choice::new(label.id.to_string(), &label.name))
-            .collect(),
-        applicable: labels
-            .results
-            .iter()
-            .filter(|label| !device.labels.contains(&label.name))
-            .map(|label| Choice::new(label.id.to_string(), &label.name))
-            .collect(),
+        applied,
+        applicable,
         actions: ["lock", "wipe", "retire"]
             .into_iter()
             .filter_map(action)
@@ -368,10 +356,12 @@ async fn detail(
     })
 }
 
-/// An unknown device (or a store that cannot be read) as a page with the reason.
+/// An unknown device, a refused search or a store that cannot be read, as a page with the
+/// reason.
 fn unknown_device(chrome: Chrome, error: StoreError) -> Response {
     let status = match error {
         StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+        StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     message_page(status, chrome, Flash::error(refusal(error)), "/devices")
