@@ -102,6 +102,12 @@ fn validate(input: &AppInput) -> StoreResult<ValidApp> {
     })
 }
 
+/// Checks an app's fields as [`create`] would, without writing: lets a caller refuse bad
+/// fields before receiving a large app file.
+pub fn validate_input(input: &AppInput) -> StoreResult<()> {
+    validate(input).map(|_| ())
+}
+
 const SELECT: &str = "SELECT a.id, a.platform, a.bundle_id, a.name, a.version, a.source,
         a.file_sha256, f.size_bytes, a.created_at, a.updated_at
     FROM apps a LEFT JOIN app_files f ON f.sha256 = a.file_sha256";

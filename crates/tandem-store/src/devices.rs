@@ -419,6 +419,26 @@ const FILTER: &str = "d.uuid LIKE ?1 ESCAPE '\\' OR d.serial LIKE ?1 ESCAPE '\\'
     OR d.udid LIKE ?1 ESCAPE '\\' OR d.imei LIKE ?1 ESCAPE '\\' OR d.model LIKE ?1 ESCAPE '\\'
     OR u.principal LIKE ?1 ESCAPE '\\'";
 
+/// Narrows a device list beyond its text query (the Admin portal's filters); `None` matches
+/// every device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    pub platform: Option<Platform>,
+    pub status: Option<DeviceStatus>,
+    /// A label's name: only devices that carry it.
+    pub label: Option<String>,
+}
+
+/// [`FILTER`] and the [`DeviceFilter`] (parameters 4, 5 and 6; NULL matches everything), so
+/// the statement stays one cached text whatever is chosen. Parameters 2 and 3 are the page's
+/// limit and offset (bound as NULL and unused when counting).
+const FILTERED: &str = "(d.uuid LIKE ?1 ESCAPE '\\' OR d.serial LIKE ?1 ESCAPE '\\'
+    OR d.udid LIKE ?1 ESCAPE '\\' OR d.imei LIKE ?1 ESCAPE '\\' OR d.model LIKE ?1 ESCAPE '\\'
+    OR u.principal LIKE ?1 ESCAPE '\\')
+    AND (?4 IS NULL OR d.platform = ?4) AND (?5 IS NULL OR d.status = ?5)
+    AND (?6 IS NULL OR EXISTS (SELECT 1 FROM device_labels dl JOIN labels l ON l.id = dl.label_id
+         WHERE dl.device_id = d.id AND l.name = ?6))";
+
 pub fn count(conn: &Connection, query: Option<&str>) -> StoreResult<i64> {
     match query.filter(|query| !query.is_empty()) {
         None => Ok(conn.query_row("SELECT count(*) FROM devices", [], |row| row.get(0))?),
@@ -440,16 +460,94 @@ pub fn count(conn: &Connection, query: Option<&str>) -> StoreResult<i64> {
     }
 }
 
+/// Devices matching `query` and `filter`.
+pub fn count_filtered(
+    conn: &Connection,
+    query: Option<&str>,
+    filter: &DeviceFilter,
+) -> StoreResult<i64> {
+    if *filter == DeviceFilter::default() {
+        return count(conn, query);
+    }
+    let request = PageRequest {
+        query: query.map(str::to_owned),
+        ..PageRequest::default()
+    };
+    let (pattern, _, _) = request.validated()?;
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM devices d JOIN users u ON u.id = d.user_id
+             WHERE {FILTERED}"
+        ))?
+        .query_row(
+            params![
+                pattern,
+                None::<i64>,
+                None::<i64>,
+                filter.platform,
+                filter.status,
+                filter.label
+            ],
+            |row| row.get(0),
+        )?)
+}
+
 pub fn list(conn: &Connection, request: &PageRequest) -> StoreResult<Page<Device>> {
-    let total = count(conn, request.query.as_deref())?;
+    list_filtered(conn, request, &DeviceFilter::default())
+}
+
+/// A page of the devices matching the request's query and `filter`, oldest registration
+/// first.
+pub fn list_filtered(
+    conn: &Connection,
+    request: &PageRequest,
+    filter: &DeviceFilter,
+) -> StoreResult<Page<Device>> {
+    let total = count_filtered(conn, request.query.as_deref(), filter)?;
     let (pattern, limit, offset) = request.validated()?;
     let results = conn
         .prepare_cached(&format!(
-            "{SELECT} WHERE {FILTER} ORDER BY d.id LIMIT ?2 OFFSET ?3"
+            "{SELECT} WHERE {FILTERED} ORDER BY d.id LIMIT ?2 OFFSET ?3"
         ))?
-        .query_map(params![pattern, limit, offset], from_row)?
+        .query_map(
+            params![
+                pattern,
+                limit,
+                offset,
+                filter.platform,
+                filter.status,
+                filter.label
+            ],
+            from_row,
+        )?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page::new(total, offset, results))
+}
+
+/// How many devices there are, in all and by platform and by status (the Admin portal's
+/// dashboard). Only platforms and statuses some device has are listed.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceTally {
+    pub total: i64,
+    pub by_platform: Vec<(Platform, i64)>,
+    pub by_status: Vec<(DeviceStatus, i64)>,
+}
+
+pub fn tally(conn: &Connection) -> StoreResult<DeviceTally> {
+    let by_platform = conn
+        .prepare_cached("SELECT platform, count(*) FROM devices GROUP BY platform ORDER BY 1")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let by_status = conn
+        .prepare_cached("SELECT status, count(*) FROM devices GROUP BY status ORDER BY 1")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DeviceTally {
+        total: by_platform.iter().map(|(_, count)| count).sum(),
+        by_platform,
+        by_status,
+    })
 }
 
 pub fn update(
@@ -903,5 +1001,91 @@ mod tests {
         assert!(!imei_is_valid("490154203237519"));
         assert!(!imei_is_valid("49015420323751"));
         assert!(!imei_is_valid("49015420323751x"));
+    }
+
+    #[test]
+    fn filters_narrow_lists_and_counts_and_the_tally_adds_up() {
+        use super::*;
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::open_replicated(&dir.path().join("r.db"), crate::OpenMode::Create).unwrap();
+        db.write_blocking(|conn| {
+            let user = crate::users::UserInput {
+                principal: Some("jdoe@example.com".into()),
+                email: None,
+                first_name: None,
+                last_name: None,
+            };
+            crate::users::create(conn, "test", &user)?;
+            let mut uuids = Vec::new();
+            for (platform, serial) in [
+                (Platform::Ios, "IOS1"),
+                (Platform::Android, "AND1"),
+                (Platform::Android, "AND2"),
+            ] {
+                let input = NewDevice {
+                    platform: Some(platform),
+                    user_principal: Some("jdoe@example.com".into()),
+                    serial: Some(serial.into()),
+                    ..NewDevice::default()
+                };
+                uuids.push(
+                    register(conn, "test", &input, OffsetDateTime::now_utc())?
+                        .device
+                        .uuid,
+                );
+            }
+            let label = crate::labels::LabelInput {
+                name: Some("Sales".into()),
+                description: None,
+            };
+            let label = crate::labels::create(conn, "test", &label)?;
+            crate::labels::apply(conn, "test", label.id, &uuids[2..])?;
+            Ok(())
+        })
+        .unwrap();
+        db.read_blocking(|conn| {
+            let android = DeviceFilter {
+                platform: Some(Platform::Android),
+                ..DeviceFilter::default()
+            };
+            assert_eq!(count_filtered(conn, None, &android)?, 2);
+            assert_eq!(count_filtered(conn, Some("AND2"), &android)?, 1);
+            assert_eq!(count_filtered(conn, Some("IOS"), &android)?, 0);
+            let sales = DeviceFilter {
+                label: Some("Sales".into()),
+                status: Some(DeviceStatus::Pending),
+                ..DeviceFilter::default()
+            };
+            let page = list_filtered(conn, &PageRequest::default(), &sales)?;
+            assert_eq!(page.total_count, 1);
+            assert_eq!(page.results[0].serial.as_deref(), Some("AND2"));
+            let paged = PageRequest {
+                limit: Some(1),
+                offset: Some(1),
+                ..PageRequest::default()
+            };
+            let second = list_filtered(conn, &paged, &android)?;
+            assert_eq!(second.results[0].serial.as_deref(), Some("AND2"));
+            assert!(!second.has_more);
+            assert_eq!(count_filtered(conn, None, &DeviceFilter::default())?, 3);
+            let tally = tally(conn)?;
+            assert_eq!(tally.total, 3);
+            assert_eq!(
+                tally.by_platform,
+                vec![(Platform::Android, 2), (Platform::Ios, 1)]
+            );
+            assert_eq!(tally.by_status, vec![(DeviceStatus::Pending, 3)]);
+            let registered = crate::events::list_of_kind(
+                conn,
+                &PageRequest::default(),
+                Some("DEVICE_REGISTERED"),
+            )?;
+            assert_eq!(registered.total_count, 3);
+            assert!(registered.results[0].id > registered.results[2].id);
+            let kinds = crate::events::kinds(conn)?;
+            assert!(kinds.contains(&"LABEL_APPLIED".to_owned()), "{kinds:?}");
+            Ok(())
+        })
+        .unwrap();
     }
 }

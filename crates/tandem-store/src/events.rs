@@ -88,3 +88,44 @@ pub fn list(conn: &Connection, request: &PageRequest) -> StoreResult<Page<Event>
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page::new(total, offset, results))
 }
+
+/// Newest first, of one `kind` only when given (the Admin portal's filter); `query` as in
+/// [`list`].
+pub fn list_of_kind(
+    conn: &Connection,
+    request: &PageRequest,
+    kind: Option<&str>,
+) -> StoreResult<Page<Event>> {
+    let Some(kind) = kind else {
+        return list(conn, request);
+    };
+    let (pattern, limit, offset) = request.validated()?;
+    const FILTER: &str = "kind = ?4 AND (subject_id LIKE ?1 ESCAPE '\\'
+                          OR message LIKE ?1 ESCAPE '\\')";
+    let total: i64 = conn
+        .prepare_cached(&format!(
+            // Parameters 2 and 3 (limit and offset) are bound but unused here: one numbering
+            // for both statements.
+            "SELECT count(*) FROM events WHERE {FILTER}"
+        ))?
+        .query_row(params![pattern, limit, offset, kind], |row| row.get(0))?;
+    let results = conn
+        .prepare_cached(&format!(
+            "SELECT id, at, actor, kind, subject_type, subject_id, message FROM events
+             WHERE {FILTER} ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+        ))?
+        .query_map(params![pattern, limit, offset, kind], from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::new(total, offset, results))
+}
+
+/// Kinds of event offered as a filter; more kinds than any release writes.
+pub const EVENT_KINDS_MAX: i64 = 200;
+
+/// The kinds of event the log holds, in alphabetical order (read from the kind index).
+pub fn kinds(conn: &Connection) -> StoreResult<Vec<String>> {
+    Ok(conn
+        .prepare_cached("SELECT DISTINCT kind FROM events ORDER BY kind LIMIT ?1")?
+        .query_map([EVENT_KINDS_MAX], |row| row.get(0))?
+        .collect::<Result<Vec<_>, _>>()?)
+}

@@ -15,6 +15,8 @@ use axum::middleware;
 use serde::Deserialize;
 use tandem_store::PageRequest;
 
+pub use apps::APP_FILE_BYTES_MAX;
+
 /// Largest JSON body the admin API accepts; app files have their own route and limit.
 pub const JSON_BODY_BYTES_MAX: usize = 1024 * 1024;
 
