@@ -37,7 +37,7 @@ await run(async (browser, seen) => {
   const page = await (await context(browser)).newPage();
   page.setDefaultTimeout(15_000);
   await login(page, base, 'admin', password);
-  await page.getByRole('link', { name: 'Logs' }).click();
+  await page.getByRole('navigation').getByRole('link', { name: 'Logs' }).click();
   await page.waitForURL(/\/troubleshooting\/logs/);
   seen.title = await page.title();
   seen.defaults = {

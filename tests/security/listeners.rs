@@ -481,11 +481,13 @@ fn answers_carry_the_security_headers() {
         let (code, headers) = system_manager_get(&node, loopback, path, None).unwrap();
         assert!(code < 500, "{path}: {code}");
         for (name, value) in expected {
-            assert_eq!(
-                headers.get(name).and_then(|v| v.to_str().ok()),
-                Some(value),
-                "{path}: {name}"
-            );
+            let sent = headers.get(name).and_then(|v| v.to_str().ok());
+            if name == "content-security-policy" {
+                // Console pages send a stricter policy of their own, which still forbids framing.
+                assert!(sent.is_some_and(|sent| sent.contains(value)), "{path}: {sent:?}");
+            } else {
+                assert_eq!(sent, Some(value), "{path}: {name}");
+            }
         }
     }
     // Without credentials: a refusal carries them too.

@@ -37,7 +37,15 @@ document.addEventListener('click', async (event) => {
 
 // form[data-confirm]: ask before a destructive action (the server asks again on its own
 // confirmation page when this script does not run).
+// A confirmed form says so in its `confirmed` field, if it has one; otherwise the server sends
+// the browser to the confirmation page.
 document.addEventListener('submit', (event) => {
   const form = event.target.closest('form[data-confirm]');
-  if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  if (!form) return;
+  if (!window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+    return;
+  }
+  const confirmed = form.querySelector('input[name="confirmed"]');
+  if (confirmed) confirmed.value = '1';
 });

@@ -421,9 +421,11 @@ async fn confirm(
 
 #[derive(Deserialize)]
 struct ActForm {
-    /// Sent by the device page's form only when the browser runs no script (a `<noscript>`
-    /// field): the action is then confirmed on its own page first.
-    unconfirmed: Option<String>,
+    /// `1` once the operator confirmed: on the confirmation page, or in the browser's dialog
+    /// (`console.js` sets it). Anything else, as when the script did not run or did not load, is
+    /// sent to the confirmation page first, so no destructive action goes unconfirmed.
+    #[serde(default)]
+    confirmed: String,
 }
 
 /// `POST /devices/{id}/actions/{action}`: queues the command as the API does
@@ -439,7 +441,7 @@ async fn act(
         let text = format!("unknown device action {name:?}; use retire, wipe or lock");
         return session.redirect(&state, &back, Flash::error(text));
     };
-    if form.unconfirmed.is_some() {
+    if form.confirmed != "1" {
         let to = format!("{back}/confirm{}", query_string(&[("action", action.name)]));
         return Redirect::to(&to).into_response();
     }
