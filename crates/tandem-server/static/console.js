@@ -36,8 +36,21 @@ document.addEventListener('click', async (event) => {
 });
 
 // form[data-confirm]: ask before a destructive action (the server asks again on its own
-// confirmation page when this script does not run).
+// confirmation page when this script does not run). With data-confirm-field="NAME", a confirmed
+// form also sends NAME=yes, so the server skips its confirmation page: it was answered here.
 document.addEventListener('submit', (event) => {
   const form = event.target.closest('form[data-confirm]');
-  if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  if (!form) return;
+  if (!window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+    return;
+  }
+  const field = form.dataset.confirmField;
+  if (field && !form.querySelector(`input[name="${field}"]`)) {
+    const confirmed = document.createElement('input');
+    confirmed.type = 'hidden';
+    confirmed.name = field;
+    confirmed.value = 'yes';
+    form.append(confirmed);
+  }
 });
