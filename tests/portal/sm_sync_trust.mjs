@@ -99,7 +99,7 @@ await run(async (browser, seen) => {
     seen.dialog = dialog.message();
     dialog.accept();
   });
-  await a.getByRole('button', { name: 'Remove 127.0.0.1:2' }).click();
+  await a.getByRole('button', { name: 'Remove 127.0.0.1:2', exact: true }).click();
   seen.removed = await a.locator('#flash.success').innerText();
   expect(seen.dialog.includes('127.0.0.1:2') && seen.removed.includes('Removed'), 'removed after the dialog');
 
@@ -109,7 +109,7 @@ await run(async (browser, seen) => {
   // The page a browser without script gets (the form posted without the dialog's answer).
   await a.evaluate(() => document.querySelectorAll('form[data-confirm]')
     .forEach((form) => form.removeAttribute('data-confirm')));
-  await a.getByRole('button', { name: 'Remove 127.0.0.1:3' }).click();
+  await a.getByRole('button', { name: 'Remove 127.0.0.1:3', exact: true }).click();
   await a.getByRole('heading', { name: 'Remove trusted host 127.0.0.1:3?' }).waitFor();
   await inspect(a, 'sm-trusted-hosts-remove');
   await a.getByRole('link', { name: 'Cancel' }).click();
@@ -117,9 +117,9 @@ await run(async (browser, seen) => {
   const plain = await context(browser, { javaScriptEnabled: false });
   const noScript = await plain.newPage();
   await login(noScript, nodes.a.url, 'admin', password, '/ha/trusted-hosts');
-  await noScript.getByRole('button', { name: 'Remove 127.0.0.1:3' }).click();
+  await noScript.getByRole('button', { name: 'Remove 127.0.0.1:3', exact: true }).click();
   await noScript.getByRole('heading', { name: 'Remove trusted host 127.0.0.1:3?' }).waitFor();
-  await noScript.getByRole('button', { name: 'Remove 127.0.0.1:3' }).click();
+  await noScript.getByRole('button', { name: 'Remove 127.0.0.1:3', exact: true }).click();
   seen.removedWithoutScript = await noScript.locator('#flash.success').innerText();
   expect(!(await noScript.locator('#trusted-hosts').innerText()).includes('127.0.0.1:3'), 'gone from the list');
 });

@@ -239,8 +239,8 @@ async fn add(
     }
     if let Err(error) = tandem_crypto::TrustedKey::parse(&key) {
         form.key_problem = Some(format!(
-            "{error}. Copy the Local Server SSH Key from the peer's Manage Trusted Hosts page \
-             (or `tandem ha local-key` there) and paste the whole line"
+            "{error}. In the console, copy it from Local Server SSH Key on the peer's Manage \
+             Trusted Hosts page."
         ));
     }
     if form.host_problem.is_none() && form.key_problem.is_none() {
