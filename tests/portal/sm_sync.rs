@@ -56,7 +56,8 @@ fn keys_exchanged_in_the_browser_connect_both_ways_and_run_sync_now_fills_sync_h
         [(b.endpoint(), b_fingerprint.to_owned())]
     );
     assert!(
-        a.ok(&["ha", "local-key"]).contains(&a.status()["node"].as_str().unwrap().to_owned()),
+        a.ok(&["ha", "local-key"])
+            .contains(&a.status()["node"].as_str().unwrap().to_owned()),
         "the CLI's local key names the node"
     );
 
@@ -83,6 +84,20 @@ fn keys_exchanged_in_the_browser_connect_both_ways_and_run_sync_now_fills_sync_h
             .any(|row| row["trigger"] == "manual" && row["result"] == "succeeded"),
         "{history:#?}"
     );
+    // Sync History pages: 20 newest on the first, the rest after Older, as the CLI lists them.
+    for _ in 0..20 {
+        b.ok(&["failover", "sync", &a.endpoint()]);
+    }
+    let seen = run_script("sm_sync_pages.mjs", &pair);
+    let history: Vec<Value> =
+        serde_json::from_str(&b.ok(&["ha", "history", "--json", "--limit", "100"])).unwrap();
+    assert!(history.len() > 20, "{history:#?}");
+    let started: Vec<Value> = history.iter().map(|row| row["startedAt"].clone()).collect();
+    let shown = [seen["first"].clone(), seen["second"].clone()];
+    assert_eq!(shown[0].as_array().unwrap(), &started[..20]);
+    assert_eq!(shown[1].as_array().unwrap(), &started[20..]);
+    assert_eq!(seen["back"], seen["first"]);
+
     // The sync brought A's data: B's position caught up with A's.
     wait_until(
         || format!("A {:#}\nB {:#}", a.status(), b.status()),
@@ -110,13 +125,8 @@ fn local_users_are_added_changed_and_removed_in_the_browser_with_weak_passwords_
     );
     // The node holds what the page did: operator2 came and went, admin stayed; each change
     // left its audit event.
-    let listed: Value = serde_json::from_str(&node.ok(&[
-        "users",
-        "list",
-        "--system-manager",
-        "--json",
-    ]))
-    .unwrap();
+    let listed: Value =
+        serde_json::from_str(&node.ok(&["users", "list", "--system-manager", "--json"])).unwrap();
     let names: Vec<&str> = listed["users"]
         .as_array()
         .unwrap()

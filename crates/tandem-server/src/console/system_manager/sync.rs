@@ -67,12 +67,19 @@ pub fn shown_time(stored: &str, now: OffsetDateTime) -> Shown {
 
 /// "12 s ago", "5 min ago", "3 h ago", "2 d ago"; "in the future" for a clock that went back.
 fn ago(seconds: i64) -> String {
+    if seconds < 0 {
+        return "in the future (a clock changed)".into();
+    }
+    format!("{} ago", span(seconds))
+}
+
+/// A span of time in its largest whole unit: "12 s", "5 min", "3 h", "2 d".
+fn span(seconds: i64) -> String {
     match seconds {
-        s if s < 0 => "in the future (a clock changed)".into(),
-        s if s < 120 => format!("{s} s ago"),
-        s if s < 2 * 3600 => format!("{} min ago", s / 60),
-        s if s < 2 * 86_400 => format!("{} h ago", s / 3600),
-        s => format!("{} d ago", s / 86_400),
+        s if s < 120 => format!("{s} s"),
+        s if s < 2 * 3600 => format!("{} min", s / 60),
+        s if s < 2 * 86_400 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
     }
 }
 
@@ -155,8 +162,9 @@ fn result_class(result: &str) -> &'static str {
 
 #[derive(Deserialize)]
 struct PageQuery {
+    /// Text, so a page number that is not one shows the first page instead of an error.
     #[serde(default)]
-    page: Option<i64>,
+    page: Option<String>,
 }
 
 async fn show(
@@ -166,7 +174,11 @@ async fn show(
     Extension(session): Extension<ConsoleSession>,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let page = query.page.unwrap_or(1).clamp(1, HISTORY_PAGES_MAX);
+    let page = query
+        .page
+        .and_then(|page| page.parse::<i64>().ok())
+        .unwrap_or(1)
+        .clamp(1, HISTORY_PAGES_MAX);
     let now = OffsetDateTime::now_utc();
     let snapshot = ha.snapshot();
     let running = snapshot.sync_running || executor.replication.sync_running();
@@ -188,7 +200,7 @@ async fn show(
         Some(format!(
             "{} (in {})",
             shown_time(&stored, now).utc,
-            ago(-until).trim_end_matches(" ago")
+            span(until.max(0))
         ))
     });
     render(&SyncPage {
@@ -263,16 +275,20 @@ fn record(value: &Value) -> Option<SyncRecord> {
 fn sync_source(snapshot: &tandem_ha::machine::Snapshot) -> Result<String, String> {
     let status = snapshot.status;
     if !status.ha_enabled {
-        return Err("High Availability is disabled on this node (standalone), so it has no \
+        return Err(
+            "High Availability is disabled on this node (standalone), so it has no \
                     Primary to sync from. Enable HA with Mode Secondary on HA Configuration; \
                     for a one-off copy, run `tandem failover sync HOST:PORT` on this node."
-            .into());
+                .into(),
+        );
     }
     if status.mode == Mode::Primary {
-        return Err("This node is the Primary: a sync runs on the Secondary, which copies from \
+        return Err(
+            "This node is the Primary: a sync runs on the Secondary, which copies from \
                     its Primary. Run Sync Now on the Secondary's System Manager (Maintenance → \
                     Sync)."
-            .into());
+                .into(),
+        );
     }
     if status.state == NodeState::Active {
         return Err(format!(
@@ -373,15 +389,16 @@ mod tests {
         assert_eq!(shown_time("garbage", now).utc, "garbage");
         assert_eq!(ago(3 * 3600), "3 h ago");
         assert_eq!(ago(5 * 60), "5 min ago");
+        assert_eq!(span(6 * 3600 + 59), "6 h");
         assert_eq!(ago(3 * 86_400), "3 d ago");
     }
 
     #[test]
     fn a_history_row_round_trips_from_the_operation_json() {
-        let record = SyncRecord {
+        let stored = SyncRecord {
             id: 7,
             started_at: "2026-12-03T16:49:00.000Z".into(),
-            ended_at: Some("2026-12-03T16:49:02.250Z".into()),
+            ended_at: Some("2026-12-03T16:49:02.300Z".into()),
             source: "10.0.0.1:2222".into(),
             trigger: "manual".into(),
             kind: Some("full".into()),
@@ -393,27 +410,22 @@ mod tests {
             note: Some("first sync".into()),
             error: None,
         };
-        let parsed = record(&serde_json::to_value(&record).unwrap()).unwrap();
-        assert_eq!(parsed, record);
+        let parsed = record(&serde_json::to_value(&stored).unwrap()).unwrap();
+        assert_eq!(parsed, stored);
         let now = tandem_store::common::parse_timestamp("2026-12-03T16:50:00.000Z").unwrap();
         let row = HistoryRow::of(&parsed, now);
-        assert_eq!(row.duration, "2.2 s");
+        assert_eq!(row.duration, "2.3 s");
         assert_eq!(row.result_class, "ok");
         assert_eq!(row.detail.as_deref(), Some("first sync"));
     }
 
     #[test]
-    fn only_a_standby_secondary_with_a_primary_runs_a_sync() {
-        let json = serde_json::json!({
-            "enabled": true, "mode": "Secondary", "nodeStatus": "Standby",
-            "primary": "10.0.0.1:2222", "startTime": "00:00", "runEvery": "1h",
-            "heartbeatInterval": "10s", "heartbeatFailures": 3, "recheckInterval": "5s",
-            "onFailure": "promote", "witnesses": [], "notifyEmail": [],
-            "notifyOnSyncCompletion": false, "notifyOnFailure": true
-        });
-        let config: tandem_ha::config::HaConfig = serde_json::from_value(json).unwrap();
-        assert_eq!(config.primary_text().as_deref(), Some("10.0.0.1:2222"));
-        assert_eq!(result_class("interrupted"), "bad");
+    fn results_read_in_colour_green_done_blue_running_amber_skipped_red_otherwise() {
+        assert_eq!(result_class("succeeded"), "ok");
+        assert_eq!(result_class("running"), "standby");
         assert_eq!(result_class("skipped"), "warn");
+        for bad in ["failed", "refused", "interrupted"] {
+            assert_eq!(result_class(bad), "bad");
+        }
     }
 }

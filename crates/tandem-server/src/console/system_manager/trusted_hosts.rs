@@ -212,6 +212,9 @@ fn field_problem(error: &StoreError, field: &str) -> Option<String> {
         .map(|refused| {
             if refused.value.is_empty() {
                 refused.problem.clone()
+            } else if refused.problem.starts_with("is ") {
+                // The address parser's problems read on from the value ("is not HOST[:PORT]…").
+                format!("“{}” {}", refused.value, refused.problem)
             } else {
                 format!("{} (you entered “{}”)", refused.problem, refused.value)
             }
@@ -374,18 +377,18 @@ impl TestResult {
             .cluster
             .into_iter()
             .find(|member| Some(member.node_id.as_str()) == peer["nodeId"].as_str());
-        let (mode, state) = member
-            .map(|member| (member.mode.to_string(), member.state.to_string()))
+        let mode_and_state = member
+            .map(|member| format!("{} · {}", member.mode, member.state))
             .unwrap_or_else(|| {
-                let unknown = "not known yet (its HA controller has not reported to this node)";
-                (unknown.to_owned(), unknown.to_owned())
+                "not known yet: HA is not configured, or its controller has not reported to \
+                 this node"
+                    .into()
             });
         let facts = vec![
             ("Peer node", text(&peer["nodeName"])),
             ("Software version", text(&peer["softwareVersion"])),
             ("Schema version", text(&peer["schemaVersion"])),
-            ("Mode", mode),
-            ("State", state),
+            ("Mode · State", mode_and_state),
             ("Epoch", text(&peer["epoch"])),
             ("Round trip", format!("{} ms", text(&report["roundTripMs"]))),
             ("Clock offset", clock_offset(offset_ms)),

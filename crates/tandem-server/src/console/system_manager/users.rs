@@ -170,9 +170,8 @@ fn refused(form: &mut PasswordForm, error: &AccountError) {
 
 /// The confirmation's problem, when the two passwords differ.
 fn mismatch(fields: &PasswordFields) -> Option<String> {
-    (fields.password != fields.confirm).then(|| {
-        "The two passwords differ: type the same new password in both fields.".to_owned()
-    })
+    (fields.password != fields.confirm)
+        .then(|| "The two passwords differ: type the same new password in both fields.".to_owned())
 }
 
 /// `POST /security/users/add`.
@@ -267,7 +266,13 @@ async fn remove(
     }
     if fields.confirmed.as_deref() != Some("yes") {
         return render(&RemovePage {
-            chrome: Chrome::new(&state, &ha, &session, "/security/users", "Remove Local User"),
+            chrome: Chrome::new(
+                &state,
+                &ha,
+                &session,
+                "/security/users",
+                "Remove Local User",
+            ),
             username,
         });
     }
