@@ -506,7 +506,13 @@ pub fn run_ha(data_dir: &Path, command: HaCommand) -> Result<ExitCode> {
             },
             args.json,
         ),
-        HaCommand::History(args) => (Operation::History { limit: args.limit }, args.json),
+        HaCommand::History(args) => (
+            Operation::History {
+                limit: args.limit,
+                offset: 0,
+            },
+            args.json,
+        ),
         HaCommand::Verify(args) => (
             Operation::Verify {
                 endpoint: args.endpoint,

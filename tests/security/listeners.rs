@@ -484,7 +484,10 @@ fn answers_carry_the_security_headers() {
             let sent = headers.get(name).and_then(|v| v.to_str().ok());
             if name == "content-security-policy" {
                 // Console pages send a stricter policy of their own, which still forbids framing.
-                assert!(sent.is_some_and(|sent| sent.contains(value)), "{path}: {sent:?}");
+                assert!(
+                    sent.is_some_and(|sent| sent.contains(value)),
+                    "{path}: {sent:?}"
+                );
             } else {
                 assert_eq!(sent, Some(value), "{path}: {name}");
             }

@@ -9,6 +9,9 @@ pub enum SshError {
     Generate(String),
     #[error("the SSH host key is not a valid OpenSSH private key: {0}")]
     Decode(String),
+    /// A peer's key pasted into Trusted Hosts that does not parse.
+    #[error("this is not an OpenSSH public key: {0}")]
+    PublicKey(String),
 }
 
 pub struct SshHostKey {
@@ -112,7 +115,7 @@ pub struct TrustedKey {
 impl TrustedKey {
     pub fn parse(text: &str) -> Result<Self, SshError> {
         let mut key = russh::keys::PublicKey::from_openssh(text.trim()).map_err(|error| {
-            SshError::Decode(format!(
+            SshError::PublicKey(format!(
                 "{error}; paste the one-line key `tandem ha local-key` prints on the peer \
                  (it starts with ssh-ed25519)"
             ))

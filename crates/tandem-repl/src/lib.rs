@@ -110,6 +110,8 @@ pub struct TestReport {
     pub peer: Hello,
     /// Peer clock minus local clock, including the request's flight time.
     pub clock_offset_ms: i64,
+    /// How long the hello took there and back (after the SSH handshake).
+    pub round_trip_ms: i64,
 }
 
 /// How replication reaches the node's HA controller (attached by the server): what this node
@@ -130,8 +132,10 @@ pub trait HaLink: Send + Sync + 'static {
 
 struct Inner {
     ha: std::sync::OnceLock<Arc<dyn HaLink>>,
-    /// Held while a sync runs on this node: syncs never overlap (guide: Run Every advice).
-    sync_lock: tokio::sync::Mutex<()>,
+    /// Its one permit is held while a sync runs on this node: syncs never overlap (guide: Run
+    /// Every advice). A semaphore rather than a mutex, so a page can ask whether a sync runs
+    /// without taking the lock (and making a sync that starts then refuse as busy).
+    sync_lock: tokio::sync::Semaphore,
     node_name: String,
     node_id: String,
     host_key: PrivateKey,
@@ -162,7 +166,7 @@ impl Replication {
         Self {
             inner: Arc::new(Inner {
                 ha: std::sync::OnceLock::new(),
-                sync_lock: tokio::sync::Mutex::new(()),
+                sync_lock: tokio::sync::Semaphore::const_new(1),
                 follower_acked: tokio::sync::watch::Sender::new(0),
                 node_name: node.config.node.name.clone(),
                 node_id: node.config.node.id.clone(),
@@ -186,8 +190,13 @@ impl Replication {
     }
 
     /// The lock every sync takes; `None` if a sync already runs.
-    pub fn try_sync_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        self.inner.sync_lock.try_lock().ok()
+    pub fn try_sync_lock(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.inner.sync_lock.try_acquire().ok()
+    }
+
+    /// Whether a sync (manual or scheduled) runs on this node now.
+    pub fn sync_running(&self) -> bool {
+        self.inner.sync_lock.available_permits() == 0
     }
 
     /// The position a continuous follower holds durably (the highest it asked to continue from).
@@ -213,8 +222,13 @@ impl Replication {
     }
 
     /// Waits for the sync lock: a continuous follower applies each batch under it.
-    pub async fn sync_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.inner.sync_lock.lock().await
+    pub async fn sync_lock(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // Acquiring fails only on a closed semaphore, and nothing ever closes this one.
+        self.inner
+            .sync_lock
+            .acquire()
+            .await
+            .expect("the sync lock's semaphore is never closed")
     }
 
     /// Answers a peer's heartbeat: reports the peer to the HA controller and returns this
@@ -471,6 +485,7 @@ impl Replication {
             endpoint: endpoint.clone(),
             incompatible,
             clock_offset_ms: peer.wall_clock_ms - midpoint,
+            round_trip_ms: received_at - sent_at,
             local: ours,
             peer,
             connection,
@@ -492,6 +507,7 @@ impl Replication {
         Ok(TestReport {
             endpoint: endpoint.to_string(),
             clock_offset_ms: session.clock_offset_ms,
+            round_trip_ms: session.round_trip_ms,
             local: session.local,
             peer: session.peer,
         })
@@ -508,5 +524,7 @@ pub struct Session {
     pub peer: Hello,
     /// Peer clock minus local clock, including the hello's flight time.
     pub clock_offset_ms: i64,
+    /// How long the hello took there and back.
+    pub round_trip_ms: i64,
     pub connection: ssh::PeerConnection,
 }

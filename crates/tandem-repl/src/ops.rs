@@ -51,6 +51,9 @@ pub enum Operation {
     },
     History {
         limit: i64,
+        /// Newest rows skipped first (a later page); absent from older clients: 0.
+        #[serde(default)]
+        offset: i64,
     },
     Verify {
         endpoint: String,
@@ -284,10 +287,12 @@ async fn run(
             let summary = crate::sync::run(replication, &endpoint, options, progress).await?;
             Ok(json(summary))
         }
-        Operation::History { limit } => {
+        Operation::History { limit, offset } => {
             let limit = limit.clamp(1, HISTORY_ROWS_MAX);
             Ok(json(
-                local.read(move |conn| history::recent(conn, limit)).await?,
+                local
+                    .read(move |conn| history::page(conn, limit, offset))
+                    .await?,
             ))
         }
         Operation::HaStatus

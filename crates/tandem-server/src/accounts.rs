@@ -55,6 +55,33 @@ impl Caller {
     }
 }
 
+/// The caller of a request on a listener: its authenticated user, its client address, and
+/// whether this node writes accounts now (the API and the System Manager console alike).
+pub fn caller(
+    state: &crate::state::AppState,
+    actor: String,
+    connection: Option<&crate::state::ConnectionInfo>,
+) -> Caller {
+    let status = state.node_status();
+    let writable = if status.accepts_writes() {
+        Ok(())
+    } else {
+        Err(read_only_message(
+            &state.node_name,
+            &status.state.to_string(),
+            &state.where_to_go(),
+        ))
+    };
+    Caller {
+        actor,
+        source: connection
+            .map(|info| info.remote.to_string())
+            .unwrap_or_else(|| "an unknown address".into()),
+        writable,
+        local: state.local.clone(),
+    }
+}
+
 /// The refusal for a node that is not Active, naming where to go instead.
 pub fn read_only_message(node_name: &str, state: &str, elsewhere: &str) -> String {
     format!(
@@ -264,7 +291,7 @@ pub fn routes(realm: AccountRealm) -> axum::Router<crate::state::AppState> {
 }
 
 mod http {
-    use super::{AccountRealm, Caller};
+    use super::AccountRealm;
     use crate::auth::Actor;
     use crate::error::ApiResult;
     use crate::extract::{ApiJson, ApiPath};
@@ -290,27 +317,6 @@ mod http {
         password: String,
     }
 
-    fn caller(state: &AppState, actor: String, connection: Option<&ConnectionInfo>) -> Caller {
-        let status = state.node_status();
-        let writable = if status.accepts_writes() {
-            Ok(())
-        } else {
-            Err(super::read_only_message(
-                &state.node_name,
-                &status.state.to_string(),
-                &state.where_to_go(),
-            ))
-        };
-        Caller {
-            actor,
-            source: connection
-                .map(|info| info.remote.to_string())
-                .unwrap_or_else(|| "an unknown address".into()),
-            writable,
-            local: state.local.clone(),
-        }
-    }
-
     pub async fn list(
         State(state): State<AppState>,
         Extension(realm): Extension<AccountRealm>,
@@ -326,7 +332,7 @@ mod http {
         connection: Option<Extension<ConnectionInfo>>,
         ApiJson(body): ApiJson<NewAccount>,
     ) -> ApiResult<(StatusCode, Json<Value>)> {
-        let caller = caller(&state, actor, connection.as_ref().map(|c| &c.0));
+        let caller = super::caller(&state, actor, connection.as_ref().map(|c| &c.0));
         let account = super::add(&state.db, &caller, realm, &body.username, &body.password).await?;
         Ok((StatusCode::CREATED, Json(json!(account))))
     }
@@ -338,7 +344,7 @@ mod http {
         connection: Option<Extension<ConnectionInfo>>,
         ApiPath(username): ApiPath<String>,
     ) -> ApiResult<StatusCode> {
-        let caller = caller(&state, actor, connection.as_ref().map(|c| &c.0));
+        let caller = super::caller(&state, actor, connection.as_ref().map(|c| &c.0));
         super::remove(&state.db, &caller, realm, &username).await?;
         Ok(StatusCode::NO_CONTENT)
     }
@@ -351,7 +357,7 @@ mod http {
         ApiPath(username): ApiPath<String>,
         ApiJson(body): ApiJson<NewPassword>,
     ) -> ApiResult<StatusCode> {
-        let caller = caller(&state, actor, connection.as_ref().map(|c| &c.0));
+        let caller = super::caller(&state, actor, connection.as_ref().map(|c| &c.0));
         super::set_password(&state.db, &caller, realm, &username, &body.password).await?;
         Ok(StatusCode::NO_CONTENT)
     }

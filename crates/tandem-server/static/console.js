@@ -35,10 +35,9 @@ document.addEventListener('click', async (event) => {
   }
 });
 
-// form[data-confirm]: ask before a destructive action (the server asks again on its own
-// confirmation page when this script does not run).
-// A confirmed form says so in its `confirmed` field, if it has one; otherwise the server sends
-// the browser to the confirmation page.
+// form[data-confirm]: ask before a destructive action. A form confirmed here says so in its
+// hidden `confirmed` field (set to "yes"); the server sends any other post of it to its own
+// confirmation page, so the action is confirmed even when this script does not run or load.
 document.addEventListener('submit', (event) => {
   const form = event.target.closest('form[data-confirm]');
   if (!form) return;
@@ -47,5 +46,5 @@ document.addEventListener('submit', (event) => {
     return;
   }
   const confirmed = form.querySelector('input[name="confirmed"]');
-  if (confirmed) confirmed.value = '1';
+  if (confirmed) confirmed.value = 'yes';
 });

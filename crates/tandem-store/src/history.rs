@@ -167,13 +167,18 @@ pub fn end_streams(conn: &Connection, note: &str) -> StoreResult<()> {
 
 /// The newest `limit` rows, newest first.
 pub fn recent(conn: &Connection, limit: i64) -> StoreResult<Vec<SyncRecord>> {
+    page(conn, limit, 0)
+}
+
+/// `limit` rows, newest first, after skipping the `offset` newest (a page of Sync History).
+pub fn page(conn: &Connection, limit: i64, offset: i64) -> StoreResult<Vec<SyncRecord>> {
     Ok(conn
         .prepare_cached(
             "SELECT id, started_at, ended_at, source, trigger, kind, result, entries, files, bytes,
                     position_seq, note, error
-             FROM sync_history ORDER BY id DESC LIMIT ?1",
+             FROM sync_history ORDER BY id DESC LIMIT ?1 OFFSET ?2",
         )?
-        .query_map([limit], |row| {
+        .query_map([limit, offset.max(0)], |row| {
             Ok(SyncRecord {
                 id: row.get(0)?,
                 started_at: row.get(1)?,
@@ -319,5 +324,26 @@ mod tests {
             rows.iter().find(|row| row.id == manual).unwrap().result,
             "running"
         );
+    }
+
+    #[test]
+    fn pages_of_history_are_newest_first_without_gaps_or_overlaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("node.db"), OpenMode::Create).unwrap();
+        let db = store.database();
+        for _ in 0..5 {
+            db.write_blocking(|conn| record_skipped(conn, "peer:2222", Trigger::Manual, "busy"))
+                .unwrap();
+        }
+        let ids = |offset: i64| {
+            db.read_blocking(move |conn| page(conn, 2, offset))
+                .unwrap()
+                .iter()
+                .map(|row| row.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!([ids(0), ids(2), ids(4)].concat(), [5, 4, 3, 2, 1]);
+        assert!(ids(5).is_empty());
+        assert_eq!(ids(-3), ids(0), "a negative offset reads the first page");
     }
 }

@@ -421,7 +421,7 @@ async fn confirm(
 
 #[derive(Deserialize)]
 struct ActForm {
-    /// `1` once the operator confirmed: on the confirmation page, or in the browser's dialog
+    /// `yes` once the operator confirmed: on the confirmation page, or in the browser's dialog
     /// (`console.js` sets it). Anything else, as when the script did not run or did not load, is
     /// sent to the confirmation page first, so no destructive action goes unconfirmed.
     #[serde(default)]
@@ -441,7 +441,7 @@ async fn act(
         let text = format!("unknown device action {name:?}; use retire, wipe or lock");
         return session.redirect(&state, &back, Flash::error(text));
     };
-    if form.confirmed != "1" {
+    if form.confirmed != "yes" {
         let to = format!("{back}/confirm{}", query_string(&[("action", action.name)]));
         return Redirect::to(&to).into_response();
     }
