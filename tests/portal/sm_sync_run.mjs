@@ -24,7 +24,7 @@ await run(async (browser, seen) => {
   const page = await (await context(browser)).newPage();
   page.setDefaultTimeout(20_000);
   await login(page, secondaryUrl, 'admin', password, '/');
-  await page.getByRole('link', { name: 'Sync', exact: true }).click();
+  await page.getByRole('navigation').getByRole('link', { name: 'Sync', exact: true }).click();
   await page.waitForURL(`${secondaryUrl}/ha/sync`);
   seen.before = await page.locator('#sync-history tbody tr').count();
   await inspect(page, 'sm-sync');

@@ -29,7 +29,7 @@ await run(async (browser, seen) => {
   const admin = await (await context(browser)).newPage();
   admin.setDefaultTimeout(20_000);
   await login(admin, base, 'admin', password, '/');
-  await admin.getByRole('link', { name: 'Local Users' }).click();
+  await admin.getByRole('navigation').getByRole('link', { name: 'Local Users' }).click();
   await admin.waitForURL(`${base}/security/users`);
   seen.adminKept = await admin.locator('#users').innerText();
   expect(seen.adminKept.includes('Kept'), 'the only user cannot be removed, and says why');
