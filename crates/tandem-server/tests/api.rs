@@ -1178,12 +1178,7 @@ async fn unknown_routes_ids_and_methods_get_json_errors() {
         assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
     }
     let root = node.service_root();
-    for path in [
-        "/",
-        "/no/such/page",
-        "/api/v3/devices",
-        "/device/v1/nothing",
-    ] {
+    for path in ["/no/such/page", "/api/v3/devices", "/device/v1/nothing"] {
         assert_error(&root.get(path).await, StatusCode::NOT_FOUND, "not_found");
     }
     assert_error(
@@ -1233,7 +1228,7 @@ async fn system_manager_status_needs_credentials() {
         Some(("mallory", ADMIN_PASSWORD)),
     ] {
         let portal = node.system_manager(credentials);
-        for path in ["/api/v1/status", "/"] {
+        for path in ["/api/v1/status", "/metrics"] {
             let reply = portal.send(portal.request(Method::GET, path)).await;
             assert_error(
                 &(reply.status, reply.json()),
@@ -1243,6 +1238,13 @@ async fn system_manager_status_needs_credentials() {
             let challenge = reply.header(WWW_AUTHENTICATE.as_str()).unwrap_or_default();
             assert!(challenge.starts_with("Basic "), "{challenge:?}");
         }
+        // The console's pages take a login session, never HTTP Basic: its login page.
+        let reply = portal.send(portal.request(Method::GET, "/")).await;
+        assert!(
+            reply.text().contains("Log in · System Manager"),
+            "{}",
+            reply.text()
+        );
     }
 
     let portal = node.system_manager(Some((ADMIN_USER, ADMIN_PASSWORD)));

@@ -18,6 +18,7 @@ pub mod form;
 pub mod login;
 pub mod session;
 pub mod system_manager;
+pub mod time;
 
 use crate::state::AppState;
 use axum::extract::{Request, State};
@@ -120,6 +121,30 @@ pub async fn page_headers(request: Request, next: Next) -> Response {
         HeaderValue::from_static("same-origin"),
     );
     response
+}
+
+/// A console's whole router: its `pages` (with their state and layers) served to a live session
+/// only, beside `/logout`; `/login` and `/static/…` open to all; the pages' headers on every
+/// answer.
+fn console_router(state: AppState, console: Console, pages: axum::Router) -> axum::Router {
+    use axum::routing::{get, post};
+    let session = (state, console);
+    let private = pages
+        .merge(
+            axum::Router::new()
+                .route("/logout", post(login::logout))
+                .with_state(session.clone()),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            session.clone(),
+            require_session,
+        ));
+    axum::Router::new()
+        .route("/login", get(login::show).post(login::submit))
+        .with_state(session)
+        .route("/static/{name}", get(static_file))
+        .merge(private)
+        .layer(axum::middleware::from_fn(page_headers))
 }
 
 /// Serves a console page only to a live session; sends anyone else to the login page (back to

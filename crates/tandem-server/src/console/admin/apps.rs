@@ -151,7 +151,7 @@ async fn apps_page(
                 .as_ref()
                 .map(|file| size_words(file.size_bytes))
                 .unwrap_or_default(),
-            added: Moment::of(&app.created_at, now),
+            added: Moment::stored(&app.created_at, now),
             app,
         })
         .collect();

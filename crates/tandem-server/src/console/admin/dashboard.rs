@@ -50,7 +50,7 @@ pub struct EventRow {
 impl EventRow {
     pub fn of(event: events::Event, now: time::OffsetDateTime) -> Self {
         Self {
-            at: Moment::of(&event.at, now),
+            at: Moment::stored(&event.at, now),
             subject: format!("{} {}", event.subject_type, event.subject_id),
             kind: event.kind,
             actor: event.actor,

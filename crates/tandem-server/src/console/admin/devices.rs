@@ -83,7 +83,7 @@ impl DeviceRow {
             model: device.model.clone().unwrap_or_default(),
             user: device.user_principal.clone(),
             badge: device_badge(device.status),
-            last_checkin: Moment::of_optional(device.last_checkin_at.as_deref(), now),
+            last_checkin: Moment::stored_optional(device.last_checkin_at.as_deref(), now),
         }
     }
 }
@@ -239,9 +239,9 @@ impl CommandRow {
             command: command.command.to_string(),
             badge: command_badge(command.status),
             queued_by: command.queued_by,
-            queued: Moment::of(&command.queued_at, now),
-            sent: Moment::of_optional(command.sent_at.as_deref(), now),
-            completed: Moment::of_optional(command.completed_at.as_deref(), now),
+            queued: Moment::stored(&command.queued_at, now),
+            sent: Moment::stored_optional(command.sent_at.as_deref(), now),
+            completed: Moment::stored_optional(command.completed_at.as_deref(), now),
             result: command.result.unwrap_or_default(),
         }
     }
@@ -337,9 +337,9 @@ async fn detail(
         },
         badge: device_badge(device.status),
         href: device_href(&device.uuid),
-        registered: Moment::of(&device.registered_at, now),
-        enrolled: Moment::of_optional(device.enrolled_at.as_deref(), now),
-        last_checkin: Moment::of_optional(device.last_checkin_at.as_deref(), now),
+        registered: Moment::stored(&device.registered_at, now),
+        enrolled: Moment::stored_optional(device.enrolled_at.as_deref(), now),
+        last_checkin: Moment::stored_optional(device.last_checkin_at.as_deref(), now),
         commands,
         events: events
             .results

@@ -115,7 +115,7 @@ async fn users_page(
                 .flatten()
                 .collect::<Vec<_>>()
                 .join(" "),
-            created: Moment::of(&user.created_at, now),
+            created: Moment::stored(&user.created_at, now),
             devices_href: format!("/devices{}", query_string(&[("query", &user.principal)])),
             user,
         })
@@ -293,7 +293,7 @@ async fn labels_page(
                 .results
                 .into_iter()
                 .map(|label| LabelRow {
-                    created: Moment::of(&label.created_at, now),
+                    created: Moment::stored(&label.created_at, now),
                     label,
                 })
                 .collect(),

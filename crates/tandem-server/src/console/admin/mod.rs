@@ -11,14 +11,12 @@ mod events;
 mod policies;
 mod view;
 
-use super::{Console, login};
+use super::Console;
 use crate::ha::HaHandle;
 use crate::state::AppState;
-use axum::routing::{get, post};
 use axum::{Extension, Router, middleware};
 
 pub fn router(state: AppState, ha: HaHandle) -> Router {
-    let console = (state.clone(), Console::Admin);
     let pages = Router::new()
         .merge(dashboard::routes())
         .merge(devices::routes())
@@ -26,26 +24,12 @@ pub fn router(state: AppState, ha: HaHandle) -> Router {
         .merge(apps::routes())
         .merge(policies::routes())
         .merge(events::routes())
-        // Inside require_session (added below, so it runs first) and the HA handle.
+        // Inside require_session (added by console_router, so it runs first) and the HA handle.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             view::writes_need_active,
         ))
         .layer(Extension(ha))
-        .with_state(state)
-        .merge(
-            Router::new()
-                .route("/logout", post(login::logout))
-                .with_state(console.clone()),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            console.clone(),
-            super::require_session,
-        ));
-    Router::new()
-        .route("/login", get(login::show).post(login::submit))
-        .with_state(console)
-        .route("/static/{name}", get(super::static_file))
-        .merge(pages)
-        .layer(middleware::from_fn(super::page_headers))
+        .with_state(state.clone());
+    super::console_router(state, Console::Admin, pages)
 }

@@ -199,7 +199,7 @@ async fn policies_page(
             .into_iter()
             .map(|policy| PolicyRow {
                 href: format!("/policies/{}/{}", kind.noun(), policy.id),
-                updated: Moment::of(&policy.updated_at, now),
+                updated: Moment::stored(&policy.updated_at, now),
                 policy,
             })
             .collect(),

@@ -13,51 +13,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tandem_store::devices::{CommandStatus, DeviceStatus};
 use tandem_store::{FieldError, StoreError};
-use time::OffsetDateTime;
 
-/// A stored UTC timestamp (`2027-01-15T08:00:00.000Z`) as the consoles show it:
-/// `2027-01-15 08:00:00`.
-pub fn when(stored: &str) -> String {
-    match stored.get(..19) {
-        Some(seconds) => seconds.replacen('T', " ", 1),
-        None => stored.to_owned(),
-    }
-}
-
-/// How long before `now` a stored timestamp was, in the largest whole unit ("42 s ago",
-/// "5 min ago", "3 h ago", "2 d ago"); empty when it cannot be read or lies in the future.
-pub fn ago(stored: &str, now: OffsetDateTime) -> String {
-    let Ok(at) = tandem_store::common::parse_timestamp(stored) else {
-        return String::new();
-    };
-    let seconds = (now - at).whole_seconds();
-    match seconds {
-        ..0 => String::new(),
-        0..60 => format!("{seconds} s ago"),
-        60..3600 => format!("{} min ago", seconds / 60),
-        3600..86400 => format!("{} h ago", seconds / 3600),
-        _ => format!("{} d ago", seconds / 86400),
-    }
-}
-
-/// A moment as a table cell shows it: the UTC time, and how long ago.
-pub struct Moment {
-    pub utc: String,
-    pub ago: String,
-}
-
-impl Moment {
-    pub fn of(stored: &str, now: OffsetDateTime) -> Self {
-        Self {
-            utc: when(stored),
-            ago: ago(stored, now),
-        }
-    }
-
-    pub fn of_optional(stored: Option<&str>, now: OffsetDateTime) -> Option<Self> {
-        stored.map(|stored| Self::of(stored, now))
-    }
-}
+pub use crate::console::time::Moment;
 
 /// A device's status in colour and words.
 pub fn device_badge(status: DeviceStatus) -> Badge {
@@ -325,19 +282,6 @@ pub async fn writes_need_active(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_read_as_utc_seconds_and_how_long_ago() {
-        assert_eq!(when("2027-01-15T08:00:00.123Z"), "2027-01-15 08:00:00");
-        let at = tandem_store::common::parse_timestamp("2027-01-15T08:00:00.000Z").unwrap();
-        let stored = "2027-01-15T08:00:00.000Z";
-        assert_eq!(ago(stored, at + time::Duration::seconds(42)), "42 s ago");
-        assert_eq!(ago(stored, at + time::Duration::minutes(5)), "5 min ago");
-        assert_eq!(ago(stored, at + time::Duration::hours(3)), "3 h ago");
-        assert_eq!(ago(stored, at + time::Duration::days(2)), "2 d ago");
-        assert_eq!(ago(stored, at - time::Duration::seconds(1)), "");
-        assert_eq!(ago("garbage", at), "");
-    }
 
     #[test]
     fn the_pager_links_to_its_neighbours_within_the_list() {

@@ -59,8 +59,7 @@ struct LevelChoice {
 }
 
 struct Row {
-    time: String,
-    age: String,
+    at: crate::console::time::Moment,
     level: String,
     level_words: &'static str,
     message: String,
@@ -162,10 +161,7 @@ fn fill(window: &mut LogsWindow, page: LogPage, request: &LogRequest) {
 fn row(line: &LogLine, now: time::OffsetDateTime) -> Row {
     let level = LogLevel::parse(&line.level);
     Row {
-        time: utc_time(&line.at),
-        age: tandem_store::common::parse_timestamp(&line.at)
-            .map(|at| age((now - at).whole_seconds()))
-            .unwrap_or_default(),
+        at: crate::console::time::Moment::stored(&line.at, now),
         // An unknown stored level is shown as written, coloured as INFO.
         level: level.map_or("INFO", LogLevel::as_str).to_owned(),
         level_words: level.map_or("Info", level_words),
@@ -243,22 +239,6 @@ fn level_words(level: LogLevel) -> &'static str {
     }
 }
 
-/// `2026-12-03T16:50:23.123Z` as `2026-12-03 16:50:23` (UTC, to the second).
-fn utc_time(at: &str) -> String {
-    at.get(..19).unwrap_or(at).replacen('T', " ", 1)
-}
-
-/// How long ago, in the largest whole unit ("12 s ago", "5 min ago", "3 h ago", "2 d ago").
-fn age(seconds: i64) -> String {
-    match seconds {
-        ..0 => "just now".to_owned(),
-        0..60 => format!("{seconds} s ago"),
-        60..3600 => format!("{} min ago", seconds / 60),
-        3600..86_400 => format!("{} h ago", seconds / 3600),
-        _ => format!("{} d ago", seconds / 86_400),
-    }
-}
-
 /// What an empty page tells the operator to do.
 fn empty_state(module: &str, level: LogLevel, q: Option<&str>) -> Empty {
     if q.is_some_and(|q| !q.trim().is_empty()) || level.rank() > LogLevel::Info.rank() {
@@ -298,17 +278,6 @@ fn empty_state(module: &str, level: LogLevel, q: Option<&str>) -> Empty {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_read_as_utc_seconds_with_their_age() {
-        assert_eq!(utc_time("2026-12-03T16:50:23.123Z"), "2026-12-03 16:50:23");
-        assert_eq!(utc_time("odd"), "odd");
-        assert_eq!(age(12), "12 s ago");
-        assert_eq!(age(125), "2 min ago");
-        assert_eq!(age(7300), "2 h ago");
-        assert_eq!(age(200_000), "2 d ago");
-        assert_eq!(age(-3), "just now");
-    }
 
     #[test]
     fn page_links_keep_the_filter_and_encode_the_text() {

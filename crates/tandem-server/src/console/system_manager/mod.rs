@@ -9,19 +9,17 @@ mod sync;
 mod trusted_hosts;
 mod users;
 
-use super::{Console, login};
+use super::Console;
 use crate::control::NodeExecutor;
 use crate::ha::HaHandle;
 use crate::state::AppState;
-use axum::routing::{get, post};
-use axum::{Extension, Router, middleware};
+use axum::{Extension, Router};
 use std::sync::Arc;
 
 /// The operator's commands, carried out in this process (the control socket's executor).
 pub type Executor = Arc<NodeExecutor>;
 
 pub fn router(state: AppState, ha: HaHandle, executor: Executor) -> Router {
-    let console = (state.clone(), Console::SystemManager);
     let pages = Router::new()
         .merge(overview::routes())
         .merge(ha_config::routes())
@@ -33,20 +31,6 @@ pub fn router(state: AppState, ha: HaHandle, executor: Executor) -> Router {
         .merge(users::routes())
         .layer(Extension(ha))
         .layer(Extension(executor))
-        .with_state(state)
-        .merge(
-            Router::new()
-                .route("/logout", post(login::logout))
-                .with_state(console.clone()),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            console.clone(),
-            super::require_session,
-        ));
-    Router::new()
-        .route("/login", get(login::show).post(login::submit))
-        .with_state(console)
-        .route("/static/{name}", get(super::static_file))
-        .merge(pages)
-        .layer(middleware::from_fn(super::page_headers))
+        .with_state(state.clone());
+    super::console_router(state, Console::SystemManager, pages)
 }

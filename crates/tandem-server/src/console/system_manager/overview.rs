@@ -15,37 +15,7 @@ use axum::{Extension, Router};
 use tandem_ha::Mode;
 use tandem_ha::machine::Snapshot;
 
-/// Milliseconds since the Unix epoch as the consoles show times: `YYYY-MM-DD HH:MM:SS UTC`.
-pub(super) fn utc_time(ms: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) {
-        Ok(at) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-            at.year(),
-            u8::from(at.month()),
-            at.day(),
-            at.hour(),
-            at.minute(),
-            at.second()
-        ),
-        Err(_) => format!("{ms} ms after 1970"),
-    }
-}
-
-/// How long before or after `now_ms` a moment is: "12 s ago", "in 55 min".
-pub(super) fn relative(ms: i64, now_ms: i64) -> String {
-    let seconds = (now_ms - ms) / 1000;
-    let amount = match seconds.unsigned_abs() {
-        0..120 => format!("{} s", seconds.unsigned_abs()),
-        120..7_200 => format!("{} min", seconds.unsigned_abs() / 60),
-        7_200..172_800 => format!("{} h", seconds.unsigned_abs() / 3600),
-        days => format!("{} d", days / 86_400),
-    };
-    if seconds >= 0 {
-        format!("{amount} ago")
-    } else {
-        format!("in {amount}")
-    }
-}
+pub(super) use crate::console::time::{relative_ms as relative, utc_ms as utc_time};
 
 /// An alarm on the Overview, with the window that deals with it.
 struct Alarm {
@@ -198,20 +168,4 @@ fn alarms(snapshot: &Snapshot, live: &Live) -> Vec<Alarm> {
         });
     }
     alarms
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_read_in_utc_and_relative_to_now() {
-        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc_time(1_764_780_623_000), "2025-12-03 16:50:23 UTC");
-        let now = 1_000_000_000;
-        assert_eq!(relative(now - 12_000, now), "12 s ago");
-        assert_eq!(relative(now + 55 * 60_000, now), "in 55 min");
-        assert_eq!(relative(now - 3 * 3_600_000, now), "3 h ago");
-        assert_eq!(relative(now - 3 * 86_400_000, now), "3 d ago");
-    }
 }

@@ -38,50 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ha/sync/run", post(run))
 }
 
-/// A stored time as people read it: UTC `YYYY-MM-DD HH:MM:SS` and how long ago.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shown {
-    pub utc: String,
-    pub ago: String,
-    /// The stored text, for `<time datetime>`.
-    pub iso: String,
-}
-
-/// `stored` (the store's RFC 3339 timestamp) as shown at `now`.
-pub fn shown_time(stored: &str, now: OffsetDateTime) -> Shown {
-    const SHOWN: &[time::format_description::BorrowedFormatItem<'static>] =
-        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
-    match tandem_store::common::parse_timestamp(stored) {
-        Ok(at) => Shown {
-            utc: at.format(SHOWN).unwrap_or_else(|_| stored.to_owned()),
-            ago: ago((now - at).whole_seconds()),
-            iso: stored.to_owned(),
-        },
-        Err(_) => Shown {
-            utc: stored.to_owned(),
-            ago: String::new(),
-            iso: stored.to_owned(),
-        },
-    }
-}
-
-/// "12 s ago", "5 min ago", "3 h ago", "2 d ago"; "in the future" for a clock that went back.
-fn ago(seconds: i64) -> String {
-    if seconds < 0 {
-        return "in the future (a clock changed)".into();
-    }
-    format!("{} ago", span(seconds))
-}
-
-/// A span of time in its largest whole unit: "12 s", "5 min", "3 h", "2 d".
-fn span(seconds: i64) -> String {
-    match seconds {
-        s if s < 120 => format!("{s} s"),
-        s if s < 2 * 3600 => format!("{} min", s / 60),
-        s if s < 2 * 86_400 => format!("{} h", s / 3600),
-        s => format!("{} d", s / 86_400),
-    }
-}
+use crate::console::time::Moment;
 
 #[derive(Template)]
 #[template(path = "console/sm_sync.html")]
@@ -102,8 +59,8 @@ struct SyncPage {
 
 /// One Sync History row as shown.
 struct HistoryRow {
-    started: Shown,
-    ended: Option<Shown>,
+    started: Moment,
+    ended: Option<Moment>,
     duration: String,
     kind: String,
     trigger: String,
@@ -119,8 +76,8 @@ struct HistoryRow {
 
 impl HistoryRow {
     fn of(record: &SyncRecord, now: OffsetDateTime) -> Self {
-        let started = shown_time(&record.started_at, now);
-        let ended = record.ended_at.as_deref().map(|at| shown_time(at, now));
+        let started = Moment::stored(&record.started_at, now);
+        let ended = record.ended_at.as_deref().map(|at| Moment::stored(at, now));
         let duration = match (
             tandem_store::common::parse_timestamp(&record.started_at),
             record
@@ -199,8 +156,8 @@ async fn show(
         let stored = tandem_store::common::timestamp(at);
         Some(format!(
             "{} (in {})",
-            shown_time(&stored, now).utc,
-            span(until.max(0))
+            Moment::stored(&stored, now).utc,
+            crate::console::time::span(until.max(0))
         ))
     });
     render(&SyncPage {
@@ -379,19 +336,6 @@ fn finished(result: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stored_times_read_in_utc_with_how_long_ago() {
-        let now = tandem_store::common::parse_timestamp("2026-12-03T16:50:22.500Z").unwrap();
-        let shown = shown_time("2026-12-03T16:49:00.000Z", now);
-        assert_eq!(shown.utc, "2026-12-03 16:49:00 UTC");
-        assert_eq!(shown.ago, "82 s ago");
-        assert_eq!(shown_time("garbage", now).utc, "garbage");
-        assert_eq!(ago(3 * 3600), "3 h ago");
-        assert_eq!(ago(5 * 60), "5 min ago");
-        assert_eq!(span(6 * 3600 + 59), "6 h");
-        assert_eq!(ago(3 * 86_400), "3 d ago");
-    }
 
     #[test]
     fn a_history_row_round_trips_from_the_operation_json() {

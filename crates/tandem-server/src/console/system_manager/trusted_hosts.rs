@@ -7,8 +7,8 @@
 //! trusted-hosts …` does.
 
 use super::Executor;
-use super::sync::{Shown, shown_time};
 use crate::console::session::Flash;
+use crate::console::time::Moment;
 use crate::console::{Chrome, ConsoleForm, ConsoleSession, render, render_with, run_operation};
 use crate::ha::HaHandle;
 use crate::state::AppState;
@@ -52,7 +52,7 @@ struct HostRow {
     endpoint: String,
     key_type: String,
     fingerprint: String,
-    added: Shown,
+    added: Moment,
 }
 
 /// Add Trusted Host: what was typed, and the problem of each refused field.
@@ -195,7 +195,7 @@ impl HostRow {
                 .unwrap_or("unknown")
                 .to_owned(),
             fingerprint: host.fingerprint.clone(),
-            added: shown_time(&host.added_at, now),
+            added: Moment::stored(&host.added_at, now),
         }
     }
 }

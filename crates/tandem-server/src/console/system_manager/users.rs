@@ -5,6 +5,7 @@
 
 use crate::accounts::{self, AccountError};
 use crate::console::session::Flash;
+use crate::console::time::Moment;
 use crate::console::{Chrome, ConsoleForm, ConsoleSession, render, render_with};
 use crate::ha::HaHandle;
 use crate::state::{AppState, ConnectionInfo};
@@ -43,7 +44,7 @@ struct UsersPage {
 
 struct UserRow {
     username: String,
-    created: super::sync::Shown,
+    created: Moment,
     /// Why this user cannot be removed from here (the last user, or the operator's own).
     keep: Option<&'static str>,
 }
@@ -116,7 +117,7 @@ async fn page(state: &AppState, ha: &HaHandle, session: &ConsoleSession) -> User
                     } else {
                         None
                     },
-                    created: super::sync::shown_time(&account.created_at, now),
+                    created: Moment::stored(&account.created_at, now),
                     username: account.username,
                 })
                 .collect();
