@@ -49,7 +49,7 @@ await run(async (browser, seen) => {
   const first = await rows(page);
   seen.heartbeats = first.filter((row) => row.message.startsWith(`heartbeat to ${primary}:`)).length;
   expect(seen.heartbeats > 0, 'heartbeats to the Primary are in the HighAvailability log');
-  expect(first.every((row) => /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/.test(row.time)), 'times read as UTC seconds');
+  expect(first.every((row) => /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/.test(row.time)), 'times read as UTC seconds');
   await inspect(page, 'sm-logs');
 
   // The level filter: Warning and above hides every heartbeat (they are Info).
