@@ -158,6 +158,21 @@ fn a_form_without_its_token_or_from_another_site_is_refused_and_the_session_live
         .send()
         .unwrap();
     assert_eq!(other_session.status, 403);
+    // A login form posted by another site's page is refused on both consoles, so no page can
+    // log a visitor into an account of its choosing.
+    for console in [port, node.service_port] {
+        let forged = form_from(
+            console,
+            "/login",
+            &[("user", "admin"), ("password", PASSWORD)],
+            None,
+            "https://evil.example",
+        )
+        .send()
+        .unwrap();
+        assert_eq!(forged.status, 403, "{}", forged.text());
+        assert!(header(&forged, "set-cookie").is_empty());
+    }
     let cross_site = form_from(
         port,
         "/logout",
@@ -212,7 +227,12 @@ fn console_logins_share_the_back_off_of_http_basic_and_never_redirect_off_site()
     .send()
     .unwrap();
     assert_eq!(header(&reply, "location"), "/ha/sync?page=2");
-    for elsewhere in ["https://evil.example/", "//evil.example/x"] {
+    // A browser drops the tab from "/\t/evil.example", leaving "//evil.example".
+    for elsewhere in [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\t/evil.example/",
+    ] {
         let reply = form(
             port,
             "/login",

@@ -241,8 +241,13 @@ pub(crate) async fn login(
             |remote| remote.ip(),
         ))
     });
+    // The name as offered is checked; logs get at most USERNAME_CHARS_MAX characters of it
+    // (no account has a longer one), so a megabyte "user name" cannot fill the logs.
+    let offered = user;
+    let user = logged_name(offered);
+    let user = user.as_str();
     // `?user`: escaped, so a user name cannot forge log lines.
-    match check(state, realm, user, password, source_key).await {
+    match check(state, realm, offered, password, source_key).await {
         Outcome::Verified => Ok(()),
         Outcome::Wrong(counts) => {
             let (source_failures, user_failures) = counts
@@ -295,6 +300,17 @@ pub(crate) async fn login(
             tracing::warn!(user = ?user, %realm, %source, "authentication refused: too many password checks waiting");
             Err(LoginRefused::Busy)
         }
+    }
+}
+
+/// A user name as the logs show it: its first `USERNAME_CHARS_MAX` characters, marked when cut.
+fn logged_name(user: &str) -> String {
+    let mut chars = user.chars();
+    let kept: String = chars.by_ref().take(accounts::USERNAME_CHARS_MAX).collect();
+    if chars.next().is_some() {
+        format!("{kept}… (cut)")
+    } else {
+        kept
     }
 }
 
@@ -375,4 +391,19 @@ pub async fn writes_need_active(
         ));
     }
     Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logs_get_a_bounded_user_name_cut_on_a_character() {
+        assert_eq!(super::logged_name("admin"), "admin");
+        let long = "é".repeat(100_000);
+        let logged = super::logged_name(&long);
+        assert!(logged.ends_with("… (cut)"), "{logged}");
+        assert_eq!(
+            logged.chars().count(),
+            tandem_store::accounts::USERNAME_CHARS_MAX + "… (cut)".chars().count()
+        );
+    }
 }

@@ -40,11 +40,12 @@ pub fn router(
             state.clone(),
             auth::require_system_manager,
         ))
+        .layer(middleware::from_fn(crate::csrf::same_origin_writes))
         .with_state(state.clone());
+    // The console applies the same cross-site guard to its own posts.
     Router::new()
         .merge(api)
         .merge(crate::console::system_manager::router(state, ha, executor))
-        .layer(middleware::from_fn(crate::csrf::same_origin_writes))
         .fallback(crate::not_found)
 }
 

@@ -43,7 +43,14 @@ pub struct LoginForm {
 /// Where to go after login: a path of this console only (never another site's address).
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        // Printable ASCII only: a browser drops tabs and newlines from a URL, so
+        // "/\t/evil.example" would become "//evil.example", another site.
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && path.bytes().all(|byte| byte.is_ascii_graphic()) =>
+        {
             path.to_owned()
         }
         _ => "/".to_owned(),
@@ -71,7 +78,7 @@ pub async fn show(
     let sessions = console.sessions(&state);
     // Already logged in: straight on.
     if let Some(token) = sessions.token_of(&headers)
-        && sessions.touch(&token, Instant::now()).is_some()
+        && sessions.is_live(&token, Instant::now())
     {
         return Redirect::to(&next).into_response();
     }
@@ -202,6 +209,9 @@ mod tests {
             "https://evil.example/",
             "//evil.example/",
             "/\\evil",
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/ /x",
             "ha",
             "",
         ] {

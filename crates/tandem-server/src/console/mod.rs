@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod chrome;
+pub mod confirm;
 pub mod form;
 pub mod login;
 pub mod session;
@@ -140,10 +141,18 @@ fn console_router(state: AppState, console: Console, pages: axum::Router) -> axu
             require_session,
         ));
     axum::Router::new()
-        .route("/login", get(login::show).post(login::submit))
+        .route(
+            "/login",
+            get(login::show)
+                .post(login::submit)
+                .layer(axum::extract::DefaultBodyLimit::max(form::FORM_BYTES_MAX)),
+        )
         .with_state(session)
         .route("/static/{name}", get(static_file))
         .merge(private)
+        // Every console's posts come from its own pages, the login form's included (a login
+        // forged by another site would put the victim in the attacker's account).
+        .layer(axum::middleware::from_fn(crate::csrf::same_origin_writes))
         .layer(axum::middleware::from_fn(page_headers))
 }
 

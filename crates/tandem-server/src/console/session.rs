@@ -158,6 +158,16 @@ impl Sessions {
         Some((session.clone(), flash))
     }
 
+    /// Whether `token` names a live session (without using it: its message stays for its
+    /// next page).
+    pub fn is_live(&self, token: &str, now: Instant) -> bool {
+        key(token).is_some_and(|key| {
+            self.sessions()
+                .get(&key)
+                .is_some_and(|session| session.live(now))
+        })
+    }
+
     /// Leaves `flash` for the session's next page.
     pub fn flash(&self, token: &str, flash: Flash) {
         if let Some(key) = key(token)

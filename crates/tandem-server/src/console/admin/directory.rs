@@ -5,6 +5,7 @@ use super::view::{
     Field, Moment, Pager, field_problems, given, message_page, offset_of, place_problems,
     query_string, refusal,
 };
+use crate::console::confirm::{Confirm, Confirmed};
 use crate::console::session::Flash;
 use crate::console::{Chrome, ConsoleForm, ConsoleSession, render_with};
 use crate::ha::HaHandle;
@@ -196,10 +197,30 @@ async fn add_user(
 
 async fn remove_user(
     State(state): State<AppState>,
+    Extension(ha): Extension<HaHandle>,
     Extension(session): Extension<ConsoleSession>,
     Path(id): Path<i64>,
-    ConsoleForm(()): ConsoleForm<()>,
+    ConsoleForm(confirmed): ConsoleForm<Confirmed>,
 ) -> Response {
+    if !confirmed.yes() {
+        let Ok(user) = state.db.read(move |conn| users::get(conn, id)).await else {
+            return session.redirect(&state, "/users", Flash::error("No such user."));
+        };
+        return Confirm {
+            chrome: Chrome::new(&state, &ha, &session, "/users", "Remove User"),
+            question: format!("Remove user {}?", user.principal),
+            consequences: vec![
+                "The user is removed from every node of the group; a user who still has \
+                 devices is not removed."
+                    .into(),
+            ],
+            action: format!("/users/{id}/remove"),
+            fields: Vec::new(),
+            button: format!("Remove {}", user.principal),
+            cancel: "/users".into(),
+        }
+        .page();
+    }
     let actor = session.user().to_owned();
     let removed = state
         .db
@@ -350,10 +371,30 @@ async fn add_label(
 
 async fn remove_label(
     State(state): State<AppState>,
+    Extension(ha): Extension<HaHandle>,
     Extension(session): Extension<ConsoleSession>,
     Path(id): Path<i64>,
-    ConsoleForm(()): ConsoleForm<()>,
+    ConsoleForm(confirmed): ConsoleForm<Confirmed>,
 ) -> Response {
+    if !confirmed.yes() {
+        let Ok(label) = state.db.read(move |conn| labels::get(conn, id)).await else {
+            return session.redirect(&state, "/labels", Flash::error("No such label."));
+        };
+        return Confirm {
+            chrome: Chrome::new(&state, &ha, &session, "/labels", "Remove Label"),
+            question: format!("Remove label {}?", label.name),
+            consequences: vec![
+                "Every device loses the label, and with it the policies and apps given through \
+                 it."
+                .into(),
+            ],
+            action: format!("/labels/{id}/remove"),
+            fields: Vec::new(),
+            button: format!("Remove {}", label.name),
+            cancel: "/labels".into(),
+        }
+        .page();
+    }
     let actor = session.user().to_owned();
     let removed = state
         .db

@@ -3,6 +3,7 @@
 //! `/api/v2/configurations` call.
 
 use super::view::{Choice, Field, Moment, field_problems, message_page, place_problems, refusal};
+use crate::console::confirm::{Confirm, Confirmed};
 use crate::console::session::Flash;
 use crate::console::{Chrome, ConsoleForm, ConsoleSession, render_with};
 use crate::ha::HaHandle;
@@ -198,7 +199,7 @@ async fn policies_page(
             .results
             .into_iter()
             .map(|policy| PolicyRow {
-                href: format!("/policies/{}/{}", kind.noun(), policy.id),
+                href: policy_href(kind, policy.id),
                 updated: Moment::stored(&policy.updated_at, now),
                 policy,
             })
@@ -327,7 +328,7 @@ async fn policy_page(
                 title: format!("{} {}", title_of(kind), policy.name),
                 ..chrome
             },
-            href: format!("/policies/{}/{id}", kind.noun()),
+            href: policy_href(kind, id),
             policy,
             fields,
             unplaced,
@@ -423,12 +424,17 @@ async fn save(
     }
 }
 
+/// A policy's or configuration's own page.
+fn policy_href(kind: PolicyKind, id: i64) -> String {
+    format!("/policies/{}/{id}", kind.noun())
+}
+
 async fn remove(
     State(state): State<AppState>,
     Extension(ha): Extension<HaHandle>,
     Extension(session): Extension<ConsoleSession>,
     Path((kind, id)): Path<(String, String)>,
-    ConsoleForm(()): ConsoleForm<()>,
+    ConsoleForm(confirmed): ConsoleForm<Confirmed>,
 ) -> Response {
     let chrome = Chrome::new(
         &state,
@@ -440,6 +446,25 @@ async fn remove(
     let Some((kind, id)) = target(&kind, &id) else {
         return no_such(chrome, &kind, &id);
     };
+    if !confirmed.yes() {
+        let Ok(policy) = state
+            .db
+            .read(move |conn| policies::get(conn, kind, id))
+            .await
+        else {
+            return session.redirect(&state, "/policies", Flash::error("No such policy."));
+        };
+        return Confirm {
+            question: format!("Remove {}?", policy.name),
+            consequences: vec!["Devices stop receiving it at their next check-in.".into()],
+            action: format!("{}/remove", policy_href(kind, id)),
+            fields: Vec::new(),
+            button: format!("Remove {}", policy.name),
+            cancel: policy_href(kind, id),
+            chrome,
+        }
+        .page();
+    }
     let actor = session.user().to_owned();
     let removed = state
         .db

@@ -82,14 +82,6 @@ struct TestResult {
     clock_warning: Option<String>,
 }
 
-#[derive(Template)]
-#[template(path = "console/sm_trusted_hosts_remove.html")]
-struct RemovePage {
-    chrome: Chrome,
-    endpoint: String,
-    fingerprint: Option<String>,
-}
-
 #[derive(Deserialize)]
 struct AddFields {
     #[serde(default)]
@@ -297,7 +289,16 @@ async fn remove(
                 .find(|host| host.endpoint == fields.endpoint)
                 .map(|host| host.fingerprint)
         });
-        return render(&RemovePage {
+        let endpoint = fields.endpoint;
+        let mut consequences: Vec<String> = fingerprint
+            .map(|fingerprint| format!("Its key: {fingerprint}"))
+            .into_iter()
+            .collect();
+        consequences.push(format!(
+            "This node will no longer accept or open replication connections with {endpoint}: \
+             heartbeats and syncs with it stop until its key is added again."
+        ));
+        return crate::console::confirm::Confirm {
             chrome: Chrome::new(
                 &state,
                 &ha,
@@ -305,9 +306,14 @@ async fn remove(
                 "/ha/trusted-hosts",
                 "Remove Trusted Host",
             ),
-            endpoint: fields.endpoint,
-            fingerprint,
-        });
+            question: format!("Remove trusted host {endpoint}?"),
+            consequences,
+            action: "/ha/trusted-hosts/remove".into(),
+            button: format!("Remove {endpoint}"),
+            fields: vec![("endpoint", endpoint)],
+            cancel: "/ha/trusted-hosts".into(),
+        }
+        .page();
     }
     let operation = Operation::TrustedHostsRemove {
         endpoint: fields.endpoint.clone(),

@@ -59,13 +59,6 @@ struct PasswordForm {
     confirm_problem: Option<String>,
 }
 
-#[derive(Template)]
-#[template(path = "console/sm_users_remove.html")]
-struct RemovePage {
-    chrome: Chrome,
-    username: String,
-}
-
 /// Add and Change Password. No `Debug`: it holds passwords.
 #[derive(Deserialize)]
 struct PasswordFields {
@@ -266,7 +259,7 @@ async fn remove(
         return session.redirect(&state, "/security/users", flash);
     }
     if fields.confirmed.as_deref() != Some("yes") {
-        return render(&RemovePage {
+        return crate::console::confirm::Confirm {
             chrome: Chrome::new(
                 &state,
                 &ha,
@@ -274,8 +267,17 @@ async fn remove(
                 "/security/users",
                 "Remove Local User",
             ),
-            username,
-        });
+            question: format!("Remove local user {username}?"),
+            consequences: vec![format!(
+                "{username} will no longer log in to System Manager on any node of the group, \
+                 and their console sessions on this node end now."
+            )],
+            action: "/security/users/remove".into(),
+            button: format!("Remove {username}"),
+            fields: vec![("username", username)],
+            cancel: "/security/users".into(),
+        }
+        .page();
     }
     let caller = caller(&state, &session, &connection);
     let flash = match accounts::remove(&state.db, &caller, REALM, &username).await {
