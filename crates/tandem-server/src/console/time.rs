@@ -20,6 +20,12 @@ pub fn utc_ms(ms: i64) -> String {
     }
 }
 
+/// A stored time (the store's RFC 3339 timestamp) as [`utc`], or as stored when it does not
+/// read as a time.
+pub fn utc_stored(stored: &str) -> String {
+    tandem_store::common::parse_timestamp(stored).map_or_else(|_| stored.to_owned(), utc)
+}
+
 /// A span in its largest whole unit: "12 s", "5 min", "3 h", "2 d" (two of a unit before the
 /// next, so "90 s" rather than "1 min").
 pub fn span(seconds: i64) -> String {

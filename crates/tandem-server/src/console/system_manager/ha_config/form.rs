@@ -1,40 +1,20 @@
-//! `GET/POST /ha/config`: the HA Configuration window (guide: Step 6, Table 4), a plain form
-//! that works without JavaScript, with this node's live status beside it: **HA Status** on a
-//! Primary (the Secondary following it), **Node Status** on a Secondary (its Primary, the
-//! heartbeat, the schedule).
-//!
-//! The form machinery here is shared with Notification Settings (`notifications.rs`): every
-//! field carries the value it was loaded with (`was_<field>`), and Save and Apply sends only the
-//! fields whose value the operator changed, so a page left open never puts back what another
-//! operator (or a failover: Node Status) changed meanwhile. Each changed value is decoded by the
-//! API's own [`ConfigChange`] and saved through [`crate::control::checked_configure`], as
-//! `tandem ha configure` and `PUT /api/v1/ha/config` are.
+//! The HA form: its fields in the guide's order, what the operator changed, Save and Apply.
 
-use super::overview::{relative, utc_time};
-use crate::console::chrome::Badge;
-use crate::console::{Chrome, ConsoleForm, ConsoleSession, render_with};
-use crate::ha::wall_clock_ms;
+use crate::console::ConsoleSession;
+use crate::console::time::{relative_ms as relative, utc_ms as utc_time};
 use crate::ha::{ConfigureError, Configured, HaHandle};
 use crate::state::{AppState, ConnectionInfo};
-use askama::Template;
-use axum::extract::State;
+use axum::Extension;
 use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::get;
-use axum::{Extension, Router};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use tandem_ha::Mode;
 use tandem_ha::config::{ConfigChange, HaConfig, ReplicationMode};
 use tandem_ha::machine::Snapshot;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/ha/config", get(show).post(save))
-}
-
 /// How a field is typed in, and how its text becomes the API's JSON value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Input {
+pub(in crate::console::system_manager) enum Input {
     Text,
     /// A whole number (sent as a JSON number when it is one, refused by name when not).
     Count,
@@ -49,7 +29,7 @@ pub(super) enum Input {
 
 /// The Mode and replication under which a field means something.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Applies {
+pub(in crate::console::system_manager) enum Applies {
     Always,
     Secondary,
     Scheduled,
@@ -64,7 +44,11 @@ pub(super) enum Applies {
 }
 
 impl Applies {
-    pub(super) fn under(self, mode: Mode, replication: ReplicationMode) -> bool {
+    pub(in crate::console::system_manager) fn under(
+        self,
+        mode: Mode,
+        replication: ReplicationMode,
+    ) -> bool {
         let secondary = mode == Mode::Secondary;
         let synchronous = replication == ReplicationMode::Synchronous;
         let streaming = replication != ReplicationMode::Scheduled;
@@ -99,7 +83,7 @@ impl Applies {
 }
 
 /// One field of the HA configuration as a form shows it; `name` is the API's.
-pub(super) struct FieldSpec {
+pub(in crate::console::system_manager) struct FieldSpec {
     pub name: &'static str,
     pub label: &'static str,
     pub hint: &'static str,
@@ -108,7 +92,7 @@ pub(super) struct FieldSpec {
 }
 
 /// A fieldset of the form.
-pub(super) struct GroupSpec {
+pub(in crate::console::system_manager) struct GroupSpec {
     pub legend: &'static str,
     pub fields: &'static [FieldSpec],
 }
@@ -117,7 +101,7 @@ const ENABLE: &[(&str, &str)] = &[("true", "Enable"), ("false", "Disable")];
 
 /// The HA Configuration window, in the guide's order. The notification fields are on
 /// Notification Settings (`notifications.rs`).
-pub(super) const HA_GROUPS: &[GroupSpec] = &[
+pub(in crate::console::system_manager) const HA_GROUPS: &[GroupSpec] = &[
     GroupSpec {
         legend: "High Availability",
         fields: &[
@@ -302,7 +286,7 @@ pub(super) const HA_GROUPS: &[GroupSpec] = &[
 
 /// One refused value: the field, what was given, and the problem with its fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Problem {
+pub(in crate::console::system_manager) struct Problem {
     pub field: String,
     pub value: String,
     pub problem: String,
@@ -310,7 +294,7 @@ pub(super) struct Problem {
 
 impl Problem {
     /// The value and the problem, the value once (the decoder's words often quote it).
-    pub(super) fn text(&self) -> String {
+    pub(in crate::console::system_manager) fn text(&self) -> String {
         if self.value.is_empty() || self.problem.contains(&self.value) {
             self.problem.clone()
         } else {
@@ -337,7 +321,9 @@ fn wire_text(value: Option<&Value>) -> String {
 }
 
 /// Every field of the stored configuration as text, by API name.
-pub(super) fn loaded_values(config: &HaConfig) -> HashMap<String, String> {
+pub(in crate::console::system_manager) fn loaded_values(
+    config: &HaConfig,
+) -> HashMap<String, String> {
     match serde_json::to_value(config) {
         Ok(Value::Object(fields)) => fields
             .iter()
@@ -396,14 +382,17 @@ fn json_value(spec: &FieldSpec, text: &str) -> Value {
 /// The change the operator made: the fields whose posted value differs from the value they
 /// were loaded with, each decoded by the API's own [`ConfigChange`] (a value that does not
 /// decode is a problem naming the field, and is left out).
-pub(super) struct Edit {
+pub(in crate::console::system_manager) struct Edit {
     pub change: ConfigChange,
     /// The labels of the changed fields that decoded, in the form's order.
     pub changed: Vec<&'static str>,
     pub problems: Vec<Problem>,
 }
 
-pub(super) fn edit(groups: &[GroupSpec], form: &HashMap<String, String>) -> Edit {
+pub(in crate::console::system_manager) fn edit(
+    groups: &[GroupSpec],
+    form: &HashMap<String, String>,
+) -> Edit {
     let mut fields = Map::new();
     let mut changed = Vec::new();
     let mut problems = Vec::new();
@@ -454,7 +443,7 @@ fn decode_problem(spec: &FieldSpec, error: &str) -> String {
 }
 
 /// What Save and Apply came to.
-pub(super) enum Saved {
+pub(in crate::console::system_manager) enum Saved {
     /// No field differs from what was loaded.
     Nothing,
     Applied {
@@ -472,13 +461,13 @@ pub(super) enum Saved {
 }
 
 /// Who saves, for the log line every change leaves.
-pub(super) struct Operator<'a> {
+pub(in crate::console::system_manager) struct Operator<'a> {
     pub user: &'a str,
     pub source: String,
 }
 
 impl<'a> Operator<'a> {
-    pub(super) fn of(
+    pub(in crate::console::system_manager) fn of(
         session: &'a ConsoleSession,
         connection: Option<Extension<ConnectionInfo>>,
     ) -> Self {
@@ -492,7 +481,7 @@ impl<'a> Operator<'a> {
 }
 
 /// Save and Apply of the fields of `groups` the operator changed.
-pub(super) async fn save_and_apply(
+pub(in crate::console::system_manager) async fn save_and_apply(
     state: &AppState,
     ha: &HaHandle,
     operator: &Operator<'_>,
@@ -577,7 +566,7 @@ fn configure_refusal(error: ConfigureError) -> Saved {
 /// consequence (the node's role and state, the next scheduled sync). Only the warnings about
 /// `groups`' fields are repeated: the others stand whatever this page saves, and their own
 /// window shows them when saved there.
-pub(super) fn saved_message(
+pub(in crate::console::system_manager) fn saved_message(
     (changed, groups): (&[&str], &[GroupSpec]),
     configured: &Configured,
     before: &Snapshot,
@@ -628,7 +617,7 @@ pub(super) fn saved_message(
 }
 
 /// A field as the page shows it.
-pub(super) struct FieldView {
+pub(in crate::console::system_manager) struct FieldView {
     pub name: &'static str,
     pub label: &'static str,
     pub hint: &'static str,
@@ -656,7 +645,7 @@ impl FieldView {
     }
 }
 
-pub(super) struct GroupView {
+pub(in crate::console::system_manager) struct GroupView {
     pub legend: &'static str,
     pub fields: Vec<FieldView>,
     pub shown: bool,
@@ -664,7 +653,7 @@ pub(super) struct GroupView {
 
 /// The form's fields: the posted text where the operator typed it (a refused or re-shown
 /// form), the stored value otherwise; each with its loaded value and its problem.
-pub(super) fn field_views(
+pub(in crate::console::system_manager) fn field_views(
     groups: &[GroupSpec],
     stored: &HashMap<String, String>,
     form: Option<&HashMap<String, String>>,
@@ -742,405 +731,6 @@ fn field_view(
         value,
         was,
         problem,
-    }
-}
-
-/// One line of a status section: a term, its text, and a badge when it is a state.
-pub(super) struct Fact {
-    pub term: &'static str,
-    pub detail: String,
-    pub badge: Option<Badge>,
-}
-
-impl Fact {
-    pub(super) fn text(term: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            term,
-            detail: detail.into(),
-            badge: None,
-        }
-    }
-
-    pub(super) fn state(term: &'static str, state: &str, detail: impl Into<String>) -> Self {
-        Self {
-            term,
-            detail: detail.into(),
-            badge: Some(Badge::of_state(state, false)),
-        }
-    }
-}
-
-/// A Secondary that follows this Primary (HA Status).
-pub(super) struct FollowerRow {
-    pub name: String,
-    pub address: String,
-    pub badge: Badge,
-    pub epoch: i64,
-    pub seen: String,
-}
-
-/// The live section beside the form.
-pub(super) enum StatusSection {
-    /// HA disabled: nothing follows and nothing is followed.
-    Standalone,
-    /// On a Primary: the Secondaries following it, and how far behind the stream is.
-    HaStatus {
-        followers: Vec<FollowerRow>,
-        facts: Vec<Fact>,
-    },
-    /// On a Secondary: its Primary, the heartbeat, the schedule.
-    NodeStatus { facts: Vec<Fact> },
-}
-
-impl StatusSection {
-    pub fn is_primary(&self) -> bool {
-        matches!(self, StatusSection::HaStatus { .. })
-    }
-
-    pub fn is_secondary(&self) -> bool {
-        matches!(self, StatusSection::NodeStatus { .. })
-    }
-
-    pub fn facts(&self) -> &[Fact] {
-        match self {
-            StatusSection::Standalone => &[],
-            StatusSection::HaStatus { facts, .. } | StatusSection::NodeStatus { facts } => facts,
-        }
-    }
-
-    pub fn followers(&self) -> &[FollowerRow] {
-        match self {
-            StatusSection::HaStatus { followers, .. } => followers,
-            _ => &[],
-        }
-    }
-}
-
-/// What the status sections read besides the controller's snapshot.
-pub(super) struct Live {
-    pub follower: tandem_repl::follow::FollowStatus,
-    pub head_seq: i64,
-    pub standby_holds_seq: i64,
-    pub last_sync: Option<tandem_store::history::SyncRecord>,
-}
-
-impl Live {
-    pub(super) async fn read(state: &AppState, ha: &HaHandle) -> Self {
-        let last_sync = state
-            .local
-            .database()
-            .read(|conn| tandem_store::history::recent(conn, 1))
-            .await
-            .ok()
-            .and_then(|rows| rows.into_iter().next());
-        Self {
-            follower: ha.follower(),
-            head_seq: state.db.head_seq(),
-            standby_holds_seq: *ha.standby_holds().borrow(),
-            last_sync,
-        }
-    }
-}
-
-pub(super) fn status_section(snapshot: &Snapshot, live: &Live, now_ms: i64) -> StatusSection {
-    if !snapshot.config.enabled {
-        return StatusSection::Standalone;
-    }
-    match snapshot.config.mode {
-        Mode::Primary => ha_status(snapshot, live, now_ms),
-        Mode::Secondary => StatusSection::NodeStatus {
-            facts: node_status(snapshot, live, now_ms),
-        },
-    }
-}
-
-fn ha_status(snapshot: &Snapshot, live: &Live, now_ms: i64) -> StatusSection {
-    let followers = snapshot
-        .cluster
-        .iter()
-        .filter(|member| member.mode == Mode::Secondary && member.direct)
-        .map(|member| FollowerRow {
-            name: member.node_name.clone(),
-            address: member.address.clone().unwrap_or_else(|| "-".into()),
-            badge: Badge::of_state(&member.state.to_string(), false),
-            epoch: member.epoch,
-            seen: relative(member.seen_at_ms, now_ms),
-        })
-        .collect();
-    let mut facts = Vec::new();
-    if let Some(seen) = snapshot.peer_seen_ms {
-        facts.push(Fact::text(
-            "Last heartbeat received",
-            format!("{} ({})", utc_time(seen), relative(seen, now_ms)),
-        ));
-    }
-    if snapshot.config.replication == ReplicationMode::Scheduled {
-        facts.push(Fact::text(
-            "Replication",
-            "scheduled: each Secondary syncs on its own StartTime / Run Every (its Sync History \
-             has the details)",
-        ));
-    } else {
-        let behind = (live.head_seq - live.standby_holds_seq).max(0);
-        facts.push(Fact::text(
-            "Standby lag",
-            format!(
-                "{}: the Standby holds change {} of {} ({behind} behind)",
-                snapshot.config.replication, live.standby_holds_seq, live.head_seq
-            ),
-        ));
-    }
-    if let Some(skew) = snapshot.clock_skew_ms {
-        facts.push(clock_fact(skew, snapshot.clock_skew_warning));
-    }
-    StatusSection::HaStatus { followers, facts }
-}
-
-fn clock_fact(skew_ms: i64, warning: bool) -> Fact {
-    Fact::text(
-        "Clock offset to peer",
-        if warning {
-            format!("{skew_ms} ms: over 2 s; both servers need the same time (NTP)")
-        } else {
-            format!("{skew_ms} ms")
-        },
-    )
-}
-
-fn node_status(snapshot: &Snapshot, live: &Live, now_ms: i64) -> Vec<Fact> {
-    let config = &snapshot.config;
-    let heartbeat = &snapshot.heartbeat;
-    let mut facts = vec![match &snapshot.peer {
-        Some(peer) => Fact::state(
-            "Primary",
-            &peer.state.to_string(),
-            format!(
-                "{} at {} ({}, epoch {})",
-                peer.node_name,
-                config.primary_text().unwrap_or_default(),
-                peer.mode,
-                peer.epoch
-            ),
-        ),
-        None => Fact::text(
-            "Primary",
-            format!(
-                "{}: not heard from yet",
-                config.primary_text().unwrap_or_else(|| "none set".into())
-            ),
-        ),
-    }];
-    facts.push(Fact::text(
-        "Last heartbeat answered",
-        heartbeat
-            .last_ok_ms
-            .map(|at| format!("{} ({})", utc_time(at), relative(at, now_ms)))
-            .unwrap_or_else(|| "never since this node started".into()),
-    ));
-    facts.push(Fact::text(
-        "Consecutive failures",
-        format!(
-            "{} of {} before failover{}",
-            heartbeat.consecutive_failures,
-            config.heartbeat_failures,
-            heartbeat
-                .last_error
-                .as_ref()
-                .map(|error| format!("; last error: {error}"))
-                .unwrap_or_default()
-        ),
-    ));
-    if heartbeat.failure_detected {
-        facts.push(Fact::text(
-            "Failure detected",
-            format!(
-                "the Primary missed its heartbeats; If Failure Detected: {}",
-                config.on_failure
-            ),
-        ));
-    }
-    if let Some(why) = &snapshot.promotion_held {
-        facts.push(Fact::text(
-            "Promotion held",
-            format!(
-                "{why}. If the Primary does not return, promote this node with `tandem failover \
-                 mode primary`."
-            ),
-        ));
-    }
-    facts.extend(replication_facts(snapshot, live, now_ms));
-    if let Some(skew) = snapshot.clock_skew_ms {
-        facts.push(clock_fact(skew, snapshot.clock_skew_warning));
-    }
-    facts
-}
-
-fn replication_facts(snapshot: &Snapshot, live: &Live, now_ms: i64) -> Vec<Fact> {
-    let mut facts = Vec::new();
-    if let Some(next) = snapshot.next_sync_ms {
-        facts.push(Fact::text(
-            "Next sync",
-            format!("{} ({})", utc_time(next), relative(next, now_ms)),
-        ));
-    }
-    if !live.follower.source.is_empty() {
-        let lag = live
-            .follower
-            .last_lag_ms
-            .map(|lag| format!("last lag {lag} ms"))
-            .unwrap_or_else(|| "no batch yet".into());
-        facts.push(Fact::text(
-            "Replication stream",
-            format!(
-                "{} from {}: holds change {}; {lag}",
-                if live.follower.connected {
-                    "connected"
-                } else {
-                    "DISCONNECTED"
-                },
-                live.follower.source,
-                live.follower.position_seq
-            ),
-        ));
-    }
-    if let Some(why) = crate::control::behind(&live.follower, snapshot.config.lag_bound) {
-        facts.push(Fact::text("Behind", why));
-    }
-    facts.push(last_sync_fact(live.last_sync.as_ref()));
-    facts
-}
-
-pub(super) fn last_sync_fact(last: Option<&tandem_store::history::SyncRecord>) -> Fact {
-    Fact::text(
-        "Last sync",
-        match last {
-            Some(sync) => format!(
-                "{} UTC from {}: {} {}{}",
-                stored_time(&sync.started_at),
-                sync.source,
-                sync.kind.as_deref().unwrap_or(&sync.trigger),
-                sync.result,
-                sync.error
-                    .as_ref()
-                    .map(|error| format!(" ({error})"))
-                    .unwrap_or_default()
-            ),
-            None => "none yet".into(),
-        },
-    )
-}
-
-/// A stored timestamp (`2026-01-02T03:04:05.678Z`) as the consoles show times.
-pub(super) fn stored_time(text: &str) -> String {
-    let text = text.replacen('T', " ", 1);
-    match text.split_once('.') {
-        Some((seconds, _)) => seconds.to_owned(),
-        None => text.trim_end_matches('Z').to_owned(),
-    }
-}
-
-#[derive(Template)]
-#[template(path = "console/sm_ha_config.html")]
-struct HaConfigPage {
-    chrome: Chrome,
-    groups: Vec<GroupView>,
-    /// Not saved: how many problems the form shows.
-    problems: usize,
-    refusal: Option<String>,
-    failure: Option<String>,
-    status: StatusSection,
-    updated: String,
-}
-
-async fn show(
-    State(state): State<AppState>,
-    Extension(ha): Extension<HaHandle>,
-    Extension(session): Extension<ConsoleSession>,
-) -> Response {
-    page(&state, &ha, &session, None, Refusal::default()).await
-}
-
-/// Why a form is shown again instead of saved.
-#[derive(Default)]
-struct Refusal {
-    status: Option<StatusCode>,
-    problems: Vec<Problem>,
-    refusal: Option<String>,
-    failure: Option<String>,
-}
-
-async fn page(
-    state: &AppState,
-    ha: &HaHandle,
-    session: &ConsoleSession,
-    form: Option<&HashMap<String, String>>,
-    refusal: Refusal,
-) -> Response {
-    let snapshot = ha.snapshot();
-    let live = Live::read(state, ha).await;
-    let now_ms = wall_clock_ms();
-    let stored = loaded_values(&snapshot.config);
-    render_with(
-        refusal.status.unwrap_or(StatusCode::OK),
-        &HaConfigPage {
-            chrome: Chrome::new(state, ha, session, "/ha/config", "HA Configuration"),
-            groups: field_views(HA_GROUPS, &stored, form, &refusal.problems),
-            problems: refusal.problems.len(),
-            refusal: refusal.refusal,
-            failure: refusal.failure,
-            status: status_section(&snapshot, &live, now_ms),
-            updated: utc_time(now_ms),
-        },
-    )
-}
-
-/// `POST /ha/config`: Save and Apply, or "Show fields for this mode" (re-shows the form for the
-/// chosen Mode and replication without saving, for browsers without the page's script).
-async fn save(
-    State(state): State<AppState>,
-    Extension(ha): Extension<HaHandle>,
-    Extension(session): Extension<ConsoleSession>,
-    connection: Option<Extension<ConnectionInfo>>,
-    ConsoleForm(form): ConsoleForm<HashMap<String, String>>,
-) -> Response {
-    if form.get("action").is_some_and(|action| action == "show") {
-        return page(&state, &ha, &session, Some(&form), Refusal::default()).await;
-    }
-    let before = ha.snapshot();
-    let operator = Operator::of(&session, connection);
-    match save_and_apply(&state, &ha, &operator, HA_GROUPS, &form).await {
-        Saved::Nothing => session.redirect(
-            &state,
-            "/ha/config",
-            crate::console::session::Flash::success("Nothing changed; nothing to save."),
-        ),
-        Saved::Applied {
-            changed,
-            configured,
-        } => session.redirect(
-            &state,
-            "/ha/config",
-            crate::console::session::Flash::success(saved_message(
-                (&changed, HA_GROUPS),
-                &configured,
-                &before,
-                wall_clock_ms(),
-            )),
-        ),
-        Saved::Refused {
-            status,
-            problems,
-            refusal,
-            failure,
-        } => {
-            let refusal = Refusal {
-                status: Some(status),
-                problems,
-                refusal,
-                failure,
-            };
-            page(&state, &ha, &session, Some(&form), refusal).await
-        }
     }
 }
 
@@ -1296,14 +886,6 @@ mod tests {
             "Saved and applied: Mode, Run Every. Warning (runEvery): runEvery is unwise. This \
              node is now Secondary, Standby (epoch 7). Next scheduled sync: 2001-09-09 02:16:40 \
              UTC (in 30 min)."
-        );
-    }
-
-    #[test]
-    fn stored_times_read_as_utc_seconds() {
-        assert_eq!(
-            stored_time("2026-12-03T16:50:23.123Z"),
-            "2026-12-03 16:50:23"
         );
     }
 }
