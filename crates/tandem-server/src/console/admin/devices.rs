@@ -419,29 +419,21 @@ async fn confirm(
     })
 }
 
-#[derive(Deserialize)]
-struct ActForm {
-    /// `yes` once the operator confirmed: on the confirmation page, or in the browser's dialog
-    /// (`console.js` sets it). Anything else, as when the script did not run or did not load, is
-    /// sent to the confirmation page first, so no destructive action goes unconfirmed.
-    #[serde(default)]
-    confirmed: String,
-}
-
 /// `POST /devices/{id}/actions/{action}`: queues the command as the API does
-/// (`devices::queue_action`), then back to the device with what happened.
+/// (`devices::queue_action`), then back to the device with what happened. Unconfirmed (no
+/// dialog ran), it goes to the device's own confirmation page first (`console::confirm`).
 async fn act(
     State(state): State<AppState>,
     Extension(session): Extension<ConsoleSession>,
     Path((uuid, name)): Path<(String, String)>,
-    ConsoleForm(form): ConsoleForm<ActForm>,
+    ConsoleForm(confirmed): ConsoleForm<crate::console::confirm::Confirmed>,
 ) -> Response {
     let back = device_href(&uuid);
     let Some(action) = action(&name) else {
         let text = format!("unknown device action {name:?}; use retire, wipe or lock");
         return session.redirect(&state, &back, Flash::error(text));
     };
-    if form.confirmed != "yes" {
+    if !confirmed.yes() {
         let to = format!("{back}/confirm{}", query_string(&[("action", action.name)]));
         return Redirect::to(&to).into_response();
     }
