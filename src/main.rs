@@ -26,6 +26,8 @@ fn main() -> ExitCode {
 
 /// Everything the node writes (databases, keys, exports, the control socket) is for its own user:
 /// new files are created 0600 and directories 0700 whatever umask the service manager passed.
+// One of the two places Tandem uses `unsafe` (denied elsewhere by [workspace.lints]).
+#[allow(unsafe_code)]
 fn private_files() {
     // SAFETY: umask only sets this process's file-creation mask; it cannot fail.
     unsafe {
@@ -42,6 +44,8 @@ fn private_files() {
 /// the heap, each password-check thread's arena held several of them for good (a wrong-password
 /// flood left a node at 240 MB).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+// The other place Tandem uses `unsafe`.
+#[allow(unsafe_code)]
 fn tune_allocator() {
     const TRIM_THRESHOLD_BYTES: libc::c_int = 512 << 20;
     const MMAP_THRESHOLD_BYTES: libc::c_int = 16 << 20;

@@ -7,6 +7,9 @@
 //!   is missing on the promoted Secondary; with the Standby gone, writes wait (`block`) or, after
 //!   the timeout, go on with an alarm (`continuous`).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -6,6 +6,9 @@
 //! The short version runs in CI (one run per replication mode). A soak for RELIABILITY.md:
 //! `TANDEM_FAULT_RUNS=10 cargo nextest run --test faults --no-capture`.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::Value;

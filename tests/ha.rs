@@ -2,6 +2,9 @@
 //! on loopback, `kill -9` of the Primary, the probes load balancers read, the guide's failback
 //! procedure and the `failover` CLI set.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::Value;

@@ -8,6 +8,9 @@
 //! Needs Debian's `haproxy` (on PATH or in /usr/sbin). Without it each test prints why it is
 //! skipped, or fails when `TANDEM_REQUIRE_ALL=1` (as under `scripts/test`, which installs it).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::Value;

@@ -5,6 +5,9 @@
 //! nodes' ballots decide where a restarted controller sends traffic, and what it remembers in
 //! its state file (the newest ballot, the maintenance hold) survives `kill -9`.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

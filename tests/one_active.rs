@@ -5,6 +5,9 @@
 //! `/status/status.html` OK at once for longer than the stated bound, and that every write
 //! acknowledged to a client is on the final Active node or in a divergence export.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -8,6 +8,9 @@
 //! them each test prints why it is skipped, or fails when `TANDEM_REQUIRE_ALL=1` (as under
 //! `scripts/test`, which installs them).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 #[path = "portal/admin.rs"]

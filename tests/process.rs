@@ -1,5 +1,8 @@
 //! Tests of the `tandem` binary as an operator runs it: real processes, real ports, real files.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::Read;

@@ -1,6 +1,9 @@
 //! Replication as an operator runs it: real `tandem` processes, real SSH on loopback between
 //! them, the CLI's commands and exit codes, `kill -9` in the middle of syncs.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::{Value, json};

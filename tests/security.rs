@@ -1,6 +1,9 @@
 //! Security findings of the landed build, tried against a real node (issue 16). Each test fails
 //! on the build before the fix.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 // One test binary, one file per part of the issue.

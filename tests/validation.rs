@@ -8,6 +8,9 @@
 //!   server (aiosmtpd); beyond the guide, the failover's own notifications arrive the same way;
 //! - task 5: the Secondary's heartbeats are in its HighAvailability log.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::Value;

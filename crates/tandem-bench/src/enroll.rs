@@ -118,10 +118,16 @@ impl Client {
         admin: bool,
     ) -> Result<Bytes, Failure> {
         if !self.connection.as_ref().is_some_and(Connection::is_open) {
-            let config = self.shared.tls.anonymous();
-            self.connection = Some(Connection::open(&self.shared.target, config).await?);
+            self.connection = None;
         }
-        let connection = self.connection.as_mut().expect("opened above");
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => {
+                let config = self.shared.tls.anonymous();
+                self.connection
+                    .insert(Connection::open(&self.shared.target, config).await?)
+            }
+        };
         let authorization = admin.then_some(&self.shared.options.authorization);
         let result = connection
             .request(

@@ -96,6 +96,8 @@ pub struct Target {
 impl Target {
     pub fn new(addr: SocketAddr) -> Self {
         let server_name = ServerName::IpAddress(addr.ip().into());
+        // A socket address is digits, dots, colons and brackets: always a valid header value.
+        #[allow(clippy::expect_used)]
         let host_header =
             HeaderValue::from_str(&addr.to_string()).expect("a socket address is a valid header");
         Self {

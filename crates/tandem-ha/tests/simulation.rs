@@ -80,6 +80,9 @@
 //!   simulation <test> -- --nocapture`. With `TANDEM_SIM_TRACE=all` the trace
 //!   also shows the heartbeats that changed nothing.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;

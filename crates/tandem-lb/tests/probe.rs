@@ -3,6 +3,9 @@
 //! with another CA, another pin, another name, or an answer without the OK string. The ballot
 //! header comes back with the answer, and its absence is recorded, not an error.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 

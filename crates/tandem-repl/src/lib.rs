@@ -222,6 +222,7 @@ impl Replication {
     }
 
     /// Waits for the sync lock: a continuous follower applies each batch under it.
+    #[allow(clippy::expect_used)] // the semaphore is never closed (below)
     pub async fn sync_lock(&self) -> tokio::sync::SemaphorePermit<'_> {
         // Acquiring fails only on a closed semaphore, and nothing ever closes this one.
         self.inner

@@ -1,6 +1,9 @@
 //! Two nodes in one process, talking over real SSH on loopback: the schedule never discards a
 //! node's own changes, and the replication listener offers nothing but replication.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use tandem_node::{InitOptions, Node};
 use tandem_repl::sync::{self, SyncOptions};

@@ -2,6 +2,9 @@
 //! real node's SQLite files: every resource's round trip, bad input, authentication and the
 //! error shape.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{

@@ -2,6 +2,9 @@
 //! check-in, commands and policies; and what devices and load balancers see when the node is
 //! Standby or its device gate is closed.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{

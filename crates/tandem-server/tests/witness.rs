@@ -2,6 +2,9 @@
 //! signed (checked by the CA file, by its pinned SHA-256, or explicitly not at all), plain
 //! HTTP, chunked and sized answers, malformed answers, and a witness that never answers.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
