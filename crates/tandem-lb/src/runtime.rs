@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tandem_clock::wall_clock_ms;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -250,10 +251,6 @@ fn policy_for(config: &LbConfig, remembered: Option<Memory>) -> (Policy, Vec<Com
     (policy, restored)
 }
 
-fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
-}
-
 async fn probe_loop(shared: Arc<Shared>, probers: Vec<Prober>) {
     let interval = Duration::from_millis(shared.config.probe_interval.as_millis());
     let mut ticker = tokio::time::interval(interval);
@@ -277,7 +274,7 @@ async fn probe_loop(shared: Arc<Shared>, probers: Vec<Prober>) {
                     // order even when probes and an operator's command race. A failed state
                     // write is logged and counted in apply; routing goes on.
                     let mut policy = shared.policy();
-                    let commands = policy.probe(now_ms(), backend, page, result, ballot);
+                    let commands = policy.probe(wall_clock_ms(), backend, page, result, ballot);
                     let _ = shared.apply(commands);
                     drop(policy);
                 });
@@ -589,7 +586,7 @@ async fn resume(
         Err(error) => return bad_query(error, "POST /resume or POST /resume?to=NAME"),
     };
     let mut policy = shared.policy();
-    match policy.resume(now_ms(), to.as_deref()) {
+    match policy.resume(wall_clock_ms(), to.as_deref()) {
         Ok(commands) => {
             let moved = commands
                 .iter()
@@ -632,7 +629,7 @@ async fn hold(axum::extract::State(shared): AdminState, query: Query<HoldQuery>)
         Err(error) => return bad_query(error, "POST /hold or POST /hold?reason=TEXT"),
     };
     let mut policy = shared.policy();
-    match policy.hold(now_ms(), reason.as_deref()) {
+    match policy.hold(wall_clock_ms(), reason.as_deref()) {
         Ok(commands) => {
             if let Err(error) = shared.apply(commands) {
                 return not_persisted(&error);
@@ -659,7 +656,7 @@ async fn release(axum::extract::State(shared): AdminState) -> AdminAnswer {
     use axum::http::StatusCode;
     let mut policy = shared.policy();
     let was_held = policy.held().is_some();
-    let commands = policy.release(now_ms());
+    let commands = policy.release(wall_clock_ms());
     if let Err(error) = shared.apply(commands) {
         return not_persisted(&error);
     }
@@ -724,7 +721,7 @@ async fn witness_record(
     };
     let mut policy = shared.policy();
     let before = policy.register().clone();
-    let (answer, commands) = policy.record(now_ms(), &request);
+    let (answer, commands) = policy.record(wall_clock_ms(), &request);
     if let Err(error) = shared.apply(commands) {
         policy.memory_not_saved(before);
         return (

@@ -17,6 +17,7 @@ use crate::{REQUEST_TIMEOUT, Replication, ReplicationError};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
+use tandem_clock::wall_clock_ms;
 use tandem_store::changes::Position;
 use tandem_store::history;
 use tandem_store::trust::Endpoint;
@@ -76,12 +77,6 @@ pub enum FollowEnd {
     /// This node's position is not in the source's history: an ordinary sync must decide (full
     /// sync after retention, refusal on divergence).
     NeedsSync { reason: String },
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
 }
 
 /// Follows `endpoint` until the session fails (an error) or this node's position leaves the

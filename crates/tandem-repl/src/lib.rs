@@ -19,6 +19,7 @@ use russh::keys::PrivateKey;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tandem_clock::wall_clock_ms;
 use tandem_ha::machine::PeerView;
 use tandem_node::Node;
 use tandem_store::trust::{self, Endpoint, TrustedHost};
@@ -152,13 +153,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Replication {
     inner: Arc<Inner>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Replication {
@@ -371,7 +365,7 @@ impl Replication {
             epoch,
             position_seq: position.seq,
             position_checksum: position.checksum,
-            wall_clock_ms: now_ms(),
+            wall_clock_ms: wall_clock_ms(),
         })
     }
 
@@ -455,7 +449,7 @@ impl Replication {
         let trusted = self.trusted_host(endpoint).await?;
         let mut connection = ssh::connect(self, endpoint, &trusted).await?;
         let ours = self.hello().await?;
-        let sent_at = now_ms();
+        let sent_at = wall_clock_ms();
         let exchange = async {
             write_frame(&mut connection.stream, &Request::Hello(ours.clone())).await?;
             read_frame::<_, Response>(&mut connection.stream).await
@@ -465,7 +459,7 @@ impl Replication {
             .map_err(|_| ReplicationError::Timeout {
                 endpoint: endpoint.clone(),
             })??;
-        let received_at = now_ms();
+        let received_at = wall_clock_ms();
         let peer = match answer {
             Response::Hello(peer) => peer,
             Response::Refused { reason } => return Err(ReplicationError::Incompatible(reason)),

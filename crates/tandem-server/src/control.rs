@@ -364,10 +364,7 @@ pub async fn execute_offline(
             let mut controller = Controller::new(node_id, durable);
             let now = tandem_ha::machine::Now {
                 monotonic_ms: 0,
-                wall_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|elapsed| elapsed.as_millis() as i64)
-                    .unwrap_or(0),
+                wall_ms: tandem_clock::wall_clock_ms(),
             };
             if let Err(error) =
                 crate::witness::check_change(&controller.durable().config, &change).await

@@ -11,6 +11,7 @@ use crate::state::AppState;
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+pub(crate) use tandem_clock::wall_clock_ms;
 use tandem_ha::config::{
     ConfigChange, ConfigError, ConfigWarning, HaConfig, OnStandbyLost, ReplicationMode,
 };
@@ -352,13 +353,6 @@ fn lock_sessions(
     sessions
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-pub(crate) fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Clock {

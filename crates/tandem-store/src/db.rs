@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use tandem_clock::wall_clock_ms;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 /// Jobs waiting for the writer. When full, callers wait (backpressure) instead of piling up
@@ -1008,12 +1009,6 @@ fn commit_batch(
         completion(commit.clone());
     }
     done
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
 }
 
 #[cfg(test)]
