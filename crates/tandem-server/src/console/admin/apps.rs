@@ -157,11 +157,7 @@ async fn apps_page(
         .collect();
     let mut fields = app_fields(input);
     let unplaced = place_problems(&mut fields, problems);
-    let status = if problems.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
+    let status = super::view::status_of(problems);
     render_with(
         status,
         &AppsPage {

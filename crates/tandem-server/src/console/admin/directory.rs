@@ -123,11 +123,7 @@ async fn users_page(
         .collect();
     let mut fields = user_fields(form);
     let unplaced = place_problems(&mut fields, problems);
-    let status = if problems.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
+    let status = super::view::status_of(problems);
     render_with(
         status,
         &UsersPage {
@@ -300,11 +296,7 @@ async fn labels_page(
         .hint("Optional: which devices carry it and why."),
     ];
     let unplaced = place_problems(&mut fields, problems);
-    let status = if problems.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
+    let status = super::view::status_of(problems);
     render_with(
         status,
         &LabelsPage {

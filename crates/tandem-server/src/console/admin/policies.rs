@@ -2,7 +2,9 @@
 //! `/policies/{kind}/{id}` to edit one, through the store functions `/api/v2/policies` and
 //! `/api/v2/configurations` call.
 
-use super::view::{Choice, Field, Moment, field_problems, message_page, place_problems, refusal};
+use super::view::{
+    Choice, Field, Moment, field_problems, message_page, place_problems, refusal, status_of,
+};
 use crate::console::confirm::{Confirm, Confirmed};
 use crate::console::session::Flash;
 use crate::console::{Chrome, ConsoleForm, ConsoleSession, render_with};
@@ -220,14 +222,6 @@ async fn policies_page(
             unplaced,
         },
     )
-}
-
-fn status_of(problems: &[FieldError]) -> StatusCode {
-    if problems.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    }
 }
 
 async fn list(

@@ -187,6 +187,15 @@ impl Field {
     }
 }
 
+/// A page's status: 200, or 422 when it shows refused values.
+pub fn status_of(problems: &[FieldError]) -> StatusCode {
+    if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    }
+}
+
 /// Puts each refused field's problem next to its field; returns the problems no field of
 /// the form shows (to be shown above it).
 pub fn place_problems(fields: &mut [Field], problems: &[FieldError]) -> Vec<String> {
