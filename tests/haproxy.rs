@@ -412,7 +412,7 @@ fn after_the_failback_traffic_stays_on_the_secondary_until_the_operator_resumes(
     haproxy.assert_served_by("node-b");
     assert_eq!(haproxy.pinned().as_deref(), Some("secondary"));
 
-    // The manual resume, exactly as README.md gives it: traffic goes to the Primary at once.
+    // The manual resume, exactly as docs/traffic.md gives it: traffic goes to the Primary at once.
     let answer = haproxy.api("clear table tandem_nodes");
     assert!(answer.trim().is_empty(), "{answer}");
     haproxy.assert_served_by("node-a");

@@ -180,7 +180,7 @@ fn a_refused_replication_key_is_logged_with_its_fingerprint_and_address() {
     );
 }
 
-/// The README's procedure for rotating a node's SSH key: stop the node, replace its key file,
+/// The procedure of docs/security.md for rotating a node's SSH key: stop the node, replace its key file,
 /// start it. Its peers refuse the new key (naming both fingerprints) until an operator gives
 /// them the new `local-key`; then replication works again.
 #[test]

@@ -27,7 +27,7 @@
 //!   `Controller::new(id, last Durable it was told to Persist)`; anything not persisted is lost),
 //!   crashes in the middle of carrying out a step's commands, partitions and heals, message
 //!   loss, wall-clock jumps (the monotonic clock restarts at 0 with each process), and rare
-//!   operator actions done as the README says: failback (`failover sync` from the Active node,
+//!   operator actions done as docs/ha.md says: failback (`failover sync` from the Active node,
 //!   `failover mode primary --force` on the returned node, `failover mode secondary` on the
 //!   other), making a fenced node a Standby (`failover mode secondary`), Run Sync Now on a
 //!   Standby, promoting a Standby by hand (refused while another node is seen Active), and the
@@ -1273,7 +1273,7 @@ impl World {
         });
     }
 
-    /// An operator following the README, acting on what `tandem ha status` shows.
+    /// An operator following docs/ha.md, acting on what `tandem ha status` shows.
     fn operator(&mut self) -> Result<(), Violation> {
         #[derive(Clone, Copy)]
         enum Action {
