@@ -254,12 +254,12 @@ fn run_file(file: &Path) -> Result<usize, Box<Failure>> {
     let last_line: usize = progress
         .lines()
         .filter_map(|line| line.parse().ok())
-        .last()
+        .next_back()
         .unwrap_or(blocks[0].line);
     let failed_line = progress
         .lines()
         .filter_map(|line| line.strip_prefix("line ")?.parse::<usize>().ok())
-        .last()
+        .next_back()
         .and_then(|script_line| origin.get(script_line.checked_sub(1)?).copied())
         .filter(|line| *line > 0);
     let block = blocks
@@ -574,7 +574,7 @@ fn a_failing_block_is_reported_and_its_processes_killed() {
         ),
     )
     .unwrap();
-    let failure = run_file(&file).err().expect("the second block fails");
+    let failure = run_file(&file).expect_err("the second block fails");
     assert_eq!(failure.block.line, 8);
     assert_eq!(failure.failed_line, Some(10), "the line of `false`");
     assert!(
