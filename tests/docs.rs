@@ -32,6 +32,9 @@ const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
 /// A file's blocks may run this long in all before the session is killed: the handbook's labs
 /// take well under a minute; this only ends a block that hangs (a poll loop without a bound).
 const FILE_DEADLINE: Duration = Duration::from_secs(600);
+/// SIGKILL takes effect when the killed process is next scheduled: on a loaded machine a few
+/// milliseconds, never seconds; past this something escaped the kill.
+const GROUP_EXIT_DEADLINE: Duration = Duration::from_secs(10);
 /// A reservation file older than this was left by a killed test run and may be taken again.
 const STALE_RESERVATION: Duration = Duration::from_secs(3600);
 /// The info string that marks a block to run, exactly as the convention writes it.
@@ -284,12 +287,36 @@ fn run_file(file: &Path) -> Result<usize, Box<Failure>> {
     }))
 }
 
-/// SIGKILL to the whole process group `pgid` (the session's bash and all it started).
+/// SIGKILL to the whole process group `pgid` (the session's bash and all it started), then a
+/// wait until none of them runs any more, so the next file's session finds its ports free.
 fn kill_group(pgid: u32) {
     let _ = Command::new("kill")
         .args(["-KILL", "--", &format!("-{pgid}")])
         .stderr(Stdio::null())
         .status();
+    let killed = Instant::now();
+    while group_running(pgid) {
+        assert!(
+            killed.elapsed() < GROUP_EXIT_DEADLINE,
+            "processes of group {pgid} still run {GROUP_EXIT_DEADLINE:?} after SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a process of group `pgid` still runs (a zombie waiting to be reaped does not).
+fn group_running(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // After the command's name in parentheses: state, parent pid, process group.
+        let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        matches!(fields.as_slice(), [state, _, group, ..]
+            if *state != "Z" && group.parse::<u32>().ok() == Some(pgid))
+    })
 }
 
 /// Runs `files` and panics once with every failure, each with its file, line, block and output.
