@@ -367,3 +367,49 @@ async fn a_second_process_cannot_open_a_node_that_one_serves() {
     let stdout = String::from_utf8_lossy(&status.stdout);
     assert!(stdout.contains("\"running\": false"), "{stdout}");
 }
+
+/// A device refused by a node (not Active, or device connections disabled) gets the 503 that
+/// says why over HTTP/2 as well: the refusal used to be sent before the request body was read,
+/// and the stream then ended in a reset that clients (curl exit 92) report as a stream error.
+#[test]
+fn refused_device_requests_get_their_503_over_http2() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        return support::skip_without("curl", "it speaks HTTP/2", "apt-get install curl");
+    }
+    let mut node = support::node::Node::init("node-a");
+    node.serve();
+    node.wait_for_state("Active");
+    node.ok(&["failover", "client-connection", "disable"]);
+    let url = format!("https://127.0.0.1:{}/device/v1/enroll", node.service_port);
+    // Each attempt opens its own connection: the refusal is per connection.
+    for attempt in 0..10 {
+        let output = Command::new("curl")
+            .args([
+                "-sk",
+                "--http2",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code} %{http_version}",
+            ])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"pin":"000000"}"#,
+            ])
+            .arg(&url)
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "attempt {attempt}: curl failed: {output:?}"
+        );
+        assert!(printed.ends_with("503 2"), "attempt {attempt}: {printed}");
+        assert!(
+            printed.contains("client-connection enable"),
+            "attempt {attempt}: {printed}"
+        );
+    }
+}

@@ -26,6 +26,13 @@ pub fn router(state: AppState) -> Router<AppState> {
         .layer(middleware::from_fn_with_state(state, devices_admitted))
 }
 
+/// How much of a refused device request's body is read before the refusal is sent. Over HTTP/2
+/// an answer sent while the client is still sending ends the stream with a reset, which clients
+/// (curl, Apple's) report as a stream error instead of the 503 that says where to go; device
+/// bodies are small JSON documents, so reading this much first costs nothing, and a larger body
+/// still gets the reset instead of tying the connection up.
+const REFUSED_BODY_DRAIN_BYTES_MAX: usize = 64 * 1024;
+
 /// Device traffic is served only by an Active node, and only on connections accepted while the
 /// device gate was open.
 async fn devices_admitted(
@@ -34,9 +41,21 @@ async fn devices_admitted(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    match refusal(&state, &connection) {
+        None => Ok(next.run(request).await),
+        Some(refused) => {
+            // The outcome of the read does not matter: the refusal is the answer either way.
+            let _ = axum::body::to_bytes(request.into_body(), REFUSED_BODY_DRAIN_BYTES_MAX).await;
+            Err(refused)
+        }
+    }
+}
+
+/// Why this node does not serve a device request on this connection, if it does not.
+fn refusal(state: &AppState, connection: &ConnectionInfo) -> Option<ApiError> {
     let status = state.node_status();
     if !status.accepts_writes() {
-        return Err(ApiError::unavailable(
+        return Some(ApiError::unavailable(
             "not_active",
             format!(
                 "node {} is {}; devices are served by the Active node{}",
@@ -47,7 +66,7 @@ async fn devices_admitted(
         ));
     }
     if !connection.devices_allowed {
-        return Err(ApiError::unavailable(
+        return Some(ApiError::unavailable(
             "client_connections_disabled",
             format!(
                 "new device connections are disabled on node {} \
@@ -56,7 +75,7 @@ async fn devices_admitted(
             ),
         ));
     }
-    Ok(next.run(request).await)
+    None
 }
 
 fn device_fingerprint(connection: &ConnectionInfo) -> ApiResult<String> {
