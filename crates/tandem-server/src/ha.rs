@@ -1354,38 +1354,6 @@ impl HaRuntime {
         }
     }
 
-    /// [`Command::FallBackAtPromotion`]: the fallback the synchronous timeout would make, made
-    /// now, on the same terms: with witnesses, only once they recorded it (writes wait for the
-    /// record, not for the timeout); without, at once. The head is the generation, so the first
-    /// Standby that holds it restores synchronous replication.
-    fn fall_back_at_promotion(&mut self) {
-        if self.controller.status().state != State::Active {
-            return;
-        }
-        let Some(gate) = self.ack_gate() else {
-            return;
-        };
-        if gate.wait_max.is_none() {
-            return;
-        }
-        // 0 means "not degraded": an empty database's head still names a generation.
-        let head = self.state.db.head_seq().max(1);
-        if gate.record_required {
-            // A request already out is answered first; the timeout path asks again after it.
-            if !self.records.in_flight {
-                self.record_own(tandem_ha::record::RecordKind::Degrade, head);
-            }
-        } else {
-            let _ = self.sync_degraded.compare_exchange(
-                0,
-                head,
-                std::sync::atomic::Ordering::AcqRel,
-                std::sync::atomic::Ordering::Acquire,
-            );
-            self.state.db.set_ack_gate(self.ack_gate());
-        }
-    }
-
     /// The witnesses answered a record about this node's own ballot.
     async fn recorded(
         &mut self,
