@@ -24,7 +24,8 @@
 # Environment (defaults in brackets): REPEAT [5] LOAD_MINUTES [10] SETTINGS ["guide 250ms
 # 100ms"] DEVICES [64] (enrolled per pair) CLIENTS [4] (check-in connections during (a))
 # CONNECTIONS [32] (loadgen connections during (b)) PORT_BASE [26400] SKIP_BUILD [unset: build]
-# SKIP_HAPROXY [unset] SKIP_LOAD [unset] RESULTS [unset: a file to append the JSON lines to].
+# SKIP_HAPROXY [unset] SKIP_LOAD [unset] RESULTS [unset: a file to append the JSON lines to]
+# PROFILE [release; debug runs the debug binaries].
 # Prints one JSON line per run and per soak, then a summary table. Installs haproxy (apt) when
 # missing; needs curl, sqlite3 and python3.
 set -euo pipefail
@@ -39,7 +40,9 @@ PORT_BASE=${PORT_BASE:-26400}
 export TANDEM_LOG=${TANDEM_LOG:-warn}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/target/release"
+# PROFILE=debug runs the debug binaries (e.g. when a release build is not at hand; slower).
+PROFILE=${PROFILE:-release}
+BIN="$ROOT/target/$PROFILE"
 
 # What the runs need, installed when missing (as scripts/test does).
 missing=()
@@ -56,7 +59,11 @@ if ((${#missing[@]})); then
 fi
 HAPROXY=${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}
 if [[ -z "${SKIP_BUILD:-}" ]]; then
-    (cd "$ROOT" && cargo build --release --locked -p tandem -p tandem-bench)
+    if [[ $PROFILE == release ]]; then
+        (cd "$ROOT" && cargo build --release --locked -p tandem -p tandem-bench)
+    else
+        (cd "$ROOT" && cargo build --locked -p tandem -p tandem-bench)
+    fi
 fi
 
 WORK=$(mktemp -d)
