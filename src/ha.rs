@@ -1139,12 +1139,62 @@ fn print_controller(snapshot: &serde_json::Value) {
     );
     if let Some(reason) = snapshot["fenced"].as_str() {
         outln!("Fenced: {reason}");
-        outln!("{FENCED_ADVICE}");
+        match snapshot["fencedFix"].as_str() {
+            Some(fix) => outln!(
+                "  This node does not serve. To return it to service with nothing lost, make \
+                 it the Active node's Standby: {fix}; it syncs (writes only this node has are \
+                 saved under divergence/). To give it the Primary role back, run `tandem ha \
+                 switchover` here once it is in step."
+            ),
+            None => outln!("{FENCED_ADVICE}"),
+        }
     }
     if snapshot["checkingPeers"] == true {
         outln!("Checking the trusted peers before serving…");
     }
     print_config(&snapshot["config"], Some(snapshot));
+    print_controls_mismatch(snapshot);
+}
+
+/// Each node keeps its own Fail Over Controls and witnesses across a failover (they apply while
+/// it is a Secondary): says so when the peer's, as its heartbeats told, differ from this node's.
+fn print_controls_mismatch(snapshot: &serde_json::Value) {
+    let config = &snapshot["config"];
+    let peer = &snapshot["peer"];
+    let theirs = &peer["failOverControls"];
+    if !theirs.is_object() {
+        return;
+    }
+    let ours = serde_json::json!({
+        "heartbeatInterval": config["heartbeatInterval"],
+        "heartbeatFailures": config["heartbeatFailures"],
+        "recheckInterval": config["recheckInterval"],
+        "witnesses": config["witnesses"].as_array().map_or(0, Vec::len),
+    });
+    if &ours == theirs {
+        return;
+    }
+    let describe = |controls: &serde_json::Value| {
+        format!(
+            "heartbeat every {} × {}, re-check every {}, {} witness(es)",
+            text(controls, "heartbeatInterval"),
+            text(controls, "heartbeatFailures"),
+            text(controls, "recheckInterval"),
+            text(controls, "witnesses")
+        )
+    };
+    outln!(
+        "WARNING: Fail Over Controls differ from {}'s: here {}; there {}. Each node keeps its own \
+         across a failover (they apply while it is a Secondary); to match, run here `tandem ha \
+         configure --heartbeat-interval {} --heartbeat-failures {} --recheck-interval {}` (and \
+         the same --witness URLs).",
+        text(peer, "nodeName"),
+        describe(&ours),
+        describe(theirs),
+        text(theirs, "heartbeatInterval"),
+        text(theirs, "heartbeatFailures"),
+        text(theirs, "recheckInterval")
+    );
 }
 
 /// The HA Configuration fields; with the controller's snapshot, also its live heartbeat and
@@ -1412,6 +1462,9 @@ fn print_status(result: &serde_json::Value) {
             }
             print_config(&result["config"], None);
         }
+    }
+    if let Some(source) = result["replication"].as_str() {
+        outln!("Replication: OK ({source})");
     }
     if let Some(follower) = result["follower"].as_object() {
         let field = |name: &str| follower.get(name).cloned().unwrap_or_default();

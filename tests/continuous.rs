@@ -232,6 +232,62 @@ fn synchronous_replication_loses_no_acknowledged_write_over_repeated_kill_9() {
     eprintln!("{RUNS} runs, {total} acknowledged writes, 0 missing");
 }
 
+/// The rule for a node promoted over a failed Primary (ARCHITECTURE.md): with the continuous
+/// fallback it falls back at once, once the witness recorded it, instead of making its first
+/// writes wait the synchronous timeout for the Standby it just failed over from.
+#[test]
+fn a_node_promoted_over_a_failed_primary_does_not_wait_for_it_as_its_standby() {
+    // The longest timeout there is: a write answered before it ran out was answered by the rule.
+    let (mut a, b, lb) = pair_with_witness("synchronous", &["--synchronous-timeout", "10m"]);
+    assert_eq!(create_label(&a, "before-the-failure"), 201);
+    a.kill_9();
+    b.wait_for_state("Active");
+    // No Standby follows node-b (node-a is dead), yet its first write is acknowledged.
+    let answer = support::node::try_https_within(
+        b.service_port,
+        reqwest::Method::POST,
+        "/api/v2/labels",
+        Some(serde_json::json!({ "name": "first-after-the-failover" })),
+        Duration::from_secs(120),
+    );
+    assert!(matches!(answer, Ok((201, _))), "{answer:?}");
+    // It said why, and raised the alarm of a Primary acknowledging without its Standby.
+    let log = b.ha_log();
+    assert!(
+        log.iter().any(|(_, _, message)| message.contains(
+            "writes are acknowledged without a Standby as soon as the witnesses record it"
+        )),
+        "{log:#?}"
+    );
+    wait_until(
+        || format!("{:?}", b.ha_log()),
+        || {
+            b.ha_log()
+                .iter()
+                .any(|(_, level, message)| level == "ERROR" && message.contains("degraded"))
+        },
+    );
+    // The witness holds the record first: node-b's ballot acknowledges without a Standby, so
+    // no node can promote over writes it alone holds.
+    let memory = std::fs::read_to_string(lb.state_file()).unwrap();
+    let memory: serde_json::Value = serde_json::from_str(&memory).unwrap();
+    let record = &memory["memory"]["synchronous"];
+    assert_eq!(record["kind"], "degraded", "{memory:#}");
+    assert_eq!(record["by"], "node-b", "{memory:#}");
+    // `ha status` on the promoted node: it is the source, not a Standby whose stream is down.
+    let text = b.ok(&["ha", "status"]);
+    assert!(
+        text.contains("Replication: OK (Active: the source)"),
+        "{text}"
+    );
+    assert!(!text.contains("BEHIND"), "{text}");
+    let (code, probe) = b.get("/status/replication.html");
+    assert_eq!(
+        (code, probe.as_str()),
+        (200, "TANDEM-REPLICATION: OK (Active: the source)\n")
+    );
+}
+
 #[test]
 fn synchronous_block_makes_writes_wait_for_a_lost_standby() {
     let (a, mut b) = pair_with("synchronous", &["--if-standby-lost", "block"]);

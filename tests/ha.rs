@@ -9,7 +9,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::node::{FAST, Links, Node, STATE_DEADLINE, describe, start_pair};
+use support::node::{FAST, Links, Node, STATE_DEADLINE, describe, start_pair, wait_until};
 
 fn millis(rfc3339: &str) -> i64 {
     let at = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
@@ -102,6 +102,20 @@ fn kill_9_of_the_primary_promotes_the_secondary_and_the_old_primary_returns_not_
     );
     assert_eq!(code, 201, "{body}");
     b.ok(&["failover", "sync", &a.endpoint()]);
+    // The Fail Over Controls were set on the Secondary only: the Primary, which keeps its own
+    // (defaults) once a failover makes it a Secondary, says so and gives the command to match.
+    wait_until(
+        || a.ok(&["ha", "status"]),
+        || {
+            a.ok(&["ha", "status"])
+                .contains("WARNING: Fail Over Controls differ from node-b's")
+        },
+    );
+    let text = a.ok(&["ha", "status"]);
+    assert!(
+        text.contains("here heartbeat every 10s × 3, re-check every 5s, 0 witness(es)"),
+        "{text}"
+    );
     a.kill_9();
     b.wait_for_state("Active");
     assert_eq!(
@@ -173,6 +187,21 @@ fn kill_9_of_the_primary_promotes_the_secondary_and_the_old_primary_returns_not_
         "{stderr}"
     );
     assert_eq!(a.state(), "Not Available");
+    // `failover mode secondary` needs --primary, which an old Primary lacks: the refusal, the
+    // fence and `ha status` give the full command, with the Active node's address.
+    let follow = format!(
+        "`tandem ha configure --mode secondary --primary {}` (node-b, the Active node)",
+        b.endpoint()
+    );
+    let refused = a.cli(&["failover", "mode", "secondary"]);
+    assert!(!refused.status.success(), "{}", describe(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--primary is not set") && stderr.contains(&follow),
+        "{stderr}"
+    );
+    let text = a.ok(&["ha", "status"]);
+    assert!(text.contains(&follow), "{text}");
     // As the refusal says: a Standby of node-b first, then a switchover (nothing lost).
     a.ok(&[
         "ha",

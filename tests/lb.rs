@@ -14,6 +14,7 @@ use std::time::Duration;
 use support::LinkProxy;
 use support::free_ports;
 use support::lb::{Lb, admin_get};
+use support::load::Writers;
 use support::node::{FAST, Links, Node, describe, start_pair, tandem, wait_until};
 
 /// Makes `a` the Primary and `b` its Secondary (trusted both ways, fast Fail Over Controls,
@@ -113,6 +114,46 @@ fn traffic_follows_the_promoted_secondary_never_fails_back_and_resumes_by_hand()
     assert!(metrics.contains("tandem_lb_connections_total{backend=\"main-secondary\"}"));
     let log = lb.log();
     assert!(log.contains("traffic switched"), "{log}");
+}
+
+/// Table 1's role swap under load through the controller: the old Primary, stepping down, says
+/// so on its next probe, and the new Active states the newer ballot, so traffic follows at once
+/// (the reason names the ballots, not `fall` failed probes). No acknowledged write is lost.
+#[test]
+fn after_a_switchover_traffic_follows_the_new_active_node_by_its_ballot() {
+    let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+    let lb = Lb::start(&[("main-primary", &a, "main"), ("main-secondary", &b, "main")]);
+    pair(&mut a, &mut b, None, &[]);
+    lb.wait_until_active("main-primary");
+    let load = Writers::start(lb.device_port, 2, "swap");
+    load.wait_for_more(20, "before the switchover");
+    b.ok(&["ha", "switchover"]);
+    lb.wait_until_active("main-secondary");
+    load.wait_for_more(20, "after the switchover");
+    let acknowledged = load.stop();
+    assert_eq!(lb.served_by().as_deref(), Some("node-b"));
+    let status = lb.status();
+    let reason = status["lastSwitch"]["reason"].as_str().unwrap_or_default();
+    // By the ballots: the old Primary said it stepped down, or still claimed epoch 1 when
+    // node-b's epoch 2 was seen (whichever probe came first).
+    assert!(
+        reason.contains("main-primary stepped down: its ballot says `epoch=")
+            || reason.contains("main-primary's claim, epoch 1 of node"),
+        "{status:#}"
+    );
+    assert!(!reason.contains("status probes in a row"), "{status:#}");
+    let on_b = b.labels();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| !on_b.contains(*name))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes are not on the new Active node: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
 }
 
 #[test]

@@ -106,6 +106,49 @@ pub struct PeerView {
     /// transitively (see [`crate::cluster`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub known: Vec<KnownNode>,
+    /// The sender's own Fail Over Controls and witness count (absent from older nodes): each
+    /// node keeps its own across a failover, so `ha status` can say when the two differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_over_controls: Option<FailOverControls>,
+}
+
+/// A node's Fail Over Controls and how many witnesses it asks: settings of its own, used while
+/// it is a Secondary, and kept when a failover makes an old Primary a Secondary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailOverControls {
+    pub heartbeat_interval: crate::config::Span,
+    pub heartbeat_failures: u32,
+    pub recheck_interval: crate::config::Span,
+    pub witnesses: usize,
+}
+
+impl FailOverControls {
+    pub fn of(config: &HaConfig) -> Self {
+        Self {
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_failures: config.heartbeat_failures,
+            recheck_interval: config.recheck_interval,
+            witnesses: config.witnesses.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for FailOverControls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "heartbeat every {} × {}, re-check every {}, {}",
+            self.heartbeat_interval,
+            self.heartbeat_failures,
+            self.recheck_interval,
+            match self.witnesses {
+                0 => "no witness".to_owned(),
+                1 => "1 witness".to_owned(),
+                count => format!("{count} witnesses"),
+            }
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +256,12 @@ pub enum Command {
     /// reconnect when it fails) until told otherwise; `None`: stop following. Emitted only when
     /// the wish changes. The runtime reports the source's epoch with `SourceEpoch`.
     Follow { from: Option<String> },
+    /// Synchronous replication with the continuous fallback: this node was just promoted because
+    /// the node it followed failed, and that node was the only Standby it could have had. Fall
+    /// back now (with witnesses: once they recorded it, as after the timeout) instead of making
+    /// the first writes wait the whole synchronous timeout for it. Never emitted with `block`.
+    /// `generation` is not chosen here: the runtime uses its head, as the timeout path does.
+    FallBackAtPromotion,
     Notify {
         notification: Notification,
         message: String,
@@ -374,6 +423,9 @@ pub struct Snapshot {
     pub epoch: i64,
     pub config: HaConfig,
     pub fenced: Option<String>,
+    /// While fenced: the full command that makes this node the Active node's Standby.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fenced_fix: Option<String>,
     pub checking_peers: bool,
     pub heartbeat: HeartbeatStatus,
     pub clock_skew_ms: Option<i64>,
@@ -562,6 +614,11 @@ impl Controller {
             epoch: self.durable.epoch,
             config: self.durable.config.clone(),
             fenced: self.durable.fenced.clone(),
+            fenced_fix: self
+                .durable
+                .fenced
+                .is_some()
+                .then(|| self.follow_active_advice(None)),
             checking_peers: self.checking_peers,
             heartbeat: HeartbeatStatus {
                 active: self.heartbeats_wanted(),
@@ -715,6 +772,9 @@ impl Controller {
             .max(self.peer_epoch_max)
             .max(self.cluster.epoch_max())
             + 1;
+        // Whether the node this one followed was detected failed: then it is gone, and it was
+        // the Standby this node would have had.
+        let followed_failed = self.heartbeat.detected;
         self.durable.epoch = epoch;
         self.durable.fenced = None;
         self.promotion_held = None;
@@ -736,6 +796,54 @@ impl Controller {
             notification: Notification::BecamePrimary,
             message: format!("this server became primary (Active, epoch {epoch}): {why}"),
         });
+        if followed_failed {
+            self.standby_known_lost(commands);
+        }
+    }
+
+    /// After a promotion over a failed Primary, with synchronous replication: the rule for the
+    /// first writes (ARCHITECTURE.md). With the continuous fallback the node falls back at once:
+    /// waiting the timeout for a Standby it knows is gone protects nothing, and the fallback
+    /// keeps its guarantees (with witnesses it is recorded before any write is acknowledged
+    /// without a Standby, so no node can promote over this one's writes; the alarm is raised as
+    /// after the timeout; the first Standby to catch up restores it). With `block` writes wait
+    /// for a Standby, as the mode promises.
+    fn standby_known_lost(&self, commands: &mut Vec<Command>) {
+        let config = &self.durable.config;
+        if !config.enabled || config.replication != ReplicationMode::Synchronous {
+            return;
+        }
+        let primary = config.primary_text().unwrap_or_default();
+        match config.on_standby_lost {
+            OnStandbyLost::Continuous => {
+                let first = if config.witnesses.is_empty() {
+                    "now"
+                } else {
+                    "as soon as the witnesses record it"
+                };
+                log(
+                    commands,
+                    Level::Warn,
+                    format!(
+                        "synchronous replication: the Standby this node would wait for is {primary}, \
+                         which just failed; writes are acknowledged without a Standby {first} \
+                         (--if-standby-lost continuous), not after the {} timeout, until a \
+                         Standby catches up",
+                        config.synchronous_timeout
+                    ),
+                );
+                commands.push(Command::FallBackAtPromotion);
+            }
+            OnStandbyLost::Block => log(
+                commands,
+                Level::Warn,
+                format!(
+                    "synchronous replication with --if-standby-lost block: writes wait until a \
+                     Standby confirms them ({primary}, the failed Primary, or another node \
+                     following this one)"
+                ),
+            ),
+        }
     }
 
     /// Steps down for good: `holder` is Active with `newer`, a ballot above this node's own.
@@ -767,15 +875,45 @@ impl Controller {
         self.serve(State::NotAvailable, commands);
         let advice = format!(
             "{reason}; this node stopped serving (Not Available). To return it to service with \
-             nothing lost, make it a Standby of the Active node (`tandem ha configure --mode \
-             secondary --primary HOST` or `tandem failover mode secondary`); once it is in step, \
-             `tandem ha switchover` here gives it the Primary role back"
+             nothing lost, make it a Standby of the Active node: {}; once it is in step, \
+             `tandem ha switchover` here gives it the Primary role back",
+            self.follow_active_advice(Some((newer, holder)))
         );
         log(commands, Level::Error, advice.clone());
         commands.push(Command::Notify {
             notification: Notification::Fenced,
             message: advice,
         });
+    }
+
+    /// The full command that makes this node a Standby of the Active node: with its replication
+    /// address when a peer check or gossip told it (the newest claim known, or `holder`), else a
+    /// placeholder to fill in. `failover mode secondary` alone works only once `--primary` is
+    /// set, which an old Primary usually lacks.
+    fn follow_active_advice(&self, holder: Option<(&Ballot, &str)>) -> String {
+        let newest = self
+            .cluster
+            .members()
+            .filter_map(|member| member.claim().map(|claim| (claim, member)))
+            .max_by(|a, b| a.0.cmp(&b.0));
+        let holder_name = holder.map(|(_, name)| name);
+        let (name, address) = match newest {
+            Some((claim, member))
+                if holder.is_none_or(|(newer, _)| claim >= *newer) && member.address.is_some() =>
+            {
+                (Some(member.node_name.as_str()), member.address.as_deref())
+            }
+            _ => (holder_name, None),
+        };
+        let address = address.unwrap_or("<the Active node's replication address, HOST:PORT>");
+        let whom = name.map_or_else(String::new, |name| format!(" ({name}, the Active node)"));
+        if self.durable.config.mode == Mode::Secondary && self.durable.config.primary.is_some() {
+            return format!(
+                "`tandem failover mode secondary` (its Primary is set), or `tandem ha configure \
+                 --mode secondary --primary {address}`{whom}"
+            );
+        }
+        format!("`tandem ha configure --mode secondary --primary {address}`{whom}")
     }
 
     /// A peer's view arrived. `contact` says how: it decides whether the clock comparison means
@@ -1642,11 +1780,11 @@ impl Controller {
             }
             OperatorCommand::ModeSecondary => {
                 if self.durable.config.primary.is_none() {
-                    return Err(
-                        "this node has no Primary to follow; set one first with `tandem ha \
-                         configure --primary HOST[:PORT]`"
-                            .into(),
-                    );
+                    return Err(format!(
+                        "this node has no Primary to follow (--primary is not set); set it to \
+                         the Active node instead: {}",
+                        self.follow_active_advice(None)
+                    ));
                 }
                 self.durable.config.mode = Mode::Secondary;
                 self.durable.config.node_status = NodeStatusSetting::Standby;

@@ -41,6 +41,7 @@ fn peer(name: &str, mode: Mode, state: State, epoch: i64, now: Now) -> PeerView 
         synchronous_timeout: None,
         acknowledging_without_standby: None,
         known: Vec::new(),
+        fail_over_controls: None,
         node_name: name.into(),
         node_id: format!("id-{name}"),
         ha_enabled: true,
@@ -1253,4 +1254,74 @@ fn a_promotion_the_witnesses_refused_to_record_is_held() {
         },
     );
     assert!(held(&commands).is_some(), "{commands:?}");
+}
+
+fn falls_back(commands: &[Command]) -> bool {
+    commands
+        .iter()
+        .any(|command| matches!(command, Command::FallBackAtPromotion))
+}
+
+#[test]
+fn a_node_promoted_over_its_failed_primary_falls_back_at_once_unless_writes_must_block() {
+    // Continuous fallback: the Standby it would wait for is the Primary that just failed.
+    let timeout = |config: &mut HaConfig| config.synchronous_timeout = Span::from_secs(20);
+    let mut controller = following(ReplicationMode::Synchronous, timeout);
+    replication(&mut controller, 10_015, Some(10_000), None);
+    let detected = fail_three_times(&mut controller, 10_010);
+    assert!(promoted(&detected), "{detected:?}");
+    assert!(falls_back(&detected), "{detected:?}");
+    // After the Serve that opens writes, so the fallback applies to the new tenure's gate.
+    let serve_at = detected
+        .iter()
+        .position(|command| matches!(command, Command::Serve { .. }));
+    let fall_back_at = detected
+        .iter()
+        .position(|command| matches!(command, Command::FallBackAtPromotion));
+    assert!(serve_at < fall_back_at, "{detected:?}");
+    assert!(
+        logs(&detected)
+            .iter()
+            .any(|line| line.contains("writes are acknowledged without a Standby now")),
+        "{detected:?}"
+    );
+
+    // `block`: writes wait for a Standby, as the mode promises.
+    let mut controller = following(ReplicationMode::Synchronous, |config| {
+        config.on_standby_lost = OnStandbyLost::Block
+    });
+    let detected = fail_three_times(&mut controller, 10_010);
+    assert!(
+        promoted(&detected) && !falls_back(&detected),
+        "{detected:?}"
+    );
+
+    // Continuous replication has no gate; a promotion by hand while the Primary answers (a
+    // switchover, `failover mode primary`) keeps waiting for the old Primary as its Standby.
+    let mut controller = following(ReplicationMode::Continuous, |config| {
+        config.on_behind = OnBehind::Promote
+    });
+    assert!(!falls_back(&fail_three_times(&mut controller, 10_010)));
+    let mut controller = following(ReplicationMode::Synchronous, |_| {});
+    let commands = controller
+        .operator_with(at(10_000), OperatorCommand::ModePrimary, Guard::Forced)
+        .unwrap();
+    assert!(
+        promoted(&commands) && !falls_back(&commands),
+        "{commands:?}"
+    );
+}
+
+#[test]
+fn a_fenced_node_and_a_refused_mode_secondary_give_the_full_command_to_follow_the_active_node() {
+    let mut controller = Controller::new("id-self", Durable::new(primary(), 1));
+    controller.handle(at(0), Event::Started);
+    let error = controller
+        .operator_with(at(10), OperatorCommand::ModeSecondary, Guard::Forced)
+        .unwrap_err();
+    assert!(
+        error.contains("--primary is not set")
+            && error.contains("`tandem ha configure --mode secondary --primary <the Active"),
+        "{error}"
+    );
 }

@@ -838,6 +838,7 @@ impl World {
             synchronous_timeout: Some(controller.durable().config.synchronous_timeout),
             acknowledging_without_standby: None,
             known: controller.known(self.now_of(node)),
+            fail_over_controls: None,
         })
     }
 
@@ -1602,7 +1603,8 @@ impl World {
                         from.as_deref().and_then(|from| self.node_by_address(from));
                 }
                 Command::SkipSync { .. } => self.tally.skipped_syncs += 1,
-                Command::ClearFrozen => {}
+                // The simulated nodes replicate by schedule: no write gate to fall back from.
+                Command::ClearFrozen | Command::FallBackAtPromotion => {}
                 Command::Notify { notification, .. } => match notification {
                     Notification::BecamePrimary => self.tally.promotions += 1,
                     Notification::Fenced => self.tally.fences += 1,

@@ -24,6 +24,10 @@
 //!    below, traffic follows the backend holding the newest claim (not a fail-back: it follows the
 //!    newer Active). The first routing after a start follows the same rule, then the remembered
 //!    active backend, then configuration order.
+//!    4b. A backend that states it stepped down (Standby or Not Available in the HA group while
+//!    another node holds the newest claim) loses traffic the same way, on that probe: after a
+//!    switchover or a fence the old Primary says so at once, so devices do not wait for `fall`
+//!    failed status probes ([`Policy::stood_down`]).
 //! 5. A backend with `ha=disabled` has left the HA group (a standalone node, e.g. during the
 //!    guide's upgrade): it is never a failover candidate; if it is the active backend, traffic
 //!    stays on it and a warning is logged once.
@@ -669,6 +673,28 @@ impl Policy {
         }
     }
 
+    /// The backend says itself that it no longer serves: it states a ballot in the HA group
+    /// while Standby or Not Available, and the newest claim known is another node's, in an epoch
+    /// at least its own (rule 4b; a Standby takes its source's epoch counter when it syncs, so
+    /// the counters may be equal). An old Primary after a switchover or a fence answers so on
+    /// its very next probe, so traffic follows the newer claim at once instead of after `fall`
+    /// failed status probes. A node restarting in its own tenure holds the newest claim itself:
+    /// it keeps traffic.
+    pub fn stood_down(&self, index: usize) -> bool {
+        self.backends[index].ballot.as_ref().is_some_and(|ballot| {
+            ballot.ha_enabled
+                && ballot.state != tandem_ha::State::Active
+                && self.highest_claim.as_ref().is_some_and(|highest| {
+                    highest.node_id != ballot.own.node_id && highest.epoch >= ballot.own.epoch
+                })
+        })
+    }
+
+    /// Rule 4 or 4b: traffic must leave this backend for the newest claim.
+    fn superseded(&self, index: usize) -> bool {
+        self.below_newest_claim(index) || self.stood_down(index)
+    }
+
     /// May be given traffic by an automatic switch: no ballot (rules 1 to 3 as they are), or a
     /// claim that is the newest seen. A standalone node (`ha=disabled`) or a Tandem node that
     /// claims nothing never is.
@@ -686,7 +712,7 @@ impl Policy {
     /// May keep (or be given by the first routing or an operator) traffic: its status page is
     /// not down and its claim is not stale.
     fn may_keep(&self, index: usize) -> bool {
-        self.backends[index].status.state != HealthState::Down && !self.below_newest_claim(index)
+        self.backends[index].status.state != HealthState::Down && !self.superseded(index)
     }
 
     /// Moves traffic to `to`, or to the first backend whose status page is up and whose claim
@@ -850,7 +876,7 @@ impl Policy {
             self.warn_standalone(active, commands);
             return;
         }
-        let stale = self.below_newest_claim(active);
+        let stale = self.superseded(active);
         // A mark-down closes them already; a stale claim closes them here, after the routing
         // commands (as a mark-down does).
         let close_stale =
@@ -972,6 +998,20 @@ impl Policy {
     /// silent keeps the claim it last stated, so its probe says whether it is also gone).
     fn stale_claim(&self, index: usize) -> String {
         let backend = &self.backends[index];
+        if !self.below_newest_claim(index)
+            && let Some(ballot) = &backend.ballot
+        {
+            return format!(
+                "{} stepped down: its ballot says `{}` while another node holds the newest \
+                 claim ({}) (its latest status probe: {})",
+                backend.name,
+                ballot.header_value(),
+                self.highest_claim
+                    .as_ref()
+                    .map_or_else(String::new, Ballot::to_string),
+                backend.status.last_detail
+            );
+        }
         format!(
             "{}'s claim, {}, is below the newest claim seen ({}) (its latest status probe: {})",
             backend.name,

@@ -841,3 +841,55 @@ fn an_unparsable_ballot_header_is_recorded_once_and_the_backend_keeps_the_old_ru
             .contains("is not key=value")
     );
 }
+
+#[test]
+fn after_a_switchover_traffic_follows_the_new_claim_on_the_next_round_not_after_fall() {
+    let mut world = World::pair_with_ballots();
+    world.round();
+    assert_eq!(world.active_name(), Some("main-primary"));
+    // `ha switchover`: the old Primary steps down to Standby, knowing the newer claim; the
+    // Secondary is Active in epoch 2.
+    world.set(PRIMARY, Node::Standby);
+    let mut old = ballot(1, "node-a", State::Standby, true);
+    old.newest = Some(Ballot::new(2, "node-b"));
+    world.state(PRIMARY, old);
+    world.set(SECONDARY, Node::Active);
+    world.state(SECONDARY, ballot(2, "node-b", State::Active, true));
+    // One round: the old Primary failed one status probe (fall is 3), yet its probe stops
+    // routing to it and closes its connections, and the new Active's takes the traffic.
+    let commands = world.round();
+    assert_eq!(
+        routing(&commands),
+        vec![
+            Command::StopRouting,
+            Command::CloseConnections(PRIMARY),
+            Command::Route(SECONDARY)
+        ]
+    );
+    let moved = switches(&commands);
+    assert_eq!(moved.len(), 1);
+    assert!(
+        moved[0].reason.contains("main-primary stepped down"),
+        "{}",
+        moved[0].reason
+    );
+    assert_eq!(
+        world.policy.backends()[PRIMARY].status.state,
+        HealthState::Up
+    );
+}
+
+#[test]
+fn a_primary_restarting_in_its_own_tenure_keeps_traffic_while_it_checks_its_peers() {
+    let mut world = World::pair_with_ballots();
+    world.round();
+    // Restarted, it answers Not Available with its own ballot, still the newest, until its
+    // startup peer check is done: nothing moves before `fall` failed probes.
+    world.set(PRIMARY, Node::NotAvailable);
+    world.state(PRIMARY, ballot(1, "node-a", State::NotAvailable, true));
+    assert_eq!(routing(&world.rounds(2)), vec![]);
+    world.set(PRIMARY, Node::Active);
+    world.state(PRIMARY, ballot(1, "node-a", State::Active, true));
+    assert_eq!(routing(&world.rounds(3)), vec![]);
+    assert_eq!(world.active_name(), Some("main-primary"));
+}

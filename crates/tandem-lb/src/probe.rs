@@ -123,7 +123,7 @@ impl Prober {
     async fn fetch(&self, path: &str) -> Result<Answer, String> {
         let tcp = tokio::net::TcpStream::connect(&self.address)
             .await
-            .map_err(|error| format!("connect: {error}"))?;
+            .map_err(|error| format!("{CONNECT_FAILED}{error}"))?;
         let _ = tcp.set_nodelay(true);
         let mut tls = self
             .connector
@@ -150,6 +150,15 @@ impl Prober {
         parse_answer(&answer)
     }
 }
+
+/// The probe's TCP connect failed at once (refused, unreachable): nothing listens there, which
+/// a dead process gives and a slow one does not (a slow one times out).
+pub fn refused_at_connect(result: &ProbeResult) -> bool {
+    matches!(result, ProbeResult::Failed(why) if why.starts_with(CONNECT_FAILED))
+}
+
+/// How [`Prober::probe`] names a failed TCP connect.
+const CONNECT_FAILED: &str = "connect: ";
 
 /// An HTTP answer to a probe: what the policy needs of it.
 #[derive(Debug)]

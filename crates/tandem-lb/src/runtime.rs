@@ -33,6 +33,18 @@ const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// How often an open connection checks whether it went idle.
 const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// After dead evidence about the active backend (a refused connection: a device's, passed
+/// through, or a probe's), probe rounds come this often instead of every `probe_interval`, so
+/// `fall` failed probes mark it down in a few tens of milliseconds and the Secondary's promotion
+/// is seen as soon as it happens. A refused TCP connect is an answer from the machine (nothing
+/// listens), unlike a timeout, which a merely slow Primary also gives: timeouts never start
+/// fast rounds. Four TLS probes per 25 ms cost a node little, and only during a failure.
+const FAST_PROBE_INTERVAL: Duration = Duration::from_millis(25);
+/// Fast rounds end once traffic is routed to a backend whose status passes again, or this long
+/// after the last dead evidence (the Secondary's own detection, at the guide's defaults 20 s,
+/// may take that long; probing fast for longer tells nothing new).
+const FAST_PROBE_WINDOW: Duration = Duration::from_secs(30);
+
 /// After a failed `accept` (e.g. out of file descriptors) the listener waits this long instead
 /// of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -61,6 +73,8 @@ struct Shared {
     down: Vec<watch::Sender<u64>>,
     metrics: Metrics,
     slots: Arc<Semaphore>,
+    /// Wakes the probe loop at once: the active backend refused a connection.
+    dead_evidence: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -185,6 +199,7 @@ impl Lb {
             route: watch::Sender::new(None),
             policy: Mutex::new(policy),
             slots: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+            dead_evidence: tokio::sync::Notify::new(),
             config,
         });
         // Only logs: restoring changes nothing on disk.
@@ -257,32 +272,79 @@ async fn probe_loop(shared: Arc<Shared>, probers: Vec<Prober>) {
     // A slow round delays the next one instead of firing a burst to catch up.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let probers = Arc::new(probers);
+    // Until when rounds come every FAST_PROBE_INTERVAL.
+    let mut fast_until: Option<Instant> = None;
     loop {
-        ticker.tick().await;
-        let mut round = tokio::task::JoinSet::new();
-        for backend in 0..probers.len() {
-            for page in Page::ALL {
-                let shared = shared.clone();
-                let probers = probers.clone();
-                round.spawn(async move {
-                    let started = Instant::now();
-                    let (result, ballot) = probers[backend].probe(page).await;
-                    shared
-                        .metrics
-                        .record_probe(backend, page, started.elapsed(), &result);
-                    // Decided and carried out under one lock, so routing follows the policy's
-                    // order even when probes and an operator's command race. A failed state
-                    // write is logged and counted in apply; routing goes on.
-                    let mut policy = shared.policy();
-                    let commands = policy.probe(wall_clock_ms(), backend, page, result, ballot);
-                    let _ = shared.apply(commands);
-                    drop(policy);
-                });
+        let fast = fast_until.is_some_and(|until| Instant::now() < until);
+        let woken = if fast {
+            tokio::select! {
+                () = tokio::time::sleep(FAST_PROBE_INTERVAL) => false,
+                () = shared.dead_evidence.notified() => true,
             }
+        } else {
+            tokio::select! {
+                _ = ticker.tick() => false,
+                () = shared.dead_evidence.notified() => true,
+            }
+        };
+        let refused = probe_round(&shared, &probers).await;
+        if woken || refused {
+            if fast_until.is_none() {
+                tracing::info!(
+                    "the active backend refused a connection: probing every {} ms until traffic \
+                     is settled",
+                    FAST_PROBE_INTERVAL.as_millis()
+                );
+            }
+            fast_until = Some(Instant::now() + FAST_PROBE_WINDOW);
+        } else if fast_until.is_some() && (!fast || settled(&shared.policy())) {
+            fast_until = None;
         }
-        // Every probe ends within probe_timeout ≤ probe_interval, so rounds never overlap.
-        while round.join_next().await.is_some() {}
     }
+}
+
+/// Traffic is routed to a backend whose latest status probe passed, with no failure streak.
+fn settled(policy: &Policy) -> bool {
+    policy.passing()
+        && policy.active().is_some_and(|index| {
+            let status = &policy.backends()[index].status;
+            status.state == crate::policy::HealthState::Up && status.last_ok && status.streak == 0
+        })
+}
+
+/// One probe of every page of every backend, at once. Returns whether the active backend's
+/// status probe was refused at connect (dead evidence).
+async fn probe_round(shared: &Arc<Shared>, probers: &Arc<Vec<Prober>>) -> bool {
+    let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut round = tokio::task::JoinSet::new();
+    for backend in 0..probers.len() {
+        for page in Page::ALL {
+            let shared = shared.clone();
+            let probers = probers.clone();
+            let refused = refused.clone();
+            round.spawn(async move {
+                let started = Instant::now();
+                let (result, ballot) = probers[backend].probe(page).await;
+                shared
+                    .metrics
+                    .record_probe(backend, page, started.elapsed(), &result);
+                let dead = page == Page::Status && crate::probe::refused_at_connect(&result);
+                // Decided and carried out under one lock, so routing follows the policy's
+                // order even when probes and an operator's command race. A failed state
+                // write is logged and counted in apply; routing goes on.
+                let mut policy = shared.policy();
+                if dead && policy.active() == Some(backend) {
+                    refused.store(true, Ordering::Relaxed);
+                }
+                let commands = policy.probe(wall_clock_ms(), backend, page, result, ballot);
+                let _ = shared.apply(commands);
+                drop(policy);
+            });
+        }
+    }
+    // Every probe ends within probe_timeout ≤ probe_interval, so rounds never overlap.
+    while round.join_next().await.is_some() {}
+    refused.load(Ordering::Relaxed)
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -334,6 +396,8 @@ async fn pass_through(shared: &Shared, inbound: TcpStream, backend: usize) {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             metrics.connect_failures.fetch_add(1, Ordering::Relaxed);
+            // Nothing listens there (or the machine said no): probe now, not at the next tick.
+            shared.dead_evidence.notify_one();
             tracing::warn!(backend = %shared.config.backends[backend].name, %error, "cannot connect to the backend");
             return;
         }

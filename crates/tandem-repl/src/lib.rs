@@ -248,6 +248,7 @@ impl Replication {
             synchronous_timeout: None,
             acknowledging_without_standby: None,
             known: Vec::new(),
+            fail_over_controls: None,
         })
     }
 

@@ -45,8 +45,15 @@ pub async fn status_json(
         .await
         .ok()
         .and_then(|rows| rows.into_iter().next());
+    // An Active node is the source its Standbys follow: it is behind no one, whatever stream it
+    // followed before it was promoted.
+    let active = snapshot
+        .as_ref()
+        .is_some_and(|snapshot| snapshot.status.state == tandem_ha::State::Active);
+    let follower = follower.filter(|_| !active);
     json!({
         "node": replication.node_name(),
+        "replication": active.then_some("Active: the source"),
         "version": tandem_repl::protocol::software_version(),
         "running": snapshot.is_some(),
         "clientConnections": client_connections.map(|open| if open { "enabled" } else { "disabled" }),

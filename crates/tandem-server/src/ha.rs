@@ -16,8 +16,8 @@ use tandem_ha::config::{
     ConfigChange, ConfigError, ConfigWarning, HaConfig, OnStandbyLost, ReplicationMode,
 };
 use tandem_ha::machine::{
-    Command, Controller, Durable, Event, Guard, Level, Notification, Now, OperatorCommand,
-    PeerView, Snapshot, SyncOutcome, SyncTrigger,
+    Command, Controller, Durable, Event, FailOverControls, Guard, Level, Notification, Now,
+    OperatorCommand, PeerView, Snapshot, SyncOutcome, SyncTrigger,
 };
 use tandem_ha::{NodeStatus, State};
 use tandem_repl::follow::{self, FollowEnd, FollowStatus};
@@ -433,6 +433,7 @@ impl HaRuntime {
             synchronous_timeout: Some(controller.durable().config.synchronous_timeout),
             acknowledging_without_standby: None,
             known: Vec::new(),
+            fail_over_controls: Some(FailOverControls::of(&controller.durable().config)),
         }));
         let follow_status = Arc::new(watch::Sender::new(FollowStatus::default()));
         let mailer = Mailer::start(state.local.clone());
@@ -836,6 +837,7 @@ impl HaRuntime {
             synchronous_timeout: Some(self.controller.durable().config.synchronous_timeout),
             acknowledging_without_standby: None,
             known: self.controller.known(self.clock.now()),
+            fail_over_controls: Some(FailOverControls::of(&self.controller.durable().config)),
         };
         *self
             .view
@@ -913,6 +915,10 @@ impl HaRuntime {
             }
             Command::Follow { from } => {
                 self.follow(from);
+                Ok(())
+            }
+            Command::FallBackAtPromotion => {
+                self.fall_back_at_promotion();
                 Ok(())
             }
             Command::Notify {
@@ -1070,6 +1076,7 @@ impl HaRuntime {
             synchronous_timeout: Some(self.controller.durable().config.synchronous_timeout),
             acknowledging_without_standby: None,
             known: self.controller.known(self.clock.now()),
+            fail_over_controls: Some(FailOverControls::of(&self.controller.durable().config)),
         }
     }
 
@@ -1315,6 +1322,38 @@ impl HaRuntime {
         });
     }
 
+    /// [`Command::FallBackAtPromotion`]: the fallback the synchronous timeout would make, made
+    /// now, on the same terms: with witnesses, only once they recorded it (writes wait for the
+    /// record, not for the timeout); without, at once. The head is the generation, so the first
+    /// Standby that holds it restores synchronous replication.
+    fn fall_back_at_promotion(&mut self) {
+        if self.controller.status().state != State::Active {
+            return;
+        }
+        let Some(gate) = self.ack_gate() else {
+            return;
+        };
+        if gate.wait_max.is_none() {
+            return;
+        }
+        // 0 means "not degraded": an empty database's head still names a generation.
+        let head = self.state.db.head_seq().max(1);
+        if gate.record_required {
+            // A request already out is answered first; the timeout path asks again after it.
+            if !self.records.in_flight {
+                self.record_own(tandem_ha::record::RecordKind::Degrade, head);
+            }
+        } else {
+            let _ = self.sync_degraded.compare_exchange(
+                0,
+                head,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            );
+            self.state.db.set_ack_gate(self.ack_gate());
+        }
+    }
+
     /// The witnesses answered a record about this node's own ballot.
     async fn recorded(
         &mut self,
@@ -1536,6 +1575,11 @@ impl HaRuntime {
             }
         };
         let Some(from) = from else {
+            // Following nothing (e.g. promoted: this node is now the source): no stream to be
+            // behind on, so `ha status`, the replication probe and the metrics stop reporting
+            // the old one as down.
+            self.follow_status
+                .send_modify(|status| status.source.clear());
             if stopped {
                 tokio::spawn(end_stream());
             }
