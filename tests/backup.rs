@@ -1,6 +1,9 @@
 //! `tandem backup` and `tandem restore` with real nodes: an online backup under write load, a
 //! restored node that `tandem ha verify` finds identical to its source, and the refusals.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::Value;

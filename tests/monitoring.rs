@@ -3,6 +3,9 @@
 //! every `/metrics` passes `promtool check metrics`, and the systemd units in deploy/systemd/
 //! pass `systemd-analyze verify` with the hardening the README promises.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -349,6 +349,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, NodeError> {
             "--from {}: no such backup; pass the directory `tandem backup --to` wrote",
             options.backup.display()
         )),
+        StoreError::Corrupt(message) => NodeError::Usage(format!("--from: {message}")),
         other => NodeError::Usage(format!("--from: {other}")),
     })?;
     let dir = &options.data_dir;

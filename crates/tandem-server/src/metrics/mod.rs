@@ -38,8 +38,26 @@ pub enum RouteClass {
 }
 
 const ROUTE_CLASSES: [&str; 5] = ["device", "api", "probe", "console", "metrics"];
-/// Status classes 1xx to 5xx.
-const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Status classes 2xx to 5xx (the router answers no 1xx; a 101 would count as 2xx).
+const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// Whether a listener serves a route class at all: only those series are exposed.
+fn serves(listener: usize, route: usize) -> bool {
+    const SERVICE: [RouteClass; 4] = [
+        RouteClass::Device,
+        RouteClass::Api,
+        RouteClass::Probe,
+        RouteClass::Console,
+    ];
+    const SYSTEM_MANAGER: [RouteClass; 3] =
+        [RouteClass::Api, RouteClass::Console, RouteClass::Metrics];
+    let served: &[RouteClass] = if listener == Listener::Service as usize {
+        &SERVICE
+    } else {
+        &SYSTEM_MANAGER
+    };
+    served.iter().any(|class| *class as usize == route)
+}
 
 impl RouteClass {
     pub fn of(path: &str) -> Self {
@@ -94,7 +112,14 @@ const REALMS: [&str; 2] = ["admin", "system_manager"];
 impl NodeMetrics {
     /// One answered request: its class, status and time to the response's head.
     pub fn request(&self, listener: Listener, route: RouteClass, status: u16, took: Duration) {
-        let status = usize::from(status / 100).clamp(1, 5) - 1;
+        let status = usize::from(status / 100).clamp(2, 5) - 2;
+        // A path of another listener's class (a scanner's `/metrics` on the service listener)
+        // is answered by the fallback like any unknown page.
+        let route = if serves(listener as usize, route as usize) {
+            route
+        } else {
+            RouteClass::Console
+        };
         self.requests[listener as usize][route as usize][status].fetch_add(1, Ordering::Relaxed);
         if let Some(histogram) = self
             .durations
@@ -118,8 +143,11 @@ impl NodeMetrics {
 
     fn render_requests(&self, out: &mut Exposition) {
         let mut rows = Vec::new();
-        for (listener, routes) in LISTENERS.iter().zip(&self.requests) {
-            for (route, statuses) in ROUTE_CLASSES.iter().zip(routes) {
+        for (index, (listener, routes)) in LISTENERS.iter().zip(&self.requests).enumerate() {
+            for (class, (route, statuses)) in ROUTE_CLASSES.iter().zip(routes).enumerate() {
+                if !serves(index, class) {
+                    continue;
+                }
                 for (status, count) in STATUS_CLASSES.iter().zip(statuses) {
                     let pairs = [
                         ("listener", *listener),
@@ -138,8 +166,11 @@ impl NodeMetrics {
         );
         let mut histograms = Vec::new();
         for (index, histogram) in self.durations.iter().enumerate() {
-            let listener = LISTENERS[index / ROUTE_CLASSES.len()];
-            let route = ROUTE_CLASSES[index % ROUTE_CLASSES.len()];
+            let (listener, route) = (index / ROUTE_CLASSES.len(), index % ROUTE_CLASSES.len());
+            if !serves(listener, route) {
+                continue;
+            }
+            let (listener, route) = (LISTENERS[listener], ROUTE_CLASSES[route]);
             histograms.push((
                 vec![
                     ("listener", listener.to_owned()),
