@@ -72,6 +72,10 @@ fn render_node(out: &mut Exposition, snapshot: &tandem_ha::machine::Snapshot) {
         "Nodes known only through another node's gossip, which this node cannot check itself.",
         snapshot.trust_warnings.len(),
     );
+    render_schedule(out, snapshot);
+}
+
+fn render_schedule(out: &mut Exposition, snapshot: &tandem_ha::machine::Snapshot) {
     // Only where a schedule is what keeps this node current: a Standby with scheduled
     // replication. The "last successful sync" alert compares against it, so it applies there
     // and nowhere else.
