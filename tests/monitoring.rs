@@ -210,12 +210,16 @@ fn the_systemd_units_pass_systemd_analyze_verify_and_keep_their_hardening() {
         ] {
             assert_eq!(get(key), value, "{name}: {key}");
         }
-        // Writable: exactly the state directory systemd creates for the service.
-        assert_eq!(
-            get("ReadWritePaths"),
-            format!("/var/lib/{}", get("StateDirectory")),
-            "{name}"
-        );
+        // Writable: the state directory systemd creates for the service, and for a node the
+        // optional ("-") backup directory.
+        let writable: Vec<&str> = get("ReadWritePaths").split_whitespace().collect();
+        let state = format!("/var/lib/{}", get("StateDirectory"));
+        let expected: Vec<&str> = if name == "tandem.service" {
+            vec![&state, "-/var/backups/tandem"]
+        } else {
+            vec![&state]
+        };
+        assert_eq!(writable, expected, "{name}");
         // Longer than the node's drain, so a clean stop is never cut short by SIGKILL.
         let stop: u64 = get("TimeoutStopSec").trim_end_matches('s').parse().unwrap();
         assert!(
