@@ -291,3 +291,50 @@ fn render_database_sizes(out: &mut Exposition, state: &AppState) {
         rows,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(metrics: &NodeMetrics) -> String {
+        let mut out = Exposition::new();
+        metrics.render_requests(&mut out);
+        metrics.render_logins(&mut out);
+        out.finish()
+    }
+
+    #[test]
+    fn requests_count_by_listener_route_and_status_class_and_unknown_paths_are_console() {
+        let metrics = NodeMetrics::default();
+        let took = Duration::from_millis(3);
+        let device = RouteClass::of("/device/v1/checkin");
+        metrics.request(Listener::Service, device, 200, took);
+        metrics.request(
+            Listener::Service,
+            RouteClass::of("/api/v2/labels"),
+            503,
+            took,
+        );
+        // The service listener has no /metrics: a scanner's request counts as console.
+        metrics.request(Listener::Service, RouteClass::of("/metrics"), 404, took);
+        metrics.login_failed(AccountRealm::SystemManager);
+        let text = rendered(&metrics);
+        for line in [
+            "tandem_http_requests_total{listener=\"service\",route=\"device\",status=\"2xx\"} 1",
+            "tandem_http_requests_total{listener=\"service\",route=\"api\",status=\"5xx\"} 1",
+            "tandem_http_requests_total{listener=\"service\",route=\"console\",status=\"4xx\"} 1",
+            "tandem_http_request_duration_seconds_count{listener=\"service\",route=\"device\"} 1",
+            "tandem_login_failures_total{realm=\"system_manager\",reason=\"wrong_password\"} 1",
+        ] {
+            assert!(text.lines().any(|got| got == line), "no {line} in\n{text}");
+        }
+        assert!(
+            !text.contains("listener=\"service\",route=\"metrics\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("listener=\"system_manager\",route=\"device\""),
+            "{text}"
+        );
+    }
+}
