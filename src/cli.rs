@@ -88,6 +88,20 @@ Passwords are read from a file or standard input, never from the command line."
     #[command(subcommand)]
     Failover(FailoverCommand),
 
+    /// Back up this node's fleet (online while it serves): a verified copy to restore from.
+    #[command(
+        long_about = "Write a consistent copy of the node in --data-dir to --to, a new directory: replicated.db (the fleet, certificates, device CA, accounts; SQLite's online backup as of one commit, while the node goes on taking writes), files/ (the app files it refers to) and manifest.json (written last). The node-local store (identity, HA configuration, Trusted Hosts, logs) is not included: a restore makes a new node. The copy is written under --to.partial, fsynced, checked (SQLite's integrity check and the table digests `tandem ha verify` compares) and renamed; its content digest is printed. A running node writes it itself (through its control socket); a stopped one is copied by this command, holding the data-dir lock. An existing --to is kept unless --force.",
+        after_help = EXIT_STATUS_HELP
+    )]
+    Backup(crate::backup::BackupArgs),
+
+    /// Create a new node from a backup: the fleet's data, a new identity, HA disabled.
+    #[command(
+        long_about = "Create a new node in --data-dir (which must be missing or empty) from the backup --from: the backup is checked completely first (manifest, sizes, SHA-256, SQLite integrity, table digests). The new node gets a new node id and SSH host key, HA disabled and no Trusted Hosts; it keeps the backup's accounts, device CA and server certificate.",
+        after_help = EXIT_STATUS_HELP
+    )]
+    Restore(crate::backup::RestoreArgs),
+
     /// Traffic controller: route device traffic to the Active node by the guide's rule.
     #[command(
         long_about = "tandem lb --config FILE runs the traffic controller: it passes device TCP \
@@ -230,6 +244,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve => serve(data_dir),
         Command::Ha(command) => crate::ha::run_ha(&data_dir, command),
         Command::Users(command) => crate::users::run(&data_dir, command),
+        Command::Backup(args) => crate::backup::run_backup(&data_dir, args),
+        Command::Restore(args) => crate::backup::run_restore(data_dir, args),
         Command::Failover(FailoverCommand::Sync(args)) => crate::ha::run_sync(&data_dir, args),
         Command::Failover(FailoverCommand::Mode(args)) => {
             crate::ha::run_failover_mode(&data_dir, args.mode, args.force, args.json)

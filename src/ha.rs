@@ -849,7 +849,7 @@ struct Display {
 impl Display {
     fn new(operation: &Operation, json: bool) -> Self {
         Self {
-            enabled: matches!(operation, Operation::Sync { .. })
+            enabled: matches!(operation, Operation::Sync { .. } | Operation::Backup { .. })
                 && !json
                 && std::io::stderr().is_terminal(),
             drawn: false,
@@ -882,6 +882,7 @@ impl Display {
             Some("snapshot") => ("full sync", number("bytes"), number("totalBytes"), "MB"),
             Some("changes") => ("changes", number("entries"), number("totalEntries"), ""),
             Some("files") => ("app files", number("files"), number("totalFiles"), ""),
+            Some("database") => ("database", number("pages"), number("totalPages"), "pages"),
             Some("installing") => {
                 eprint!("\rinstalling the snapshot{:40}", "");
                 self.drawn = true;
@@ -1048,6 +1049,7 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
         | Operation::UsersAdd { .. }
         | Operation::UsersRemove { .. }
         | Operation::UsersSetPassword { .. } => crate::users::print_result(operation, result),
+        Operation::Backup { .. } => crate::backup::print_result(result),
         Operation::HaConfigure { .. } => {
             for warning in result["warnings"].as_array().into_iter().flatten() {
                 eprintln!(

@@ -1,6 +1,7 @@
 //! `tandem`: the one binary. It parses the command line, builds configuration, and hands off to
 //! the library crates; no logic lives here that a test would want to reach.
 
+mod backup;
 mod cli;
 mod ha;
 mod lb;

@@ -90,6 +90,43 @@ impl Node {
         }
     }
 
+    /// A new node restored from `backup` (`tandem restore`), on listeners of its own.
+    pub fn restore(name: &str, backup: &std::path::Path) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join(name);
+        let [ssh_port, service_port, sysmgr_port] = free_ports::<3>();
+        let output = tandem()
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["restore", "--name", name, "--from"])
+            .arg(backup)
+            .args(["--service-addr", &format!("127.0.0.1:{service_port}")])
+            .args(["--sysmgr-addr", &format!("127.0.0.1:{sysmgr_port}")])
+            .args(["--ssh-addr", &format!("127.0.0.1:{ssh_port}")])
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "restore failed: {}",
+            describe(&output)
+        );
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        Self {
+            _temp: temp,
+            dir,
+            ssh_port,
+            service_port,
+            sysmgr_port,
+            server_certificate_sha256: report["serverCertificateSha256"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            child: None,
+            serve_env: Vec::new(),
+        }
+    }
+
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.ssh_port)
     }

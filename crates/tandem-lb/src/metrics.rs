@@ -2,7 +2,6 @@
 
 use crate::config::LbConfig;
 use crate::policy::{HealthState, Page, Policy, ProbeResult};
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -60,7 +59,7 @@ impl Metrics {
     }
 }
 
-/// The exposition text. `fmt::Write` into a `String` cannot fail, so its results are ignored.
+/// The exposition text.
 pub fn render(metrics: &Metrics, config: &LbConfig, policy: &Policy) -> String {
     let mut out = render_ballots(config, policy);
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
@@ -189,13 +188,16 @@ pub fn render(metrics: &Metrics, config: &LbConfig, policy: &Policy) -> String {
     out
 }
 
-/// One metric family: its help, its type and its rows. `fmt::Write` into a `String` cannot
-/// fail, so its results are ignored.
+/// One metric family: its help, its type and its rows (none: the family is left out).
 fn write_family(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in rows {
-        let _ = writeln!(out, "{name}{labels} {value}");
-    }
+    // The one exposition writer (tandem-metrics), shared with the nodes' /metrics.
+    let kind = match kind {
+        "counter" => tandem_metrics::Kind::Counter,
+        _ => tandem_metrics::Kind::Gauge,
+    };
+    let mut family = tandem_metrics::Exposition::new();
+    family.family(name, kind, help, rows);
+    out.push_str(&family.finish());
 }
 
 /// The routing, ballot and hold gauges (`render`'s part that reads only the policy).

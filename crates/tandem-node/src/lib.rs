@@ -303,6 +303,130 @@ fn set_mode(_path: &Path, _mode: u32) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// What `tandem restore` needs: the backup, and the new node's directory, name and listeners.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    pub backup: PathBuf,
+    pub data_dir: PathBuf,
+    pub name: String,
+    pub service_addr: String,
+    pub system_manager_addr: String,
+    pub replication_addr: String,
+}
+
+/// What `tandem restore` made.
+#[derive(Clone, Debug)]
+pub struct RestoreReport {
+    pub data_dir: PathBuf,
+    pub node_id: String,
+    pub source_node: String,
+    pub position_seq: i64,
+    pub content_sha256: String,
+    pub ssh_public_key: String,
+    pub server_certificate_sha256: String,
+}
+
+/// Creates a new node in `options.data_dir` (missing or empty) from a backup: the backup's
+/// replicated database and app files, a new identity and SSH host key, HA disabled, no Trusted
+/// Hosts. The backup is verified completely before anything is written; on failure nothing is
+/// left behind that could be mistaken for a node.
+pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, NodeError> {
+    let init_options = InitOptions {
+        data_dir: options.data_dir.clone(),
+        name: options.name.clone(),
+        service_addr: options.service_addr.clone(),
+        system_manager_addr: options.system_manager_addr.clone(),
+        replication_addr: options.replication_addr.clone(),
+        // Accounts come from the backup; these only satisfy init's checks.
+        admin_user: "admin".into(),
+        admin_password: None,
+        tls_names: Vec::new(),
+    };
+    let config = validate_init(&init_options)?;
+    config.listener_addrs().map_err(NodeError::Usage)?;
+    let manifest = tandem_store::backup::verify(&options.backup).map_err(|error| match error {
+        StoreError::NotFound { .. } => NodeError::Usage(format!(
+            "--from {}: no such backup; pass the directory `tandem backup --to` wrote",
+            options.backup.display()
+        )),
+        StoreError::Corrupt(message) => NodeError::Usage(format!("--from: {message}")),
+        other => NodeError::Usage(format!("--from: {other}")),
+    })?;
+    let dir = &options.data_dir;
+    let existed = dir.exists();
+    refuse_non_empty(dir)?;
+    let result = create_restored(options, &config, &manifest);
+    if result.is_err() {
+        remove_partial_node(dir, existed);
+    }
+    result
+}
+
+fn refuse_non_empty(dir: &Path) -> Result<(), NodeError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mut entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    let what = if dir.join(CONFIG_FILE).exists() {
+        "already holds a Tandem node"
+    } else {
+        "is not empty"
+    };
+    Err(NodeError::Usage(format!(
+        "{} {what}; refusing to overwrite it. Choose a new or empty directory",
+        dir.display()
+    )))
+}
+
+fn create_restored(
+    options: &RestoreOptions,
+    config: &NodeConfig,
+    manifest: &tandem_store::backup::Manifest,
+) -> Result<RestoreReport, NodeError> {
+    let dir = &options.data_dir;
+    create_private_dir(dir)?;
+    let ssh_key = SshHostKey::generate()?;
+    write_private_file(&dir.join(SSH_HOST_KEY_FILE), &ssh_key.private_openssh()?)?;
+    let files = FileStore::create(&dir.join(FILES_DIR))?;
+    let db_path = dir.join(REPLICATED_DB_FILE);
+    tandem_store::backup::install(&options.backup, manifest, &db_path, &files)?;
+    // Opening migrates an older schema and puts the database in WAL mode, as the node runs it.
+    let replicated = tandem_store::open_replicated(&db_path, OpenMode::Existing)?;
+    let server_tls = replicated.read_blocking(tandem_store::pki::server_tls)?;
+    let server_certificate_sha256 = tandem_crypto::sha256_fingerprint(
+        &tandem_crypto::first_certificate_der(&server_tls.certificate_pem, "server certificate")?,
+    );
+    replicated.close_blocking();
+
+    let local = NodeStore::open(&dir.join(NODE_DB_FILE), OpenMode::Create)?;
+    local.set_identity_blocking(NodeIdentity {
+        node_id: config.node.id.clone(),
+        node_name: config.node.name.clone(),
+        created_at: tandem_store::common::now(),
+    })?;
+    // Where the restored history ends counts as this node's birth: until it writes, a sync
+    // may replace it without calling that divergence (see INIT_SEQ_SETTING).
+    let init_seq = manifest.position_seq;
+    local.database().write_blocking(move |conn| {
+        tandem_store::history::set_setting(conn, INIT_SEQ_SETTING, &init_seq.to_string())
+    })?;
+    local.database().close_blocking();
+    // Written last: a directory with tandem.toml is a complete node.
+    write_private_file(&dir.join(CONFIG_FILE), &config.to_toml())?;
+    Ok(RestoreReport {
+        data_dir: dir.clone(),
+        node_id: config.node.id.clone(),
+        source_node: manifest.source_node.clone(),
+        position_seq: manifest.position_seq,
+        content_sha256: manifest.content_sha256.clone(),
+        ssh_public_key: ssh_key.public_openssh(&config.node.name)?,
+        server_certificate_sha256,
+    })
+}
+
 /// Node-local setting: the replicated history's last sequence number when `tandem init` finished.
 pub const INIT_SEQ_SETTING: &str = "replication.init_seq";
 

@@ -7,6 +7,7 @@
 
 pub mod follow;
 pub mod limit;
+pub mod metrics;
 pub mod ops;
 pub mod protocol;
 pub mod source;
@@ -147,6 +148,7 @@ struct Inner {
     /// The highest position a continuous follower has asked to continue from, i.e. holds
     /// durably: what synchronous replication waits for.
     follower_acked: tokio::sync::watch::Sender<i64>,
+    sync_metrics: metrics::SyncMetrics,
 }
 
 /// This node's replication side; cheap to clone.
@@ -162,6 +164,7 @@ impl Replication {
                 ha: std::sync::OnceLock::new(),
                 sync_lock: tokio::sync::Semaphore::const_new(1),
                 follower_acked: tokio::sync::watch::Sender::new(0),
+                sync_metrics: metrics::SyncMetrics::default(),
                 node_name: node.config.node.name.clone(),
                 node_id: node.config.node.id.clone(),
                 host_key: node.ssh_host_key.private_key().clone(),
@@ -279,6 +282,11 @@ impl Replication {
 
     pub fn replicated(&self) -> &Database {
         &self.inner.replicated
+    }
+
+    /// Counts of the syncs this node ran, for `/metrics`.
+    pub fn sync_metrics(&self) -> &metrics::SyncMetrics {
+        &self.inner.sync_metrics
     }
 
     pub fn files(&self) -> &FileStore {

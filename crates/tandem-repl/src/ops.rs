@@ -100,6 +100,14 @@ pub enum Operation {
         username: String,
         password: Secret,
     },
+    /// `tandem backup --to PATH`: an online, verified copy of the fleet (`tandem_store::backup`).
+    Backup {
+        /// Absolute: the node that writes it may run in another working directory.
+        to: String,
+        /// Replace an existing backup at `to`.
+        #[serde(default)]
+        force: bool,
+    },
 }
 
 /// A password on its way over the control socket (owner-only, like the data dir): serialized
@@ -199,6 +207,21 @@ pub async fn execute(
     events: impl Fn(Event) + Send + Sync + 'static,
 ) {
     let events = Arc::new(events);
+    if let Operation::Backup { to, force } = operation {
+        let target = tandem_store::backup::BackupTarget {
+            path: to.into(),
+            force,
+        };
+        let result = backup(replication, &target, events.clone()).await;
+        events(match result {
+            Ok(result) => Event::Done { result },
+            Err(error) => Event::Failed {
+                kind: classify(&error),
+                message: error.to_string(),
+            },
+        });
+        return;
+    }
     let progress_events = events.clone();
     let progress: crate::sync::ProgressSink = Arc::new(move |progress: Progress| {
         progress_events(Event::Progress {
@@ -303,6 +326,9 @@ async fn run(
         | Operation::ClientConnection { .. } => Err(ReplicationError::Refused(
             "this operation is carried out by the HA controller, not by replication".into(),
         )),
+        Operation::Backup { .. } => Err(ReplicationError::Refused(
+            "a backup is carried out by `execute`, which reports its own progress".into(),
+        )),
         Operation::UsersList { .. }
         | Operation::UsersAdd { .. }
         | Operation::UsersRemove { .. }
@@ -331,6 +357,60 @@ async fn run(
             }
         }
     }
+}
+
+/// What `tandem backup` wrote.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupReport {
+    pub path: String,
+    pub source_node: String,
+    pub created_at: String,
+    pub position_seq: i64,
+    pub content_sha256: String,
+    pub database_bytes: u64,
+    pub tables: usize,
+    pub files: usize,
+    pub files_bytes: u64,
+}
+
+/// Writes and verifies a backup of this node (online when it serves), logging where it went.
+async fn backup(
+    replication: &Replication,
+    target: &tandem_store::backup::BackupTarget,
+    events: Arc<impl Fn(Event) + Send + Sync + 'static>,
+) -> Result<serde_json::Value, ReplicationError> {
+    let progress = move |progress: tandem_store::backup::BackupProgress| {
+        events(Event::Progress {
+            progress: json(progress),
+        });
+    };
+    let manifest = tandem_store::backup::create(
+        replication.replicated(),
+        replication.files(),
+        replication.node_name(),
+        target,
+        progress,
+    )
+    .await?;
+    let report = BackupReport {
+        path: target.path.display().to_string(),
+        source_node: manifest.source_node,
+        created_at: manifest.created_at,
+        position_seq: manifest.position_seq,
+        content_sha256: manifest.content_sha256,
+        database_bytes: manifest.database.size_bytes,
+        tables: manifest.tables.len(),
+        files: manifest.files.len(),
+        files_bytes: manifest.files.iter().map(|file| file.size_bytes).sum(),
+    };
+    replication
+        .log(&format!(
+            "backup written to {} (position {}, content SHA-256 {})",
+            report.path, report.position_seq, report.content_sha256
+        ))
+        .await;
+    Ok(json(report))
 }
 
 /// Compares every replicated table's row count and digest with the peer's.

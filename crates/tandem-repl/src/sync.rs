@@ -155,6 +155,9 @@ pub async fn run(
         note: (!summary.notes.is_empty()).then(|| summary.notes.join("; ")),
         error: result.as_ref().err().map(ToString::to_string),
     };
+    replication
+        .sync_metrics()
+        .record(outcome.kind.as_deref(), &outcome.result, started.elapsed());
     let message = match &result {
         Ok(()) => format!(
             "sync from {endpoint} succeeded: {} sync, {} change(s), {} file(s), {} bytes in {} ms{}",

@@ -135,6 +135,7 @@ async fn check(
         log,
     } = verdict
     {
+        state.metrics.login_throttled(realm);
         return Outcome::Throttled {
             retry_after,
             by,
@@ -160,6 +161,7 @@ async fn check(
         state.auth_cache.backoff().succeeded(source, realm, user);
         Outcome::Verified
     } else {
+        state.metrics.login_failed(realm);
         let counts = state
             .auth_cache
             .backoff()

@@ -532,6 +532,9 @@ impl HaRuntime {
                     outcome,
                 } => self.recorded(record, generation, outcome).await,
                 Input::Event(event) => {
+                    if matches!(event, Event::HeartbeatFailed { .. }) {
+                        self.state.metrics.heartbeat_failed();
+                    }
                     if matches!(
                         event,
                         Event::HeartbeatAnswered(_) | Event::HeartbeatFailed { .. }

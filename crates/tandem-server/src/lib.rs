@@ -20,6 +20,7 @@ pub mod error;
 mod extract;
 pub mod ha;
 mod listener;
+pub mod metrics;
 pub mod notify;
 mod password_checks;
 mod probes;
@@ -191,6 +192,7 @@ impl Server {
             ballot_header: std::sync::RwLock::new(axum::http::HeaderValue::from_static(
                 "state=not-available",
             )),
+            metrics: Arc::default(),
         }));
         // A complete header from the first probe on: Not Available in the stored epoch until
         // the controller decides.
@@ -224,6 +226,8 @@ impl Server {
                 device_gate: Some(device_gate),
                 limits: limits.clone(),
                 allowed_networks: None,
+                metrics: state.metrics.clone(),
+                metrics_listener: metrics::Listener::Service,
             },
             system_manager: HttpsListener {
                 name: "System Manager",
@@ -234,6 +238,8 @@ impl Server {
                 device_gate: None,
                 limits,
                 allowed_networks: node.system_manager_access.allow.clone(),
+                metrics: state.metrics.clone(),
+                metrics_listener: metrics::Listener::SystemManager,
             },
             state,
             ha,

@@ -79,6 +79,9 @@ pub struct HttpsListener {
     pub limits: Arc<ListenerLimits>,
     /// Client networks allowed to connect (`None`: all); others are closed before TLS.
     pub allowed_networks: Option<Vec<Network>>,
+    /// Where this listener's requests are counted, under which `listener` label.
+    pub metrics: Arc<crate::metrics::NodeMetrics>,
+    pub metrics_listener: crate::metrics::Listener,
 }
 
 impl HttpsListener {
@@ -143,6 +146,7 @@ impl HttpsListener {
                 acceptor: (self.acceptor)(&self.identity),
                 router: self.router.clone(),
                 limits: self.limits.clone(),
+                metrics: (self.metrics.clone(), self.metrics_listener),
             };
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -175,6 +179,7 @@ struct Connection {
     acceptor: TlsAcceptor,
     router: Router,
     limits: Arc<ListenerLimits>,
+    metrics: (Arc<crate::metrics::NodeMetrics>, crate::metrics::Listener),
 }
 
 impl Connection {
@@ -212,6 +217,7 @@ impl Connection {
             info,
             activity: activity.clone(),
             body_read_timeout: self.limits.body_read_timeout,
+            metrics: self.metrics,
         };
         let service = hyper::service::service_fn(move |request| service.clone().call(request));
         let io = TokioIo::new(tls);
@@ -346,6 +352,7 @@ struct RequestService {
     info: ConnectionInfo,
     activity: Arc<Activity>,
     body_read_timeout: Duration,
+    metrics: (Arc<crate::metrics::NodeMetrics>, crate::metrics::Listener),
 }
 
 impl RequestService {
@@ -354,10 +361,19 @@ impl RequestService {
         request: hyper::Request<Incoming>,
     ) -> Result<axum::response::Response, Infallible> {
         let in_flight = self.activity.start();
+        let started = std::time::Instant::now();
+        let route = crate::metrics::RouteClass::of(request.uri().path());
         let mut request =
             request.map(|body| Body::new(DeadlineBody::new(body, self.body_read_timeout)));
         request.extensions_mut().insert(self.info);
         let response = self.router.oneshot(request).await?;
+        let (metrics, listener) = &self.metrics;
+        metrics.request(
+            *listener,
+            route,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         let mut response = response.map(|body| {
             Body::new(TrackedBody {
                 inner: body,

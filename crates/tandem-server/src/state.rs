@@ -173,6 +173,8 @@ pub struct Shared {
     /// The `Tandem-Ballot` header value the probes send (set by the HA runtime whenever what it
     /// says changes), so a probe formats nothing and reads no database.
     pub ballot_header: RwLock<axum::http::HeaderValue>,
+    /// The counters `/metrics` shows (requests, logins, heartbeats).
+    pub metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 #[derive(Clone)]

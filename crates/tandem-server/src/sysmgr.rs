@@ -36,6 +36,7 @@ pub fn router(
             crate::accounts::routes(tandem_store::accounts::AccountRealm::SystemManager),
         )
         .layer(Extension(ha.clone()))
+        .layer(Extension(executor.clone()))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_system_manager,
@@ -49,151 +50,21 @@ pub fn router(
         .fallback(crate::not_found)
 }
 
-/// `GET /metrics`: Prometheus text exposition of the HA state and replication (System Manager
-/// credentials, like every page here; give them to the scraper's `basic_auth`).
+/// `GET /metrics`: Prometheus text exposition of the node (System Manager credentials; see
+/// `crate::metrics` and docs/monitoring.md).
 async fn metrics(
     State(state): State<AppState>,
     Extension(ha): Extension<HaHandle>,
+    Extension(executor): Extension<crate::console::system_manager::Executor>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    use std::fmt::Write;
-    let snapshot = ha.snapshot();
-    let follower = ha.follower();
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let mut gauge = |name: &str, help: &str, rows: &[(String, String)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let one = |value: String| vec![(String::new(), value)];
-    let states = ["Active", "Standby", "Not Available"]
-        .iter()
-        .map(|name| {
-            (
-                format!("{{state=\"{name}\"}}"),
-                u8::from(snapshot.status.state.to_string() == *name).to_string(),
-            )
-        })
-        .collect::<Vec<_>>();
-    gauge(
-        "tandem_ha_state",
-        "1 for the state this node serves in.",
-        &states,
-    );
-    gauge(
-        "tandem_ha_epoch",
-        "The epoch this node holds.",
-        &one(snapshot.epoch.to_string()),
-    );
-    gauge(
-        "tandem_ha_fenced",
-        "1 while this node is fenced (Not Available until an operator acts).",
-        &one(u8::from(snapshot.fenced.is_some()).to_string()),
-    );
-    gauge(
-        "tandem_ha_heartbeat_consecutive_failures",
-        "Heartbeats to the Primary that failed in a row.",
-        &one(snapshot.heartbeat.consecutive_failures.to_string()),
-    );
-    gauge(
-        "tandem_ha_dual_active",
-        "1 while this node sees two nodes of the HA group Active at once (directly or by gossip).",
-        &one(u8::from(snapshot.dual_active.is_some()).to_string()),
-    );
-    gauge(
-        "tandem_ha_trust_incomplete",
-        "Nodes known only through another node's gossip, which this node cannot check itself.",
-        &one(snapshot.trust_warnings.len().to_string()),
-    );
-    let members: Vec<(String, String)> = snapshot
-        .cluster
-        .iter()
-        .map(|member| {
-            (
-                format!(
-                    "{{node=\"{}\",state=\"{}\",source=\"{}\"}}",
-                    label_value(&member.node_name),
-                    member.state,
-                    if member.direct { "direct" } else { "gossip" }
-                ),
-                member.epoch.to_string(),
-            )
-        })
-        .collect();
-    gauge(
-        "tandem_ha_cluster_node_epoch",
-        "The epoch of every other node this node knows of, with its state and how it is known.",
-        &members,
-    );
-    let head = state.db.head_seq();
-    let holds = *ha.standby_holds().borrow();
-    gauge(
-        "tandem_replication_head_seq",
-        "Sequence number of the newest change-log entry on this node.",
-        &one(head.to_string()),
-    );
-    // Only meaningful where a Standby follows this node: an Active node streaming to it.
-    if snapshot.status.state == tandem_ha::State::Active
-        && snapshot.config.replication != tandem_ha::config::ReplicationMode::Scheduled
-    {
-        gauge(
-            "tandem_replication_standby_behind_entries",
-            "Entries the following Standby does not hold yet.",
-            &one((head - holds).max(0).to_string()),
-        );
-    }
-    if !follower.source.is_empty() {
-        let lag = |value: Option<i64>| (value.unwrap_or(-1) as f64 / 1000.0).to_string();
-        gauge(
-            "tandem_replication_follower_connected",
-            "1 while this Standby's replication stream is open.",
-            &one(u8::from(follower.connected).to_string()),
-        );
-        gauge(
-            "tandem_replication_follower_position_seq",
-            "Sequence number of the newest entry this Standby holds.",
-            &one(follower.position_seq.to_string()),
-        );
-        gauge(
-            "tandem_replication_follower_applied_entries",
-            "Entries applied by the stream since the node started (a counter).",
-            &one(follower.applied_entries.to_string()),
-        );
-        gauge(
-            "tandem_replication_lag_seconds",
-            "Commit on the Primary to commit here: last batch, and p99 and max of recent batches (-0.001: none yet).",
-            &[
-                ("{window=\"last\"}".into(), lag(follower.last_lag_ms)),
-                ("{window=\"p99\"}".into(), lag(follower.recent_lag_p99_ms)),
-                ("{window=\"max\"}".into(), lag(follower.recent_lag_max_ms)),
-            ],
-        );
-        gauge(
-            "tandem_replication_behind",
-            "1 while the stream is down or the last lag exceeds the configured lag bound.",
-            &one(
-                u8::from(crate::control::behind(&follower, snapshot.config.lag_bound).is_some())
-                    .to_string(),
-            ),
-        );
-    }
+    let text = crate::metrics::render(&state, &ha, &executor.replication).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        out,
+        text,
     )
-}
-
-/// A Prometheus label value: backslash, quote and newline escaped (node names are an
-/// operator's text).
-fn label_value(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// A page of a module's log, with the modules there are (for a picker).

@@ -166,6 +166,22 @@ pub fn end_streams(conn: &Connection, note: &str) -> StoreResult<()> {
 }
 
 /// The newest `limit` rows, newest first.
+/// When the newest successful sync (scheduled or manual; streams are measured by their lag)
+/// ended, in Unix seconds: what the "last successful sync" alert watches.
+pub fn last_succeeded_at(conn: &Connection) -> StoreResult<Option<i64>> {
+    let ended: Option<String> = conn
+        .prepare_cached(
+            "SELECT ended_at FROM sync_history
+             WHERE result = 'succeeded' AND trigger != 'continuous' AND ended_at IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row([], |row| row.get(0))
+        .optional()?;
+    ended
+        .map(|at| crate::common::parse_timestamp(&at).map(|at| at.unix_timestamp()))
+        .transpose()
+}
+
 pub fn recent(conn: &Connection, limit: i64) -> StoreResult<Vec<SyncRecord>> {
     page(conn, limit, 0)
 }

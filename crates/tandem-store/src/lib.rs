@@ -15,6 +15,7 @@
 pub mod common;
 pub mod accounts;
 pub mod apps;
+pub mod backup;
 pub mod changes;
 pub mod db;
 pub mod devices;
