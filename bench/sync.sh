@@ -16,7 +16,7 @@
 #
 # Environment (defaults in brackets): DEVICES_BIG [1000000] DEVICES_SMALL [10000]
 # CHANGES [1000] REPEAT [3] CAPTURE_SECONDS [5] CAPTURE_PAIRS [8] PORT_BASE [25400]
-# BENCH_DIR [temporary] SKIP_BUILD [unset: build]
+# BENCH_DIR [temporary] SKIP_BUILD [unset: build] BIN_DIR [target/release]: binaries to use instead
 # STEPS [full,incremental,capture]: which of the three to run (comma-separated).
 # TANDEM_LOG [warn]: the nodes' and the CLI's log filter; with `debug` each sync logs the time
 #   of its phases to $WORK/sync-cli.log (e.g. TANDEM_LOG=warn,tandem_repl=debug).
@@ -43,7 +43,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/bench/deps.sh"
 bench_needs sqlite3 bc
 if step full; then bench_needs sshd scp ssh-keygen; fi
-BIN="$ROOT/target/release"
+BIN="${BIN_DIR:-$ROOT/target/release}"
 if [[ -z "${SKIP_BUILD:-}" ]]; then
     bench_needs cargo
     (cd "$ROOT" && cargo build --release --locked --bin tandem && cargo build --release --locked -p tandem-bench --bin tandem-storebench)
