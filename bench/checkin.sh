@@ -17,6 +17,8 @@
 #   LOADGEN_ARGS [unset]: extra arguments for tandem-loadgen
 #   TANDEM_LOG [warn]: the node's log filter
 #
+# Needs curl (installed when missing, see bench/deps.sh) and Rust (cargo) to build.
+#
 # Exit status: tandem-loadgen's (1: more than 0.1 % errors), or 1 when the node fails to start
 # or to stop cleanly.
 set -euo pipefail

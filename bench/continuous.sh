@@ -17,7 +17,8 @@
 # the ratio synchronous / continuous (goal: at least 0.5).
 #
 # Environment (defaults in brackets): RATE [1000] check-ins/s, DURATION [20s], DEVICES [2000],
-# CONNECTIONS [16], PORT_BASE [28400], SKIP_BUILD [unset: build]. Needs curl and python3.
+# CONNECTIONS [16], PORT_BASE [28400], SKIP_BUILD [unset: build]. Needs curl and python3
+# (installed when missing, see bench/deps.sh).
 set -euo pipefail
 
 RATE=${RATE:-1000}
@@ -28,8 +29,12 @@ PORT_BASE=${PORT_BASE:-28400}
 export TANDEM_LOG=${TANDEM_LOG:-warn}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/deps.sh
+source "$ROOT/bench/deps.sh"
+bench_needs curl python3
 BIN="$ROOT/target/release"
 if [[ -z "${SKIP_BUILD:-}" ]]; then
+    bench_needs cargo
     (cd "$ROOT" && cargo build --release --locked -p tandem -p tandem-bench)
 fi
 WORK=$(mktemp -d)

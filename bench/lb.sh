@@ -14,7 +14,8 @@
 #
 # Environment (defaults in brackets): DEVICES [2000] DURATION [10s] CONNECTIONS [32]
 # REPEAT [2] (check-in rounds) SWITCH_REPEAT [3] PORT_BASE [27400] SKIP_BUILD [unset: build]
-# HAPROXY [haproxy, else /usr/sbin/haproxy]. Needs curl and python3.
+# HAPROXY [haproxy, else /usr/sbin/haproxy]. Needs Debian's haproxy, curl and python3 (installed
+# when missing, see bench/deps.sh).
 set -euo pipefail
 
 DEVICES=${DEVICES:-2000}
@@ -26,9 +27,14 @@ PORT_BASE=${PORT_BASE:-27400}
 export TANDEM_LOG=${TANDEM_LOG:-warn}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/deps.sh
+source "$ROOT/bench/deps.sh"
+if [[ -z "${HAPROXY:-}" ]]; then bench_needs haproxy; fi
+bench_needs curl python3
 BIN="$ROOT/target/release"
 HAPROXY=${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}
 if [[ -z "${SKIP_BUILD:-}" ]]; then
+    bench_needs cargo
     (cd "$ROOT" && cargo build --release --locked -p tandem -p tandem-bench)
 fi
 WORK=$(mktemp -d)

@@ -20,12 +20,17 @@ START_TIMEOUT_S=30
 STOP_TIMEOUT_S=30
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/deps.sh
+source "$ROOT/bench/deps.sh"
+# The probe that says the node is up (installed when missing).
+bench_needs curl
 BIN="${BIN_DIR:-$ROOT/target/release}"
 SERVICE_ADDR="127.0.0.1:$((PORT_BASE + 3))"
 SERVER_PID=""
 
 node_build() {
     if [[ "${SKIP_BUILD:-}" != 1 ]]; then
+        bench_needs cargo
         echo "== building (release)" >&2
         (cd "$ROOT" && cargo build --release -p tandem -p tandem-bench)
     fi

@@ -27,7 +27,7 @@
 #
 # A benchmark, not a test: exit status 0 whatever the numbers, 1 only when the run could not be
 # carried out (build, node start or clean stop, the load generator unable to run). Needs curl
-# and python3.
+# and python3, and Rust (cargo) to build; the first two are installed when missing (bench/deps.sh).
 set -euo pipefail
 
 DEVICES=${DEVICES:-20000}
@@ -49,6 +49,7 @@ LOADGEN_EXIT_FAILURE=2
 # Build, work directory, node start and stop: shared with bench/checkin.sh.
 # shellcheck source=bench/node.sh
 source "$(dirname "${BASH_SOURCE[0]}")/node.sh"
+bench_needs python3
 
 node_build
 node_prepare

@@ -12,11 +12,18 @@
 #   bench/sync.sh                                  # the issue's setting
 #   DEVICES_BIG=100000 bench/sync.sh               # quicker
 #   BENCH_DIR=/var/tmp/tandem-sync bench/sync.sh   # keep (and reuse) the filled nodes
+#   STEPS=incremental DEVICES_BIG=300000 REPEAT=5 BENCH_DIR=/var/tmp/tandem-sync300k bench/sync.sh
 #
 # Environment (defaults in brackets): DEVICES_BIG [1000000] DEVICES_SMALL [10000]
 # CHANGES [1000] REPEAT [3] CAPTURE_SECONDS [5] CAPTURE_PAIRS [8] PORT_BASE [25400]
-# BENCH_DIR [temporary]
-# SKIP_BUILD [unset]. Needs openssh-server (apt-get install openssh-server) for the reference.
+# BENCH_DIR [temporary] SKIP_BUILD [unset: build] BIN_DIR [target/release]: binaries to use instead
+# STEPS [full,incremental,capture]: which of the three to run (comma-separated).
+# TANDEM_LOG [warn]: the nodes' and the CLI's log filter; with `debug` each sync logs the time
+#   of its phases to $WORK/sync-cli.log (e.g. TANDEM_LOG=warn,tandem_repl=debug).
+#
+# Needs (installed when missing, see bench/deps.sh): sqlite3, bc, and for the `full` step's
+# reference openssh-server and openssh-client. Fills the nodes on first use (about 75 s for
+# 1,000,000 devices); a kept BENCH_DIR skips that.
 # Prints one JSON object per measurement and a summary; exit status 1 if a step fails.
 set -euo pipefail
 
@@ -27,11 +34,18 @@ REPEAT=${REPEAT:-3}
 CAPTURE_SECONDS=${CAPTURE_SECONDS:-5}
 CAPTURE_PAIRS=${CAPTURE_PAIRS:-8}
 PORT_BASE=${PORT_BASE:-25400}
+STEPS=${STEPS:-full,incremental,capture}
 export TANDEM_LOG=${TANDEM_LOG:-warn}
+step() { [[ ",$STEPS," == *",$1,"* ]]; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/target/release"
+# shellcheck source=bench/deps.sh
+source "$ROOT/bench/deps.sh"
+bench_needs sqlite3 bc
+if step full; then bench_needs sshd scp ssh-keygen; fi
+BIN="${BIN_DIR:-$ROOT/target/release}"
 if [[ -z "${SKIP_BUILD:-}" ]]; then
+    bench_needs cargo
     (cd "$ROOT" && cargo build --release --locked --bin tandem && cargo build --release --locked -p tandem-bench --bin tandem-storebench)
 fi
 if [[ -n "${BENCH_DIR:-}" ]]; then
@@ -97,6 +111,8 @@ fill big-a "$DEVICES_BIG"
 fill small-a "$DEVICES_SMALL"
 DB_BYTES=$(stat -c %s "$WORK/big-a/replicated.db")
 
+FULL_S=null SCP_S=null INC_BIG=null INC_SMALL=null INC_BIG_MS=null INC_SMALL_MS=null CAPTURE_RATIO=null
+if step full; then
 echo "== full sync of $DB_BYTES bytes, $REPEAT times"
 serve big-a 0; BIG_A=$SERVE_PID
 FULL=()
@@ -115,7 +131,7 @@ SSHD_DIR="$WORK/sshd"; mkdir -p "$SSHD_DIR"; chmod 700 "$SSHD_DIR"
 cp "$SSHD_DIR/client_key.pub" "$SSHD_DIR/authorized_keys"; chmod 600 "$SSHD_DIR/authorized_keys"
 SSHD_PORT=$((PORT_BASE + 90))
 mkdir -p /run/sshd
-/usr/sbin/sshd -D -p "$SSHD_PORT" -h "$SSHD_DIR/host_key" -o ListenAddress=127.0.0.1 \
+"$(command -v sshd || echo /usr/sbin/sshd)" -D -p "$SSHD_PORT" -h "$SSHD_DIR/host_key" -o ListenAddress=127.0.0.1 \
     -o AuthorizedKeysFile="$SSHD_DIR/authorized_keys" -o PasswordAuthentication=no \
     -o StrictModes=no -o PidFile="$SSHD_DIR/sshd.pid" &
 PIDS+=("$!")
@@ -131,15 +147,17 @@ done
 rm -f "$WORK/scp-copy.db"
 SCP_S=$(printf '%s\n' "${SCP[@]}" | median)
 echo "{\"measurement\":\"scp\",\"seconds\":[${SCP[*]// /,}],\"median\":$SCP_S}"
+stop "$BIG_A"
+fi
 
-echo "== incremental sync of $CHANGES changes: $DEVICES_BIG devices, then $DEVICES_SMALL"
 incremental() { # A OFFSET_A B ; prints the median seconds
     local a=$1 offset=$2 b=$3 times=() inside=() pid start
     for _ in $(seq 1 "$REPEAT"); do
         "$BIN/tandem-storebench" touch --data-dir "$WORK/$a" --changes "$CHANGES" > /dev/null
         serve "$a" "$offset"; pid=$SERVE_PID
         start=$(now)
-        tandem --data-dir "$WORK/$b" failover sync "127.0.0.1:$(ssh_port "$a" "$offset")" --json > "$WORK/incremental.json"
+        tandem --data-dir "$WORK/$b" failover sync "127.0.0.1:$(ssh_port "$a" "$offset")" --json \
+            > "$WORK/incremental.json" 2>> "$WORK/sync-cli.log"
         times+=("$(elapsed "$start" "$(now)")")
         grep -q '"kind": "incremental"' "$WORK/incremental.json" || { cat "$WORK/incremental.json" >&2; return 1; }
         # The sync's own duration (as Sync History records it), without the CLI process's
@@ -147,17 +165,32 @@ incremental() { # A OFFSET_A B ; prints the median seconds
         inside+=("$(grep -o '"durationMs": [0-9]*' "$WORK/incremental.json" | tr -dc '0-9')")
         stop "$pid"
     done
-    echo "{\"measurement\":\"incremental_$a\",\"seconds\":[$(IFS=,; echo "${times[*]}")],\"syncDurationMs\":[$(IFS=,; echo "${inside[*]}")],\"syncDurationMsMedian\":$(printf '%s\n' "${inside[@]}" | median)}" >&2
+    printf '%s\n' "${inside[@]}" | median > "$WORK/$a.sync-ms"
+    echo "{\"measurement\":\"incremental_$a\",\"seconds\":[$(IFS=,; echo "${times[*]}")],\"syncDurationMs\":[$(IFS=,; echo "${inside[*]}")],\"syncDurationMsMedian\":$(cat "$WORK/$a.sync-ms")}" >&2
     printf '%s\n' "${times[@]}" | median
 }
-stop "$BIG_A"
+if step incremental; then
+echo "== incremental sync of $CHANGES changes: $DEVICES_BIG devices, then $DEVICES_SMALL"
+# Each target starts from a copy of its source (a full sync), unless an earlier run left one.
+for pair in "big-a 0 big-b" "small-a 20 small-b"; do
+    read -r a offset b <<< "$pair"
+    if [[ ! -f "$WORK/$b/replicated.db" ]] || [[ "$(sqlite3 "$WORK/$b/replicated.db" 'SELECT count(*) FROM devices')" == 0 ]]; then
+        serve "$a" "$offset"
+        tandem --data-dir "$WORK/$b" failover sync "127.0.0.1:$(ssh_port "$a" "$offset")" > /dev/null
+        stop "$SERVE_PID"
+    fi
+done
 INC_BIG=$(incremental big-a 0 big-b)
-serve small-a 20; tandem --data-dir "$WORK/small-b" failover sync "127.0.0.1:$(ssh_port small-a 20)" > /dev/null; stop "$SERVE_PID"
 INC_SMALL=$(incremental small-a 20 small-b)
+INC_BIG_MS=$(cat "$WORK/big-a.sync-ms"); INC_SMALL_MS=$(cat "$WORK/small-a.sync-ms")
+fi
 
+if step capture; then
 echo "== write throughput, change capture on and off"
 "$BIN/tandem-storebench" capture --seconds "$CAPTURE_SECONDS" --pairs "$CAPTURE_PAIRS" | tee "$WORK/capture.json"
 CAPTURE_RATIO=$(grep ratioOnToOffMedian "$WORK/capture.json" | tr -dc '0-9.')
+fi
+ratio() { if [[ "$1" == null || "$2" == null ]]; then echo null; else echo "scale=3; $1 / $2" | bc; fi; }
 
 cat <<EOF
 == summary
@@ -166,10 +199,13 @@ cat <<EOF
   "devicesBig": $DEVICES_BIG,
   "fullSyncSeconds": $FULL_S,
   "scpSeconds": $SCP_S,
-  "fullSyncToScpRatio": $(echo "scale=3; $FULL_S / $SCP_S" | bc),
+  "fullSyncToScpRatio": $(ratio "$FULL_S" "$SCP_S"),
   "incrementalBigSeconds": $INC_BIG,
   "incrementalSmallSeconds": $INC_SMALL,
-  "incrementalBigToSmallRatio": $(echo "scale=3; $INC_BIG / $INC_SMALL" | bc),
+  "incrementalBigToSmallRatio": $(ratio "$INC_BIG" "$INC_SMALL"),
+  "incrementalBigSyncMs": $INC_BIG_MS,
+  "incrementalSmallSyncMs": $INC_SMALL_MS,
+  "incrementalBigToSmallSyncRatio": $(ratio "$INC_BIG_MS" "$INC_SMALL_MS"),
   "captureOnToOffRatio": $CAPTURE_RATIO
 }
 EOF

@@ -157,6 +157,7 @@ where
     let mut commits = db.commits();
     let wait = std::time::Duration::from_millis(wait_ms).min(FOLLOW_WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
+    let started = std::time::Instant::now();
     let (known, base, until) = loop {
         let checksum = after_checksum.clone();
         let (known, base, until) = db
@@ -228,6 +229,15 @@ where
         )
         .await?;
         if !more {
+            if wait.is_zero() {
+                // A sync's request (a follower's long poll would log once a second).
+                tracing::debug!(
+                    after_seq,
+                    until_seq = until.seq,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "sent the changes a sync asked for"
+                );
+            }
             return Ok(());
         }
     }

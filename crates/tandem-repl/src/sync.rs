@@ -294,12 +294,14 @@ async fn sync(
     progress: &ProgressSink,
     summary: &mut SyncSummary,
 ) -> Result<(), ReplicationError> {
+    let mut since = Instant::now();
     let Session {
         peer,
         local: ours,
         mut connection,
         ..
     } = replication.open_session(endpoint).await?;
+    phase_done("session", &mut since);
     summary.source_node = peer.node_name.clone();
     summary.source_epoch = peer.epoch;
     progress(Progress::Connected {
@@ -325,6 +327,7 @@ async fn sync(
         write_frame(&mut stream, &asked).await?;
         match next_frame(&mut stream, endpoint).await? {
             Frame::Message(Response::Changes { entries, more, .. }) => {
+                phase_done("first changes", &mut since);
                 let total = peer.position_seq - position.seq;
                 apply_changes(
                     replication,
@@ -338,6 +341,7 @@ async fn sync(
                     summary,
                 )
                 .await?;
+                phase_done("apply and commit", &mut since);
             }
             Frame::Message(Response::NotInHistory {
                 base_seq,
@@ -366,6 +370,7 @@ async fn sync(
         full_sync(replication, &mut stream, endpoint, progress, summary).await?;
     }
     fetch_missing_files(replication, &mut stream, endpoint, progress, summary).await?;
+    phase_done("files", &mut since);
     summary.bytes = stream.bytes as i64;
     let seq = summary.position_seq;
     replication
@@ -373,7 +378,19 @@ async fn sync(
         .database()
         .write(move |conn| history::set_setting(conn, LAST_SYNC_SEQ_SETTING, &seq.to_string()))
         .await?;
+    phase_done("position recorded", &mut since);
     Ok(())
+}
+
+/// Logs how long a phase of a sync took (`TANDEM_LOG=tandem_repl=debug`), so a slow sync can be
+/// taken apart without a profiler (BENCHMARKS.md, "Incremental sync").
+fn phase_done(phase: &str, since: &mut Instant) {
+    tracing::debug!(
+        phase,
+        elapsed_us = since.elapsed().as_micros() as u64,
+        "sync phase"
+    );
+    *since = Instant::now();
 }
 
 /// Applies streamed `Changes` frames in one transaction on the writer.
@@ -403,12 +420,23 @@ pub(crate) async fn apply_changes<S: AsyncRead + AsyncWrite + Unpin>(
         db.write_replica(move |conn| {
             changes::without_capture(|| {
                 let mut position = start;
+                let mut applying = std::time::Duration::ZERO;
                 loop {
                     match receiver.recv_timeout(REQUEST_TIMEOUT) {
                         Ok(Some(batch)) => {
-                            position = changes::apply_entries(conn, &position, &batch)?
+                            let started = Instant::now();
+                            position = changes::apply_entries(conn, &position, &batch)?;
+                            applying += started.elapsed();
                         }
-                        Ok(None) => return Ok(position),
+                        Ok(None) => {
+                            // The commit follows on the writer: "apply and commit" less this.
+                            tracing::debug!(
+                                phase = "apply (writer, before commit)",
+                                elapsed_us = applying.as_micros() as u64,
+                                "sync phase"
+                            );
+                            return Ok(position);
+                        }
                         Err(_) => {
                             return Err(StoreError::Corrupt(
                             "the sync stopped before its last change arrived; nothing was applied"

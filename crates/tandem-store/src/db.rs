@@ -746,6 +746,7 @@ impl Writer {
             // PASSIVE: copies what no reader still needs and never blocks readers. What remains
             // is copied by a later checkpoint; the next commit after a complete one restarts
             // the WAL from its beginning.
+            tracing::debug!(frames, idle, "checkpointing the WAL");
             if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::warn!(%error, "WAL checkpoint failed; it is retried after a later commit");
             }
@@ -971,7 +972,25 @@ fn commit_batch(
     if let Some(epoch) = epoch {
         crate::changes::set_capture_epoch(epoch);
     }
-    for job in jobs {
+    let mut jobs = jobs.peekable();
+    while let Some(job) = jobs.next() {
+        if completions.is_empty() && jobs.peek().is_none() {
+            // A job alone in its transaction needs no savepoint: the transaction is one. Inside
+            // a savepoint SQLite copies every page the job changes into a sub-journal, which
+            // spills to a temporary file past 64 KiB: for a sync's apply (one job, a page per
+            // change on a large table) that copy grew with the database (BENCHMARKS.md,
+            // "Incremental sync").
+            let (succeeded, completion) = job(Some(conn));
+            if !succeeded {
+                let _ = conn.execute_batch("ROLLBACK");
+                completion(Commit::Failed(
+                    "the write failed; nothing was committed".into(),
+                ));
+                return false;
+            }
+            completions.push(completion);
+            break;
+        }
         let savepoint = conn.execute_batch("SAVEPOINT job");
         let (succeeded, completion) = job(Some(conn));
         let ended = match (savepoint.is_ok(), succeeded) {
@@ -1273,6 +1292,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(re_prepared, 0);
+    }
+
+    #[tokio::test]
+    async fn a_job_alone_in_its_transaction_that_fails_leaves_nothing_and_the_next_one_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            Database::open(&dir.path().join("test.db"), TEST_SCHEMA, OpenMode::Create).unwrap();
+        insert(&db, "taken").await.unwrap();
+        // Awaited one by one, so each job is alone in its transaction (no savepoint): the
+        // failing one's first row must go with the transaction.
+        let failed = db
+            .write(|conn| {
+                conn.execute("INSERT INTO items (name) VALUES ('first')", [])?;
+                conn.execute("INSERT INTO items (name) VALUES ('taken')", [])
+                    .map_err(StoreError::from_sqlite)?;
+                Ok(())
+            })
+            .await;
+        assert!(
+            matches!(failed, Err(StoreError::Conflict { .. })),
+            "{failed:?}"
+        );
+        insert(&db, "after").await.unwrap();
+        let names: Vec<String> = db
+            .read(|conn| {
+                Ok(conn
+                    .prepare("SELECT name FROM items ORDER BY id")?
+                    .query_map([], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(names, ["taken", "after"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
