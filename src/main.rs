@@ -2,6 +2,7 @@
 //! the library crates; no logic lives here that a test would want to reach.
 
 mod cli;
+mod demo;
 mod ha;
 mod lb;
 mod logging;
