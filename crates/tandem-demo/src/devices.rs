@@ -255,7 +255,7 @@ async fn check_in_loop(
                     text.chars().take(160).collect::<String>()
                 ))
             }
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(with_causes(&error)),
         };
         let pause = {
             let mut stats = lock(&stats);
@@ -273,6 +273,17 @@ async fn check_in_loop(
         };
         tokio::time::sleep(pause).await;
     }
+}
+
+/// An error and its causes on one line (reqwest's own message names only the URL).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text += &format!(": {inner}");
+        cause = inner.source();
+    }
+    text
 }
 
 /// What check-in `n` of `device` stores.

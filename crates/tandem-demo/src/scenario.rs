@@ -332,9 +332,12 @@ impl Play<'_> {
             .and_then(|rows| rows.get(0).cloned())
             .unwrap_or_default();
         self.screen.say(&format!(
-            "  → last sync: {} {}",
+            "  → last sync: {} ({}) from {}, {}, up to change {}",
+            last["kind"].as_str().unwrap_or("?"),
             last["trigger"].as_str().unwrap_or("?"),
-            last["status"].as_str().unwrap_or("?")
+            last["source"].as_str().unwrap_or("?"),
+            last["result"].as_str().unwrap_or("?"),
+            last["positionSeq"]
         ));
         cluster.lb(self.screen, &["hold", "--reason", "upgrade"])?;
         for node in [SECONDARY, PRIMARY] {
