@@ -113,60 +113,66 @@ pub fn wait_until(
     Ok(())
 }
 
+/// Runs the `init` commands at once (each generates keys and hashes a password); each one's
+/// stdout.
+fn init_all(tandem: &Tandem, commands: &[Vec<String>]) -> Vec<DemoResult<String>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = commands
+            .iter()
+            .map(|command| {
+                scope.spawn(move || {
+                    let args: Vec<&str> = command.iter().map(String::as_str).collect();
+                    tandem.ok(&args)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(DemoError::Failed("init panicked".into())))
+            })
+            .collect()
+    })
+}
+
 impl Cluster {
     /// `tandem init` of the three nodes (at once), and the controller's `lb.toml`.
     pub fn create(tandem: Tandem, screen: &Screen) -> DemoResult<Self> {
-        let root = tandem.root.clone();
-        std::fs::write(root.join(PASSWORD_FILE), format!("{PASSWORD}\n"))
+        std::fs::write(tandem.root.join(PASSWORD_FILE), format!("{PASSWORD}\n"))
             .map_err(DemoError::io("cannot write the password file"))?;
-        let ports = free_ports(11)?;
         let names = [PRIMARY, SECONDARY, DR];
+        // Three listeners per node, then the controller's device and admin ports.
+        let ports = free_ports(names.len() * 3 + 2)?;
         let commands: Vec<Vec<String>> = names
             .iter()
             .enumerate()
             .map(|(index, name)| {
-                let port = |offset: usize| ports[index * 3 + offset].to_string();
-                ["--data-dir", name, "init", "--name", name, "--service-addr"]
-                    .iter()
-                    .map(|arg| (*arg).to_owned())
-                    .chain([
-                        format!("127.0.0.1:{}", port(0)),
-                        "--sysmgr-addr".into(),
-                        format!("127.0.0.1:{}", port(1)),
-                        "--ssh-addr".into(),
-                        format!("127.0.0.1:{}", port(2)),
-                        "--admin-password-file".into(),
-                        PASSWORD_FILE.into(),
-                    ])
-                    .collect()
+                let address = |offset: usize| format!("127.0.0.1:{}", ports[index * 3 + offset]);
+                vec![
+                    "--data-dir".into(),
+                    (*name).into(),
+                    "init".into(),
+                    "--name".into(),
+                    (*name).into(),
+                    "--service-addr".into(),
+                    address(0),
+                    "--sysmgr-addr".into(),
+                    address(1),
+                    "--ssh-addr".into(),
+                    address(2),
+                    "--admin-password-file".into(),
+                    PASSWORD_FILE.into(),
+                ]
             })
             .collect();
         for command in &commands {
             screen.say(&format!("$ tandem {}", command.join(" ")));
         }
-        let outputs: Vec<DemoResult<String>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = commands
-                .iter()
-                .map(|command| {
-                    let tandem = &tandem;
-                    scope.spawn(move || {
-                        let args: Vec<&str> = command.iter().map(String::as_str).collect();
-                        tandem.ok(&args)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| {
-                    handle
-                        .join()
-                        .unwrap_or_else(|_| Err(DemoError::Failed("init panicked".into())))
-                })
-                .collect()
-        });
         let mut nodes = Vec::new();
-        for (index, output) in outputs.into_iter().enumerate() {
-            let printed = output?;
+        for (index, printed) in init_all(&tandem, &commands).into_iter().enumerate() {
+            let printed = printed?;
             let certificate_sha256 = printed
                 .lines()
                 .find_map(|line| line.trim().strip_prefix("server certificate   SHA-256 "))
@@ -187,8 +193,8 @@ impl Cluster {
         let cluster = Self {
             tandem,
             nodes,
-            device_port: ports[9],
-            lb_admin: format!("127.0.0.1:{}", ports[10]),
+            device_port: ports[names.len() * 3],
+            lb_admin: format!("127.0.0.1:{}", ports[names.len() * 3 + 1]),
         };
         cluster.write_lb_config()?;
         Ok(cluster)

@@ -26,6 +26,9 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEMO_USER: &str = "demo-user";
 /// Acknowledged check-ins counted for the rate shown in the live view (the last second's).
 const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// A refused check-in's answer is kept this long in the summary's last error: enough for the
+/// API's message (which names the node and why).
+const ERROR_BODY_CHARS: usize = 240;
 /// Admin list pages (the API's largest).
 const PAGE_SIZE: usize = 200;
 
@@ -252,7 +255,7 @@ async fn check_in_loop(
                 let text = answer.text().await.unwrap_or_default();
                 Err(format!(
                     "{status}: {}",
-                    text.chars().take(160).collect::<String>()
+                    text.chars().take(ERROR_BODY_CHARS).collect::<String>()
                 ))
             }
             Err(error) => Err(with_causes(&error)),

@@ -25,9 +25,6 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const NAMES: [&'static str; 5] =
-        ["failover", "failback", "dc-loss", "switchover", "upgrade"];
-
     pub fn name(self) -> &'static str {
         match self {
             Self::Failover => "failover",
@@ -36,23 +33,6 @@ impl Scenario {
             Self::Switchover => "switchover",
             Self::Upgrade => "upgrade",
         }
-    }
-
-    /// The scenario named `name`, or a usage error listing them.
-    pub fn parse(name: &str) -> DemoResult<Self> {
-        Ok(match name {
-            "failover" => Self::Failover,
-            "failback" => Self::Failback,
-            "dc-loss" => Self::DcLoss,
-            "switchover" => Self::Switchover,
-            "upgrade" => Self::Upgrade,
-            other => {
-                return Err(DemoError::Usage(format!(
-                    "--scenario {other:?}: no such scenario; choose one of {}",
-                    Self::NAMES.join(", ")
-                )));
-            }
-        })
     }
 }
 

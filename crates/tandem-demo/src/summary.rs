@@ -48,6 +48,24 @@ fn in_exports(exports: &[String], version: &str) -> bool {
     })
 }
 
+/// Connections the controller passed to each backend over the run: `(backend, count)`.
+fn connections(lb_status: &Value) -> Vec<(String, u64)> {
+    lb_status["backends"]
+        .as_array()
+        .map(|backends| {
+            backends
+                .iter()
+                .map(|backend| {
+                    (
+                        backend["name"].as_str().unwrap_or("?").to_owned(),
+                        backend["connections"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Summary {
     /// Each device's check-ins are answered one at a time and each stores its number, so the
     /// Active node holds every acknowledged check-in of a device exactly when the number it
@@ -89,20 +107,6 @@ impl Summary {
                 ));
             }
         }
-        let connections = lb_status["backends"]
-            .as_array()
-            .map(|backends| {
-                backends
-                    .iter()
-                    .map(|backend| {
-                        (
-                            backend["name"].as_str().unwrap_or("?").to_owned(),
-                            backend["connections"].as_u64().unwrap_or(0),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         Self {
             scenario,
             active: active.to_owned(),
@@ -114,7 +118,7 @@ impl Summary {
             exported,
             lost_detail,
             devices: devices.len(),
-            connections,
+            connections: connections(lb_status),
             route: lb_status["active"].as_str().map(str::to_owned),
             switches: lb_status["switches"].as_u64().unwrap_or(0),
         }
