@@ -128,9 +128,22 @@ impl Play<'_> {
         )?;
         self.watch(
             killed,
+            |now| match now.node(SECONDARY).map_or(0, |node| node.heartbeat_failures) {
+                0 => format!("{SECONDARY} detected the failure"),
+                failures => format!(
+                    "{SECONDARY}: {failures} heartbeat(s) to {PRIMARY} failed in a row (it promotes itself at 3)"
+                ),
+            },
+            |now| {
+                now.node(SECONDARY).is_some_and(|node| node.heartbeat_failures > 0)
+                    || now.state_of(SECONDARY) == Some("Active")
+            },
+        )?;
+        self.watch(
+            killed,
             |now| {
                 format!(
-                    "{SECONDARY} missed its heartbeats, asked the witness, promoted itself: Active, epoch {}",
+                    "{SECONDARY} asked the witness (the traffic controller: it cannot reach {PRIMARY}) and promoted itself: Active, epoch {}",
                     Self::epoch(now, SECONDARY)
                 )
             },

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 /// How often the view samples and redraws (about 4 times a second).
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
-/// Each sample's requests may take this long; a node that does not answer in time is shown
-/// as not answering (a killed or busy node).
-const SAMPLE_TIMEOUT: Duration = Duration::from_millis(400);
+/// Each sample's requests may take this long; a node that does not answer in time (a busy
+/// debug build) keeps what it last showed, until it answers or refuses connections.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Without a terminal, an unchanged view is printed again this often.
 const PLAIN_EVERY: Duration = Duration::from_secs(1);
 
@@ -27,6 +27,8 @@ pub struct NodeView {
     pub mode: Option<String>,
     pub state: Option<String>,
     pub epoch: Option<i64>,
+    /// Heartbeats to its Primary that failed in a row (a Secondary's failure detection).
+    pub heartbeat_failures: u32,
 }
 
 /// The cluster as last sampled.
@@ -175,7 +177,8 @@ impl Live {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             while !stopped.load(Ordering::Acquire) {
                 ticker.tick().await;
-                let now = sample(&client, &sources).await;
+                let before = shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let now = sample(&client, &sources, &before).await;
                 if stopped.load(Ordering::Acquire) {
                     break;
                 }
@@ -195,43 +198,66 @@ impl Live {
     }
 }
 
-async fn sample(client: &reqwest::Client, sources: &Sources) -> Snapshot {
-    let nodes = sources.nodes.iter().map(|(name, port)| async move {
-        let url = format!("https://127.0.0.1:{port}/api/v1/ha/status");
-        let answer = client
-            .get(&url)
-            .basic_auth(&sources.user, Some(&sources.password))
-            .send()
-            .await;
-        let status: Option<Value> = match answer {
-            Ok(answer) if answer.status().is_success() => answer.json().await.ok(),
-            _ => None,
-        };
-        NodeView {
-            name: name.clone(),
-            mode: status.as_ref().and_then(|s| text(&s["config"]["mode"])),
-            state: status.as_ref().and_then(|s| text(&s["status"]["state"])),
-            epoch: status.as_ref().and_then(|s| s["epoch"].as_i64()),
-        }
-    });
-    let route = async {
-        let url = format!("http://{}/status", sources.lb_admin);
-        let answer = client.get(&url).send().await.ok()?;
-        let status: Value = answer.json().await.ok()?;
+/// One sample: every node and the controller asked at once.
+async fn sample(client: &reqwest::Client, sources: &Sources, previous: &Snapshot) -> Snapshot {
+    let nodes: Vec<_> = sources
+        .nodes
+        .iter()
+        .map(|(name, port)| {
+            let url = format!("https://127.0.0.1:{port}/api/v1/ha/status");
+            let request = client
+                .get(url)
+                .basic_auth(&sources.user, Some(&sources.password));
+            let before = previous.node(name).cloned().unwrap_or_else(|| NodeView {
+                name: name.clone(),
+                ..NodeView::default()
+            });
+            tokio::spawn(sample_node(request, before))
+        })
+        .collect();
+    let route = client.get(format!("http://{}/status", sources.lb_admin));
+    let route = tokio::spawn(async move {
+        let status: Value = route.send().await.ok()?.json().await.ok()?;
         text(&status["active"])
+    });
+    let mut snapshot = Snapshot {
+        nodes: Vec::with_capacity(nodes.len()),
+        route: route.await.ok().flatten(),
     };
-    let (nodes, route) = tokio::join!(futures_join_all(nodes.collect()), route);
-    Snapshot { nodes, route }
+    for node in nodes {
+        if let Ok(node) = node.await {
+            snapshot.nodes.push(node);
+        }
+    }
+    snapshot
 }
 
-/// Awaits every future in order (the view samples three nodes: no need for a combinator crate).
-async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs = Vec::with_capacity(handles.len());
-    for handle in handles {
-        outputs.push(handle.await);
+/// A node's HA status. Refused connections mean it is down; a slow or refused answer (a busy
+/// node) keeps what was last seen, so only a dead node is shown as not answering.
+async fn sample_node(request: reqwest::RequestBuilder, before: NodeView) -> NodeView {
+    let answer = match request.send().await {
+        Ok(answer) if answer.status().is_success() => answer.json::<Value>().await.ok(),
+        Err(error) if error.is_connect() => {
+            return NodeView {
+                name: before.name,
+                ..NodeView::default()
+            };
+        }
+        _ => None,
+    };
+    let Some(status) = answer else {
+        return before;
+    };
+    NodeView {
+        name: before.name,
+        mode: text(&status["status"]["mode"]),
+        state: text(&status["status"]["state"]),
+        epoch: status["epoch"].as_i64(),
+        heartbeat_failures: status["heartbeat"]["consecutiveFailures"]
+            .as_u64()
+            .and_then(|failures| u32::try_from(failures).ok())
+            .unwrap_or(0),
     }
-    outputs
 }
 
 fn text(value: &Value) -> Option<String> {
@@ -253,11 +279,23 @@ fn draw(screen: &Screen, now: &Snapshot, fleet: Option<&SharedStats>) {
             }
             _ => ("-".into(), "not answering".into(), String::new()),
         };
+        // A Standby's failure detection (an Active node goes on counting its lost peer).
+        let detection = match node.heartbeat_failures {
+            failures if failures > 0 && node.state.as_deref() == Some("Standby") => {
+                format!("{failures} heartbeats failed ")
+            }
+            _ => String::new(),
+        };
         lines.push(format!(
-            "  {:<15} {:<10} {:<14} {:<9} {arrow}",
+            "  {:<15} {:<10} {:<14} {:<9} {detection}{arrow}",
             node.name, mode, state, epoch
         ));
-        parts.push(format!("{} {mode}/{state} {epoch}", node.name));
+        let detection = if detection.is_empty() {
+            detection
+        } else {
+            format!(", {}", detection.trim_end())
+        };
+        parts.push(format!("{} {mode}/{state} {epoch}{detection}", node.name));
     }
     let route = now.route.clone().unwrap_or_else(|| "none".into());
     let key = format!("{} -> {route}", parts.join(", "));
