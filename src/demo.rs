@@ -53,7 +53,8 @@ pub struct DemoArgs {
     #[arg(long, value_name = "S", default_value_t = PHASE_DEFAULT_S)]
     phase_s: u64,
 
-    /// Print the summary as one JSON object (the live view is then plain lines).
+    /// Print the summary as one JSON object on stdout; the steps and the live view (plain
+    /// lines) go to stderr.
     #[arg(long)]
     json: bool,
 }

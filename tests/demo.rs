@@ -78,11 +78,13 @@ fn plays(scenario: &str) {
         .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no JSON summary: {}", describe(&output)));
+    // With --json, stdout is the summary alone (the steps and the live view go to stderr).
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
+        panic!(
+            "stdout is not one JSON summary ({error}): {}",
+            describe(&output)
+        )
+    });
     assert_eq!(summary["lost"], 0, "{summary:#}");
     assert!(summary["acknowledged"].as_u64().unwrap() > 0, "{summary:#}");
     assert_eq!(summary["scenario"], scenario, "{summary:#}");

@@ -46,7 +46,8 @@ pub struct Options {
     pub devices: usize,
     /// How long devices check in before the scenario and after it.
     pub phase: Duration,
-    /// Print the summary as JSON (the live view then goes to stderr's absence: plain lines).
+    /// Print the summary as JSON on stdout; the steps and the live view (plain lines) go to
+    /// stderr.
     pub json: bool,
     /// Redraw the live view in place (stdout is a terminal).
     pub terminal: bool,
@@ -121,7 +122,7 @@ pub fn run(options: Options) -> DemoResult<Summary> {
     process::handle_signals(&runtime)?;
     // From here every process started is stopped on every way out.
     let _guard = process::Guard;
-    let screen = Arc::new(view::Screen::new(options.terminal));
+    let screen = Arc::new(view::Screen::new(options.terminal, options.json));
     let tandem = process::Tandem {
         exe: options.exe.clone(),
         root: root.clone(),

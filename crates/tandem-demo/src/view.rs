@@ -52,6 +52,8 @@ impl Snapshot {
 /// Where the demo's lines go, shared by the steps and the live view.
 pub struct Screen {
     terminal: bool,
+    /// Steps and the live view go to stderr, leaving stdout to the JSON summary.
+    steps_to_stderr: bool,
     started: Instant,
     inner: Mutex<Inner>,
 }
@@ -64,9 +66,10 @@ struct Inner {
 }
 
 impl Screen {
-    pub fn new(terminal: bool) -> Self {
+    pub fn new(terminal: bool, steps_to_stderr: bool) -> Self {
         Self {
             terminal,
+            steps_to_stderr,
             started: Instant::now(),
             inner: Mutex::default(),
         }
@@ -91,7 +94,7 @@ impl Screen {
             inner.drawn = 0;
         }
         text += &format!("{} {line}\n", self.stamp());
-        write_out(&text);
+        self.write_step(&text);
     }
 
     /// Lines printed as they are (a summary, URLs), after clearing the live block.
@@ -104,8 +107,17 @@ impl Screen {
     pub fn clear(&self) {
         let mut inner = self.inner();
         if self.terminal && inner.drawn > 0 {
-            write_out(&format!("\x1b[{}A\x1b[J", inner.drawn));
+            self.write_step(&format!("\x1b[{}A\x1b[J", inner.drawn));
             inner.drawn = 0;
+        }
+    }
+
+    fn write_step(&self, text: &str) {
+        if self.steps_to_stderr {
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(text.as_bytes());
+        } else {
+            write_out(text);
         }
     }
 
@@ -121,7 +133,7 @@ impl Screen {
                 text += &format!("{line}\n");
             }
             inner.drawn = lines.len();
-            write_out(&text);
+            self.write_step(&text);
             return;
         }
         let due = match &inner.last_plain {
@@ -130,7 +142,7 @@ impl Screen {
         };
         if due {
             inner.last_plain = Some((key.to_owned(), Instant::now()));
-            write_out(&format!("{} | {summary}\n", self.stamp()));
+            self.write_step(&format!("{} | {summary}\n", self.stamp()));
         }
     }
 }
