@@ -102,6 +102,13 @@ fn the_switchover_demo_loses_nothing_and_leaves_nothing_behind() {
     plays("switchover");
 }
 
+/// The old Primary returns as the Standby and takes its role back: the most steps, each of
+/// which must leave exactly one node Active.
+#[test]
+fn the_failback_demo_loses_nothing_and_leaves_nothing_behind() {
+    plays("failback");
+}
+
 #[test]
 fn a_dir_that_is_not_empty_is_refused() {
     let temp = tempfile::tempdir().unwrap();

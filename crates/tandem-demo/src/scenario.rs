@@ -163,20 +163,11 @@ impl Play<'_> {
     fn failback(&self) -> DemoResult<&'static str> {
         let cluster = self.cluster;
         self.screen.say("scenario failback: the old Primary returns, becomes the Standby, catches up, and takes the Primary role back");
-        cluster.serve(self.screen, PRIMARY)?;
-        let started = Instant::now();
-        self.watch(
-            started,
-            |now| {
-                format!(
-                    "{PRIMARY} is back: {} (fenced by the newer epoch {})",
-                    now.state_of(PRIMARY).unwrap_or("starting"),
-                    Self::epoch(now, SECONDARY)
-                )
-            },
-            |now| now.state_of(PRIMARY).is_some_and(|state| state != "Active"),
-        )?;
-        let primary_at = cluster.node(SECONDARY)?.ssh();
+        // Before it serves, the old Primary becomes the Active node's Secondary, and syncs
+        // from it (the guide's failback begins with that sync): a write it committed but never
+        // acknowledged (its Standby had not confirmed it when it died) is saved to its
+        // divergence export, not kept. Serving only then, it can only come back as a Standby.
+        let active_at = cluster.node(SECONDARY)?.ssh();
         let mut args = vec![
             "ha",
             "configure",
@@ -185,10 +176,33 @@ impl Play<'_> {
             "secondary",
             "--primary",
         ];
-        args.push(&primary_at);
+        args.push(&active_at);
         let options = pair_options(&self.witness);
         args.extend(options.iter().map(String::as_str));
         cluster.run(self.screen, PRIMARY, &args)?;
+        cluster.run(self.screen, PRIMARY, &["failover", "sync", &active_at])?;
+        let exported = match divergence_entries(&cluster.tandem.root.join(PRIMARY)) {
+            0 => "it held no change of its own".to_owned(),
+            changes => format!(
+                "{changes} change(s) only it held (committed, never acknowledged) saved under {PRIMARY}/divergence/"
+            ),
+        };
+        self.screen.say(&format!(
+            "  → {PRIMARY} holds {SECONDARY}'s data; {exported}"
+        ));
+        cluster.serve(self.screen, PRIMARY)?;
+        let started = Instant::now();
+        self.watch(
+            started,
+            |now| {
+                format!(
+                    "{PRIMARY} is back: {} in epoch {}",
+                    now.state_of(PRIMARY).unwrap_or("starting"),
+                    Self::epoch(now, PRIMARY)
+                )
+            },
+            |now| now.state_of(PRIMARY).is_some(),
+        )?;
         cluster.wait_for_state(PRIMARY, "Standby")?;
         cluster.wait_in_step(PRIMARY)?;
         self.screen
@@ -354,6 +368,24 @@ impl Play<'_> {
         cluster.lb(self.screen, &["release"])?;
         Ok(PRIMARY)
     }
+}
+
+/// Changes saved to a node's divergence exports (`divergence/*.jsonl`: a header line, then one
+/// change per line).
+fn divergence_entries(data_dir: &std::path::Path) -> usize {
+    let Ok(files) = std::fs::read_dir(data_dir.join("divergence")) else {
+        return 0;
+    };
+    files
+        .filter_map(Result::ok)
+        .map(|file| {
+            std::fs::read_to_string(file.path())
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| line.contains("\"seq\""))
+                .count()
+        })
+        .sum()
 }
 
 /// Lets the devices check in for `duration`, the live view running.
