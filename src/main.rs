@@ -3,6 +3,7 @@
 
 mod backup;
 mod cli;
+mod demo;
 mod ha;
 mod lb;
 mod logging;
