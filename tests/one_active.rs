@@ -574,3 +574,41 @@ fn synchronous_primary_cut_off(synchronous_timeout: &str, standby_first: bool) {
         );
     }
 }
+
+/// The old Primary, stopped, synced by hand from the node promoted in its place, then started
+/// again still configured as a Primary (`tandem demo`'s failback found it): the epoch it synced
+/// is the promoted node's ballot, so the returning node is fenced by it instead of winning a
+/// tie of node ids and taking the fleet back.
+#[test]
+fn an_old_primary_synced_from_its_successor_and_restarted_as_primary_is_fenced() {
+    let (mut a, mut b) = (Node::init("node-a"), Node::init("node-b"));
+    let links = Links {
+        primary_at: &a.endpoint(),
+        secondary_at: &b.endpoint(),
+    };
+    start_pair(&mut a, &mut b, &links, FAST, FAST);
+    a.kill_9();
+    b.wait_for_state("Active");
+    let b_epoch = b.status()["controller"]["epoch"].as_i64().unwrap();
+    assert!(b_epoch >= 2, "{:#}", b.status());
+    // Offline: `failover sync` runs in the command's own process and brings B's epoch along.
+    a.ok(&["failover", "sync", &b.endpoint()]);
+    a.serve();
+    let fenced = a.wait_until_fenced();
+    assert!(
+        fenced.to_string().contains("node-b"),
+        "the fence names the holder: {fenced:#}"
+    );
+    // B kept the fleet: a few heartbeat intervals later it is still Active, in its own epoch,
+    // and never saw a newer claim.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.state(), "Active", "{:?}", b.ha_log());
+    assert_eq!(b.status()["controller"]["epoch"].as_i64(), Some(b_epoch));
+    assert!(
+        !b.ha_log()
+            .iter()
+            .any(|(_, _, message)| message.contains("stopped serving")),
+        "{:?}",
+        b.ha_log()
+    );
+}

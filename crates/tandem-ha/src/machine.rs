@@ -63,6 +63,12 @@ pub struct Durable {
     /// was only a Standby (a DR node following the main Secondary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub followed_state: Option<State>,
+    /// The newest epoch this node took itself: its first, or a promotion's. Below `epoch` when
+    /// a sync brought a newer one from another node's history: that ballot is the other
+    /// node's, so this node never resumes Active in it (it takes a fresh one, or is fenced by
+    /// its holder). Absent in state saved by older versions: read as the saved `epoch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_epoch: Option<i64>,
 }
 
 impl Durable {
@@ -73,7 +79,14 @@ impl Durable {
             fenced: None,
             schedule_anchor_ms: None,
             followed_state: None,
+            held_epoch: Some(epoch),
         }
+    }
+
+    /// Whether this node's epoch came from another node's history (a sync) rather than from a
+    /// promotion of its own.
+    pub fn epoch_adopted(&self) -> bool {
+        self.held_epoch.is_some_and(|held| held < self.epoch)
     }
 }
 
@@ -776,6 +789,7 @@ impl Controller {
         // the Standby this node would have had.
         let followed_failed = self.heartbeat.detected;
         self.durable.epoch = epoch;
+        self.durable.held_epoch = Some(epoch);
         self.durable.fenced = None;
         self.promotion_held = None;
         if self.durable.config.mode == Mode::Secondary {
@@ -857,7 +871,13 @@ impl Controller {
         let learned = via
             .map(|via| format!(" (learned through {via})"))
             .unwrap_or_default();
-        let reason = if newer.epoch == self.durable.epoch {
+        let reason = if newer.epoch == self.durable.epoch && self.durable.epoch_adopted() {
+            format!(
+                "{holder} is Active in epoch {}{learned}, the epoch this node's data came from \
+                 (a sync): the ballot is {holder}'s, not this node's",
+                newer.epoch
+            )
+        } else if newer.epoch == self.durable.epoch {
             format!(
                 "{holder} is also Active in epoch {}{learned}, and wins the tie (epochs are \
                  ordered by their counter, then by node id)",

@@ -118,6 +118,16 @@ impl Controller {
         if self.durable.fenced.is_some() {
             return;
         }
+        if self.durable.epoch_adopted() {
+            // Resuming in an epoch another node took would make two claims of one counter.
+            let why = format!(
+                "started as {}; its epoch {} came from another node's history (a sync) and no \
+                 peer is Active in it or a newer one",
+                self.durable.config.mode, self.durable.epoch
+            );
+            self.promote(now, &why, commands);
+            return;
+        }
         log(
             commands,
             Level::Info,
@@ -173,7 +183,12 @@ impl Controller {
                 .cluster
                 .members()
                 .filter_map(|member| member.claim().map(|claim| (claim, member)))
-                .filter(|(claim, _)| *claim > own)
+                // An adopted epoch's ballot is its holder's: any claim in it is newer than
+                // anything this node could say of itself.
+                .filter(|(claim, _)| {
+                    *claim > own
+                        || (self.durable.epoch_adopted() && claim.epoch >= self.durable.epoch)
+                })
                 .max_by(|a, b| a.0.cmp(&b.0));
             if let Some((claim, member)) = newer {
                 let holder = member.node_name.clone();

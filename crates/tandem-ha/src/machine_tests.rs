@@ -1325,3 +1325,47 @@ fn a_fenced_node_and_a_refused_mode_secondary_give_the_full_command_to_follow_th
         "{error}"
     );
 }
+
+/// A Primary synced by hand from the node promoted in its place, then restarted as a Primary
+/// (the demo's failback found it): its epoch is that node's, so it must not resume Active in it,
+/// whichever node id is larger.
+#[test]
+fn a_primary_whose_epoch_came_from_a_sync_is_fenced_by_that_epochs_holder() {
+    let mut durable = Durable::new(primary(), 1);
+    durable.epoch = 2; // brought by `failover sync` from node-a, Active in epoch 2
+    let mut controller = Controller::new("id-z", durable);
+    controller.handle(at(0), Event::Started);
+    let mut holder = peer("node-a", Mode::Secondary, State::Active, 2, at(1));
+    holder.node_id = "id-a".into(); // below id-z: a tie by node id would go to this node
+    let commands = controller.handle(at(1), Event::PeerSeen(holder));
+    controller.handle(at(2), Event::PeersChecked);
+    assert_eq!(controller.status().state, State::NotAvailable);
+    assert_eq!(controller.epoch(), 2);
+    assert!(
+        logs(&commands)
+            .iter()
+            .any(|line| line.contains("the ballot is node-a's")),
+        "{commands:?}"
+    );
+}
+
+/// The same node with no Active peer takes a fresh ballot instead of its source's.
+#[test]
+fn a_primary_whose_epoch_came_from_a_sync_takes_a_new_epoch_when_no_peer_is_active() {
+    let mut durable = Durable::new(primary(), 1);
+    durable.epoch = 2;
+    let mut controller = Controller::new("id-z", durable);
+    controller.handle(at(0), Event::Started);
+    let standby = peer("node-a", Mode::Secondary, State::Standby, 2, at(1));
+    controller.handle(at(1), Event::PeerSeen(standby));
+    let commands = controller.handle(at(2), Event::PeersChecked);
+    assert_eq!(controller.status().state, State::Active);
+    assert_eq!(controller.epoch(), 3);
+    assert_eq!(controller.durable().held_epoch, Some(3));
+    assert!(
+        logs(&commands)
+            .iter()
+            .any(|line| line.contains("came from another node's history")),
+        "{commands:?}"
+    );
+}

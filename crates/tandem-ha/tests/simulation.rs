@@ -695,6 +695,7 @@ impl World {
                     fenced: None,
                     schedule_anchor_ms: Some(WALL0_MS - rng.below(60_000) as i64),
                     followed_state: None,
+                    held_epoch: Some(1),
                 },
                 served: Served {
                     state: State::NotAvailable,

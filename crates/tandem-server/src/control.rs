@@ -197,6 +197,7 @@ impl ops::Executor for NodeExecutor {
                         fenced: snapshot.fenced.clone(),
                         schedule_anchor_ms: None,
                         followed_state: None,
+                        held_epoch: None,
                     };
                     Event::Done {
                         result: status_json(

@@ -70,6 +70,8 @@ pub async fn load_durable(local: &NodeStore, log_epoch: i64) -> StoreResult<Dura
         })?,
         None => Durable::new(HaConfig::default(), 1),
     };
+    // Saved by an older version: the epoch it saved was the newest it knew, held or synced.
+    durable.held_epoch.get_or_insert(durable.epoch);
     durable.epoch = durable.epoch.max(log_epoch).max(1);
     Ok(durable)
 }
