@@ -29,15 +29,8 @@ pub struct RestoreArgs {
     /// The new node's name (letters, digits, - _ .).
     #[arg(long)]
     name: String,
-    /// Service listener: devices, admin portal and API, load-balancer probes (production: 443).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4443")]
-    service_addr: String,
-    /// System Manager listener (production: 8443).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
-    sysmgr_addr: String,
-    /// Replication listener, SSH, for trusted hosts only (production: 22).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2222")]
-    ssh_addr: String,
+    #[command(flatten)]
+    listeners: crate::cli::ListenerArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -89,9 +82,9 @@ pub fn run_restore(data_dir: PathBuf, args: RestoreArgs) -> Result<ExitCode> {
         backup: args.from,
         data_dir,
         name: args.name.clone(),
-        service_addr: args.service_addr,
-        system_manager_addr: args.sysmgr_addr,
-        replication_addr: args.ssh_addr,
+        service_addr: args.listeners.service_addr,
+        system_manager_addr: args.listeners.sysmgr_addr,
+        replication_addr: args.listeners.ssh_addr,
     };
     let report = match tandem_node::restore(&options) {
         Ok(report) => report,

@@ -217,23 +217,30 @@ struct ClientConnectionArgs {
     action: Switch,
 }
 
+/// The three listener addresses a new node is created with (`init`, `restore`).
+#[derive(Args, Debug)]
+pub struct ListenerArgs {
+    /// Service listener: devices, admin portal and API, load-balancer probes (production: 443).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4443")]
+    pub service_addr: String,
+
+    /// System Manager listener (production: 8443).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    pub sysmgr_addr: String,
+
+    /// Replication listener, SSH, for trusted hosts only (production: 22).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2222")]
+    pub ssh_addr: String,
+}
+
 #[derive(Args, Debug)]
 struct InitArgs {
     /// The node's name, shown in portals, logs and peers' Trusted Hosts (letters, digits, - _ .).
     #[arg(long)]
     name: String,
 
-    /// Service listener: devices, admin portal and API, load-balancer probes (production: 443).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4443")]
-    service_addr: String,
-
-    /// System Manager listener (production: 8443).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
-    sysmgr_addr: String,
-
-    /// Replication listener, SSH, for trusted hosts only (production: 22).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2222")]
-    ssh_addr: String,
+    #[command(flatten)]
+    listeners: ListenerArgs,
 
     /// Name of the first admin user and System Manager local user (letters, digits, - _ . @;
     /// no ':', which HTTP Basic authentication cannot carry).
@@ -296,9 +303,9 @@ fn init(data_dir: PathBuf, args: InitArgs) -> Result<ExitCode> {
     let options = tandem_node::InitOptions {
         data_dir,
         name: args.name.clone(),
-        service_addr: args.service_addr,
-        system_manager_addr: args.sysmgr_addr,
-        replication_addr: args.ssh_addr,
+        service_addr: args.listeners.service_addr,
+        system_manager_addr: args.listeners.sysmgr_addr,
+        replication_addr: args.listeners.ssh_addr,
         admin_user: args.admin_user,
         admin_password,
         tls_names: args.tls_name,

@@ -1073,12 +1073,21 @@ fn print_result(operation: &Operation, result: &serde_json::Value, json: bool) {
         }
         Operation::FailoverMode { .. } => {
             let status = &result["status"];
-            outln!(
-                "This node is now {} ({}), epoch {}.",
-                text(status, "state"),
-                text(status, "mode"),
-                text(result, "epoch")
-            );
+            if status["haEnabled"].as_bool() == Some(false) {
+                // Out of the HA group the mode is only a setting: the node serves standalone.
+                outln!(
+                    "Mode set to {}; HA is disabled, so this node serves standalone (Active, epoch {}) and the mode applies once HA is enabled.",
+                    text(status, "mode"),
+                    text(result, "epoch")
+                );
+            } else {
+                outln!(
+                    "This node is now {} in {} mode, epoch {}.",
+                    text(status, "state"),
+                    text(status, "mode"),
+                    text(result, "epoch")
+                );
+            }
         }
         Operation::ClientConnection { .. } => outln!("{}", text(result, "message")),
         Operation::TestNotification => outln!(

@@ -525,6 +525,10 @@ pub struct Controller {
     peer_check: PeerCheck,
     /// The dual-Active alarm while raised: who.
     dual_active: Option<String>,
+    /// Monotonic ms of this node's last promotion: a peer last seen Active before it was Active
+    /// in an older ballot, and is no evidence of two Active nodes (a planned switchover's old
+    /// Primary stepped down meanwhile; the next sighting tells).
+    promoted_at_ms: Option<u64>,
     /// Node ids already warned about as known only by gossip.
     trust_warned: std::collections::BTreeSet<String>,
     /// Monotonic ms at which this node last noticed it had been frozen.
@@ -582,6 +586,7 @@ impl Controller {
             cluster: Cluster::default(),
             peer_check: PeerCheck::default(),
             dual_active: None,
+            promoted_at_ms: None,
             trust_warned: Default::default(),
             frozen_at_ms: None,
             frozen_pending: false,
@@ -790,6 +795,7 @@ impl Controller {
         let followed_failed = self.heartbeat.detected;
         self.durable.epoch = epoch;
         self.durable.held_epoch = Some(epoch);
+        self.promoted_at_ms = Some(now.monotonic_ms);
         self.durable.fenced = None;
         self.promotion_held = None;
         if self.durable.config.mode == Mode::Secondary {

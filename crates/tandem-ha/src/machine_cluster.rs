@@ -209,9 +209,12 @@ impl Controller {
         if !self.started {
             return;
         }
+        let serving = self.status.state == State::Active && self.status.ha_enabled;
+        let promoted_at = self.promoted_at_ms.filter(|_| serving);
         let mut active: Vec<String> = self
             .live_active_members(now, self.live_window_ms())
             .into_iter()
+            .filter(|member| promoted_at.is_none_or(|at| member.seen_at_monotonic_ms > at))
             .map(|member| {
                 let how = match &member.source {
                     crate::cluster::Source::Direct => String::new(),
@@ -220,7 +223,7 @@ impl Controller {
                 format!("{} (epoch {}{how})", member.node_name, member.epoch)
             })
             .collect();
-        if self.status.state == State::Active && self.status.ha_enabled {
+        if serving {
             active.insert(0, format!("this node (epoch {})", self.durable.epoch));
         }
         let alarm = (active.len() >= 2).then(|| active.join(" and "));

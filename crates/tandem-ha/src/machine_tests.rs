@@ -1369,3 +1369,33 @@ fn a_primary_whose_epoch_came_from_a_sync_takes_a_new_epoch_when_no_peer_is_acti
         "{commands:?}"
     );
 }
+
+/// A planned switchover: the new Active node last saw its old Primary Active before it took
+/// its ballot, which is no sign of two Active nodes (the old one stepped down meanwhile). Only
+/// a sighting after the promotion that still says Active raises the alarm.
+#[test]
+fn a_peer_last_seen_active_before_this_nodes_promotion_raises_no_dual_active_alarm() {
+    let notified_dual_active = |commands: &[Command]| {
+        commands.iter().any(|command| {
+            matches!(
+                command,
+                Command::Notify {
+                    notification: Notification::DualActive,
+                    ..
+                }
+            )
+        })
+    };
+    let mut controller = started_standby();
+    heartbeat(&mut controller, at(0));
+    let primary_active = peer("node-a", Mode::Primary, State::Active, 1, at(1));
+    controller.handle(at(1), Event::HeartbeatAnswered(primary_active));
+    let promoted = controller
+        .operator_with(at(2), OperatorCommand::ModePrimary, Guard::Forced)
+        .unwrap();
+    assert_eq!(controller.status().state, State::Active);
+    assert!(!notified_dual_active(&promoted), "{promoted:?}");
+    let still_active = peer("node-a", Mode::Primary, State::Active, 1, at(3));
+    let seen = controller.handle(at(3), Event::PeerSeen(still_active));
+    assert!(notified_dual_active(&seen), "{seen:?}");
+}

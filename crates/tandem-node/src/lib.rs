@@ -252,16 +252,7 @@ fn create_node(
         replicated.read_blocking(|conn| Ok(tandem_store::changes::position(conn)?.seq))?;
     replicated.close_blocking();
 
-    let local = NodeStore::open(&dir.join(NODE_DB_FILE), OpenMode::Create)?;
-    local.set_identity_blocking(NodeIdentity {
-        node_id: config.node.id.clone(),
-        node_name: config.node.name.clone(),
-        created_at: tandem_store::common::now(),
-    })?;
-    local.database().write_blocking(move |conn| {
-        tandem_store::history::set_setting(conn, INIT_SEQ_SETTING, &init_seq.to_string())
-    })?;
-    local.database().close_blocking();
+    create_node_local(dir, config, init_seq)?;
     FileStore::create(&dir.join(FILES_DIR))?;
 
     // Written last: a directory with tandem.toml is a complete node.
@@ -401,19 +392,9 @@ fn create_restored(
     );
     replicated.close_blocking();
 
-    let local = NodeStore::open(&dir.join(NODE_DB_FILE), OpenMode::Create)?;
-    local.set_identity_blocking(NodeIdentity {
-        node_id: config.node.id.clone(),
-        node_name: config.node.name.clone(),
-        created_at: tandem_store::common::now(),
-    })?;
     // Where the restored history ends counts as this node's birth: until it writes, a sync
     // may replace it without calling that divergence (see INIT_SEQ_SETTING).
-    let init_seq = manifest.position_seq;
-    local.database().write_blocking(move |conn| {
-        tandem_store::history::set_setting(conn, INIT_SEQ_SETTING, &init_seq.to_string())
-    })?;
-    local.database().close_blocking();
+    create_node_local(dir, config, manifest.position_seq)?;
     // Written last: a directory with tandem.toml is a complete node.
     write_private_file(&dir.join(CONFIG_FILE), &config.to_toml())?;
     Ok(RestoreReport {
@@ -425,6 +406,21 @@ fn create_restored(
         ssh_public_key: ssh_key.public_openssh(&config.node.name)?,
         server_certificate_sha256,
     })
+}
+
+/// Creates `node.db`: the node's identity and where its own history begins (`init_seq`).
+fn create_node_local(dir: &Path, config: &NodeConfig, init_seq: i64) -> Result<(), NodeError> {
+    let local = NodeStore::open(&dir.join(NODE_DB_FILE), OpenMode::Create)?;
+    local.set_identity_blocking(NodeIdentity {
+        node_id: config.node.id.clone(),
+        node_name: config.node.name.clone(),
+        created_at: tandem_store::common::now(),
+    })?;
+    local.database().write_blocking(move |conn| {
+        tandem_store::history::set_setting(conn, INIT_SEQ_SETTING, &init_seq.to_string())
+    })?;
+    local.database().close_blocking();
+    Ok(())
 }
 
 /// Node-local setting: the replicated history's last sequence number when `tandem init` finished.

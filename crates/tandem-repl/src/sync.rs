@@ -159,6 +159,10 @@ pub async fn run(
         .sync_metrics()
         .record(outcome.kind.as_deref(), &outcome.result, started.elapsed());
     let message = match &result {
+        Ok(()) if summary.kind == "none" => format!(
+            "sync from {endpoint} succeeded: already in step, nothing to copy ({} ms)",
+            summary.duration_ms
+        ),
         Ok(()) => format!(
             "sync from {endpoint} succeeded: {} sync, {} change(s), {} file(s), {} bytes in {} ms{}",
             summary.kind,
