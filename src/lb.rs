@@ -391,16 +391,9 @@ fn resume(admin: AdminArgs, to: Option<String>, json: bool) -> Result<ExitCode> 
     }
 }
 
-/// Percent-encodes a backend name for the query string (names are validated to letters,
-/// digits and `-_.`, but a mistyped --to must still reach the controller intact to be refused
-/// with its name).
+/// Encodes a backend name for the query string (names are validated to letters, digits and
+/// `-_.`, but a mistyped --to must still reach the controller intact to be refused with its
+/// name).
 fn form_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
