@@ -197,8 +197,8 @@ async fn write_partial(
         let text = serde_json::to_vec_pretty(&manifest)
             .map_err(|error| StoreError::Corrupt(format!("cannot write the manifest: {error}")))?;
         write_synced(&partial.join(MANIFEST_FILE), &text)?;
-        sync_dir(&partial.join(FILES_DIR))?;
-        sync_dir(&partial)?;
+        sync_path(&partial.join(FILES_DIR))?;
+        sync_path(&partial)?;
         Ok(manifest)
     })
     .await
@@ -276,9 +276,7 @@ fn copy_in_transaction(
     // One file, no WAL beside it: what a restore copies is complete on its own.
     copy.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))?;
     drop(copy);
-    std::fs::File::open(dest)
-        .and_then(|file| file.sync_all())
-        .map_err(|error| StoreError::io(dest, error))?;
+    sync_path(dest)?;
     Ok((position.seq, refs))
 }
 
@@ -291,10 +289,7 @@ fn copy_files(
     for (index, entry) in refs.iter().enumerate() {
         let from = store.path_of(&entry.sha256);
         let to = dest.join(&entry.sha256);
-        std::fs::copy(&from, &to).map_err(|error| StoreError::io(&from, error))?;
-        std::fs::File::open(&to)
-            .and_then(|file| file.sync_all())
-            .map_err(|error| StoreError::io(&to, error))?;
+        copy_synced(&from, &to)?;
         // The copy, not the original, is what the backup holds: check it.
         let copied = hash_file(&to)?;
         if copied != *entry {
@@ -385,10 +380,17 @@ fn write_synced(path: &Path, bytes: &[u8]) -> StoreResult<()> {
     file.sync_all().map_err(io)
 }
 
-fn sync_dir(path: &Path) -> StoreResult<()> {
+/// Flushes a file, or a directory's entries, to disk.
+fn sync_path(path: &Path) -> StoreResult<()> {
     std::fs::File::open(path)
-        .and_then(|dir| dir.sync_all())
+        .and_then(|file| file.sync_all())
         .map_err(|error| StoreError::io(path, error))
+}
+
+/// Copies `from` to `to` and flushes the copy.
+fn copy_synced(from: &Path, to: &Path) -> StoreResult<()> {
+    std::fs::copy(from, to).map_err(|error| StoreError::io(from, error))?;
+    sync_path(to)
 }
 
 /// Puts the verified `partial` backup in place: replaces an existing one only with `--force`.
@@ -401,7 +403,7 @@ fn finish(partial: &Path, target: &BackupTarget) -> StoreResult<()> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    sync_dir(parent)
+    sync_path(parent)
 }
 
 /// Checks a backup completely before anything uses it: the manifest, the database's size,
@@ -521,20 +523,14 @@ pub fn install(
     files: &FileStore,
 ) -> StoreResult<()> {
     let from = backup.join(DATABASE_FILE);
-    std::fs::copy(&from, db_path).map_err(|error| StoreError::io(db_path, error))?;
-    std::fs::File::open(db_path)
-        .and_then(|file| file.sync_all())
-        .map_err(|error| StoreError::io(db_path, error))?;
+    copy_synced(&from, db_path)?;
     for entry in &manifest.files {
         let from = backup.join(FILES_DIR).join(&entry.sha256);
         let to = files.path_of(&entry.sha256);
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir).map_err(|error| StoreError::io(dir, error))?;
         }
-        std::fs::copy(&from, &to).map_err(|error| StoreError::io(&to, error))?;
-        std::fs::File::open(&to)
-            .and_then(|file| file.sync_all())
-            .map_err(|error| StoreError::io(&to, error))?;
+        copy_synced(&from, &to)?;
     }
     Ok(())
 }
